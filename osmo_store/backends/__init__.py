@@ -1,0 +1,6 @@
+"""Layer 3: storage backends behind one small ObjectStore protocol."""
+
+from .base import ObjectStore
+from .memory import MemoryObjectStore
+
+__all__ = ["ObjectStore", "MemoryObjectStore"]

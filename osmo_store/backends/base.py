@@ -1,0 +1,132 @@
+"""The ObjectStore protocol every backend implements.
+
+A backend implements six primitives over *stored bytes* (the zstd frame of a framed object,
+see objects_spec.md): ``_get_raw``, ``_put_raw``, ``has``, ``iter_ids``, ``_delete`` and
+``close``. Everything typed (``get``, ``put``, verification) is built here once, so a new
+backend is "implement six methods, run ``osmo_store.testing.StoreContract``".
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from ..errors import AmbiguousId, InvalidObjectId, ObjectNotFound, StoreError
+from ..hashing import MIN_PREFIX_LEN, ObjectId, is_oid, is_oid_prefix, parse_oid
+from ..objects import ObjectType, RunRecord, decode_object, encode_object
+
+
+class ObjectStore(ABC):
+    #: capability flags, as in zarr's Store
+    read_only: bool = False
+    supports_delete: bool = True
+
+    # --- the six primitives --------------------------------------------------------
+
+    @abstractmethod
+    def _get_raw(self, oid: ObjectId) -> bytes:
+        """Stored bytes of ``oid``; raise ObjectNotFound if absent. Need not verify."""
+
+    @abstractmethod
+    def _put_raw(self, oid: ObjectId, data: bytes) -> None:
+        """Store bytes already known to hash to ``oid``. Idempotent; an existing object is
+        kept (and, where the backend has a notion of age, freshened)."""
+
+    @abstractmethod
+    def has(self, oid: ObjectId) -> bool: ...
+
+    @abstractmethod
+    def iter_ids(self) -> Iterator[ObjectId]:
+        """Every stored id, each once, in no particular order."""
+
+    @abstractmethod
+    def _delete(self, oid: ObjectId) -> None:
+        """Remove ``oid``; absent is not an error."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources. Default: nothing to release."""
+
+    # --- built on the primitives ---------------------------------------------------
+
+    def get_raw(self, oid: ObjectId) -> bytes:
+        return self._get_raw(parse_oid(oid))
+
+    def get(self, oid: ObjectId) -> tuple[ObjectType, bytes]:
+        """Read and verify an object. Raises ObjectNotFound or CorruptObject."""
+        oid = parse_oid(oid)
+        return decode_object(oid, self._get_raw(oid))
+
+    def get_typed(self, oid: ObjectId, otype: ObjectType) -> bytes:
+        got, content = self.get(oid)
+        if got is not otype:
+            raise StoreError(f"{oid} is a {got}, not a {otype}")
+        return content
+
+    def get_run(self, oid: ObjectId) -> RunRecord:
+        return RunRecord.from_content(self.get_typed(oid, ObjectType.RUN))
+
+    def put(self, otype: ObjectType, content: bytes) -> ObjectId:
+        self._check_writable()
+        oid, data = encode_object(ObjectType(otype), content)
+        self._put_raw(oid, data)
+        return oid
+
+    def put_run(self, record: RunRecord) -> ObjectId:
+        return self.put(ObjectType.RUN, record.to_content())
+
+    def put_raw(self, oid: ObjectId, data: bytes) -> None:
+        """Store bytes received from elsewhere: verified before anything becomes visible."""
+        self._check_writable()
+        oid = parse_oid(oid)
+        decode_object(oid, data)
+        self._put_raw(oid, data)
+
+    def put_many(self, objects: Iterable[tuple[ObjectType, bytes]]) -> list[ObjectId]:
+        """Bulk write. Backends with packs override this to write one pack."""
+        return [self.put(t, c) for t, c in objects]
+
+    @contextmanager
+    def bulk(self) -> Iterator[ObjectStore]:
+        """A writer for many objects at once (``put``/``get``); backends with packs
+        publish everything written in the block as one pack when it exits."""
+        self._check_writable()
+        yield self
+
+    def delete(self, oid: ObjectId) -> None:
+        if self.read_only or not self.supports_delete:
+            raise StoreError("this store does not support deleting objects")
+        self._delete(parse_oid(oid))
+
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """Durability barrier: after it returns, every object put so far survives a power
+        loss. Called before a ref is moved to point at new objects."""
+
+    def resolve_prefix(self, prefix: str) -> ObjectId:
+        """Expand an abbreviated id (>= 4 hex chars) to the unique full id it names."""
+        prefix = prefix.lower()
+        if is_oid(prefix):
+            if not self.has(ObjectId(prefix)):
+                raise ObjectNotFound(prefix)
+            return ObjectId(prefix)
+        if len(prefix) < MIN_PREFIX_LEN or not is_oid_prefix(prefix):
+            raise InvalidObjectId(prefix)
+        matches = sorted(set(self._ids_with_prefix(prefix)))
+        if not matches:
+            raise ObjectNotFound(prefix)
+        if len(matches) > 1:
+            raise AmbiguousId(prefix, matches)
+        return matches[0]
+
+    def _ids_with_prefix(self, prefix: str) -> Iterator[ObjectId]:
+        return (oid for oid in self.iter_ids() if oid.startswith(prefix))
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise StoreError("store is read-only")
+
+    def __enter__(self) -> ObjectStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,69 @@
+"""Atomic, durable file primitives shared by the local backend, packs and refs."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_temp(directory: Path, data: bytes, prefix: str = "tmp-") -> Path:
+    """Write ``data`` to a new temp file in ``directory`` and fsync it. On any failure
+    (ENOSPC included) the temp file is removed before the error propagates."""
+    tmp = directory / f"{prefix}{os.getpid()}-{os.urandom(8).hex()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def publish_no_overwrite(tmp: Path, final: Path) -> bool:
+    """Move a complete temp file to its final name unless that name exists. Returns True if
+    this call published it. A hard link is atomic and never replaces an existing file;
+    where links are not supported we fall back to rename (the content at a content-
+    addressed name is the same either way)."""
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        tmp.unlink(missing_ok=True)
+        return False
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, final)
+        return True
+    tmp.unlink()
+    return True
+
+
+def replace_durably(path: Path, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data`` (temp + fsync + rename + dir fsync)."""
+    tmp = write_temp(path.parent, data, prefix=f".{path.name}.tmp-")
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)

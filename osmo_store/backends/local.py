@@ -1,0 +1,296 @@
+"""The local on-disk backend: loose objects in fan-out directories plus packs.
+
+Layout under the objects directory: ``ab/cdef...`` (loose: one zstd frame each) and
+``pack/pack-<checksum>.{pack,idx}``. Writes are atomic and durable: temp file in the target
+directory, fsync, hard-link publish (never overwrites), and the directory fsyncs are batched
+into ``flush()``, which the ref layer calls before a ref can name the new objects.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import ObjectNotFound
+from ..hashing import ObjectId, is_oid
+from ..objects import ObjectType, decode_object, encode_object
+from .base import ObjectStore
+from .fsutil import fsync_dir, publish_no_overwrite, write_temp
+from .lease import WriterLease
+from .pack import PackReader, PackWriter
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_fanout_name(name: str) -> bool:
+    return len(name) == 2 and set(name) <= _HEX
+
+
+class LocalObjectStore(ObjectStore):
+    def __init__(self, root: Path, leases_dir: Path, *, read_only: bool = False) -> None:
+        self.root = Path(root)
+        self.pack_dir = self.root / "pack"
+        self.leases_dir = Path(leases_dir)
+        self.read_only = read_only
+        self._packs: dict[str, PackReader] = {}
+        self._lock = threading.RLock()
+        self._dirty_dirs: set[Path] = set()
+        self._lease: WriterLease | None = None
+        self.reload_packs()
+
+    # --- paths and packs -----------------------------------------------------------
+
+    def loose_path(self, oid: ObjectId) -> Path:
+        return self.root / oid[:2] / oid[2:]
+
+    def reload_packs(self) -> None:
+        """Pick up packs published (or removed) by other processes since the last look."""
+        with self._lock:
+            try:
+                names = {n[:-4] for n in os.listdir(self.pack_dir) if n.endswith(".idx")}
+            except FileNotFoundError:
+                names = set()
+            for gone in set(self._packs) - names:
+                self._packs.pop(gone).close()
+            for name in sorted(names - set(self._packs)):
+                try:
+                    self._packs[name] = PackReader(self.pack_dir / f"{name}.idx")
+                except FileNotFoundError:
+                    continue  # removed between listdir and open (gc)
+
+    def packs(self) -> list[PackReader]:
+        with self._lock:
+            return list(self._packs.values())
+
+    def _pack_with(self, oid: ObjectId) -> PackReader | None:
+        for pack in self.packs():
+            if oid in pack:
+                return pack
+        return None
+
+    def _find_pack(self, oid: ObjectId) -> PackReader | None:
+        pack = self._pack_with(oid)
+        if pack is None:
+            self.reload_packs()
+            pack = self._pack_with(oid)
+        return pack
+
+    # --- primitives ------------------------------------------------------------------
+
+    def _get_raw(self, oid: ObjectId) -> bytes:
+        try:
+            with open(self.loose_path(oid), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            pass
+        pack = self._find_pack(oid)
+        if pack is not None:
+            try:
+                return pack.read(oid)
+            except (FileNotFoundError, ValueError):
+                pass  # pack closed or rewritten under us by gc/repack: look again
+        self.reload_packs()
+        pack = self._pack_with(oid)
+        if pack is None:
+            # A repack may have moved it from loose into a pack we just loaded.
+            try:
+                with open(self.loose_path(oid), "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                raise ObjectNotFound(oid) from None
+        return pack.read(oid)
+
+    def has(self, oid: ObjectId) -> bool:
+        return self.loose_path(oid).exists() or self._find_pack(oid) is not None
+
+    def _put_raw(self, oid: ObjectId, data: bytes) -> None:
+        if self._freshen(oid):
+            return
+        path = self.loose_path(oid)
+        directory = path.parent
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+            self._mark_dirty(self.root)
+        tmp = write_temp(directory, data)
+        if publish_no_overwrite(tmp, path):
+            self._mark_dirty(directory)
+
+    def iter_ids(self) -> Iterator[ObjectId]:
+        seen: set[str] = set()
+        for oid, _ in self.iter_loose():
+            seen.add(oid)
+            yield oid
+        self.reload_packs()
+        for pack in self.packs():
+            for oid in pack.ids():
+                if oid not in seen:
+                    seen.add(oid)
+                    yield oid
+
+    def _delete(self, oid: ObjectId) -> None:
+        self.loose_path(oid).unlink(missing_ok=True)
+        self.reload_packs()
+        for pack in self.packs():
+            if oid in pack:
+                self.rewrite_pack(pack, lambda o: o != oid)
+
+    def close(self) -> None:
+        self.flush()
+        with self._lock:
+            for pack in self._packs.values():
+                pack.close()
+            self._packs.clear()
+            if self._lease is not None:
+                self._lease.release()
+                self._lease = None
+
+    # --- durability, freshness, leases ---------------------------------------------
+
+    def _mark_dirty(self, directory: Path) -> None:
+        with self._lock:
+            self._dirty_dirs.add(directory)
+
+    def flush(self) -> None:
+        with self._lock:
+            dirty, self._dirty_dirs = self._dirty_dirs, set()
+        # Fan-out dirs before the objects dir that names new fan-out dirs.
+        for d in sorted(dirty, key=lambda p: len(p.parts), reverse=True):
+            fsync_dir(d)
+
+    def lease(self) -> WriterLease:
+        """This store's writer lease, taken on the first write and held until close()."""
+        self._check_writable()
+        with self._lock:
+            if self._lease is None:
+                self._lease = WriterLease(self.leases_dir)
+            return self._lease
+
+    def _freshen(self, oid: ObjectId) -> bool:
+        """If ``oid`` is stored, make sure gc sees it as recently used and return True.
+
+        An object that already exists is not rewritten, but its file's mtime is moved past
+        our lease start: gc spares everything at least as new as the oldest live lease,
+        and moves files aside before deleting them, then looks at the mtime again, so
+        either it sees our touch or our touch fails (ENOENT) and we write a new copy."""
+        since = self.lease().start_ns
+        path = self.loose_path(oid)
+        for target in (path, None):
+            if target is None:
+                pack = self._find_pack(oid)
+                if pack is None:
+                    return False
+                target = pack.pack_path
+            try:
+                if os.stat(target).st_mtime_ns < since:
+                    os.utime(target)
+                return True
+            except FileNotFoundError:
+                continue
+        return False
+
+    # --- bulk writes -----------------------------------------------------------------
+
+    def put_many(self, objects: Iterable[tuple[ObjectType, bytes]]) -> list[ObjectId]:
+        with self.bulk() as w:
+            return [w.put(t, c) for t, c in objects]
+
+    @contextmanager
+    def bulk(self) -> Iterator[BulkWriter]:
+        """Collect writes into one pack, published when the block exits without error."""
+        self._check_writable()
+        writer = BulkWriter(self)
+        try:
+            yield writer
+        except BaseException:
+            writer.abort()
+            raise
+        writer.finish()
+
+    def rewrite_pack(self, pack: PackReader, keep) -> Path | None:
+        """Replace ``pack`` by a new one holding only the objects for which ``keep(oid)``;
+        the new pack is published before the old one is removed."""
+        writer = PackWriter(self.pack_dir)
+        try:
+            for oid, _, _ in pack.entries():
+                if keep(oid):
+                    writer.add(oid, pack.read(oid))
+        except BaseException:
+            writer.abort()
+            raise
+        new_idx = writer.finish()
+        if new_idx is None or new_idx != pack.idx_path:
+            remove_pack(pack)
+        self.reload_packs()
+        return new_idx
+
+    # --- enumeration for maintenance ----------------------------------------------
+
+    def iter_loose(self) -> Iterator[tuple[ObjectId, Path]]:
+        try:
+            fanout = sorted(n for n in os.listdir(self.root) if is_fanout_name(n))
+        except FileNotFoundError:
+            return
+        for d in fanout:
+            try:
+                names = os.listdir(self.root / d)
+            except FileNotFoundError:
+                continue
+            for n in names:
+                oid = d + n
+                if is_oid(oid):
+                    yield ObjectId(oid), self.root / d / n
+
+    def _ids_with_prefix(self, prefix: str) -> Iterator[ObjectId]:
+        try:
+            names = os.listdir(self.root / prefix[:2])
+        except FileNotFoundError:
+            names = []
+        for n in names:
+            oid = prefix[:2] + n
+            if is_oid(oid) and oid.startswith(prefix):
+                yield ObjectId(oid)
+        self.reload_packs()
+        for pack in self.packs():
+            yield from pack.ids_with_prefix(prefix)
+
+
+def remove_pack(pack: PackReader) -> None:
+    # Index first: once it is gone no new reader will open the pack.
+    pack.idx_path.unlink(missing_ok=True)
+    pack.pack_path.unlink(missing_ok=True)
+
+
+class BulkWriter:
+    """Object writes that go into one new pack; reads fall through to the store."""
+
+    def __init__(self, store: LocalObjectStore) -> None:
+        self.store = store
+        self._writer = PackWriter(store.pack_dir)
+
+    def put(self, otype: ObjectType, content: bytes) -> ObjectId:
+        oid, data = encode_object(ObjectType(otype), content)
+        self.put_raw(oid, data)
+        return oid
+
+    def put_raw(self, oid: ObjectId, data: bytes) -> None:
+        if oid not in self._writer and not self.store._freshen(oid):
+            self._writer.add(oid, data)
+
+    def get(self, oid: ObjectId) -> tuple[ObjectType, bytes]:
+        if oid in self._writer:
+            return decode_object(oid, self._writer.read(oid))
+        return self.store.get(oid)
+
+    def has(self, oid: ObjectId) -> bool:
+        return oid in self._writer or self.store.has(oid)
+
+    def finish(self) -> None:
+        self._writer.finish()
+        self.store.reload_packs()
+
+    def abort(self) -> None:
+        self._writer.abort()
+

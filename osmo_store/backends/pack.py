@@ -1,0 +1,249 @@
+"""Pack files: many stored objects in one file, found through a sorted index.
+
+``pack-<checksum>.pack`` holds a 12-byte header, the stored bytes of each object back to
+back (exactly what a loose file would hold), and a BLAKE3 trailer. ``pack-<checksum>.idx``
+holds a fan-out table and sorted (id, offset, length) records. A pack becomes visible only
+when its index is published, and the index is published last, so a reader never sees a
+partial pack. Byte layout: objects_spec.md, "packs".
+"""
+
+from __future__ import annotations
+
+import bisect
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import blake3
+
+from ..errors import CorruptObject, CorruptPack, ObjectNotFound
+from ..hashing import OID_RAW_LEN, ObjectId, oid_from_raw, oid_to_raw
+from ..objects import decode_object, stored_content_size
+from .fsutil import fsync_dir, publish_no_overwrite, write_all
+
+PACK_MAGIC = b"OSMOPACK"
+IDX_MAGIC = b"OSMOIDX1"
+PACK_VERSION = 1
+_PACK_HEADER = struct.Struct(">8sI")  # magic, version
+_IDX_HEADER = struct.Struct(">8sIQQ")  # magic, count, total framed bytes, total stored bytes
+_RECORD = struct.Struct(">32sQI")  # id, offset, length
+_FANOUT = struct.Struct(">256I")
+_TRAILER = OID_RAW_LEN
+
+
+class PackWriter:
+    """Writes one pack. ``add`` stored bytes, then ``finish`` (publish) or ``abort``."""
+
+    def __init__(self, pack_dir: Path) -> None:
+        self.pack_dir = pack_dir
+        pack_dir.mkdir(parents=True, exist_ok=True)
+        self._tmp = pack_dir / f"tmp-pack-{os.getpid()}-{os.urandom(6).hex()}"
+        self._fd = os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        self._hash = blake3.blake3()
+        self._records: dict[bytes, tuple[int, int]] = {}
+        self._offset = 0
+        self._framed_total = 0
+        self._write(_PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION))
+
+    def _write(self, data: bytes) -> None:
+        write_all(self._fd, data)
+        self._hash.update(data)
+        self._offset += len(data)
+
+    def __contains__(self, oid: ObjectId) -> bool:
+        return oid_to_raw(oid) in self._records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def size(self) -> int:
+        return self._offset
+
+    def add(self, oid: ObjectId, data: bytes) -> None:
+        raw = oid_to_raw(oid)
+        if raw in self._records:
+            return
+        self._records[raw] = (self._offset, len(data))
+        self._framed_total += stored_content_size(data)
+        self._write(data)
+
+    def read(self, oid: ObjectId) -> bytes:
+        """Stored bytes of an object added to this (unpublished) pack."""
+        offset, length = self._records[oid_to_raw(oid)]
+        return os.pread(self._fd, length, offset)
+
+    def finish(self) -> Path | None:
+        """fsync and publish; returns the .idx path, or None (nothing written) if empty."""
+        if not self._records:
+            self.abort()
+            return None
+        idx_tmp = self._tmp.with_name(self._tmp.name + ".idx")
+        try:
+            checksum = self._hash.digest()
+            write_all(self._fd, checksum)
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            stored_total = self._offset + _TRAILER
+            idx = build_index(self._records, checksum, self._framed_total, stored_total)
+            fd = os.open(idx_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                write_all(fd, idx)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            name = f"pack-{checksum.hex()}"
+            # Order matters: the pack must be in place before the index that makes it visible.
+            publish_no_overwrite(self._tmp, self.pack_dir / f"{name}.pack")
+            publish_no_overwrite(idx_tmp, self.pack_dir / f"{name}.idx")
+            fsync_dir(self.pack_dir)
+            return self.pack_dir / f"{name}.idx"
+        except BaseException:
+            self.abort()
+            idx_tmp.unlink(missing_ok=True)
+            raise
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._tmp.unlink(missing_ok=True)
+
+
+def build_index(
+    records: dict[bytes, tuple[int, int]], checksum: bytes, framed_total: int, stored_total: int
+) -> bytes:
+    ids = sorted(records)
+    fanout = [0] * 256
+    for raw in ids:
+        fanout[raw[0]] += 1
+    for i in range(1, 256):
+        fanout[i] += fanout[i - 1]
+    parts = [
+        _IDX_HEADER.pack(IDX_MAGIC, len(ids), framed_total, stored_total),
+        _FANOUT.pack(*fanout),
+    ]
+    parts.extend(_RECORD.pack(raw, *records[raw]) for raw in ids)
+    parts.append(checksum)
+    body = b"".join(parts)
+    return body + blake3.blake3(body).digest()
+
+
+class _IdView:
+    """Sequence view of the sorted ids in an index, for bisect."""
+
+    def __init__(self, mm: mmap.mmap, base: int, n: int) -> None:
+        self._mm, self._base, self._n = mm, base, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> bytes:
+        off = self._base + i * _RECORD.size
+        return self._mm[off : off + OID_RAW_LEN]
+
+
+class PackReader:
+    """An open, published pack: index mapped into memory, pack read with pread."""
+
+    def __init__(self, idx_path: Path) -> None:
+        self.idx_path = idx_path
+        self.pack_path = idx_path.with_suffix(".pack")
+        with open(idx_path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < _IDX_HEADER.size + _FANOUT.size + 2 * _TRAILER:
+                raise CorruptPack(str(idx_path), "index too short")
+            self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        magic, self.count, self.framed_total, self.stored_total = _IDX_HEADER.unpack_from(self._mm)
+        expected = _IDX_HEADER.size + _FANOUT.size + self.count * _RECORD.size + 2 * _TRAILER
+        if magic != IDX_MAGIC or size != expected:
+            raise CorruptPack(str(idx_path), "bad index header or size")
+        self._fanout = _FANOUT.unpack_from(self._mm, _IDX_HEADER.size)
+        self._base = _IDX_HEADER.size + _FANOUT.size
+        self._ids = _IdView(self._mm, self._base, self.count)
+        self.checksum = bytes(self._mm[size - 2 * _TRAILER : size - _TRAILER])
+        self._fd = os.open(self.pack_path, os.O_RDONLY)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._mm.close()
+
+    def _find(self, raw: bytes) -> int:
+        lo = self._fanout[raw[0] - 1] if raw[0] else 0
+        hi = self._fanout[raw[0]]
+        i = bisect.bisect_left(self._ids, raw, lo, hi)
+        return i if i < hi and self._ids[i] == raw else -1
+
+    def __contains__(self, oid: ObjectId) -> bool:
+        return self._find(oid_to_raw(oid)) >= 0
+
+    def _record(self, i: int) -> tuple[bytes, int, int]:
+        return _RECORD.unpack_from(self._mm, self._base + i * _RECORD.size)
+
+    def read(self, oid: ObjectId) -> bytes:
+        i = self._find(oid_to_raw(oid))
+        if i < 0:
+            raise ObjectNotFound(oid)
+        _, offset, length = self._record(i)
+        data = os.pread(self._fd, length, offset)
+        if len(data) != length:
+            raise CorruptObject(oid, "pack is truncated", where=self.pack_path.name)
+        return data
+
+    def entries(self) -> Iterator[tuple[ObjectId, int, int]]:
+        """(id, offset, length) for every object, in id order."""
+        for i in range(self.count):
+            raw, offset, length = self._record(i)
+            yield oid_from_raw(raw), offset, length
+
+    def ids(self) -> Iterator[ObjectId]:
+        for i in range(self.count):
+            yield ObjectId(self._ids[i].hex())
+
+    def ids_with_prefix(self, prefix: str) -> Iterator[ObjectId]:
+        lo_raw = bytes.fromhex(prefix[: len(prefix) // 2 * 2].ljust(2, "0"))
+        i = bisect.bisect_left(self._ids, lo_raw)
+        while i < self.count:
+            oid = self._ids[i].hex()
+            if not oid.startswith(prefix):
+                if oid[: len(prefix)] > prefix:
+                    break
+            else:
+                yield ObjectId(oid)
+            i += 1
+
+    def verify(self) -> list[str]:
+        """Full check: index checksum, pack trailer, and every object's hash. Returns the
+        problems found (empty list when the pack is sound)."""
+        problems = []
+        body = self._mm[: len(self._mm) - _TRAILER]
+        if blake3.blake3(body).digest() != self._mm[len(self._mm) - _TRAILER :]:
+            problems.append(f"{self.idx_path.name}: index checksum mismatch")
+        size = os.fstat(self._fd).st_size
+        h = blake3.blake3()
+        pos, end = 0, size - _TRAILER
+        while pos < end:
+            chunk = os.pread(self._fd, min(1 << 22, end - pos), pos)
+            if not chunk:
+                break
+            h.update(chunk)
+            pos += len(chunk)
+        trailer = os.pread(self._fd, _TRAILER, max(end, 0))
+        if size < _PACK_HEADER.size + _TRAILER or h.digest() != trailer:
+            problems.append(f"{self.pack_path.name}: pack checksum mismatch (truncated or altered)")
+        elif trailer != self.checksum:
+            problems.append(f"{self.pack_path.name}: pack does not match its index")
+        for oid, offset, length in self.entries():
+            try:
+                data = os.pread(self._fd, length, offset)
+                if len(data) != length:
+                    raise CorruptObject(oid, "pack is truncated", where=self.pack_path.name)
+                decode_object(oid, data, where=self.pack_path.name)
+            except CorruptObject as e:
+                problems.append(str(e))
+        return problems

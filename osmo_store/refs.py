@@ -1,0 +1,290 @@
+"""Layer 4: refs, named pointers to objects, moved only by compare-and-swap.
+
+Every update and deletion is appended to the ref's reflog (old, new, time, who, why)
+before the ref itself changes, so gc and fsck can treat recent history as reachable and
+a user can always find where a ref used to point.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import socket
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+from filelock import Timeout as FileLockTimeout
+
+from .backends.fsutil import fsync_dir, replace_durably, write_all
+from .errors import InvalidRefName, LockTimeout, RefConflict, RefNotFound
+from .hashing import ZERO_ID, ObjectId, is_oid
+
+REF_LOCK_TIMEOUT = 30.0
+_BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+class _Any:
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+#: ``expected`` value meaning "do not compare" (an unconditional update)
+ANY = _Any()
+
+
+def validate_ref_name(name: str) -> str:
+    """Git's check-ref-format rules, and the name must live under ``refs/``. This is what
+    keeps a ref name from reaching outside the store (no ``..``, no absolute paths)."""
+    if not isinstance(name, str) or not name:
+        raise InvalidRefName(str(name), "empty")
+    if not name.startswith("refs/"):
+        raise InvalidRefName(name, "ref names start with refs/ (for example refs/tags/best)")
+    if _BAD_CHARS.search(name):
+        raise InvalidRefName(name, "contains a space, control or special character (~^:?*[\\)")
+    if ".." in name or "@{" in name or name.endswith((".", "/", ".lock")) or "//" in name:
+        raise InvalidRefName(name, "contains '..', '@{', '//' or a bad ending")
+    for part in name.split("/"):
+        if part.startswith(".") or part.endswith(".lock"):
+            raise InvalidRefName(name, f"component {part!r} starts with '.' or ends with '.lock'")
+    return name
+
+
+def default_who() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user database entry in some containers
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class ReflogEntry:
+    old: ObjectId | None
+    new: ObjectId | None
+    time_ns: int
+    who: str
+    message: str
+
+    def to_line(self) -> bytes:
+        who = re.sub(r"[\t\n\r ]", "_", self.who) or "-"
+        msg = re.sub(r"[\n\r]", " ", self.message)
+        return f"{self.old or ZERO_ID} {self.new or ZERO_ID} {self.time_ns} {who}\t{msg}\n".encode()
+
+    @classmethod
+    def from_line(cls, line: str) -> ReflogEntry | None:
+        head, tab, msg = line.partition("\t")
+        parts = head.split(" ")
+        if not tab or len(parts) != 4 or not (is_oid(parts[0]) and is_oid(parts[1])):
+            return None
+        if not parts[2].isdigit():
+            return None
+        old = None if parts[0] == ZERO_ID else ObjectId(parts[0])
+        new = None if parts[1] == ZERO_ID else ObjectId(parts[1])
+        return cls(old, new, int(parts[2]), parts[3], msg)
+
+
+class RefStore(ABC):
+    @abstractmethod
+    def read(self, name: str) -> ObjectId | None: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "refs/") -> dict[str, ObjectId]:
+        """All refs whose name starts with ``prefix``, sorted by name."""
+
+    @abstractmethod
+    def _swap(self, name: str, new: ObjectId | None, expected: object, entry: ReflogEntry) -> None:
+        """Atomically: check ``expected`` (ANY, None for absent, or an id), append
+        ``entry`` to the reflog, then set (or delete, if ``new`` is None) the ref."""
+
+    @abstractmethod
+    def reflog(self, name: str) -> list[ReflogEntry]:
+        """Entries oldest first; [] if none. Kept after the ref is deleted."""
+
+    @abstractmethod
+    def reflog_names(self) -> list[str]: ...
+
+    @abstractmethod
+    def expire_reflog(self, name: str, cutoff_ns: int) -> int:
+        """Drop entries older than ``cutoff_ns``; return how many were dropped."""
+
+    def update(
+        self, name: str, new: ObjectId, expected: object = ANY, *, message: str = "", who: str | None = None
+    ) -> None:
+        validate_ref_name(name)
+        if not is_oid(new) or new == ZERO_ID:
+            raise InvalidRefName(name, f"cannot point at {new!r}")
+        self._swap(name, new, expected, self._entry(name, new, message, who))
+
+    def delete(self, name: str, expected: object = ANY, *, message: str = "", who: str | None = None) -> None:
+        validate_ref_name(name)
+        self._swap(name, None, expected, self._entry(name, None, message, who))
+
+    def _entry(self, name: str, new: ObjectId | None, message: str, who: str | None) -> ReflogEntry:
+        # ``old`` is filled in under the lock by _swap via _check.
+        return ReflogEntry(None, new, time.time_ns(), who or default_who(), message)
+
+    @staticmethod
+    def _check(name: str, current: ObjectId | None, new: ObjectId | None, expected: object) -> None:
+        if expected is not ANY and expected != current:
+            raise RefConflict(name, expected, current)  # type: ignore[arg-type]
+        if new is None and current is None:
+            raise RefNotFound(name)
+
+
+class MemoryRefStore(RefStore):
+    def __init__(self) -> None:
+        self._refs: dict[str, ObjectId] = {}
+        self._logs: dict[str, list[ReflogEntry]] = {}
+        self._lock = threading.Lock()
+
+    def read(self, name: str) -> ObjectId | None:
+        return self._refs.get(validate_ref_name(name))
+
+    def list(self, prefix: str = "refs/") -> dict[str, ObjectId]:
+        with self._lock:
+            return {k: v for k, v in sorted(self._refs.items()) if k.startswith(prefix)}
+
+    def _swap(self, name: str, new: ObjectId | None, expected: object, entry: ReflogEntry) -> None:
+        with self._lock:
+            current = self._refs.get(name)
+            self._check(name, current, new, expected)
+            for other in self._refs:
+                if other != name and (other.startswith(name + "/") or name.startswith(other + "/")):
+                    raise InvalidRefName(name, f"conflicts with existing ref {other}")
+            self._logs.setdefault(name, []).append(
+                ReflogEntry(current, new, entry.time_ns, entry.who, entry.message)
+            )
+            if new is None:
+                del self._refs[name]
+            else:
+                self._refs[name] = new
+
+    def reflog(self, name: str) -> list[ReflogEntry]:
+        with self._lock:
+            return list(self._logs.get(validate_ref_name(name), []))
+
+    def reflog_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._logs)
+
+    def expire_reflog(self, name: str, cutoff_ns: int) -> int:
+        with self._lock:
+            log = self._logs.get(name, [])
+            kept = [e for e in log if e.time_ns >= cutoff_ns]
+            self._logs[name] = kept
+            return len(log) - len(kept)
+
+
+class LocalRefStore(RefStore):
+    """Refs as files ``<root>/refs/...`` holding ``<id>\\n``; reflogs as append-only files
+    ``<root>/logs/refs/...``; per-ref lock files under ``<root>/locks/``."""
+
+    def __init__(self, root: Path, *, lock_timeout: float = REF_LOCK_TIMEOUT) -> None:
+        self.root = Path(root)
+        self.lock_timeout = lock_timeout
+
+    def _path(self, name: str) -> Path:
+        return self.root / validate_ref_name(name)
+
+    def _log_path(self, name: str) -> Path:
+        return self.root / "logs" / name
+
+    def _lock(self, name: str) -> FileLock:
+        path = self.root / "locks" / f"{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A new FileLock per use: each holds its own fd, so threads of one process exclude
+        # each other too (flock is per open file description). The kernel drops it on death.
+        return FileLock(path, timeout=self.lock_timeout, thread_local=False)
+
+    def read(self, name: str) -> ObjectId | None:
+        try:
+            text = self._path(name).read_text(encoding="ascii").strip()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        return ObjectId(text) if is_oid(text) else None
+
+    def list(self, prefix: str = "refs/") -> dict[str, ObjectId]:
+        out = {}
+        base = self.root / "refs"
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            for fn in filenames:
+                name = os.path.relpath(os.path.join(dirpath, fn), self.root).replace(os.sep, "/")
+                if not name.startswith(prefix):
+                    continue
+                try:
+                    validate_ref_name(name)
+                except InvalidRefName:
+                    continue  # temp files and strays
+                oid = self.read(name)
+                if oid is not None:
+                    out[name] = oid
+        return dict(sorted(out.items()))
+
+    def _swap(self, name: str, new: ObjectId | None, expected: object, entry: ReflogEntry) -> None:
+        path = self._path(name)
+        try:
+            with self._lock(name):
+                current = self.read(name)
+                self._check(name, current, new, expected)
+                full = ReflogEntry(current, new, entry.time_ns, entry.who, entry.message)
+                try:
+                    self._append_log(name, full)
+                    if new is None:
+                        path.unlink()
+                        fsync_dir(path.parent)
+                    else:
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        replace_durably(path, f"{new}\n".encode("ascii"))
+                except (NotADirectoryError, IsADirectoryError, FileExistsError):
+                    raise InvalidRefName(name, "conflicts with an existing ref (a name is both a ref and a folder)") from None
+        except FileLockTimeout:
+            raise LockTimeout(f"ref {name}", self.lock_timeout) from None
+
+    def _append_log(self, name: str, entry: ReflogEntry) -> None:
+        path = self._log_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            write_all(fd, entry.to_line())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def reflog(self, name: str) -> list[ReflogEntry]:
+        validate_ref_name(name)
+        try:
+            text = self._log_path(name).read_text(encoding="utf-8", errors="replace")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return []
+        # A torn last line (crash mid-append) does not parse and is skipped.
+        return [e for line in text.splitlines() if (e := ReflogEntry.from_line(line))]
+
+    def reflog_names(self) -> list[str]:
+        out = []
+        base = self.root / "logs"
+        for dirpath, _, filenames in os.walk(base / "refs"):
+            for fn in filenames:
+                name = os.path.relpath(os.path.join(dirpath, fn), base).replace(os.sep, "/")
+                try:
+                    out.append(validate_ref_name(name))
+                except InvalidRefName:
+                    continue
+        return sorted(out)
+
+    def expire_reflog(self, name: str, cutoff_ns: int) -> int:
+        with self._lock(name):
+            log = self.reflog(name)
+            kept = [e for e in log if e.time_ns >= cutoff_ns]
+            if len(kept) != len(log):
+                path = self._log_path(name)
+                if kept:
+                    replace_durably(path, b"".join(e.to_line() for e in kept))
+                else:
+                    path.unlink(missing_ok=True)
+            return len(log) - len(kept)

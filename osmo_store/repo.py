@@ -1,0 +1,149 @@
+"""A store: objects + refs (+ reflogs) at one place, and where that place is by default."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from .backends.base import ObjectStore
+from .backends.fsutil import replace_durably
+from .backends.local import LocalObjectStore
+from .backends.memory import MemoryObjectStore
+from .errors import InvalidRefName, ObjectNotFound, StoreError
+from .hashing import ObjectId, is_oid_prefix
+from .refs import ANY, LocalRefStore, MemoryRefStore, RefStore, validate_ref_name
+
+STORE_FILE = "osmo.json"
+STORE_FORMAT = "osmo-store"
+STORE_VERSION = 1
+_SUBDIRS = ("objects", "objects/pack", "refs", "logs", "locks", "leases")
+
+
+def default_store_path() -> Path:
+    """``$OSMO_STORE`` if set, else the platform's per-user cache directory + ``osmo``."""
+    env = os.environ.get("OSMO_STORE")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "osmo"
+    if os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "osmo" / "Cache"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "osmo"
+
+
+def is_store(path: Path) -> bool:
+    return (Path(path) / STORE_FILE).is_file()
+
+
+def init_store(path: Path) -> tuple[Path, bool]:
+    """Create a store at ``path`` (idempotent). Returns (path, created). A non-empty
+    directory that is not a store is refused rather than filled with store files."""
+    path = Path(path).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"not a directory: {path}")
+    created = not is_store(path)
+    if created and path.is_dir() and any(path.iterdir()):
+        raise StoreError(
+            f"{path} exists, is not empty and is not an osmo store",
+            hint="choose an empty or new directory",
+        )
+    for sub in _SUBDIRS:
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    if created:
+        body = {"format": STORE_FORMAT, "version": STORE_VERSION}
+        replace_durably(path / STORE_FILE, (json.dumps(body, indent=2) + "\n").encode())
+    return path, created
+
+
+def _check_format(path: Path) -> None:
+    try:
+        body = json.loads((path / STORE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise StoreError(f"cannot read {path / STORE_FILE}: {e}") from None
+    if body.get("format") != STORE_FORMAT:
+        raise StoreError(f"{path} is not an osmo store")
+    if body.get("version") != STORE_VERSION:
+        raise StoreError(
+            f"{path} has store format version {body.get('version')}; "
+            f"this osmo reads version {STORE_VERSION}",
+            hint="upgrade osmo",
+        )
+
+
+class Repository:
+    """Objects and refs of one store. Moving a ref always goes through here, because this
+    is where the write order is enforced: objects durable first, then the ref."""
+
+    def __init__(self, objects: ObjectStore, refs: RefStore, path: Path | None = None) -> None:
+        self.objects = objects
+        self.refs = refs
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path | str | None = None, *, create: bool = True) -> Repository:
+        path = Path(path).expanduser() if path is not None else default_store_path()
+        if not is_store(path):
+            if not create:
+                raise StoreError(f"not an osmo store: {path}", hint=f"run: osmo init {path}")
+            path, _ = init_store(path)
+        path = path.absolute()
+        _check_format(path)
+        objects = LocalObjectStore(path / "objects", path / "leases")
+        return cls(objects, LocalRefStore(path), path)
+
+    @classmethod
+    def memory(cls) -> Repository:
+        return cls(MemoryObjectStore(), MemoryRefStore())
+
+    def close(self) -> None:
+        self.objects.close()
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- names -----------------------------------------------------------------------
+
+    def resolve(self, spec: str) -> ObjectId:
+        """An id, a unique id prefix (>= 4 hex chars), or a ref name (``refs/...``, or a
+        name under ``refs/`` such as ``evals/abc``)."""
+        if spec.startswith("refs/"):
+            return self._resolve_ref(spec)
+        if is_oid_prefix(spec.lower()):
+            try:
+                return self.objects.resolve_prefix(spec)
+            except ObjectNotFound:
+                pass  # may still be a ref whose name looks like hex
+        try:
+            return self._resolve_ref("refs/" + spec)
+        except (ObjectNotFound, InvalidRefName):
+            raise ObjectNotFound(spec) from None
+
+    def _resolve_ref(self, name: str) -> ObjectId:
+        oid = self.refs.read(validate_ref_name(name))
+        if oid is None:
+            raise ObjectNotFound(name)
+        return oid
+
+    # --- moving refs ---------------------------------------------------------------
+
+    def update_ref(
+        self, name: str, new: ObjectId, expected: object = ANY, *, message: str = "", who: str | None = None
+    ) -> None:
+        """Compare-and-swap ``name`` to ``new``. ``new`` must exist; the object store is
+        flushed first so the ref can never survive a crash that its objects did not."""
+        validate_ref_name(name)
+        if not self.objects.has(new):
+            raise ObjectNotFound(new)
+        self.objects.flush()
+        self.refs.update(name, new, expected, message=message, who=who)
+
+    def delete_ref(self, name: str, expected: object = ANY, *, message: str = "", who: str | None = None) -> None:
+        self.refs.delete(name, expected, message=message, who=who)
