@@ -123,9 +123,7 @@ class RunRecord:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_content(self) -> bytes:
-        return canonical_json(
-            {"tree": self.tree, "parents": list(self.parents), "meta": self.meta}
-        )
+        return canonical_json({"tree": self.tree, "parents": list(self.parents), "meta": self.meta})
 
     @classmethod
     def from_content(cls, content: bytes) -> RunRecord:

@@ -57,7 +57,7 @@ def validate_ref_name(name: str) -> str:
 def default_who() -> str:
     try:
         user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user database entry in some containers
+    except Exception:
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
 
@@ -113,14 +113,22 @@ class RefStore(ABC):
         """Drop entries older than ``cutoff_ns``; return how many were dropped."""
 
     def update(
-        self, name: str, new: ObjectId, expected: object = ANY, *, message: str = "", who: str | None = None
+        self,
+        name: str,
+        new: ObjectId,
+        expected: object = ANY,
+        *,
+        message: str = "",
+        who: str | None = None,
     ) -> None:
         validate_ref_name(name)
         if not is_oid(new) or new == ZERO_ID:
             raise InvalidRefName(name, f"cannot point at {new!r}")
         self._swap(name, new, expected, self._entry(name, new, message, who))
 
-    def delete(self, name: str, expected: object = ANY, *, message: str = "", who: str | None = None) -> None:
+    def delete(
+        self, name: str, expected: object = ANY, *, message: str = "", who: str | None = None
+    ) -> None:
         validate_ref_name(name)
         self._swap(name, None, expected, self._entry(name, None, message, who))
 
@@ -242,7 +250,9 @@ class LocalRefStore(RefStore):
                         path.parent.mkdir(parents=True, exist_ok=True)
                         replace_durably(path, f"{new}\n".encode("ascii"))
                 except (NotADirectoryError, IsADirectoryError, FileExistsError):
-                    raise InvalidRefName(name, "conflicts with an existing ref (a name is both a ref and a folder)") from None
+                    raise InvalidRefName(
+                        name, "a name cannot be both a ref and a folder of refs"
+                    ) from None
         except FileLockTimeout:
             raise LockTimeout(f"ref {name}", self.lock_timeout) from None
 

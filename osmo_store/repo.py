@@ -135,7 +135,13 @@ class Repository:
     # --- moving refs ---------------------------------------------------------------
 
     def update_ref(
-        self, name: str, new: ObjectId, expected: object = ANY, *, message: str = "", who: str | None = None
+        self,
+        name: str,
+        new: ObjectId,
+        expected: object = ANY,
+        *,
+        message: str = "",
+        who: str | None = None,
     ) -> None:
         """Compare-and-swap ``name`` to ``new``. ``new`` must exist; the object store is
         flushed first so the ref can never survive a crash that its objects did not."""
@@ -145,5 +151,7 @@ class Repository:
         self.objects.flush()
         self.refs.update(name, new, expected, message=message, who=who)
 
-    def delete_ref(self, name: str, expected: object = ANY, *, message: str = "", who: str | None = None) -> None:
+    def delete_ref(
+        self, name: str, expected: object = ANY, *, message: str = "", who: str | None = None
+    ) -> None:
         self.refs.delete(name, expected, message=message, who=who)

@@ -3,4 +3,4 @@
 from .base import ObjectStore
 from .memory import MemoryObjectStore
 
-__all__ = ["ObjectStore", "MemoryObjectStore"]
+__all__ = ["MemoryObjectStore", "ObjectStore"]

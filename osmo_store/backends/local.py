@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -209,9 +209,12 @@ class LocalObjectStore(ObjectStore):
             raise
         writer.finish()
 
-    def rewrite_pack(self, pack: PackReader, keep) -> Path | None:
-        """Replace ``pack`` by a new one holding only the objects for which ``keep(oid)``;
-        the new pack is published before the old one is removed."""
+    def rewrite_pack(
+        self, pack: PackReader, keep: Callable[[ObjectId], bool], *, stale_before: int | None = None
+    ) -> bool:
+        """Replace ``pack`` by a new one holding only the objects ``keep`` accepts. The new
+        pack is published before the old one goes. With ``stale_before`` (gc), the old pack
+        is kept after all if a writer freshened it meanwhile; returns whether it went."""
         writer = PackWriter(self.pack_dir)
         try:
             for oid, _, _ in pack.entries():
@@ -221,10 +224,35 @@ class LocalObjectStore(ObjectStore):
             writer.abort()
             raise
         new_idx = writer.finish()
-        if new_idx is None or new_idx != pack.idx_path:
-            remove_pack(pack)
+        removed = new_idx == pack.idx_path or self._remove_unless_fresh(
+            pack.pack_path, stale_before, also=pack.idx_path
+        )
         self.reload_packs()
-        return new_idx
+        return removed
+
+    def remove_loose_unless_fresh(self, path: Path, stale_before: int) -> bool:
+        return self._remove_unless_fresh(path, stale_before)
+
+    @staticmethod
+    def _remove_unless_fresh(
+        path: Path, stale_before: int | None, also: Path | None = None
+    ) -> bool:
+        """The gc side of the freshen protocol: move the file aside (a writer's touch now
+        fails with ENOENT, and it writes a new copy), then look at the mtime once more. The
+        aside file is the same inode, so a touch that landed before the move shows; then
+        the file is put back."""
+        aside = path.with_name(f"gc-{path.name}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return False
+        if stale_before is not None and os.stat(aside).st_mtime_ns >= stale_before:
+            publish_no_overwrite(aside, path)
+            return False
+        if also is not None:
+            also.unlink(missing_ok=True)
+        os.unlink(aside)
+        return True
 
     # --- enumeration for maintenance ----------------------------------------------
 
@@ -293,4 +321,3 @@ class BulkWriter:
 
     def abort(self) -> None:
         self._writer.abort()
-

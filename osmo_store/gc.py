@@ -1,0 +1,308 @@
+"""Layer 5: garbage collection, repacking and store statistics (local stores).
+
+gc deletes an object only when (1) no ref, unexpired reflog entry or live writer can reach
+it and (2) it is older than the grace period. Writers freshen objects they re-use (see
+``LocalObjectStore._freshen``) and hold a lease while they work; gc spares everything
+freshened since the oldest live lease started, and moves each doomed file aside before
+looking at its mtime one last time, so a writer that touched it is never robbed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from filelock import FileLock
+from filelock import Timeout as FileLockTimeout
+
+from .backends.lease import live_lease_starts
+from .backends.local import LocalObjectStore, remove_pack
+from .backends.pack import PackWriter
+from .errors import LockTimeout, StoreError, UsageError
+from .objects import stored_content_size
+from .reachability import ref_roots, walk
+from .repo import Repository
+
+NS = 1_000_000_000
+DEFAULT_PRUNE = "2.weeks.ago"
+DEFAULT_REFLOG_EXPIRE = "90.days.ago"
+# File mtimes come from the kernel's coarse clock and may trail time.time_ns() by a tick;
+# this margin keeps "freshened just now" on the safe side of every cutoff.
+CLOCK_MARGIN_NS = 2 * NS
+TEMP_MAX_AGE_NS = 24 * 3600 * NS
+MAINTENANCE_LOCK_TIMEOUT = 60.0
+
+_UNITS = {
+    "s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
+    "d": 86400, "day": 86400, "w": 604800, "week": 604800,
+}  # fmt: skip
+_AGE_RE = re.compile(r"(\d+)\s*\.?\s*([a-z]+?)s?(?:\.ago)?\Z")
+
+
+def parse_age(text: str) -> float | None:
+    """Seconds from ``now``, ``never``, ``30m``, ``12h``, ``14d``, ``2w`` or git's
+    ``2.weeks.ago`` style. ``never`` returns None (nothing expires)."""
+    t = text.strip().lower()
+    if t == "now":
+        return 0.0
+    if t == "never":
+        return None
+    m = _AGE_RE.match(t)
+    if not m or m.group(2) not in _UNITS:
+        raise UsageError(
+            f"cannot parse age {text!r}",
+            hint="use now, never, or forms like 30m, 12h, 14d, 2.weeks.ago",
+        )
+    return float(int(m.group(1)) * _UNITS[m.group(2)])
+
+
+@dataclass
+class GcReport:
+    objects_removed: int = 0
+    bytes_freed: int = 0
+    reachable: int = 0
+    packs_rewritten: int = 0
+    reflog_entries_expired: int = 0
+    temp_files_removed: int = 0
+    dry_run: bool = False
+
+
+def _local(repo: Repository) -> LocalObjectStore:
+    if not isinstance(repo.objects, LocalObjectStore):
+        raise StoreError("this operation needs a local store")
+    return repo.objects
+
+
+def maintenance_lock(repo: Repository) -> FileLock:
+    """gc and repack exclude each other (not writers: writers never wait for gc)."""
+    assert repo.path is not None
+    path = repo.path / "locks" / "maintenance.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path, timeout=MAINTENANCE_LOCK_TIMEOUT, thread_local=False)
+
+
+def _locked(repo: Repository) -> FileLock:
+    lock = maintenance_lock(repo)
+    try:
+        lock.acquire()
+    except FileLockTimeout:
+        raise LockTimeout(
+            "store maintenance (another gc or repack is running)", lock.timeout
+        ) from None
+    return lock
+
+
+def gc(
+    repo: Repository,
+    *,
+    prune: str = DEFAULT_PRUNE,
+    reflog_expire: str = DEFAULT_REFLOG_EXPIRE,
+    dry_run: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> GcReport:
+    prune_s = parse_age(prune)
+    expire_s = parse_age(reflog_expire)
+    objects = _local(repo)
+    report = GcReport(dry_run=dry_run)
+    lock = _locked(repo)
+    try:
+        start = time.time_ns()
+        if expire_s is not None:
+            cutoff_log = start - int(expire_s * NS)
+            for name in repo.refs.reflog_names():
+                if dry_run:
+                    report.reflog_entries_expired += sum(
+                        e.time_ns < cutoff_log for e in repo.refs.reflog(name)
+                    )
+                else:
+                    report.reflog_entries_expired += repo.refs.expire_reflog(name, cutoff_log)
+        # Order matters: leases are read before refs, so a writer that finished before we
+        # looked at leases has already moved its ref, and one that starts later writes
+        # objects newer than ``start``.
+        leases = live_lease_starts(objects.leases_dir)
+        if prune_s is None:
+            cutoff = -1  # never prune by age
+        else:
+            cutoff = min([start - int(prune_s * NS), start, *leases]) - CLOCK_MARGIN_NS
+        roots = ref_roots(repo.refs, None if expire_s is None else start - int(expire_s * NS))
+        reachable = walk(objects, roots).reachable
+        report.reachable = len(reachable)
+        if cutoff >= 0:
+            _sweep_loose(objects, reachable, cutoff, report, log)
+            _sweep_packs(objects, reachable, cutoff, report, log)
+        _remove_temp_files(objects, start - TEMP_MAX_AGE_NS, report)
+        return report
+    finally:
+        lock.release()
+
+
+def _sweep_loose(objects, reachable, cutoff, report, log) -> None:
+    for oid, path in objects.iter_loose():
+        if oid in reachable:
+            continue
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        if st.st_mtime_ns >= cutoff:
+            continue
+        if report.dry_run:
+            report.objects_removed += 1
+            report.bytes_freed += st.st_size
+            continue
+        if not objects.remove_loose_unless_fresh(path, cutoff):
+            continue
+        report.objects_removed += 1
+        report.bytes_freed += st.st_size
+        if log:
+            log(f"removed {oid}")
+
+
+def _sweep_packs(objects: LocalObjectStore, reachable, cutoff, report, log) -> None:
+    objects.reload_packs()
+    for pack in objects.packs():
+        try:
+            st = os.stat(pack.pack_path)
+        except FileNotFoundError:
+            continue
+        if st.st_mtime_ns >= cutoff:
+            continue  # recently written or re-used: every object in it is spared
+        dead = [(oid, ln) for oid, _, ln in pack.entries() if oid not in reachable]
+        if not dead:
+            continue
+        report.objects_removed += len(dead)
+        report.bytes_freed += sum(ln for _, ln in dead)
+        if report.dry_run:
+            continue
+        if not objects.rewrite_pack(pack, reachable.__contains__, stale_before=cutoff):
+            # Freshened by a writer after we looked: the old pack stays, whole.
+            report.objects_removed -= len(dead)
+            report.bytes_freed -= sum(ln for _, ln in dead)
+            continue
+        report.packs_rewritten += 1
+        if log:
+            log(f"rewrote {pack.pack_path.name} without {len(dead)} unreachable objects")
+    objects.reload_packs()
+
+
+def _remove_temp_files(objects: LocalObjectStore, cutoff: int, report: GcReport) -> None:
+    """Leftovers of killed writers: temp files, set-aside files, packs never indexed."""
+    dirs = [objects.root / d for d in os.listdir(objects.root) if len(d) == 2]
+    dirs.append(objects.pack_dir)
+    for d in dirs:
+        try:
+            names = os.listdir(d)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for n in names:
+            stray = n.startswith(("tmp-", "gc-")) or (
+                d == objects.pack_dir and n.endswith(".pack") and n[:-5] + ".idx" not in names
+            )
+            if not stray:
+                continue
+            try:
+                if os.stat(d / n).st_mtime_ns < cutoff:
+                    if not report.dry_run:
+                        os.unlink(d / n)
+                    report.temp_files_removed += 1
+            except FileNotFoundError:
+                continue
+
+
+@dataclass
+class RepackReport:
+    objects_packed: int = 0
+    loose_removed: int = 0
+    packs_before: int = 0
+    packs_after: int = 0
+
+
+def repack(repo: Repository, *, all_packs: bool = False) -> RepackReport:
+    """Move loose objects into one new pack (and, with ``all_packs``, fold every existing
+    pack into it too). The new pack is durable and published before any loose file or old
+    pack is removed, so a crash at any point loses nothing."""
+    objects = _local(repo)
+    report = RepackReport()
+    lock = _locked(repo)
+    try:
+        objects.reload_packs()
+        old_packs = objects.packs() if all_packs else []
+        report.packs_before = len(objects.packs())
+        loose = list(objects.iter_loose())
+        writer = PackWriter(objects.pack_dir)
+        try:
+            for oid, path in loose:
+                try:
+                    with open(path, "rb") as f:
+                        writer.add(oid, f.read())
+                except FileNotFoundError:
+                    continue
+            for pack in old_packs:
+                for oid, _, _ in pack.entries():
+                    writer.add(oid, pack.read(oid))
+        except BaseException:
+            writer.abort()
+            raise
+        report.objects_packed = len(writer)
+        new_idx = writer.finish()
+        if new_idx is not None:
+            objects.reload_packs()
+            for _, path in loose:
+                path.unlink(missing_ok=True)
+                report.loose_removed += 1
+            for pack in old_packs:
+                if pack.idx_path != new_idx:
+                    remove_pack(pack)
+        objects.reload_packs()
+        report.packs_after = len(objects.packs())
+        return report
+    finally:
+        lock.release()
+
+
+@dataclass
+class StoreStats:
+    loose_objects: int = 0
+    loose_bytes: int = 0
+    packs: int = 0
+    packed_objects: int = 0
+    pack_bytes: int = 0
+    content_bytes: int = 0  # framed, before compression
+
+    @property
+    def objects(self) -> int:
+        return self.loose_objects + self.packed_objects
+
+    @property
+    def stored_bytes(self) -> int:
+        return self.loose_bytes + self.pack_bytes
+
+    @property
+    def ratio(self) -> float:
+        return self.content_bytes / self.stored_bytes if self.stored_bytes else 0.0
+
+
+def stats(repo: Repository) -> StoreStats:
+    """Counts and sizes from pack index headers and loose file headers (no decompression)."""
+    objects = _local(repo)
+    s = StoreStats()
+    for _, path in objects.iter_loose():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(18)
+                size = os.fstat(f.fileno()).st_size
+        except FileNotFoundError:
+            continue
+        s.loose_objects += 1
+        s.loose_bytes += size
+        s.content_bytes += stored_content_size(head)
+    objects.reload_packs()
+    for pack in objects.packs():
+        s.packs += 1
+        s.packed_objects += pack.count
+        s.pack_bytes += pack.stored_total
+        s.content_bytes += pack.framed_total
+    return s
