@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
-from .backends.lease import live_lease_starts
+from .backends.lease import filesystem_now_ns, live_lease_starts
 from .backends.local import LocalObjectStore, remove_pack
 from .backends.pack import PackWriter
 from .errors import LockTimeout, StoreError, UsageError
@@ -29,9 +28,6 @@ from .repo import Repository
 NS = 1_000_000_000
 DEFAULT_PRUNE = "2.weeks.ago"
 DEFAULT_REFLOG_EXPIRE = "90.days.ago"
-# File mtimes come from the kernel's coarse clock and may trail time.time_ns() by a tick;
-# this margin keeps "freshened just now" on the safe side of every cutoff.
-CLOCK_MARGIN_NS = 2 * NS
 TEMP_MAX_AGE_NS = 24 * 3600 * NS
 MAINTENANCE_LOCK_TIMEOUT = 60.0
 
@@ -109,7 +105,9 @@ def gc(
     report = GcReport(dry_run=dry_run)
     lock = _locked(repo)
     try:
-        start = time.time_ns()
+        # "Now" as the filesystem stamps files: object and lease mtimes are compared with
+        # it, and they come from the filesystem's clock, whatever its granularity.
+        start = filesystem_now_ns(objects.leases_dir)
         if expire_s is not None:
             cutoff_log = start - int(expire_s * NS)
             for name in repo.refs.reflog_names():
@@ -123,10 +121,8 @@ def gc(
         # looked at leases has already moved its ref, and one that starts later writes
         # objects newer than ``start``.
         leases = live_lease_starts(objects.leases_dir)
-        if prune_s is None:
-            cutoff = -1  # never prune by age
-        else:
-            cutoff = min([start - int(prune_s * NS), start, *leases]) - CLOCK_MARGIN_NS
+        # Delete only what is strictly older than ``cutoff`` (-1: never prune by age).
+        cutoff = -1 if prune_s is None else min([start - int(prune_s * NS), start, *leases])
         roots = ref_roots(repo.refs, None if expire_s is None else start - int(expire_s * NS))
         reachable = walk(objects, roots).reachable
         report.reachable = len(reachable)

@@ -5,13 +5,16 @@ A process that writes objects holds a lease: a file ``leases/lease-<start_ns>-<p
 with an exclusive ``flock`` on it for as long as it lives. The kernel drops the lock when
 the process dies (kill -9 included), so a lease whose lock can be taken is stale. gc treats
 every object freshened since the oldest live lease started as possibly in use.
+
+``start_ns`` is the lease file's own mtime, not ``time.time_ns()``: object mtimes are set by
+the filesystem (coarse kernel clock, maybe whole seconds on some filesystems), and every
+comparison gc makes must be between timestamps of that one clock.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import time
 from pathlib import Path
 
 _PREFIX = "lease-"
@@ -20,11 +23,11 @@ _PREFIX = "lease-"
 class WriterLease:
     def __init__(self, leases_dir: Path) -> None:
         leases_dir.mkdir(parents=True, exist_ok=True)
-        self.start_ns = time.time_ns()
-        name = f"{_PREFIX}{self.start_ns}-{os.getpid()}-{os.urandom(4).hex()}"
-        tmp = leases_dir / f"tmp-{name}"
+        tmp = leases_dir / f"tmp-{_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
         self._fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self.start_ns = os.fstat(self._fd).st_mtime_ns
+        name = f"{_PREFIX}{self.start_ns}-{os.getpid()}-{os.urandom(4).hex()}"
         # Lock first, then rename into view: gc never sees an unlocked lease file that is
         # about to become live, so it cannot mistake it for a stale one and remove it.
         self.path = leases_dir / name
@@ -61,3 +64,14 @@ def live_lease_starts(leases_dir: Path) -> list[int]:
         finally:
             os.close(fd)
     return starts
+
+
+def filesystem_now_ns(directory: Path) -> int:
+    """The current time as the filesystem in ``directory`` stamps files."""
+    probe = directory / "clock-probe"
+    fd = os.open(probe, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.utime(fd)
+        return os.fstat(fd).st_mtime_ns
+    finally:
+        os.close(fd)

@@ -1,0 +1,95 @@
+"""``osmo``: entry point, parser, and the one place errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import OsmoError
+from . import maintenance, plumbing
+from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, err, open_repo
+
+DESCRIPTION = "osmo: a content-addressed store for LLM evaluation results."
+EPILOG = (
+    "The store is --store PATH, else $OSMO_STORE, else the user cache dir "
+    "(~/.cache/osmo on Linux); it is created on first use."
+)
+
+
+def build_parser(width: int | None = None) -> argparse.ArgumentParser:
+    """The whole CLI. ``width`` fixes the help width (the docs are generated at 88)."""
+    fmt = (
+        functools.partial(argparse.HelpFormatter, width=width) if width else argparse.HelpFormatter
+    )
+
+    def sub_parsers(p: argparse.ArgumentParser, dest: str) -> argparse._SubParsersAction:
+        s = p.add_subparsers(dest=dest, metavar="COMMAND", required=True)
+        orig = s.add_parser
+        s.add_parser = lambda *a, **k: orig(*a, formatter_class=fmt, **k)  # type: ignore[method-assign]
+        return s
+
+    parser = argparse.ArgumentParser(
+        prog="osmo", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt
+    )
+    parser.add_argument("--version", action="version", version=f"osmo {__version__}")
+    parser.add_argument("--store", metavar="PATH", help="store to use (overrides $OSMO_STORE)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    # Every command accepts --store and --debug after its name too. SUPPRESS keeps a
+    # subcommand's unset option from overwriting the value given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--store", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+
+    sub = sub_parsers(parser, "command")
+    plumbing.register(sub, common)
+    maintenance.register(sub, common)
+    cache = sub.add_parser("cache", parents=[common], help="store-wide maintenance: gc, stats")
+    maintenance.register_cache(sub_parsers(cache, "cache_command"), common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+    try:
+        if getattr(args, "needs_repo", True):
+            with open_repo(args) as repo:
+                return args.func(args, repo)
+        return args.func(args, None)
+    except OsmoError as e:
+        if args.debug:
+            traceback.print_exc()
+        err(f"osmo: error: {e}")
+        if e.hint:
+            err(f"hint: {e.hint}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        err("osmo: interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Output piped into `head` and closed: not an error. Point stdout at devnull so
+        # the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except OSError as e:
+        if args.debug:
+            traceback.print_exc()
+        where = f": {e.filename}" if e.filename else ""
+        err(f"osmo: error: {e.strerror or e}{where}")
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

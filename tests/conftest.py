@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from osmo_store import Repository
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", help="run the slow reliability tier")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow") or os.environ.get("OSMO_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow tier: use --runslow or OSMO_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's store or settings."""
+    for key in list(os.environ):
+        if key.startswith("OSMO_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def repo(store_path: Path):
+    r = Repository.open(store_path)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def osmo_cmd() -> list[str]:
+    """Command prefix that runs the installed CLI in a real subprocess."""
+    return [sys.executable, "-m", "osmo_store.cli"]
+
+
+@pytest.fixture
+def osmo_bin() -> str:
+    """The installed `osmo` console script of this environment."""
+    exe = Path(sys.executable).parent / "osmo"
+    if not exe.exists():
+        pytest.fail(f"`osmo` is not installed next to {sys.executable}: pip install -e .")
+    return str(exe)
