@@ -1,8 +1,9 @@
 """The ObjectStore protocol every backend implements.
 
 A backend implements six primitives over *stored bytes* (the zstd frame of a framed object,
-see objects_spec.md): ``_get_raw``, ``_put_raw``, ``has``, ``iter_ids``, ``_delete`` and
-``close``. Everything typed (``get``, ``put``, verification) is built here once, so a new
+see objects_spec.md): ``_get_raw``, ``_put_raw``, ``_has``, ``iter_ids``, ``_delete`` and
+``close``. The public methods validate ids first, so a primitive only ever sees a
+well-formed id. Everything typed (``get``, ``put``, verification) is built here once, so a new
 backend is "implement six methods, run ``osmo_store.testing.StoreContract``".
 """
 
@@ -34,7 +35,7 @@ class ObjectStore(ABC):
         kept (and, where the backend has a notion of age, freshened)."""
 
     @abstractmethod
-    def has(self, oid: ObjectId) -> bool: ...
+    def _has(self, oid: ObjectId) -> bool: ...
 
     @abstractmethod
     def iter_ids(self) -> Iterator[ObjectId]:
@@ -48,6 +49,9 @@ class ObjectStore(ABC):
         """Release resources. Default: nothing to release."""
 
     # --- built on the primitives ---------------------------------------------------
+
+    def has(self, oid: ObjectId) -> bool:
+        return self._has(parse_oid(oid))
 
     def get_raw(self, oid: ObjectId) -> bytes:
         return self._get_raw(parse_oid(oid))

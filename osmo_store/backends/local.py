@@ -103,7 +103,7 @@ class LocalObjectStore(ObjectStore):
                 raise ObjectNotFound(oid) from None
         return pack.read(oid)
 
-    def has(self, oid: ObjectId) -> bool:
+    def _has(self, oid: ObjectId) -> bool:
         return self.loose_path(oid).exists() or self._find_pack(oid) is not None
 
     def _put_raw(self, oid: ObjectId, data: bytes) -> None:

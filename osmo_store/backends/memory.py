@@ -25,7 +25,7 @@ class MemoryObjectStore(ObjectStore):
         with self._lock:
             self._data.setdefault(oid, data)
 
-    def has(self, oid: ObjectId) -> bool:
+    def _has(self, oid: ObjectId) -> bool:
         return oid in self._data
 
     def iter_ids(self) -> Iterator[ObjectId]:
