@@ -60,6 +60,8 @@ def fsck(
     if isinstance(objects, LocalObjectStore):
         _check_local(objects, report, full=full)
 
+    for name in repo.refs.damaged():
+        report.problems.append(f"ref {name} does not hold an object id")
     result = walk(objects, ref_roots(repo.refs), check=True)
     report.problems.extend(result.problems)
     report.reachable = len(result.reachable)

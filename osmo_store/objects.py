@@ -133,6 +133,8 @@ class RunRecord:
             value = json.loads(content.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise MalformedObject(f"run record is not JSON: {e}") from None
+        except RecursionError:
+            raise MalformedObject("run record is nested too deeply") from None
         if not isinstance(value, dict) or set(value) != {"tree", "parents", "meta"}:
             raise MalformedObject("run record must have exactly the keys tree, parents, meta")
         tree, parents, meta = value["tree"], value["parents"], value["meta"]

@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from . import tree
 from .backends.base import ObjectStore
 from .errors import CorruptObject, MalformedObject, ObjectNotFound, OsmoError
 from .hashing import ObjectId
 from .objects import ObjectType, RunRecord
 from .refs import RefStore
-from .tree import LEAF_MAX, Internal, Leaf, _nibble, decode_node, name_hash
+from .tree import Internal, Leaf, _nibble, decode_node, name_hash
 
 
 def ref_roots(refs: RefStore, reflog_cutoff_ns: int | None = None) -> dict[ObjectId, str]:
@@ -119,7 +120,7 @@ def _check_placement(node: Leaf | Internal, pos: _Pos) -> None:
     count = len(node.entries) if isinstance(node, Leaf) else node.count
     if expected_count is not None and count != expected_count:
         raise MalformedObject(f"tree node holds {count} entries, its parent says {expected_count}")
-    if isinstance(node, Internal) and node.count <= LEAF_MAX:
+    if isinstance(node, Internal) and node.count <= tree.LEAF_MAX:
         raise MalformedObject("internal tree node small enough to be a leaf")
     if isinstance(node, Leaf) and prefix:
         for e in node.entries:

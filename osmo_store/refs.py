@@ -25,6 +25,12 @@ from .errors import InvalidRefName, LockTimeout, RefConflict, RefNotFound
 from .hashing import ZERO_ID, ObjectId, is_oid
 
 REF_LOCK_TIMEOUT = 30.0
+# Leave room under the usual 255-byte file name limit for ".lock" and temp-file affixes.
+MAX_COMPONENT_BYTES = 200
+MAX_NAME_BYTES = 1024
+# A reflog lives at logs/<name>~log: "~" cannot occur in a ref name, so the log of refs/a
+# never collides with the folder holding the logs of refs/a/b (kept after refs/a/b is gone).
+REFLOG_SUFFIX = "~log"
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 
@@ -51,13 +57,17 @@ def validate_ref_name(name: str) -> str:
     for part in name.split("/"):
         if part.startswith(".") or part.endswith(".lock"):
             raise InvalidRefName(name, f"component {part!r} starts with '.' or ends with '.lock'")
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            raise InvalidRefName(name, f"a component is longer than {MAX_COMPONENT_BYTES} bytes")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise InvalidRefName(name, f"longer than {MAX_NAME_BYTES} bytes")
     return name
 
 
 def default_who() -> str:
     try:
         user = getpass.getuser()
-    except Exception:
+    except (KeyError, OSError):  # no passwd entry for this uid in some containers
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
 
@@ -97,9 +107,11 @@ class RefStore(ABC):
         """All refs whose name starts with ``prefix``, sorted by name."""
 
     @abstractmethod
-    def _swap(self, name: str, new: ObjectId | None, expected: object, entry: ReflogEntry) -> None:
+    def _swap(
+        self, name: str, new: ObjectId | None, expected: object, entry: ReflogEntry | None
+    ) -> None:
         """Atomically: check ``expected`` (ANY, None for absent, or an id), append
-        ``entry`` to the reflog, then set (or delete, if ``new`` is None) the ref."""
+        ``entry`` to the reflog (unless None), then set (or delete, if ``new`` is None)."""
 
     @abstractmethod
     def reflog(self, name: str) -> list[ReflogEntry]:
@@ -112,6 +124,11 @@ class RefStore(ABC):
     def expire_reflog(self, name: str, cutoff_ns: int) -> int:
         """Drop entries older than ``cutoff_ns``; return how many were dropped."""
 
+    def damaged(self) -> list[str]:
+        """Names of refs whose stored value is unreadable (a backend without such a state
+        returns [])."""
+        return []
+
     def update(
         self,
         name: str,
@@ -120,11 +137,16 @@ class RefStore(ABC):
         *,
         message: str = "",
         who: str | None = None,
+        log: bool = True,
     ) -> None:
+        """Compare-and-swap ``name`` to ``new``. ``log=False`` skips the reflog: for
+        checkpoints that supersede each other within one logged operation (an eval's
+        intermediate flushes), whose history nobody needs kept alive."""
         validate_ref_name(name)
         if not is_oid(new) or new == ZERO_ID:
             raise InvalidRefName(name, f"cannot point at {new!r}")
-        self._swap(name, new, expected, self._entry(name, new, message, who))
+        entry = self._entry(name, new, message, who) if log else None
+        self._swap(name, new, expected, entry)
 
     def delete(
         self, name: str, expected: object = ANY, *, message: str = "", who: str | None = None
@@ -157,16 +179,20 @@ class MemoryRefStore(RefStore):
         with self._lock:
             return {k: v for k, v in sorted(self._refs.items()) if k.startswith(prefix)}
 
-    def _swap(self, name: str, new: ObjectId | None, expected: object, entry: ReflogEntry) -> None:
+    def _swap(
+        self, name: str, new: ObjectId | None, expected: object, entry: ReflogEntry | None
+    ) -> None:
         with self._lock:
             current = self._refs.get(name)
             self._check(name, current, new, expected)
             for other in self._refs:
                 if other != name and (other.startswith(name + "/") or name.startswith(other + "/")):
                     raise InvalidRefName(name, f"conflicts with existing ref {other}")
-            self._logs.setdefault(name, []).append(
-                ReflogEntry(current, new, entry.time_ns, entry.who, entry.message)
-            )
+            if entry is not None:
+                full = ReflogEntry(current, new, entry.time_ns, entry.who, entry.message)
+                # Round-trip through the line format, so both backends store alike.
+                parsed = ReflogEntry.from_line(full.to_line().decode().rstrip("\n"))
+                self._logs.setdefault(name, []).append(parsed or full)
             if new is None:
                 del self._refs[name]
             else:
@@ -181,10 +207,14 @@ class MemoryRefStore(RefStore):
             return sorted(self._logs)
 
     def expire_reflog(self, name: str, cutoff_ns: int) -> int:
+        validate_ref_name(name)
         with self._lock:
             log = self._logs.get(name, [])
             kept = [e for e in log if e.time_ns >= cutoff_ns]
-            self._logs[name] = kept
+            if kept:
+                self._logs[name] = kept
+            else:
+                self._logs.pop(name, None)
             return len(log) - len(kept)
 
 
@@ -200,7 +230,7 @@ class LocalRefStore(RefStore):
         return self.root / validate_ref_name(name)
 
     def _log_path(self, name: str) -> Path:
-        return self.root / "logs" / name
+        return self.root / "logs" / (validate_ref_name(name) + REFLOG_SUFFIX)
 
     def _lock(self, name: str) -> FileLock:
         path = self.root / "locks" / f"{name}.lock"
@@ -234,20 +264,26 @@ class LocalRefStore(RefStore):
                     out[name] = oid
         return dict(sorted(out.items()))
 
-    def _swap(self, name: str, new: ObjectId | None, expected: object, entry: ReflogEntry) -> None:
+    def _swap(
+        self, name: str, new: ObjectId | None, expected: object, entry: ReflogEntry | None
+    ) -> None:
         path = self._path(name)
         try:
             with self._lock(name):
                 current = self.read(name)
                 self._check(name, current, new, expected)
-                full = ReflogEntry(current, new, entry.time_ns, entry.who, entry.message)
                 try:
-                    self._append_log(name, full)
+                    if entry is not None:
+                        full = ReflogEntry(current, new, entry.time_ns, entry.who, entry.message)
+                        self._append_log(name, full)
                     if new is None:
                         path.unlink()
                         fsync_dir(path.parent)
+                        _remove_empty_parents(path.parent, self.root / "refs")
                     else:
                         path.parent.mkdir(parents=True, exist_ok=True)
+                        if path.is_dir():
+                            _remove_empty_tree(path)  # left by a deleted refs/<name>/...
                         replace_durably(path, f"{new}\n".encode("ascii"))
                 except (NotADirectoryError, IsADirectoryError, FileExistsError):
                     raise InvalidRefName(
@@ -280,14 +316,31 @@ class LocalRefStore(RefStore):
         base = self.root / "logs"
         for dirpath, _, filenames in os.walk(base / "refs"):
             for fn in filenames:
+                if not fn.endswith(REFLOG_SUFFIX):
+                    continue
                 name = os.path.relpath(os.path.join(dirpath, fn), base).replace(os.sep, "/")
                 try:
-                    out.append(validate_ref_name(name))
+                    out.append(validate_ref_name(name[: -len(REFLOG_SUFFIX)]))
                 except InvalidRefName:
                     continue
         return sorted(out)
 
+    def damaged(self) -> list[str]:
+        """Ref files that do not hold an object id (for fsck)."""
+        out = []
+        for dirpath, _, filenames in os.walk(self.root / "refs"):
+            for fn in filenames:
+                name = os.path.relpath(os.path.join(dirpath, fn), self.root).replace(os.sep, "/")
+                try:
+                    validate_ref_name(name)
+                except InvalidRefName:
+                    continue
+                if self.read(name) is None:
+                    out.append(name)
+        return sorted(out)
+
     def expire_reflog(self, name: str, cutoff_ns: int) -> int:
+        validate_ref_name(name)
         with self._lock(name):
             log = self.reflog(name)
             kept = [e for e in log if e.time_ns >= cutoff_ns]
@@ -298,3 +351,21 @@ class LocalRefStore(RefStore):
                 else:
                     path.unlink(missing_ok=True)
             return len(log) - len(kept)
+
+
+def _remove_empty_parents(directory: Path, stop: Path) -> None:
+    """Remove now-empty folders from ``directory`` up to (not including) ``stop``."""
+    while directory != stop and stop in directory.parents:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+        directory = directory.parent
+
+
+def _remove_empty_tree(path: Path) -> None:
+    """Remove a folder tree that holds no files; a file in it means a real conflict."""
+    for dirpath, _dirnames, filenames in os.walk(path, topdown=False):
+        if filenames:
+            raise IsADirectoryError(str(path))
+        os.rmdir(dirpath)

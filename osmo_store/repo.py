@@ -142,6 +142,7 @@ class Repository:
         *,
         message: str = "",
         who: str | None = None,
+        log: bool = True,
     ) -> None:
         """Compare-and-swap ``name`` to ``new``. ``new`` must exist; the object store is
         flushed first so the ref can never survive a crash that its objects did not."""
@@ -149,7 +150,7 @@ class Repository:
         if not self.objects.has(new):
             raise ObjectNotFound(new)
         self.objects.flush()
-        self.refs.update(name, new, expected, message=message, who=who)
+        self.refs.update(name, new, expected, message=message, who=who, log=log)
 
     def delete_ref(
         self, name: str, expected: object = ANY, *, message: str = "", who: str | None = None

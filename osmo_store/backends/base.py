@@ -91,11 +91,14 @@ class ObjectStore(ABC):
         return [self.put(t, c) for t, c in objects]
 
     @contextmanager
-    def bulk(self) -> Iterator[ObjectStore]:
-        """A writer for many objects at once (``put``/``get``); backends with packs
-        publish everything written in the block as one pack when it exits."""
+    def bulk(self) -> Iterator[StagedWriter]:
+        """A writer for many objects at once (``put``/``put_raw``/``get``/``has``). What is
+        written in the block is stored when it exits cleanly, and not at all if it raises;
+        backends with packs override this to write one pack."""
         self._check_writable()
-        yield self
+        writer = StagedWriter(self)
+        yield writer
+        writer.finish()
 
     def delete(self, oid: ObjectId) -> None:
         if self.read_only or not self.supports_delete:
@@ -134,3 +137,33 @@ class ObjectStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class StagedWriter:
+    """Writes held back until ``finish``; reads see them meanwhile."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._pending: dict[ObjectId, bytes] = {}
+
+    def put(self, otype: ObjectType, content: bytes) -> ObjectId:
+        oid, data = encode_object(ObjectType(otype), content)
+        self._pending.setdefault(oid, data)
+        return oid
+
+    def put_raw(self, oid: ObjectId, data: bytes) -> None:
+        oid = parse_oid(oid)
+        decode_object(oid, data)
+        self._pending.setdefault(oid, data)
+
+    def get(self, oid: ObjectId) -> tuple[ObjectType, bytes]:
+        data = self._pending.get(oid)
+        return decode_object(oid, data) if data is not None else self.store.get(oid)
+
+    def has(self, oid: ObjectId) -> bool:
+        return oid in self._pending or self.store.has(oid)
+
+    def finish(self) -> None:
+        for oid, data in self._pending.items():
+            self.store._put_raw(oid, data)
+        self._pending.clear()

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import ObjectNotFound
-from ..hashing import ObjectId, is_oid
+from ..errors import CorruptObject, ObjectNotFound
+from ..hashing import ObjectId, is_oid, parse_oid
 from ..objects import ObjectType, decode_object, encode_object
 from .base import ObjectStore
 from .fsutil import fsync_dir, publish_no_overwrite, write_temp
@@ -54,7 +54,10 @@ class LocalObjectStore(ObjectStore):
             except FileNotFoundError:
                 names = set()
             for gone in set(self._packs) - names:
-                self._packs.pop(gone).close()
+                # Not closed here: another thread may be reading from it right now (its fd
+                # must not be closed, and then reused, under it). The reader closes itself
+                # when the last reference goes.
+                del self._packs[gone]
             for name in sorted(names - set(self._packs)):
                 try:
                     self._packs[name] = PackReader(self.pack_dir / f"{name}.idx")
@@ -81,27 +84,51 @@ class LocalObjectStore(ObjectStore):
     # --- primitives ------------------------------------------------------------------
 
     def _get_raw(self, oid: ObjectId) -> bytes:
+        return self._get_raw_located(oid)[0]
+
+    def _read_loose(self, oid: ObjectId) -> bytes | None:
         try:
             with open(self.loose_path(oid), "rb") as f:
                 return f.read()
         except FileNotFoundError:
-            pass
+            return None
+
+    def _read_packed(self, oid: ObjectId) -> tuple[bytes, str] | None:
         pack = self._find_pack(oid)
-        if pack is not None:
-            try:
-                return pack.read(oid)
-            except (FileNotFoundError, ValueError):
-                pass  # pack closed or rewritten under us by gc/repack: look again
-        self.reload_packs()
-        pack = self._pack_with(oid)
         if pack is None:
-            # A repack may have moved it from loose into a pack we just loaded.
-            try:
-                with open(self.loose_path(oid), "rb") as f:
-                    return f.read()
-            except FileNotFoundError:
-                raise ObjectNotFound(oid) from None
-        return pack.read(oid)
+            return None
+        try:
+            return pack.read(oid), pack.pack_path.name
+        except (FileNotFoundError, ValueError):
+            return None  # rewritten under us by gc or repack: the caller looks again
+
+    def _get_raw_located(self, oid: ObjectId) -> tuple[bytes, str | None]:
+        data = self._read_loose(oid)
+        if data is not None:
+            return data, None
+        hit = self._read_packed(oid)
+        if hit is None:
+            # A repack may have moved it from loose into a pack we have not loaded yet.
+            self.reload_packs()
+            data = self._read_loose(oid)
+            if data is not None:
+                return data, None
+            hit = self._read_packed(oid)
+        if hit is None:
+            raise ObjectNotFound(oid)
+        return hit
+
+    def get(self, oid: ObjectId) -> tuple[ObjectType, bytes]:
+        oid = parse_oid(oid)
+        data, where = self._get_raw_located(oid)
+        try:
+            return decode_object(oid, data, where)
+        except CorruptObject:
+            # A damaged loose copy must not hide a sound packed one.
+            hit = self._read_packed(oid) if where is None else None
+            if hit is None:
+                raise
+            return decode_object(oid, hit[0], hit[1])
 
     def _has(self, oid: ObjectId) -> bool:
         return self.loose_path(oid).exists() or self._find_pack(oid) is not None
@@ -230,6 +257,23 @@ class LocalObjectStore(ObjectStore):
         self.reload_packs()
         return removed
 
+    def merge_packs(self, packs: list[PackReader]) -> Path | None:
+        """Fold several packs into one (published before the old ones are removed)."""
+        writer = PackWriter(self.pack_dir)
+        try:
+            for pack in packs:
+                for oid, _, _ in pack.entries():
+                    writer.add(oid, pack.read(oid))
+        except BaseException:
+            writer.abort()
+            raise
+        new_idx = writer.finish()
+        for pack in packs:
+            if pack.idx_path != new_idx:
+                remove_pack(pack)
+        self.reload_packs()
+        return new_idx
+
     def remove_loose_unless_fresh(self, path: Path, stale_before: int) -> bool:
         return self._remove_unless_fresh(path, stale_before)
 
@@ -297,13 +341,20 @@ class BulkWriter:
     def __init__(self, store: LocalObjectStore) -> None:
         self.store = store
         self._writer = PackWriter(store.pack_dir)
+        self.published: Path | None = None  # the new pack's index, once finished
 
     def put(self, otype: ObjectType, content: bytes) -> ObjectId:
         oid, data = encode_object(ObjectType(otype), content)
-        self.put_raw(oid, data)
+        self._add(oid, data)
         return oid
 
     def put_raw(self, oid: ObjectId, data: bytes) -> None:
+        """Bytes received from elsewhere: verified before they go into the pack."""
+        oid = parse_oid(oid)
+        decode_object(oid, data)
+        self._add(oid, data)
+
+    def _add(self, oid: ObjectId, data: bytes) -> None:
         if oid not in self._writer and not self.store._freshen(oid):
             self._writer.add(oid, data)
 
@@ -316,7 +367,7 @@ class BulkWriter:
         return oid in self._writer or self.store.has(oid)
 
     def finish(self) -> None:
-        self._writer.finish()
+        self.published = self._writer.finish()
         self.store.reload_packs()
 
     def abort(self) -> None:

@@ -45,7 +45,11 @@ class PackWriter:
         self._records: dict[bytes, tuple[int, int]] = {}
         self._offset = 0
         self._framed_total = 0
-        self._write(_PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION))
+        try:
+            self._write(_PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION))
+        except BaseException:
+            self.abort()
+            raise
 
     def _write(self, data: bytes) -> None:
         write_all(self._fd, data)
@@ -172,6 +176,10 @@ class PackReader:
             os.close(self._fd)
             self._fd = -1
         self._mm.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            self.close()
 
     def _find(self, raw: bytes) -> int:
         lo = self._fanout[raw[0] - 1] if raw[0] else 0
