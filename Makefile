@@ -12,7 +12,7 @@ $(BIN)/osmo: pyproject.toml
 	touch $(BIN)/osmo
 
 demo: $(BIN)/osmo
-	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/store_walkthrough.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
 
 test: $(BIN)/osmo
 	$(BIN)/ruff check .

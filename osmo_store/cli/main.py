@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import OsmoError
-from . import maintenance, plumbing
+from . import cachecmd, evalcmd, maintenance, plumbing
 from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, err, open_repo
 
 DESCRIPTION = "osmo: a content-addressed store for LLM evaluation results."
@@ -55,6 +55,8 @@ def build_parser(width: int | None = None) -> argparse.ArgumentParser:
     maintenance.register(sub, common)
     cache = sub.add_parser("cache", parents=[common], help="store-wide maintenance: gc, stats")
     maintenance.register_cache(sub_parsers(cache, "cache_command"), common)
+    evalcmd.register(sub, common)
+    cachecmd.register_history(sub, common)
     return parser
 
 

@@ -1,0 +1,211 @@
+"""``osmo eval cache dir|ls|rm|gc``, ``osmo log`` and ``osmo show``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from ..errors import UsageError
+from ..eval.catalog import (
+    STATUSES,
+    dataset_label,
+    find_config,
+    history,
+    list_configs,
+    remove_configs,
+)
+from ..objects import ObjectType, RunRecord
+from ..repo import Repository
+from ..tree import list_tree
+from .common import err, open_repo, out
+from .maintenance import add_gc_arguments, cmd_gc
+
+
+def register_eval_cache(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    cache = csub.add_parser("cache", parents=[common], help="stored eval configs: dir, ls, rm, gc")
+    cs = cache.add_subparsers(dest="eval_cache_command", metavar="COMMAND", required=True)
+
+    p = cs.add_parser("dir", parents=[common], help="print the store's path")
+    p.set_defaults(cache_func=_with_repo(cmd_dir))
+
+    p = cs.add_parser("ls", parents=[common], help="list configs, newest first")
+    _filters(p)
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(cache_func=_with_repo(cmd_ls))
+
+    p = cs.add_parser(
+        "rm", parents=[common], help="remove configs (their data goes at the next gc)"
+    )
+    p.add_argument("ids", nargs="*", metavar="ID", help="config ids or unique prefixes")
+    p.add_argument("--all", action="store_true", help="every config")
+    _filters(p)
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(cache_func=_with_repo(cmd_rm))
+
+    p = cs.add_parser("gc", parents=[common], help="same as osmo cache gc")
+    add_gc_arguments(p)
+    p.set_defaults(cache_func=_with_repo(cmd_gc))
+
+
+def register_history(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("log", parents=[common], help="history of a config's run records")
+    p.add_argument("config", metavar="CONFIG", help="config id or unique prefix")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=cmd_log)
+
+    p = sub.add_parser("show", parents=[common], help="pretty-print any object")
+    p.add_argument("id", metavar="ID", help="object id, prefix, ref, or eval config id prefix")
+    p.set_defaults(func=cmd_show)
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="TEXT", help="model or agent contains TEXT (any case)")
+    p.add_argument("--dataset", metavar="TEXT", help="dataset path contains TEXT (any case)")
+    p.add_argument("--status", choices=STATUSES)
+
+
+def _with_repo(fn):
+    def run(args: argparse.Namespace) -> int:
+        with open_repo(args) as repo:
+            return fn(args, repo)
+
+    return run
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+def cmd_dir(args: argparse.Namespace, repo: Repository) -> int:
+    out(str(repo.path))
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace, repo: Repository) -> int:
+    configs = list_configs(repo, model=args.model, dataset=args.dataset, status=args.status)
+    if args.json:
+        rows = [
+            {
+                "config_id": c.config_id,
+                "run": c.run_id,
+                "model": c.model,
+                "dataset": c.dataset,
+                "status": c.status,
+                "done": c.counts.get("done"),
+                "total": c.counts.get("total"),
+                "failed": c.counts.get("failed"),
+                "score": c.score,
+                "updated": c.updated,
+            }
+            for c in configs
+        ]
+        out(json.dumps(rows, indent=2))
+        return 0
+    header = ("CONFIG", "MODEL", "DATASET", "STATUS", "RUNS", "FAILED", "SCORE", "UPDATED")
+    table = [header]
+    for c in configs:
+        score = c.score
+        table.append((
+            c.config_id[:12],
+            c.model,
+            dataset_label(c.dataset),
+            c.status,
+            f"{c.counts.get('done', 0)}/{c.counts.get('total', 0)}",
+            str(c.counts.get("failed", 0)),
+            "-" if score is None else f"{score:.4f}",
+            _when(c.updated),
+        ))  # fmt: skip
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for r in table:
+        out("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace, repo: Repository) -> int:
+    filtered = args.model or args.dataset or args.status
+    if args.all and (filtered or args.ids):
+        raise UsageError("--all removes every config: do not combine it with IDs or filters")
+    if not (args.all or filtered or args.ids):
+        raise UsageError("say what to remove: config IDs, filters, or --all")
+    if args.ids:
+        wanted = {find_config(repo, t) for t in args.ids}
+        configs = [c for c in list_configs(repo) if c.config_id in wanted]
+        if filtered:
+            keep = {c.config_id for c in list_configs(
+                repo, model=args.model, dataset=args.dataset, status=args.status)}  # fmt: skip
+            configs = [c for c in configs if c.config_id in keep]
+    else:
+        configs = list_configs(repo, model=args.model, dataset=args.dataset, status=args.status)
+    if not configs:
+        out("nothing to remove")
+        return 0
+    for c in configs:
+        out(f"{c.config_id[:12]}  {c.model}  {dataset_label(c.dataset)}  {c.status}")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("not removing without confirmation: pass -y")
+        answer = input(f"remove {len(configs)} config(s)? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            err("osmo: nothing removed")
+            return 1
+    n = remove_configs(repo, [c.config_id for c in configs])
+    out(f"removed {n} config(s); run `osmo eval cache gc` to free their space")
+    return 0
+
+
+def cmd_log(args: argparse.Namespace, repo: Repository) -> int:
+    config_id = find_config(repo, args.config)
+    entries = history(repo, config_id)
+    if args.json:
+        out(json.dumps([{"run": oid, "meta": r.meta} for oid, r in entries], indent=2))
+        return 0
+    for oid, record in entries:
+        m = record.meta
+        counts, sess = m.get("counts", {}), m.get("session", {})
+        prov = m.get("provenance", {})
+        out(f"run {oid}")
+        out(f"Status:  {m.get('status')}  {counts.get('done')}/{counts.get('total')} runs, "
+            f"{counts.get('failed')} failed")  # fmt: skip
+        out(f"Date:    {_when(sess.get('started', 0))} -> {_when(sess.get('updated', 0))}")
+        out(f"By:      {prov.get('user', '?')}  osmo {prov.get('osmo_version', '?')}  "
+            f"python {prov.get('python', '?')}")  # fmt: skip
+        out(f"Session: {sess.get('computed', 0)} computed, {sess.get('reused_rollouts', 0)} "
+            f"rollouts reused, {sess.get('model_calls', 0)} model calls"
+            + (", --fresh" if sess.get("fresh") else "")
+            + (", --retry-failed" if sess.get("retry_failed") else ""))  # fmt: skip
+        if m.get("score") is not None:
+            out(f"Score:   {m['score']:.4f}")
+        out("")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, repo: Repository) -> int:
+    try:
+        oid = repo.resolve(args.id)
+    except Exception:  # noqa: BLE001 - fall back to eval config ids
+        oid = repo.refs.read(f"refs/evals/{find_config(repo, args.id)}")
+    otype, content = repo.objects.get(oid)
+    if otype is ObjectType.BLOB:
+        try:
+            out(json.dumps(json.loads(content), indent=2, ensure_ascii=False, sort_keys=True))
+        except (UnicodeDecodeError, ValueError):
+            sys.stdout.flush()
+            sys.stdout.buffer.write(content)
+        return 0
+    if otype is ObjectType.TREE:
+        entries = list_tree(repo.objects, oid)
+        out(f"tree {oid}  ({len(entries)} entries)")
+        for e in entries[:200]:
+            out(f"{e.type.value} {e.oid}\t{e.name}")
+        if len(entries) > 200:
+            out(f"... {len(entries) - 200} more (osmo ls-tree {oid[:12]})")
+        return 0
+    record = RunRecord.from_content(content)
+    out(f"run {oid}")
+    out(f"tree    {record.tree}")
+    for p in record.parents:
+        out(f"parent  {p}")
+    out(json.dumps(record.meta, indent=2, ensure_ascii=False, sort_keys=True))
+    return 0

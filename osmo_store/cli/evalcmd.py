@@ -1,0 +1,276 @@
+"""``osmo eval``: run an eval on the store; ``osmo eval cache ...``, ``osmo log``, ``osmo show``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from ..errors import UsageError
+from ..eval.client import ChatClient, resolve_api_key
+from ..eval.code import load_callable
+from ..eval.config import EvalConfig, ModelSpec, SamplingParams
+from ..eval.dataset import load_dataset
+from ..eval.runner import EvalOptions, EvalOutcome, run_eval
+from ..eval.scoring import EvalFn
+from ..hashing import blake3_hex, canonical_json
+from ..repo import Repository
+from .common import EXIT_INTERRUPTED, err, open_repo, out
+from .progress import ProgressDisplay
+from .report import print_summary, write_outputs
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "eval",
+        parents=[common],
+        help="run a dataset through a model or agent, score it, record every run",
+        description="Run an eval on the store; re-running resumes and reuses stored results. "
+        "`osmo eval cache ...` manages stored configs.",
+    )
+    p.set_defaults(func=cmd_eval, needs_repo=False)
+    d = p.add_argument_group("data and solver")
+    d.add_argument("-d", "--dataset", metavar="FILE", help=".jsonl, .json, .csv or .parquet")
+    d.add_argument("--model", metavar="NAME", help="model name sent to the endpoint")
+    d.add_argument(
+        "--base-url",
+        metavar="URL",
+        help=f"OpenAI-compatible API root ($OSMO_BASE_URL, else {DEFAULT_BASE_URL})",
+    )
+    d.add_argument("--api-key", metavar="KEY", help="else $OSMO_API_KEY, else $OPENAI_API_KEY")
+    d.add_argument(
+        "--model-id",
+        metavar="ID",
+        help="name the model's identity yourself: the cache then survives the "
+        "endpoint moving (default identity: model name + endpoint)",
+    )
+    d.add_argument(
+        "--agent",
+        metavar="MODULE:ATTR",
+        help="a callable (messages, row, client) -> final messages; sync or async",
+    )
+    d.add_argument(
+        "--eval-fn",
+        metavar="MODULE:FN",
+        action="append",
+        default=[],
+        help="scoring function (repeatable); (solution_str, ground_truth, "
+        "extra_info) or (messages, ground_truth, metadata)",
+    )
+    s = p.add_argument_group("sampling")
+    s.add_argument(
+        "--n", type=_positive_int, default=1, metavar="N", help="runs per row (default 1)"
+    )
+    s.add_argument(
+        "--pass-threshold",
+        type=float,
+        default=1.0,
+        metavar="T",
+        help="a run passes when its primary score >= T (default 1.0)",
+    )
+    s.add_argument("--temperature", type=float, metavar="X")
+    s.add_argument("--max-tokens", type=_positive_int, metavar="N")
+    s.add_argument("--top-p", type=float, metavar="X")
+    s.add_argument("--seed", type=int, metavar="N")
+    s.add_argument("--max-turns", type=_positive_int, metavar="N", help="passed to the agent")
+    s.add_argument("--limit", type=_nonneg_int, metavar="N", help="only the first N rows")
+    s.add_argument("--offset", type=_nonneg_int, default=0, metavar="N", help="skip N rows")
+    r = p.add_argument_group("running")
+    r.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        metavar="C",
+        help="runs in flight (default 8)",
+    )
+    r.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="per model request, seconds (default 60)",
+    )
+    r.add_argument(
+        "--max-retries",
+        type=_nonneg_int,
+        default=5,
+        metavar="R",
+        help="retries on 429/5xx/timeouts (default 5)",
+    )
+    mode = r.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start this config over (old state stays in the reflog until gc)",
+    )
+    mode.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="re-run exactly the failed runs; a failure is replaced only by a success",
+    )
+    o = p.add_argument_group("output")
+    o.add_argument(
+        "--log-samples",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="write one JSON line per run (default file: samples-<config>.jsonl, "
+        "in --output-path if given)",
+    )
+    o.add_argument("--output-path", metavar="DIR", help="write results JSON and samples JSONL here")
+    o.add_argument("-o", "--output", metavar="FILE", help="one JSON file: config, summary, runs")
+    o.add_argument("--json", action="store_true", help="print the summary as JSON")
+    o.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    csub = p.add_subparsers(dest="eval_command", metavar="COMMAND")
+    from . import cachecmd
+
+    cachecmd.register_eval_cache(csub, common)
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def build_config(args: argparse.Namespace):
+    """Everything loaded and checked before anything runs or is stored."""
+    if not args.dataset:
+        raise UsageError("no dataset: give -d FILE", hint="see osmo eval --help")
+    if not args.model and not args.agent:
+        raise UsageError("give --model NAME or --agent MODULE:ATTR")
+    if not args.eval_fn:
+        raise UsageError("give at least one --eval-fn MODULE:FN")
+    dataset = load_dataset(args.dataset, limit=args.limit, offset=args.offset)
+    if not dataset.rows:
+        raise UsageError(f"{args.dataset}: no rows selected (offset {args.offset})")
+    agent, agent_ref = load_callable(args.agent, "agent") if args.agent else (None, None)
+    eval_fns = [EvalFn.wrap(*load_callable(spec, "eval function")) for spec in args.eval_fn]
+    names = [f.name for f in eval_fns]
+    if len(set(names)) != len(names):
+        raise UsageError(f"two eval functions share a name: {', '.join(names)}")
+    base_url = args.base_url or os.environ.get("OSMO_BASE_URL") or DEFAULT_BASE_URL
+    model = ModelSpec(args.model, base_url, args.model_id) if args.model else None
+    params = SamplingParams(args.temperature, args.max_tokens, args.top_p, args.seed)
+    selected = blake3_hex(canonical_json([r.key for r in dataset.rows]))
+    config = EvalConfig(
+        model=model,
+        agent=agent_ref,
+        eval_fns=tuple(f.ref for f in eval_fns),
+        params=params,
+        n=args.n,
+        max_turns=args.max_turns,
+        dataset_fingerprint=selected,
+        dataset_path=str(dataset.path),
+    )
+    display = {
+        "model": args.model,
+        "base_url": model.identity().get("endpoint") if model else None,
+        "model_id": args.model_id,
+        "agent": args.agent,
+        "eval_fns": list(args.eval_fn),
+        "dataset": str(dataset.path),
+        "rows": len(dataset.rows),
+        "offset": args.offset,
+        "limit": args.limit,
+        "n": args.n,
+        "params": params.as_request_fields(),
+        "max_turns": args.max_turns,
+        "pass_threshold": args.pass_threshold,
+    }
+    return config, dataset, eval_fns, agent, display
+
+
+def cmd_eval(args: argparse.Namespace, repo: None) -> int:
+    if args.eval_command:
+        return args.cache_func(args)
+    config, dataset, eval_fns, agent, display = build_config(args)
+    client = None
+    if config.model is not None:
+        client = ChatClient(
+            config.model.base_url or DEFAULT_BASE_URL,
+            api_key=resolve_api_key(args.api_key),
+            timeout=args.timeout,
+            max_retries=args.max_retries,
+            pool_size=max(args.concurrency, 4),
+        )
+    lock_timeout = float(os.environ.get("OSMO_LOCK_TIMEOUT", "30"))
+    options = EvalOptions(
+        concurrency=args.concurrency,
+        fresh=args.fresh,
+        retry_failed=args.retry_failed,
+        pass_threshold=args.pass_threshold,
+        lock_timeout=lock_timeout,
+    )
+    stop = threading.Event()
+    interrupts = {"count": 0}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        interrupts["count"] += 1
+        if interrupts["count"] == 1:
+            stop.set()
+            err(
+                "\nosmo: stopping: recording the runs that finish in the next few seconds "
+                "(press Ctrl-C again to abort now)"
+            )
+        else:
+            # Everything shown as completed is committed already; abort at once.
+            err("osmo: aborted")
+            os._exit(EXIT_INTERRUPTED)
+
+    old_int = signal.signal(signal.SIGINT, on_signal)
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    display_bar = None if args.quiet else ProgressDisplay(sys.stderr)
+    try:
+        with open_repo(args) as repo:
+            outcome = run_eval(
+                repo, config, dataset, eval_fns,
+                client=client, agent=agent, options=options, display=display, stop=stop,
+                on_progress=display_bar.update if display_bar else None,
+            )  # fmt: skip
+            if display_bar:
+                display_bar.close()
+            _report(args, repo, config, outcome, dataset, display)
+    finally:
+        if display_bar:
+            display_bar.close()
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+        if client is not None:
+            client.close()
+    if outcome.interrupted:
+        err(
+            f"osmo: interrupted; {outcome.summary['runs']} of "
+            f"{display['rows'] * display['n']} runs recorded. Resume with the same command."
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)  # in-flight worker threads must not hold the exit up
+    return 0
+
+
+def _report(args, repo: Repository, config: EvalConfig, outcome: EvalOutcome, dataset,
+            display) -> None:  # fmt: skip
+    write_outputs(args, repo, config, outcome, dataset, display)
+    if args.json:
+        out(json.dumps({"config_id": outcome.config_id, "run": outcome.run_id,
+                        "status": outcome.status, "config": display,
+                        "session": outcome.session, "summary": outcome.summary},
+                       indent=2, sort_keys=True))  # fmt: skip
+    else:
+        print_summary(config, outcome, display)

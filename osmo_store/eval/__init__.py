@@ -1,0 +1,1 @@
+"""Layer 7: evals on the store."""

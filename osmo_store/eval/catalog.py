@@ -1,0 +1,134 @@
+"""The stored eval configs: listing (from run records only, never samples), finding by
+id prefix, history, and removal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import AmbiguousId, OsmoError
+from ..hashing import ObjectId
+from ..objects import RunRecord
+from ..repo import Repository
+from .runner import is_eval_running
+from .state import EVAL_REF_PREFIX, config_ref, rebuild_index
+
+STATUSES = ("in_progress", "completed", "interrupted")
+
+
+class ConfigNotFound(OsmoError):
+    def __init__(self, text: str) -> None:
+        super().__init__(f"no eval config matches {text!r}", hint="list them: osmo eval cache ls")
+
+
+class ConfigRunning(OsmoError):
+    pass
+
+
+@dataclass
+class ConfigInfo:
+    config_id: str
+    run_id: ObjectId
+    meta: dict[str, Any]
+    status: str
+
+    @property
+    def model(self) -> str:
+        c = self.meta.get("config", {})
+        if c.get("agent"):
+            return f"{c['agent']}" + (f" ({c['model']})" if c.get("model") else "")
+        return c.get("model") or "-"
+
+    @property
+    def dataset(self) -> str:
+        return self.meta.get("config", {}).get("dataset") or "-"
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        return self.meta.get("counts", {})
+
+    @property
+    def updated(self) -> float:
+        return float(self.meta.get("session", {}).get("updated") or 0)
+
+    @property
+    def score(self) -> float | None:
+        summary = self.meta.get("summary")
+        if summary and summary.get("primary_metric") in summary.get("metrics", {}):
+            return summary["metrics"][summary["primary_metric"]]["mean"]
+        return self.meta.get("score")
+
+
+def list_configs(
+    repo: Repository,
+    *,
+    model: str | None = None,
+    dataset: str | None = None,
+    status: str | None = None,
+) -> list[ConfigInfo]:
+    """Configs newest first; filters are case-insensitive substrings (status: exact)."""
+    out = []
+    for name, run_id in repo.refs.list(EVAL_REF_PREFIX).items():
+        record = repo.objects.get_run(run_id)
+        meta = record.meta
+        st = meta.get("status", "?")
+        config_id = name[len(EVAL_REF_PREFIX) :]
+        if st == "in_progress" and not is_eval_running(repo, config_id):
+            st = "interrupted"  # its process died (kill -9, power loss) mid-run
+        info = ConfigInfo(config_id, run_id, meta, st)
+        if model and model.lower() not in info.model.lower():
+            continue
+        if dataset and dataset.lower() not in info.dataset.lower():
+            continue
+        if status and st != status:
+            continue
+        out.append(info)
+    out.sort(key=lambda c: c.updated, reverse=True)
+    return out
+
+
+def find_config(repo: Repository, text: str) -> str:
+    """A config id from a unique prefix (>= 4 chars) or a full id."""
+    t = text.lower()
+    if t.startswith(EVAL_REF_PREFIX):
+        t = t[len(EVAL_REF_PREFIX) :]
+    matches = [n[len(EVAL_REF_PREFIX) :] for n in repo.refs.list(EVAL_REF_PREFIX)]
+    matches = [m for m in matches if m.startswith(t)] if len(t) >= 4 else []
+    if not matches:
+        raise ConfigNotFound(text)
+    if len(matches) > 1:
+        raise AmbiguousId(text, matches)
+    return matches[0]
+
+
+def history(repo: Repository, config_id: str) -> list[tuple[ObjectId, RunRecord]]:
+    """Run records of a config, newest first, following parents (first parent)."""
+    out = []
+    oid = repo.refs.read(config_ref(config_id))
+    seen = set()
+    while oid is not None and oid not in seen:
+        seen.add(oid)
+        record = repo.objects.get_run(oid)
+        out.append((oid, record))
+        oid = record.parents[0] if record.parents else None
+    return out
+
+
+def remove_configs(repo: Repository, config_ids: list[str]) -> int:
+    """Delete configs' refs and reflogs (so gc can free their data) and rebuild the shared
+    lookup index without them. Refuses a config whose eval is running."""
+    for cid in config_ids:
+        if is_eval_running(repo, cid):
+            raise ConfigRunning(f"config {cid[:12]} has an eval running; stop it first")
+    for cid in config_ids:
+        ref = config_ref(cid)
+        repo.delete_ref(ref, message="eval cache rm")
+        repo.refs.expire_reflog(ref, 1 << 62)
+    if config_ids:
+        rebuild_index(repo)
+    return len(config_ids)
+
+
+def dataset_label(path: str) -> str:
+    return Path(path).name if path and path != "-" else "-"

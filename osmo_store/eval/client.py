@@ -1,0 +1,475 @@
+"""Calls to an OpenAI-compatible chat completions endpoint: pooled, retried, key-safe.
+
+Failures are sorted by who can fix them. ``FatalModelError`` is for what will hit every run
+(bad key, unknown model or endpoint, unreachable server): the eval should stop. ``ModelCallError``
+is for one call (retries exhausted, a 400 for this prompt, a malformed answer): the eval records
+a failed run and goes on. Transient failures (429, 5xx gateways, resets, read timeouts) are
+retried with exponential backoff and full jitter, honouring ``Retry-After``.
+
+The API key is sent only in the ``Authorization`` header. It is never put into an exception,
+a log record or a repr, and is masked out of server error bodies quoted in messages.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timezone
+from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from osmo_store.errors import OsmoError, UsageError
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+FATAL_STATUSES = frozenset({401, 403, 404})
+API_KEY_ENV_VARS = ("OSMO_API_KEY", "OPENAI_API_KEY")
+# Connecting is quick or never happens; a long read timeout must not make a dead host take
+# minutes to report.
+MAX_CONNECT_TIMEOUT = 10.0
+_EXCERPT_CHARS = 200
+
+
+class ModelError(OsmoError):
+    """A model call that did not produce an answer. ``status`` is the last HTTP status, if any."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, attempts: int = 1, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.attempts = attempts
+
+
+class FatalModelError(ModelError):
+    """A failure that every call would hit (key, model, endpoint): stop the eval."""
+
+
+class ModelCallError(ModelError):
+    """A failure of this call only: record it as a failed run and carry on."""
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """One answered chat request.
+
+    ``latency_s`` is the duration of the attempt that succeeded (waiting for a pooled
+    connection included, earlier attempts and backoff sleeps excluded); ``attempts`` counts
+    them all.
+    """
+
+    message: dict[str, Any]
+    response: dict[str, Any]
+    usage: dict[str, Any]
+    latency_s: float
+    attempts: int
+
+
+def resolve_api_key(explicit: str | None) -> str | None:
+    """``explicit``, else ``$OSMO_API_KEY``, else ``$OPENAI_API_KEY``; empty counts as unset."""
+    if explicit:
+        return explicit
+    for name in API_KEY_ENV_VARS:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def normalize_base_url(base_url: str) -> str:
+    """The API root that ``/chat/completions`` is appended to.
+
+    ``http://host:8000`` (no path, as vLLM and llama.cpp docs write it) becomes
+    ``http://host:8000/v1``; any explicit path is kept as given (``https://host/api/v1``,
+    ``https://host/openai/v1``), like the ``base_url`` of the openai client. Trailing
+    slashes are dropped. Credentials, query strings and fragments are refused: the key
+    belongs in ``api_key``, where it cannot leak into messages.
+    """
+    text = base_url.strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = _without_userinfo(text)
+        raise UsageError(
+            f"invalid model base URL {shown!r}: expected http(s)://host[:port][/path]",
+            hint="for a local server write e.g. http://localhost:8000/v1",
+        )
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise UsageError(
+            f"model base URL {_without_userinfo(text)!r} must not contain credentials, a query "
+            "or a fragment",
+            hint="pass the key with --api-key or $OSMO_API_KEY",
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError as exc:
+        raise UsageError(f"invalid model base URL {text!r}: {exc}") from None
+    path = parts.path.rstrip("/") or "/v1"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait for a ``Retry-After`` value (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+class _BearerAuth(AuthBase):
+    """Bearer auth as an auth object, not a session header: requests then skips ~/.netrc,
+    which would otherwise replace the header with basic auth."""
+
+    def __init__(self, api_key: str) -> None:
+        self._header = f"Bearer {api_key}"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._header
+        return request
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(***)"
+
+
+class ChatClient:
+    """A thread-safe client for ``POST {base_url}/chat/completions``.
+
+    ``base_url`` follows ``normalize_base_url``. ``pool_size`` is both the number of
+    keep-alive connections and the number of requests in flight at once: callers beyond it
+    wait for a free connection rather than opening throwaway ones. ``max_retries`` counts
+    retries after the first attempt; backoff before retry *n* is uniform in
+    ``[0, min(backoff_max, backoff_base * 2**(n-1))]``, or the server's ``Retry-After``
+    capped at ``backoff_max``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None,
+        timeout: float = 60.0,
+        max_retries: int = 5,
+        pool_size: int = 16,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+    ) -> None:
+        if timeout <= 0 or max_retries < 0 or pool_size < 1 or backoff_base < 0 or backoff_max < 0:
+            raise UsageError(
+                "ChatClient needs timeout > 0, max_retries >= 0, pool_size >= 1 and "
+                "non-negative backoff"
+            )
+        self.base_url = normalize_base_url(base_url)
+        self.chat_url = f"{self.base_url}/chat/completions"
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.pool_size = pool_size
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._api_key = api_key or None
+        self._session = requests.Session()
+        adapter = HTTPAdapter(
+            pool_connections=pool_size, pool_maxsize=pool_size, pool_block=True, max_retries=0
+        )
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers.update({"Accept": "application/json", "User-Agent": "osmo-store"})
+        if self._api_key is not None:
+            self._session.auth = _BearerAuth(self._api_key)
+        # Set once any HTTP answer arrives. Until then a refused connection means a wrong URL
+        # or a server that is not running, and we fail fast; afterwards it may be a restart.
+        self._reached = False
+        self._closed = False
+        self._rng = random.Random()
+
+    def __repr__(self) -> str:
+        key = "set" if self._api_key else "unset"
+        return f"ChatClient(base_url={self.base_url!r}, api_key=<{key}>)"
+
+    def __enter__(self) -> ChatClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._session.close()
+
+    def chat(self, request: dict[str, Any]) -> ChatResult:
+        """Send one chat completion request, retrying transient failures."""
+        if self._closed:
+            raise UsageError("ChatClient is closed")
+        attempts = 0
+        while True:
+            attempts += 1
+            started = time.monotonic()
+            try:
+                response = self._session.post(
+                    self.chat_url,
+                    json=request,
+                    timeout=(min(self.timeout, MAX_CONNECT_TIMEOUT), self.timeout),
+                    # A redirected POST comes back as a GET; report it instead of following.
+                    allow_redirects=False,
+                )
+            except requests.RequestException as exc:
+                status = None
+                problem, wait = self._transport_failure(exc, attempts), None
+            else:
+                self._reached = True
+                if 200 <= response.status_code < 300:
+                    return self._result(response, time.monotonic() - started, attempts)
+                status = response.status_code
+                problem, wait = self._http_failure(response, attempts)
+            if attempts > self.max_retries:
+                self._fail(
+                    ModelCallError,
+                    f"model call to {self.chat_url} failed after {attempts} attempts: {problem}",
+                    status=status,
+                    attempts=attempts,
+                )
+            if wait is None:
+                wait = self._backoff(attempts)
+            logger.info(
+                "model call to %s: %s; retry %d of %d in %.2fs",
+                self.chat_url,
+                self._redact(problem),
+                attempts,
+                self.max_retries,
+                wait,
+            )
+            time.sleep(wait)
+
+    # -- classification --
+
+    def _transport_failure(self, exc: requests.RequestException, attempts: int) -> str:
+        """Describe a retryable failure without an HTTP answer, or raise if it is final."""
+        if isinstance(exc, requests.exceptions.SSLError):
+            self._fail(
+                FatalModelError,
+                f"TLS error talking to {self.chat_url}: {_short(str(exc))}",
+                attempts=attempts,
+                hint="check the base URL scheme (http vs https) and the server's certificate",
+            )
+        if _is_connect_failure(exc):
+            problem = f"cannot connect: {_os_reason(exc)}"
+            # Never reached: one quick retry (the server may be starting), then stop. Reached
+            # before: a restart is plausible, so use the full retry budget.
+            budget = self.max_retries if self._reached else min(self.max_retries, 1)
+            if attempts > budget:
+                self._fail(
+                    FatalModelError,
+                    f"model endpoint {self.chat_url} is unreachable ({problem}, "
+                    f"{attempts} attempt{'s' if attempts > 1 else ''})",
+                    attempts=attempts,
+                    hint="is the model server running? check --base-url",
+                )
+            return problem
+        if isinstance(exc, requests.exceptions.Timeout):
+            return f"no response within {self.timeout:g}s"
+        if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+            return f"connection lost: {_os_reason(exc)}"
+        self._fail(
+            ModelCallError,
+            f"model call to {self.chat_url} failed: {_short(str(exc))}",
+            attempts=attempts,
+        )
+
+    def _http_failure(self, response: requests.Response, attempts: int) -> tuple[str, float | None]:
+        """Describe a retryable HTTP error and the server's requested wait, or raise."""
+        status = response.status_code
+        code, excerpt = _error_excerpt(response)
+        problem = f"HTTP {status}: {excerpt}"
+        if status in FATAL_STATUSES or (status == 429 and code == "insufficient_quota"):
+            hints = {
+                401: "check the API key (--api-key, $OSMO_API_KEY or $OPENAI_API_KEY)",
+                403: "check the API key's permissions for this model",
+                404: "check the model name and the base URL (usually ending in /v1)",
+                429: "the account is out of quota; retrying will not help",
+            }
+            self._fail(
+                FatalModelError,
+                f"model endpoint {self.chat_url} refused the request: {problem}",
+                status=status,
+                attempts=attempts,
+                hint=hints[status],
+            )
+        if 300 <= status < 400:
+            location = response.headers.get("Location", "?")
+            self._fail(
+                FatalModelError,
+                f"model endpoint {self.chat_url} redirects (HTTP {status}) to {location}",
+                status=status,
+                attempts=attempts,
+                hint="use the redirect target as the base URL",
+            )
+        if status not in RETRYABLE_STATUSES:
+            self._fail(
+                ModelCallError,
+                f"model call to {self.chat_url} failed: {problem}",
+                status=status,
+                attempts=attempts,
+            )
+        return problem, self._retry_after(response)
+
+    def _result(self, response: requests.Response, latency: float, attempts: int) -> ChatResult:
+        status = response.status_code
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            self._fail(
+                ModelCallError,
+                f"malformed response from {self.chat_url} (HTTP {status}): not a JSON object: "
+                f"{_short(response.text) or '(empty body)'}",
+                status=status,
+                attempts=attempts,
+            )
+        choices = data.get("choices")
+        if (
+            not isinstance(choices, list)
+            or not choices
+            or not isinstance(choices[0], dict)
+            or not isinstance(choices[0].get("message"), dict)
+        ):
+            detail = _error_text(data) or _short(response.text)
+            self._fail(
+                ModelCallError,
+                f"malformed response from {self.chat_url} (HTTP {status}): "
+                f"no choices[0].message: {detail}",
+                status=status,
+                attempts=attempts,
+            )
+        usage = data.get("usage")
+        return ChatResult(
+            message=choices[0]["message"],
+            response=data,
+            usage=usage if isinstance(usage, dict) else {},
+            latency_s=latency,
+            attempts=attempts,
+        )
+
+    # -- helpers --
+
+    def _retry_after(self, response: requests.Response) -> float | None:
+        wait = None
+        millis = response.headers.get("retry-after-ms")  # OpenAI's finer-grained variant
+        if millis:
+            try:
+                wait = max(0.0, float(millis) / 1000)
+            except ValueError:
+                wait = None
+        if wait is None or math.isnan(wait):
+            wait = parse_retry_after(response.headers.get("Retry-After"))
+        return None if wait is None else min(wait, self.backoff_max)
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** min(attempt - 1, 62))
+        return self._rng.uniform(0.0, ceiling)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def _fail(
+        self,
+        kind: type[ModelError],
+        message: str,
+        *,
+        status: int | None = None,
+        attempts: int,
+        hint: str | None = None,
+    ) -> NoReturn:
+        raise kind(self._redact(message), status=status, attempts=attempts, hint=hint)
+
+
+def _without_userinfo(url: str) -> str:
+    return re.sub(r"//[^/@]*@", "//***@", url)
+
+
+def _short(text: str) -> str:
+    """One line of at most ``_EXCERPT_CHARS`` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= _EXCERPT_CHARS else line[: _EXCERPT_CHARS - 1] + "…"
+
+
+def _error_text(data: Any) -> str:
+    """The message of an OpenAI (``{"error": {...}}``) or FastAPI (``{"detail": ...}``) error."""
+    if not isinstance(data, dict):
+        return ""
+    error = data.get("error", data.get("detail", data.get("message")))
+    if isinstance(error, dict):
+        error = error.get("message", error)
+    return _short(str(error)) if error is not None else ""
+
+
+def _error_excerpt(response: requests.Response) -> tuple[str | None, str]:
+    """(error code, short message) of an error response, whatever its body looks like."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    excerpt = _error_text(data) or _short(response.text) or response.reason or "(empty body)"
+    return (code if isinstance(code, str) else None), excerpt
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: requests and urllib3 nest the real error in args/reason."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        nested = [*current.args, getattr(current, "reason", None)]
+        nested += [current.__cause__, current.__context__]
+        stack.extend(e for e in nested if isinstance(e, BaseException))
+
+
+def _is_connect_failure(exc: BaseException) -> bool:
+    """True if no connection was made (refused, DNS, unreachable, connect timeout)."""
+    return any(
+        isinstance(e, (NewConnectionError, ConnectTimeoutError, requests.exceptions.ConnectTimeout))
+        for e in _causes(exc)
+    )
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The operating system's words for a network failure ("Connection refused")."""
+    for cause in _causes(exc):
+        if (
+            isinstance(cause, OSError)
+            and cause.strerror
+            and not isinstance(cause, requests.RequestException)
+        ):
+            return cause.strerror
+        if isinstance(cause, ConnectTimeoutError) and "timed out" in str(cause):
+            return "connection timed out"
+    return _short(str(exc))

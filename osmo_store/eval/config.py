@@ -1,0 +1,142 @@
+"""What identifies an eval configuration, and the cache keys derived from it.
+
+The config id covers everything that can change results and nothing that cannot: it is
+the BLAKE3 of the canonical JSON of ``EvalConfig.identity()``. Cache keys for model calls
+and rollouts are computed here too, in one place, because a key that leaves something out
+returns wrong results silently (the worst bug this product can have).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ..hashing import blake3_hex, canonical_json
+from .client import normalize_base_url as client_base_url
+
+#: bumped whenever what a key covers changes; old keys then simply stop matching
+KEY_SCHEMA_VERSION = 1
+
+#: request fields that never change what a model returns (transport and bookkeeping)
+_NON_IDENTITY_REQUEST_FIELDS = frozenset({"stream", "stream_options", "user", "model"})
+
+
+def endpoint_identity(url: str) -> str:
+    """The endpoint as identity: the API root the client will use (``http://h:8000`` and
+    ``http://h:8000/v1/`` are one), scheme and host lower-cased, default ports dropped."""
+    parts = urlsplit(client_base_url(url))
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    if port and not ((scheme == "http" and port == 80) or (scheme == "https" and port == 443)):
+        host = f"{host}:{port}"
+    return urlunsplit((scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    base_url: str | None = None
+    #: a user-chosen identity; when given, the endpoint is no longer part of the identity
+    #: (e.g. a vLLM server moved to another host keeps its cache because the user says so)
+    model_id: str | None = None
+
+    def identity(self) -> dict[str, Any]:
+        if self.model_id:
+            return {"model_id": self.model_id}
+        url = endpoint_identity(self.base_url) if self.base_url else None
+        return {"model": self.name, "endpoint": url}
+
+
+@dataclass(frozen=True)
+class CodeRef:
+    """A user callable: how it was named (for display) and a fingerprint of its code."""
+
+    spec: str
+    attr: str
+    fingerprint: str
+    source: str | None = None  # source file path, for provenance
+
+    def identity(self) -> dict[str, Any]:
+        # The spec as typed ("./m.py:f" vs "/abs/m.py:f") is not identity; the code is.
+        return {"attr": self.attr, "code": self.fingerprint}
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+    def as_request_fields(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    model: ModelSpec | None
+    agent: CodeRef | None
+    eval_fns: tuple[CodeRef, ...]
+    params: SamplingParams
+    n: int
+    max_turns: int | None
+    dataset_fingerprint: str  # of the selected rows (after --offset/--limit)
+    # Not identity: shown and recorded, never hashed.
+    dataset_path: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def solver_identity(self) -> dict[str, Any]:
+        """What produces a rollout: the agent's code (or plain model call), the model and
+        its parameters. Eval functions are not part of it: changing one re-scores stored
+        rollouts without calling the model."""
+        return {
+            "agent": self.agent.identity() if self.agent else None,
+            "model": self.model.identity() if self.model else None,
+            "params": self.params.as_request_fields(),
+            "max_turns": self.max_turns,
+        }
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "schema": KEY_SCHEMA_VERSION,
+            "solver": self.solver_identity(),
+            "eval_fns": sorted(
+                (f.identity() for f in self.eval_fns), key=lambda d: (d["attr"], d["code"])
+            ),
+            "n": self.n,
+            "dataset": self.dataset_fingerprint,
+        }
+
+    @property
+    def config_id(self) -> str:
+        return blake3_hex(canonical_json(self.identity()))
+
+
+def rollout_key(config: EvalConfig, row_key: str, run_index: int) -> str:
+    """Identity of one rollout (the solver's run of one row, one sample index)."""
+    body = {
+        "schema": KEY_SCHEMA_VERSION,
+        "kind": "rollout",
+        "solver": config.solver_identity(),
+        "row": row_key,
+        "run": run_index,
+    }
+    return "r" + blake3_hex(canonical_json(body))
+
+
+def call_key(model: ModelSpec, request: dict[str, Any], run_index: int, occurrence: int) -> str:
+    """Identity of one model call: the model, the request that produced the response, the
+    sample index (so n samples are n calls) and how many identical requests came before it
+    in the same rollout (an agent asking the same thing twice gets two samples)."""
+    req = {k: v for k, v in request.items() if k not in _NON_IDENTITY_REQUEST_FIELDS}
+    body = {
+        "schema": KEY_SCHEMA_VERSION,
+        "kind": "call",
+        "model": model.identity(),
+        "request": req,
+        "run": run_index,
+        "occurrence": occurrence,
+    }
+    return "c" + blake3_hex(canonical_json(body))

@@ -1,0 +1,445 @@
+"""Running an eval: plan what is missing, run it with a sliding window of C runs in flight,
+record results by group commit, and finish with a summary.
+
+Threads: the caller's thread plans and launches; C worker threads produce rollouts and
+scores; one committer thread records finished runs (see ``state.Recorder``) and only then
+reports them as done. A stop request (first SIGINT) stops launching, gives in-flight runs
+a grace period, and commits what finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import queue
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from filelock import FileLock
+from filelock import Timeout as FileLockTimeout
+
+from .. import __version__
+from ..errors import OsmoError
+from ..hashing import canonical_json
+from ..objects import ObjectType
+from ..refs import default_who
+from ..repo import Repository
+from ..tree import iter_tree
+from .client import ChatClient, FatalModelError, ModelError
+from .code import git_state
+from .config import EvalConfig, rollout_key
+from .dataset import Dataset, Row
+from .scoring import EvalFn, score_all
+from .solver import ModelCaller, Rollout, Solver, StoreLookup
+from .state import ConfigState, PendingObject, Recorder, SampleResult, blob, sample_name
+from .summary import primary_value, summarize
+
+log = logging.getLogger(__name__)
+SCHEMA = 1
+
+
+class EvalLocked(OsmoError):
+    def __init__(self, config_id: str, timeout: float) -> None:
+        super().__init__(
+            f"another eval of config {config_id[:12]} is running (waited {timeout:g}s)",
+            hint="wait for it to finish, or raise OSMO_LOCK_TIMEOUT",
+        )
+        self.config_id = config_id
+
+
+def eval_lock(repo: Repository, config_id: str, timeout: float) -> FileLock:
+    assert repo.path is not None
+    path = repo.path / "locks" / "evals" / f"{config_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path, timeout=timeout, thread_local=False)
+
+
+def is_eval_running(repo: Repository, config_id: str) -> bool:
+    lock = eval_lock(repo, config_id, 0)
+    try:
+        lock.acquire(blocking=False)
+    except FileLockTimeout:
+        return True
+    lock.release()
+    return False
+
+
+@dataclass
+class EvalOptions:
+    concurrency: int = 8
+    fresh: bool = False
+    retry_failed: bool = False
+    pass_threshold: float = 1.0
+    lock_timeout: float = 30.0
+    commit_interval: float = 0.2
+    stop_grace: float = 5.0
+
+
+@dataclass
+class Progress:
+    """Counts shown while running; updated by the committer after each commit."""
+
+    total: int = 0
+    done: int = 0  # recorded (committed) runs, including ones reused from earlier
+    failed: int = 0
+    passed: int = 0
+    scored: int = 0
+    reused: int = 0
+    started: float = field(default_factory=time.time)
+
+
+@dataclass
+class EvalOutcome:
+    config_id: str
+    run_id: str
+    status: str
+    summary: dict[str, Any]
+    session: dict[str, Any]
+    samples: list[dict[str, Any]]
+    interrupted: bool
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reused_samples = 0  # already recorded in this config
+        self.reused_rollouts = 0  # found in the store (another config, or earlier work)
+        self.computed = 0  # new rollouts
+        self.failed = 0
+        self.primary_sum = 0.0
+        self.primary_count = 0
+
+
+def run_eval(
+    repo: Repository,
+    config: EvalConfig,
+    dataset: Dataset,
+    eval_fns: list[EvalFn],
+    *,
+    client: ChatClient | None,
+    agent: Callable[..., Any] | None,
+    options: EvalOptions,
+    display: dict[str, Any],
+    stop: threading.Event | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> EvalOutcome:
+    stop = stop or threading.Event()
+    config_id = config.config_id
+    lock = eval_lock(repo, config_id, options.lock_timeout)
+    try:
+        lock.acquire()
+    except FileLockTimeout:
+        raise EvalLocked(config_id, options.lock_timeout) from None
+    try:
+        return _run_locked(
+            repo, config, dataset, eval_fns, client, agent, options, display, stop, on_progress
+        )
+    finally:
+        lock.release()
+
+
+def _plan(state: ConfigState, repo: Repository, rows: list[Row], n: int, retry_failed: bool):
+    done = state.names(repo, "samples")
+    failed = state.names(repo, "failed")
+    todo: list[tuple[Row, int]] = []
+    n_done = n_failed = 0
+    for row in rows:
+        for i in range(n):
+            name = sample_name(row.key, i)
+            if name in done:
+                n_done += 1
+            elif name in failed and not retry_failed:
+                n_failed += 1
+            else:
+                todo.append((row, i))
+    return todo, n_done, n_failed
+
+
+def _run_locked(
+    repo, config, dataset, eval_fns, client, agent, options, display, stop, on_progress
+):
+    config_id = config.config_id
+    started = time.time()
+    state = ConfigState.load(repo, config_id)
+    if options.fresh and state.run_id is not None:
+        # Start over: the old state stays reachable through the reflog until it expires.
+        head = state.run_id
+        state = ConfigState.empty(repo)
+        parents: tuple = ()
+    else:
+        parents = (state.run_id,) if state.run_id else ()
+        head = state.run_id
+    todo, n_done, n_failed = _plan(state, repo, dataset.rows, config.n, options.retry_failed)
+    total = len(dataset.rows) * config.n
+    stats = _Stats()
+    stats.reused_samples = n_done
+
+    lookup = StoreLookup(repo)
+    caller = ModelCaller(lookup, client, config.model)
+    solver = Solver(config, lookup, caller, agent)
+    recorder = Recorder(repo, config_id, state, parents)
+    recorder.head = head
+    primary = eval_fns[0].name if eval_fns else None
+    progress = Progress(total=total, done=n_done + n_failed, failed=n_failed, reused=n_done)
+
+    base_meta = {
+        "kind": "osmo.eval",
+        "schema": SCHEMA,
+        "config_id": config_id,
+        "identity": config.identity(),
+        "config": display,
+        "provenance": _provenance(config, dataset, started),
+    }
+    prev_counts = state.record.meta.get("counts", {}) if state.record and not options.fresh else {}
+
+    def meta(status: str, summary: dict | None = None) -> Callable[[dict[str, int]], dict]:
+        return lambda counts: _meta(status, counts, summary)
+
+    def _meta(status: str, tree_counts: dict[str, int], summary: dict | None) -> dict[str, Any]:
+        counts: dict[str, Any] = {"total": total, **tree_counts}
+        m = dict(base_meta)
+        m["status"] = status
+        m["counts"] = counts
+        with stats.lock:
+            psum = stats.primary_sum + prev_counts.get("primary_sum", 0.0)
+            pcount = stats.primary_count + prev_counts.get("primary_count", 0)
+        counts["primary_sum"] = psum
+        counts["primary_count"] = pcount
+        m["score"] = psum / pcount if pcount else None
+        m["session"] = {
+            "started": round(started, 3),
+            "updated": round(time.time(), 3),
+            "reused_samples": stats.reused_samples,
+            "reused_rollouts": stats.reused_rollouts,
+            "computed": stats.computed,
+            "model_calls": caller.calls_made,
+            "retry_failed": options.retry_failed,
+            "fresh": options.fresh,
+        }
+        if summary is not None:
+            m["summary"] = summary
+        return m
+
+    results: queue.Queue[SampleResult | None] = queue.Queue()
+    commit_error: list[BaseException] = []
+
+    def committer() -> None:
+        first = True
+        while True:
+            batch: list[SampleResult] = []
+            try:
+                item = results.get(timeout=options.commit_interval)
+                end = item is None
+                if item is not None:
+                    batch.append(item)
+                deadline = time.monotonic() + options.commit_interval
+                while not end and time.monotonic() < deadline:
+                    try:
+                        item = results.get(timeout=max(0.0, deadline - time.monotonic()))
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        end = True
+                    else:
+                        batch.append(item)
+            except queue.Empty:
+                end = False
+            if batch or first:
+                try:
+                    recorder.commit(batch, meta("in_progress"))
+                except BaseException as e:  # noqa: BLE001 - surfaced to the main thread
+                    commit_error.append(e)
+                    stop.set()
+                    return
+                first = False
+                _update_progress(progress, batch, primary, options.pass_threshold)
+                if on_progress:
+                    on_progress(progress)
+            if end:
+                return
+
+    commit_thread = threading.Thread(target=committer, name="osmo-committer", daemon=True)
+    commit_thread.start()
+
+    fatal: list[BaseException] = []
+    pool = ThreadPoolExecutor(
+        max_workers=max(1, options.concurrency), thread_name_prefix="osmo-run"
+    )
+    inflight: set[Future] = set()
+    queue_iter = iter(todo)
+    interrupted = False
+    try:
+        while True:
+            while not stop.is_set() and len(inflight) < options.concurrency:
+                nxt = next(queue_iter, None)
+                if nxt is None:
+                    break
+                row, i = nxt
+                inflight.add(pool.submit(_execute, config, solver, eval_fns, row, i, stats))
+            if not inflight:
+                break
+            finished, inflight = wait(inflight, timeout=0.1, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                exc = fut.exception()
+                if isinstance(exc, FatalModelError):
+                    fatal.append(exc)
+                    stop.set()
+                elif exc is not None:
+                    raise exc
+                else:
+                    results.put(fut.result())
+            if stop.is_set():
+                # Launch nothing new; give runs in flight a grace period, then stop.
+                interrupted = not fatal and not commit_error
+                done, _ = wait(inflight, timeout=options.stop_grace)
+                for fut in done:
+                    if fut.exception() is None:
+                        results.put(fut.result())
+                    elif isinstance(fut.exception(), FatalModelError) and not fatal:
+                        fatal.append(fut.exception())
+                inflight = set()
+                break
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        results.put(None)
+        commit_thread.join()
+    if commit_error:
+        raise commit_error[0]
+
+    complete = not interrupted and not fatal and recorder.counts.get("done", 0) >= total
+    status = "completed" if complete else "interrupted"
+    samples = load_samples(repo, recorder)
+    summary = summarize(samples, n=config.n, pass_threshold=options.pass_threshold, primary=primary)
+    summary["wall_time_s"] = round(time.time() - started, 3)
+    run_id = recorder.commit([], meta(status, summary), final=True)
+    if fatal:
+        raise fatal[0]
+    session = recorder.last_meta["session"]
+    return EvalOutcome(config_id, run_id, status, summary, session, samples, interrupted)
+
+
+def load_samples(repo: Repository, recorder_or_trees) -> list[dict[str, Any]]:
+    trees = recorder_or_trees.trees if hasattr(recorder_or_trees, "trees") else recorder_or_trees
+    out = []
+    for sub in ("samples", "failed"):
+        for e in iter_tree(repo.objects, trees[sub]):
+            out.append(json.loads(repo.objects.get_typed(e.oid, ObjectType.BLOB)))
+    return out
+
+
+def _update_progress(progress: Progress, batch: list[SampleResult], primary, threshold) -> None:
+    for res in batch:
+        progress.done += 1
+        body = json.loads(res.record)
+        if res.failed:
+            progress.failed += 1
+            continue
+        v = primary_value(body.get("scores") or {}, primary)
+        if v is not None:
+            progress.scored += 1
+            progress.passed += v >= threshold
+
+
+def _execute(
+    config: EvalConfig,
+    solver: Solver,
+    eval_fns: list[EvalFn],
+    row: Row,
+    run_index: int,
+    stats: _Stats,
+) -> SampleResult:
+    key = rollout_key(config, row.key, run_index)
+    objects: list[PendingObject] = [blob(row.key, "rows", canonical_json(row.data))]
+    rollout: Rollout | None = solver.reuse(key)
+    error = None
+    if rollout is not None:
+        with stats.lock:
+            stats.reused_rollouts += 1
+    else:
+        try:
+            rollout = solver.run(key, row.data, row.messages, run_index)
+            with stats.lock:
+                stats.computed += 1
+        except FatalModelError:
+            raise
+        except ModelError as e:
+            error = {"type": "model_error", "status": getattr(e, "status", None), "message": str(e)}
+        except Exception as e:  # noqa: BLE001 - agent code: any failure is a failed run
+            error = {"type": "agent_error", "message": f"{type(e).__name__}: {e}"[:2000]}
+    sample: dict[str, Any] = {"schema": SCHEMA, "row": row.key, "run": run_index}
+    if rollout is None:
+        sample.update(status="failed", error=error, rollout=None, scores={}, scoring_errors={})
+        with stats.lock:
+            stats.failed += 1
+        return SampleResult(sample_name(row.key, run_index), True, canonical_json(sample), objects)
+    objects.append(PendingObject("cache", rollout.key, rollout.content, rollout.oid))
+    for c in rollout.calls:
+        objects.append(PendingObject("cache", c.key, c.content, c.oid))
+    scores, scoring_errors = score_all(eval_fns, rollout.messages, row.ground_truth, row.metadata)
+    sample.update(
+        status="ok",
+        error=None,
+        rollout=rollout.key,
+        rollout_id=rollout.oid,
+        scores=scores,
+        scoring_errors=scoring_errors,
+        usage=rollout.usage,
+    )
+    v = primary_value(scores, eval_fns[0].name if eval_fns else None)
+    if v is not None:
+        with stats.lock:
+            stats.primary_sum += v
+            stats.primary_count += 1
+    return SampleResult(sample_name(row.key, run_index), False, canonical_json(sample), objects)
+
+
+def _provenance(config: EvalConfig, dataset: Dataset, started: float) -> dict[str, Any]:
+    code = {}
+    for ref in ([config.agent] if config.agent else []) + list(config.eval_fns):
+        code[ref.spec] = {
+            "fingerprint": ref.fingerprint,
+            "source": ref.source,
+            "git": git_state(ref.source),
+        }
+    return {
+        "osmo_version": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "user": default_who(),
+        "pid": os.getpid(),
+        "started": round(started, 3),
+        "argv": redact_argv(sys.argv[1:]),
+        "dataset": {
+            "path": str(dataset.path),
+            "fingerprint": dataset.fingerprint,
+            "rows_total": dataset.total_rows,
+            "rows_selected": len(dataset.rows),
+        },
+        "code": code,
+    }
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """The command line as provenance, without secrets."""
+    out, hide = [], False
+    for a in argv:
+        if hide:
+            out.append("***")
+            hide = False
+        elif a == "--api-key":
+            out.append(a)
+            hide = True
+        elif a.startswith("--api-key="):
+            out.append("--api-key=***")
+        else:
+            out.append(a)
+    return out

@@ -1,0 +1,269 @@
+"""Producing rollouts: plain model calls or a user's agent, every model call going through
+the store first (cached by the request that produced it), single-flighted, and retried."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import OsmoError
+from ..hashing import ObjectId, canonical_json
+from ..objects import ObjectType, object_id
+from ..repo import Repository
+from .client import ChatClient
+from .config import EvalConfig, ModelSpec, call_key
+from .state import IndexReader
+
+SCHEMA = 1
+
+
+class AgentError(OsmoError):
+    """The agent raised or returned something that is not a list of messages."""
+
+
+class NoModelConfigured(OsmoError):
+    def __init__(self) -> None:
+        super().__init__(
+            "the agent called client.chat() but no model was given",
+            hint="pass --model NAME (and --base-url URL) along with --agent",
+        )
+
+
+@dataclass
+class CallOutcome:
+    key: str
+    oid: ObjectId
+    content: bytes | None  # None when the call was reused (already stored)
+    message: dict[str, Any]
+    usage: dict[str, Any]
+    reused: bool
+
+
+@dataclass
+class Rollout:
+    key: str
+    oid: ObjectId
+    content: bytes | None  # None when reused
+    messages: list[dict[str, Any]]
+    usage: dict[str, Any]
+    calls: list[CallOutcome] = field(default_factory=list)
+    reused: bool = False
+
+
+def _add_usage(total: dict[str, int], usage: dict[str, Any]) -> None:
+    for k in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        v = usage.get(k)
+        if isinstance(v, int):
+            total[k] = total.get(k, 0) + v
+
+
+class StoreLookup:
+    """Finds stored call/rollout blobs by key: results of this session not yet committed
+    first, then the shared index. Thread-safe."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self.index = IndexReader(repo)
+        self._pending: dict[str, tuple[ObjectId, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, key: str, oid: ObjectId, content: bytes) -> None:
+        with self._lock:
+            self._pending[key] = (oid, content)
+
+    def find(self, key: str) -> tuple[ObjectId, bytes] | None:
+        with self._lock:
+            hit = self._pending.get(key)
+        if hit is not None:
+            return hit
+        with self._lock:
+            oid = self.index.get(key)
+        if oid is None:
+            return None
+        return oid, self.repo.objects.get_typed(oid, ObjectType.BLOB)
+
+    def find_id(self, key: str) -> ObjectId | None:
+        with self._lock:
+            hit = self._pending.get(key)
+            return hit[0] if hit else self.index.get(key)
+
+
+class ModelCaller:
+    """The one path every model call takes: store lookup, single flight, real call."""
+
+    def __init__(
+        self, lookup: StoreLookup, client: ChatClient | None, model: ModelSpec | None
+    ) -> None:
+        self.lookup = lookup
+        self.client = client
+        self.model = model
+        self._inflight: dict[str, Future[CallOutcome]] = {}
+        self._lock = threading.Lock()
+        self.calls_made = 0
+
+    def call(self, request: dict[str, Any], run_index: int, occurrence: int) -> CallOutcome:
+        if self.model is None or self.client is None:
+            raise NoModelConfigured()
+        request = {"model": self.model.name, **request}
+        key = call_key(self.model, request, run_index, occurrence)
+        hit = self.lookup.find(key)
+        if hit is not None:
+            return self._outcome(key, hit[0], hit[1], reused=True)
+        with self._lock:
+            fut = self._inflight.get(key)
+            owner = fut is None
+            if owner:
+                fut = self._inflight[key] = Future()
+        if not owner:
+            return fut.result()  # identical request in flight: share its answer
+        try:
+            outcome = self._real_call(key, request)
+            fut.set_result(outcome)
+            return outcome
+        except BaseException as e:
+            fut.set_exception(e)
+            raise
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+
+    def _real_call(self, key: str, request: dict[str, Any]) -> CallOutcome:
+        started = time.time()
+        result = self.client.chat(request)  # type: ignore[union-attr]
+        with self._lock:
+            self.calls_made += 1
+        body = {
+            "schema": SCHEMA,
+            "kind": "call",
+            "key": key,
+            "request": request,
+            "response": result.response,
+            "latency_s": round(result.latency_s, 6),
+            "attempts": result.attempts,
+            "started": round(started, 3),
+        }
+        content = canonical_json(body)
+        oid = object_id(ObjectType.BLOB, content)
+        self.lookup.remember(key, oid, content)
+        return CallOutcome(key, oid, content, result.message, result.usage or {}, False)
+
+    @staticmethod
+    def _outcome(key: str, oid: ObjectId, content: bytes, *, reused: bool) -> CallOutcome:
+        import json
+
+        body = json.loads(content)
+        response = body.get("response") or {}
+        message = (response.get("choices") or [{}])[0].get("message") or {}
+        return CallOutcome(key, oid, None, message, response.get("usage") or {}, reused)
+
+
+class AgentClient:
+    """What an agent gets as ``client``: ``chat()`` goes through the store (cached, single-
+    flighted, retried) and records every call for the rollout's provenance."""
+
+    def __init__(
+        self, caller: ModelCaller, run_index: int, params: dict[str, Any], max_turns: int | None
+    ) -> None:
+        self._caller = caller
+        self._run_index = run_index
+        self._params = params
+        self.max_turns = max_turns
+        self.calls: list[CallOutcome] = []
+        self._seen: dict[bytes, int] = {}
+
+    def chat(self, messages: list[dict[str, Any]], **overrides: Any) -> dict[str, Any]:
+        """Send ``messages`` (plus any request fields, e.g. ``tools``) to the model; returns
+        the assistant message as a dict (``content``, maybe ``tool_calls``)."""
+        request = {**self._params, **overrides, "messages": messages}
+        fingerprint = canonical_json(request)
+        occurrence = self._seen.get(fingerprint, 0)
+        self._seen[fingerprint] = occurrence + 1
+        outcome = self._caller.call(request, self._run_index, occurrence)
+        self.calls.append(outcome)
+        return dict(outcome.message)
+
+    async def achat(self, messages: list[dict[str, Any]], **overrides: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(self.chat, messages, **overrides)
+
+
+def _validate_messages(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) for m in value
+    ):
+        raise AgentError(
+            f"the agent returned {type(value).__name__}, expected a list of message dicts "
+            "with a 'role'"
+        )
+    return value
+
+
+class Solver:
+    """Runs (or reuses) the rollout of one row and run index."""
+
+    def __init__(
+        self,
+        config: EvalConfig,
+        lookup: StoreLookup,
+        caller: ModelCaller,
+        agent: Callable[..., Any] | None,
+    ) -> None:
+        self.config = config
+        self.lookup = lookup
+        self.caller = caller
+        self.agent = agent
+        self.params = config.params.as_request_fields()
+
+    def reuse(self, key: str) -> Rollout | None:
+        import json
+
+        hit = self.lookup.find(key)
+        if hit is None:
+            return None
+        oid, content = hit
+        body = json.loads(content)
+        calls = []
+        for ck in body.get("calls", []):
+            cid = self.lookup.find_id(ck)
+            if cid is not None:
+                calls.append(CallOutcome(ck, cid, None, {}, {}, True))
+        return Rollout(key, oid, None, body["messages"], body.get("usage", {}), calls, True)
+
+    def run(
+        self, key: str, row_data: dict[str, Any], messages: list[dict[str, Any]], run_index: int
+    ) -> Rollout:
+        started = time.time()
+        client = AgentClient(self.caller, run_index, self.params, self.config.max_turns)
+        if self.agent is None:
+            reply = client.chat(messages)
+            final = [*messages, reply]
+        else:
+            result = self.agent([dict(m) for m in messages], row_data, client)
+            if inspect.isawaitable(result):
+                result = asyncio.run(_await(result))
+            final = _validate_messages(result)
+        usage: dict[str, int] = {}
+        for c in client.calls:
+            _add_usage(usage, c.usage)
+        body = {
+            "schema": SCHEMA,
+            "kind": "rollout",
+            "key": key,
+            "messages": final,
+            "usage": usage,
+            "calls": [c.key for c in client.calls],
+            "latency_s": round(time.time() - started, 6),
+        }
+        content = canonical_json(body)
+        oid = object_id(ObjectType.BLOB, content)
+        self.lookup.remember(key, oid, content)
+        return Rollout(key, oid, content, final, usage, client.calls, False)
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable

@@ -1,0 +1,264 @@
+"""How an eval configuration lives in the store, and how results are recorded.
+
+``refs/evals/<config-id>`` points at a run record whose tree has four nested manifests:
+
+* ``samples``: ``<row-key>.<run>`` -> sample blob, for every run whose rollout finished;
+* ``failed``:  ``<row-key>.<run>`` -> sample blob, for runs whose rollout failed (errors are
+  data: recorded, never cached; a later success removes the entry);
+* ``cache``:   ``<key>`` -> rollout or model-call blob, every one this config used;
+* ``rows``:    ``<row-key>`` -> row blob.
+
+Everything a sample record names by id is also an entry in one of these trees, so gc and
+sync see it. ``refs/cache/index`` is a manifest of the same ``<key>`` -> blob entries over
+all configs: a derived lookup (rebuildable from the configs' ``cache`` trees) that lets a
+new config reuse any rollout or model call recorded before.
+
+Recording is a group commit: the results finished since the last commit are written as one
+pack, the manifests are updated (O(k log n) objects for k results), then a run record, then
+the ref (compare-and-swap). Only then are the results reported as completed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ObjectNotFound, RefConflict
+from ..hashing import ObjectId
+from ..objects import ObjectType, RunRecord, object_id
+from ..repo import Repository
+from ..tree import TreeEntry, empty_tree, list_tree, tree_count, tree_get, update_tree, write_tree
+from ..tree import iter_tree as _iter_tree
+
+EVAL_REF_PREFIX = "refs/evals/"
+INDEX_REF = "refs/cache/index"
+SUBTREES = ("samples", "failed", "cache", "rows")
+
+
+def config_ref(config_id: str) -> str:
+    return EVAL_REF_PREFIX + config_id
+
+
+def sample_name(row_key: str, run_index: int) -> str:
+    return f"{row_key}.{run_index}"
+
+
+@dataclass
+class ConfigState:
+    """A config's state as of one run record (or nothing yet)."""
+
+    run_id: ObjectId | None
+    record: RunRecord | None
+    trees: dict[str, ObjectId]
+
+    @classmethod
+    def empty(cls, repo: Repository) -> ConfigState:
+        empty = empty_tree(repo.objects)
+        return cls(None, None, {name: empty for name in SUBTREES})
+
+    @classmethod
+    def load(cls, repo: Repository, config_id: str) -> ConfigState:
+        run_id = repo.refs.read(config_ref(config_id))
+        return cls.empty(repo) if run_id is None else cls.from_run(repo, run_id)
+
+    @classmethod
+    def from_run(cls, repo: Repository, run_id: ObjectId) -> ConfigState:
+        record = repo.objects.get_run(run_id)
+        entries = {e.name: e.oid for e in list_tree(repo.objects, record.tree)}
+        empty = None
+        trees = {}
+        for name in SUBTREES:
+            if name not in entries:
+                empty = empty or empty_tree(repo.objects)
+            trees[name] = entries.get(name) or empty
+        return cls(run_id, record, trees)
+
+    def names(self, repo: Repository, subtree: str) -> set[str]:
+        return {e.name for e in _iter_tree(repo.objects, self.trees[subtree])}
+
+    def count(self, repo: Repository, subtree: str) -> int:
+        return tree_count(repo.objects, self.trees[subtree])
+
+
+@dataclass
+class PendingObject:
+    """An object to store with a commit, and the manifest entry that keeps it reachable."""
+
+    subtree: str  # "cache" or "rows"
+    name: str
+    content: bytes | None  # None: already stored, ``oid`` given
+    oid: ObjectId
+
+
+def blob(name: str, subtree: str, content: bytes) -> PendingObject:
+    return PendingObject(subtree, name, content, object_id(ObjectType.BLOB, content))
+
+
+@dataclass
+class SampleResult:
+    """One finished run, ready to record."""
+
+    name: str
+    failed: bool
+    record: bytes  # the sample blob (canonical JSON)
+    objects: list[PendingObject] = field(default_factory=list)
+
+    @property
+    def oid(self) -> ObjectId:
+        return object_id(ObjectType.BLOB, self.record)
+
+
+class Recorder:
+    """Group-commits sample results for one config. Not thread-safe: one committer."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        config_id: str,
+        state: ConfigState,
+        parents: tuple[ObjectId, ...],
+    ) -> None:
+        self.repo = repo
+        self.config_id = config_id
+        self.ref = config_ref(config_id)
+        self.trees = dict(state.trees)
+        self.head = state.run_id
+        self.parents = parents
+        self.commits = 0
+        self.counts: dict[str, int] = {}
+        self.last_meta: dict[str, Any] = {}
+        self._logged_this_session = False
+
+    def commit(
+        self,
+        results: Iterable[SampleResult],
+        meta: Callable[[dict[str, int]], dict[str, Any]],
+        *,
+        final: bool = False,
+    ) -> ObjectId:
+        """Write the results, their manifests, a run record, and move the config's ref.
+        ``meta(counts)`` builds the record's metadata from the counts *after* this commit
+        ({"done", "failed"}). The first and the final commit of a session are reflogged;
+        the ones between are checkpoints that supersede each other."""
+        results = list(results)
+        changes: dict[str, dict[str, TreeEntry | None]] = {name: {} for name in SUBTREES}
+        index_changes: dict[str, TreeEntry] = {}
+        with self.repo.objects.bulk() as w:
+            for res in results:
+                for obj in res.objects:
+                    if obj.content is not None:
+                        w.put(ObjectType.BLOB, obj.content)
+                    entry = TreeEntry(obj.name, ObjectType.BLOB, obj.oid)
+                    changes[obj.subtree][obj.name] = entry
+                    if obj.subtree == "cache":
+                        index_changes[obj.name] = entry
+                sample_oid = w.put(ObjectType.BLOB, res.record)
+                entry = TreeEntry(res.name, ObjectType.BLOB, sample_oid)
+                if res.failed:
+                    changes["failed"][res.name] = entry
+                else:
+                    changes["samples"][res.name] = entry
+                    changes["failed"][res.name] = None  # a success supersedes a failure
+            for name in SUBTREES:
+                if changes[name]:
+                    self.trees[name] = update_tree(w, self.trees[name], changes[name])
+            root = write_tree(w, [TreeEntry(n, ObjectType.TREE, self.trees[n]) for n in SUBTREES])
+            failed = tree_count(w, self.trees["failed"])
+            self.counts = {"done": tree_count(w, self.trees["samples"]) + failed, "failed": failed}
+            record = RunRecord(root, self.parents, meta(self.counts))
+            self.last_meta = record.meta
+            run_id = w.put(ObjectType.RUN, record.to_content())
+        log = final or not self._logged_this_session
+        status = record.meta.get("status", "")
+        self.repo.update_ref(self.ref, run_id, self.head, message=f"eval: {status}", log=log)
+        self._logged_this_session = True
+        self.head = run_id
+        self.commits += 1
+        if index_changes:
+            update_index(self.repo, index_changes)
+        return run_id
+
+
+def update_index(repo: Repository, changes: Mapping[str, TreeEntry | None]) -> None:
+    """Apply changes to the shared lookup index, retrying when another eval moved it."""
+    for _ in range(100):
+        current = repo.refs.read(INDEX_REF)
+        with repo.objects.bulk() as w:
+            base = current if current is not None else empty_tree(w)
+            new = update_tree(w, base, changes)
+        if new == current:
+            return
+        try:
+            repo.update_ref(INDEX_REF, new, current, message="index", log=False)
+            return
+        except RefConflict:
+            time.sleep(0.001)
+    raise RefConflict(INDEX_REF, None, None)
+
+
+class IndexReader:
+    """Lookups in ``refs/cache/index`` with decoded tree nodes cached in memory (nodes are
+    immutable, so the cache never goes stale; it is only ever re-rooted)."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self.store = CachingNodeStore(repo.objects)
+        self.root = repo.refs.read(INDEX_REF)
+
+    def refresh(self) -> None:
+        self.root = self.repo.refs.read(INDEX_REF)
+
+    def get(self, key: str) -> ObjectId | None:
+        if self.root is None:
+            return None
+        try:
+            entry = tree_get(self.store, self.root, key)
+        except ObjectNotFound:
+            # An old index root collected under us (gc --prune=now): look again.
+            self.refresh()
+            if self.root is None:
+                return None
+            entry = tree_get(self.store, self.root, key)
+        return entry.oid if entry else None
+
+
+class CachingNodeStore:
+    """Read-through cache of (type, content) by id, bounded in entries."""
+
+    def __init__(self, objects, max_entries: int = 4096) -> None:
+        self.objects = objects
+        self.max_entries = max_entries
+        self._cache: dict[ObjectId, tuple[ObjectType, bytes]] = {}
+
+    def get(self, oid: ObjectId) -> tuple[ObjectType, bytes]:
+        hit = self._cache.get(oid)
+        if hit is None:
+            hit = self.objects.get(oid)
+            if len(self._cache) >= self.max_entries:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[oid] = hit
+        return hit
+
+    def put(self, otype: ObjectType, content: bytes) -> ObjectId:
+        return self.objects.put(otype, content)
+
+
+def rebuild_index(repo: Repository) -> ObjectId:
+    """Recompute ``refs/cache/index`` as the union of every config's ``cache`` tree. Retried
+    if an eval moves the index meanwhile, so a concurrent eval's entries are never lost."""
+    while True:
+        current = repo.refs.read(INDEX_REF)
+        entries: dict[str, TreeEntry] = {}
+        for run_id in repo.refs.list(EVAL_REF_PREFIX).values():
+            state = ConfigState.from_run(repo, run_id)
+            for e in _iter_tree(repo.objects, state.trees["cache"]):
+                entries[e.name] = e
+        with repo.objects.bulk() as w:
+            root = write_tree(w, entries.values())
+        try:
+            repo.update_ref(INDEX_REF, root, current, message="rebuild index", log=False)
+            return root
+        except RefConflict:
+            continue

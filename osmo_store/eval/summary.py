@@ -1,0 +1,115 @@
+"""Metrics over recorded samples: per-score mean/std/min/max/median and pass@k."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased estimator (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
+    if k > n:
+        raise ValueError("k > n")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def ks_for(n: int) -> list[int]:
+    """Powers of two up to n, and n itself."""
+    ks = []
+    k = 1
+    while k <= n:
+        ks.append(k)
+        k *= 2
+    if n not in ks and n > 0:
+        ks.append(n)
+    return ks
+
+
+def metric_values(scores: dict[str, Any]) -> dict[str, float]:
+    """Flatten {fn: number | {name: number}} into {metric: number}; the metric of a plain
+    number is the function name, of a dict entry ``fn/name``."""
+    out = {}
+    for fn, value in scores.items():
+        if isinstance(value, dict):
+            for name, v in value.items():
+                out[f"{fn}/{name}"] = v
+        else:
+            out[fn] = value
+    return out
+
+
+def describe(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+        "median": statistics.median(values),
+        "count": len(values),
+    }
+
+
+def summarize(
+    samples: Iterable[dict[str, Any]], *, n: int, pass_threshold: float, primary: str | None
+) -> dict[str, Any]:
+    """Summary of sample records (dicts as stored). A run *passes* when its primary metric
+    (the first eval function's score; for a dict, its "score", "pass", "correct" or
+    "accuracy" entry, else the alphabetically first) is >=
+    ``pass_threshold``; failed runs and runs whose primary score errored do not pass."""
+    by_metric: dict[str, list[float]] = defaultdict(list)
+    per_row: dict[str, list[bool]] = defaultdict(list)
+    failed = scoring_errors = runs = 0
+    errors_by_fn: dict[str, int] = defaultdict(int)
+    tokens: dict[str, int] = defaultdict(int)
+    for s in samples:
+        runs += 1
+        for k, v in (s.get("usage") or {}).items():
+            if isinstance(v, int):
+                tokens[k] += v
+        if s.get("status") == "failed":
+            failed += 1
+            per_row[s["row"]].append(False)
+            continue
+        if s.get("scoring_errors"):
+            scoring_errors += 1
+            for fn in s["scoring_errors"]:
+                errors_by_fn[fn] += 1
+        values = metric_values(s.get("scores") or {})
+        for m, v in values.items():
+            by_metric[m].append(v)
+        p = primary_value(s.get("scores") or {}, primary)
+        per_row[s["row"]].append(p is not None and p >= pass_threshold)
+    pass_k: dict[str, float] = {}
+    for k in ks_for(n):
+        rows = [r for r in per_row.values() if len(r) >= k]
+        if rows:
+            pass_k[f"pass@{k}"] = statistics.fmean(pass_at_k(len(r), sum(r), k) for r in rows)
+    return {
+        "runs": runs,
+        "rows": len(per_row),
+        "failed": failed,
+        "scoring_errors": scoring_errors,
+        "scoring_errors_by_fn": dict(errors_by_fn),
+        "metrics": {m: describe(v) for m, v in sorted(by_metric.items())},
+        "pass_at_k": pass_k,
+        "pass_threshold": pass_threshold,
+        "primary_metric": primary,
+        "tokens": dict(tokens),
+    }
+
+
+def primary_value(scores: dict[str, Any], primary: str | None) -> float | None:
+    if primary is None or primary not in scores:
+        return None
+    v = scores[primary]
+    if isinstance(v, dict):
+        for name in ("score", "pass", "correct", "accuracy"):
+            if name in v:
+                return v[name]
+        return v[min(v)] if v else None
+    return v

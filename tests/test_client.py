@@ -1,0 +1,452 @@
+"""ChatClient against the real MockServer over 127.0.0.1 sockets (nothing in requests is mocked)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from email.utils import formatdate
+from typing import Any
+
+import pytest
+import requests
+
+from osmo_store.errors import OsmoError, UsageError
+from osmo_store.eval.client import (
+    ChatClient,
+    FatalModelError,
+    ModelCallError,
+    ModelError,
+    normalize_base_url,
+    parse_retry_after,
+    resolve_api_key,
+)
+from osmo_store.eval.mockserver import ArithmeticResponder, MockServer, solve_arithmetic
+
+from .conftest import ROOT
+
+ClientFactory = Callable[..., ChatClient]
+
+
+def ask(question: str, **extra: Any) -> dict[str, Any]:
+    return {"model": "osmo-mock", "messages": [{"role": "user", "content": question}], **extra}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server() -> Iterator[MockServer]:
+    with MockServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def make_client() -> Iterator[ClientFactory]:
+    clients: list[ChatClient] = []
+
+    def make(base_url: str, **kwargs: Any) -> ChatClient:
+        options: dict[str, Any] = {
+            "api_key": None,
+            "timeout": 5.0,
+            "backoff_base": 0.001,
+            "backoff_max": 0.5,
+        }
+        options.update(kwargs)
+        client = ChatClient(base_url, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def test_chat_success(server: MockServer, make_client: ClientFactory) -> None:
+    client = make_client(server.base_url)
+    request = ask("What is 12 + 7?", temperature=0)
+    result = client.chat(request)
+    assert result.message == {"role": "assistant", "content": "19"}
+    assert result.attempts == 1
+    assert result.latency_s > 0
+    assert result.response["object"] == "chat.completion"
+    assert result.response["model"] == "osmo-mock"
+    assert result.response["choices"][0]["finish_reason"] == "stop"
+    assert server.calls == 1
+    assert server.requests == [request]
+
+
+def test_usage_is_parsed(server: MockServer, make_client: ClientFactory) -> None:
+    request = {
+        "model": "osmo-mock",
+        "messages": [
+            {"role": "system", "content": "Answer with a number only."},
+            {"role": "user", "content": "What is (2 + 3) * 4?"},
+        ],
+    }
+    result = make_client(server.base_url).chat(request)
+    assert result.message["content"] == "20"
+    # Whitespace tokens: 5 in the system prompt + 7 in the question; 1 in the answer.
+    assert result.usage == {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13}
+
+
+def test_429_honours_retry_after(server: MockServer, make_client: ClientFactory) -> None:
+    server.fail_next(429, retry_after=0.3)
+    client = make_client(server.base_url)  # own backoff ~1 ms: only Retry-After explains a wait
+    started = time.monotonic()
+    result = client.chat(ask("What is 2 + 2?"))
+    elapsed = time.monotonic() - started
+    assert result.message["content"] == "4"
+    assert result.attempts == 2
+    assert server.calls == 2
+    assert 0.28 <= elapsed < 2.0
+    assert server.requests[0] == server.requests[1]  # the same request, re-sent
+
+
+def test_retry_after_is_capped_at_backoff_max(
+    server: MockServer, make_client: ClientFactory
+) -> None:
+    server.fail_next(503, retry_after=120)
+    client = make_client(server.base_url, backoff_max=0.2)
+    started = time.monotonic()
+    assert client.chat(ask("What is 1 + 1?")).attempts == 2
+    assert time.monotonic() - started < 2.0
+
+
+def test_parse_retry_after_seconds_and_http_date() -> None:
+    now = 1_700_000_000.0
+    assert parse_retry_after("7", now=now) == 7.0
+    assert parse_retry_after(" 0.25 ", now=now) == 0.25
+    assert parse_retry_after(formatdate(now + 30, usegmt=True), now=now) == pytest.approx(30.0)
+    assert parse_retry_after(formatdate(now - 30, usegmt=True), now=now) == 0.0
+    assert parse_retry_after("-3", now=now) == 0.0
+    assert parse_retry_after("soon", now=now) is None
+    assert parse_retry_after(None) is None
+
+
+def test_500_twice_then_success(server: MockServer, make_client: ClientFactory) -> None:
+    server.fail_next(500, count=2)
+    result = make_client(server.base_url).chat(ask("What is 3 * 3?"))
+    assert result.message["content"] == "9"
+    assert result.attempts == 3
+    assert server.calls == 3
+
+
+def test_retries_exhausted(server: MockServer, make_client: ClientFactory) -> None:
+    server.fail_next(503, count=10)
+    client = make_client(server.base_url, max_retries=2)
+    with pytest.raises(ModelCallError) as info:
+        client.chat(ask("What is 3 * 3?"))
+    exc = info.value
+    assert not isinstance(exc, FatalModelError)
+    assert exc.status == 503
+    assert exc.attempts == 3
+    assert server.calls == 3
+    assert "503" in str(exc)
+    assert "injected failure" in str(exc)  # an excerpt of the server's error body
+    assert "\n" not in str(exc)
+
+
+def test_timeout_then_success(server: MockServer, make_client: ClientFactory) -> None:
+    server.timeout_next(1, delay=3.0)
+    client = make_client(server.base_url, timeout=0.3)
+    started = time.monotonic()
+    result = client.chat(ask("What is 10 - 4?"))
+    assert result.message["content"] == "6"
+    assert result.attempts == 2
+    assert server.calls == 2
+    assert time.monotonic() - started < 2.0  # gave up on the slow answer, did not wait for it
+
+
+def test_timeouts_exhausted_is_a_call_error(server: MockServer, make_client: ClientFactory) -> None:
+    server.timeout_next(2, delay=3.0)
+    client = make_client(server.base_url, timeout=0.2, max_retries=1)
+    with pytest.raises(ModelCallError) as info:
+        client.chat(ask("What is 10 - 4?"))
+    assert info.value.status is None
+    assert info.value.attempts == 2
+    assert "no response within 0.2s" in str(info.value)
+
+
+def test_wrong_api_key_is_fatal_and_never_shown(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "sk-wrong-secret-4567"
+    caplog.set_level(logging.DEBUG)
+    with MockServer(require_api_key="sk-right-1234") as srv:
+        client = make_client(srv.base_url, api_key=secret)
+        with pytest.raises(FatalModelError) as info:
+            client.chat(ask("What is 1 + 1?"))
+        assert make_client(srv.base_url, api_key="sk-right-1234").chat(ask("What is 1 + 1?"))
+        # The mock echoes the key it got into its 401 body; the client must mask it.
+        assert secret in body_of_401(srv, secret)
+    exc = info.value
+    assert exc.status == 401
+    assert exc.attempts == 1
+    assert "401" in str(exc)
+    assert "Incorrect API key provided: ***" in str(exc)
+    for text in (str(exc), repr(exc), exc.hint or "", repr(client), caplog.text):
+        assert secret not in text
+
+
+def body_of_401(srv: MockServer, key: str) -> str:
+    response = requests.post(
+        f"{srv.base_url}/chat/completions",
+        json=ask("hi"),
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=5,
+    )
+    assert response.status_code == 401
+    return response.text
+
+
+def test_key_is_masked_in_retry_logs(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "sk-live-abcdef-998877"
+    caplog.set_level(logging.DEBUG)
+    with MockServer(require_api_key=secret) as srv:
+        srv.fail_next(500, body={"error": {"message": f"upstream saw {secret}"}})
+        result = make_client(srv.base_url, api_key=secret).chat(ask("What is 5 + 5?"))
+    assert result.attempts == 2
+    assert "upstream saw ***" in caplog.text
+    assert secret not in caplog.text
+
+
+def test_unknown_model_is_fatal(make_client: ClientFactory) -> None:
+    with MockServer(models=["small"]) as srv:
+        client = make_client(srv.base_url)
+        assert client.chat({**ask("What is 1 + 2?"), "model": "small"}).message["content"] == "3"
+        with pytest.raises(FatalModelError) as info:
+            client.chat({**ask("What is 1 + 2?"), "model": "huge"})
+        assert srv.calls == 2  # no retries
+    assert info.value.status == 404
+    assert "huge" in str(info.value)
+
+
+def test_wrong_endpoint_path_is_fatal(server: MockServer, make_client: ClientFactory) -> None:
+    client = make_client(f"{server.url}/api/v2")
+    with pytest.raises(FatalModelError) as info:
+        client.chat(ask("What is 1 + 2?"))
+    assert info.value.status == 404
+    assert "/api/v2/chat/completions" in str(info.value)
+
+
+def test_unreachable_endpoint_fails_fast(make_client: ClientFactory) -> None:
+    port = free_port()  # bound, then closed: nothing listens there
+    client = make_client(f"http://127.0.0.1:{port}/v1", api_key="sk-should-not-show", max_retries=5)
+    started = time.monotonic()
+    with pytest.raises(FatalModelError) as info:
+        client.chat(ask("What is 1 + 2?"))
+    assert time.monotonic() - started < 2.0
+    exc = info.value
+    assert exc.status is None
+    assert exc.attempts == 2  # one quick retry, not the whole budget of 6
+    assert f"http://127.0.0.1:{port}/v1/chat/completions" in str(exc)
+    assert "unreachable" in str(exc)
+    assert "sk-should-not-show" not in str(exc) + repr(exc)
+
+
+def test_endpoint_going_away_after_success_uses_retry_budget(make_client: ClientFactory) -> None:
+    srv = MockServer()
+    client = make_client(srv.base_url, max_retries=3)
+    assert client.chat(ask("What is 1 + 2?")).attempts == 1
+    srv.close()
+    with pytest.raises(FatalModelError) as info:
+        client.chat(ask("What is 1 + 2?"))
+    assert info.value.attempts == 4
+
+
+def test_bad_request_is_a_call_error_without_retries(
+    server: MockServer, make_client: ClientFactory
+) -> None:
+    client = make_client(server.base_url)
+    with pytest.raises(ModelCallError) as info:
+        client.chat({"model": "osmo-mock", "messages": []})
+    exc = info.value
+    assert not isinstance(exc, FatalModelError)
+    assert isinstance(exc, ModelError) and isinstance(exc, OsmoError)
+    assert exc.status == 400
+    assert exc.attempts == 1
+    assert server.calls == 1
+    assert "'messages' must be a non-empty list" in str(exc)
+
+
+def test_insufficient_quota_429_is_fatal(server: MockServer, make_client: ClientFactory) -> None:
+    body = {"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}}
+    server.fail_next(429, count=5, body=body)
+    with pytest.raises(FatalModelError) as info:
+        make_client(server.base_url).chat(ask("What is 1 + 2?"))
+    assert info.value.status == 429
+    assert server.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [("<html>oops</html>", "not a JSON object: <html>oops</html>"), ({"id": "x"}, "no choices")],
+)
+def test_malformed_success_is_a_call_error(
+    server: MockServer, make_client: ClientFactory, body: Any, expected: str
+) -> None:
+    server.fail_next(200, body=body)
+    with pytest.raises(ModelCallError) as info:
+        make_client(server.base_url).chat(ask("What is 1 + 2?"))
+    assert info.value.status == 200
+    assert expected in str(info.value)
+    assert server.calls == 1
+
+
+def test_random_failures_are_retried(make_client: ClientFactory) -> None:
+    with MockServer(fail_rate=0.3, seed=7) as srv:
+        client = make_client(srv.base_url, max_retries=8)
+        answers = [client.chat(ask(f"What is {i} + 1?")) for i in range(30)]
+        assert [r.message["content"] for r in answers] == [str(i + 1) for i in range(30)]
+        assert srv.calls == sum(r.attempts for r in answers)
+        assert srv.calls > 30
+
+
+def test_concurrent_calls(make_client: ClientFactory) -> None:
+    with MockServer(latency=0.05) as srv:
+        client = make_client(srv.base_url, pool_size=8)
+        results: dict[tuple[int, int], str] = {}
+        errors: list[BaseException] = []
+
+        def work(t: int) -> None:
+            try:
+                for i in range(4):
+                    reply = client.chat(ask(f"What is {t} * {i} + 1?"))
+                    results[t, i] = reply.message["content"]
+            except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert results == {(t, i): str(t * i + 1) for t in range(32) for i in range(4)}
+        assert srv.calls == 128
+        assert 1 < srv.max_concurrency <= 8  # parallel, and bounded by the pool
+
+
+def test_tool_calls_round_trip(make_client: ClientFactory) -> None:
+    def responder(request: dict[str, Any]) -> str | dict[str, Any]:
+        last = request["messages"][-1]
+        if last["role"] == "tool":
+            return f"It is {json.loads(last['content'])['temp_c']} C in Oslo."
+        assert request["tools"][0]["function"]["name"] == "get_weather"
+        call = {"id": "call_1", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}
+        return {"content": None, "tool_calls": [call]}
+
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    with MockServer(responder=responder) as srv:
+        client = make_client(srv.base_url)
+        messages: list[dict[str, Any]] = [{"role": "user", "content": "Weather in Oslo?"}]
+        first = client.chat({"model": "m", "messages": messages, "tools": tools})
+        assert first.response["choices"][0]["finish_reason"] == "tool_calls"
+        (call,) = first.message["tool_calls"]
+        assert call["type"] == "function"
+        assert call["function"]["name"] == "get_weather"
+        assert json.loads(call["function"]["arguments"]) == {"city": "Oslo"}
+        messages += [
+            first.message,
+            {"role": "tool", "tool_call_id": call["id"], "content": '{"temp_c": -3}'},
+        ]
+        second = client.chat({"model": "m", "messages": messages, "tools": tools})
+        assert second.message["content"] == "It is -3 C in Oslo."
+        assert srv.requests[1]["messages"][1]["tool_calls"][0]["id"] == "call_1"
+
+
+def test_solve_arithmetic() -> None:
+    assert solve_arithmetic("What is 12 + 7?") == 19
+    assert solve_arithmetic("Q3: what is (2 + 3) * -4? Reply with a number.") == -20
+    assert solve_arithmetic("What is 2 - 3 - 4?") == -5  # left-associative
+    assert solve_arithmetic("Compute 6*7 please") == 42
+    assert solve_arithmetic("What is __import__('os').getcwd()?") is None
+    assert solve_arithmetic("What is (1 + 2?") is None
+    assert solve_arithmetic("hello there") is None
+
+
+def test_arithmetic_responder_is_deterministic_with_realistic_errors(
+    make_client: ClientFactory,
+) -> None:
+    questions = [ask(f"What is {i} + {i * 3}?") for i in range(60)]
+    with MockServer(error_rate=0.3, seed=1) as srv:
+        client = make_client(srv.base_url)
+        first = [client.chat(q).message["content"] for q in questions]
+        again = [client.chat(q).message["content"] for q in questions]
+    with MockServer(error_rate=0.3, seed=1) as srv:
+        other_server = [make_client(srv.base_url).chat(q).message["content"] for q in questions]
+    assert first == again == other_server
+    wrong = sum(answer != str(i * 4) for i, answer in enumerate(first))
+    assert 5 <= wrong <= 35
+    other_seed = [ArithmeticResponder(error_rate=0.3, seed=2)(q) for q in questions]
+    assert other_seed != first
+    assert ArithmeticResponder()(ask("just echo me")) == "just echo me"
+
+
+def test_models_endpoint(make_client: ClientFactory) -> None:
+    with MockServer(models=["a", "b"]) as srv:
+        listing = requests.get(f"{srv.base_url}/models", timeout=5).json()
+    assert [m["id"] for m in listing["data"]] == ["a", "b"]
+
+
+def test_base_url_rules(server: MockServer, make_client: ClientFactory) -> None:
+    assert normalize_base_url("http://localhost:8000") == "http://localhost:8000/v1"
+    assert normalize_base_url("http://localhost:8000/") == "http://localhost:8000/v1"
+    assert normalize_base_url("http://localhost:8000/v1/") == "http://localhost:8000/v1"
+    assert normalize_base_url("https://openrouter.ai/api/v1") == "https://openrouter.ai/api/v1"
+    for bad in ("localhost:8000", "ftp://host/v1", "http://user:pw@host/v1", "http://h/v1?k=1"):
+        with pytest.raises(UsageError) as info:
+            ChatClient(bad, api_key=None)
+        assert "pw" not in str(info.value)
+    client = make_client(server.url)  # no path: /v1 is appended
+    assert client.chat(ask("What is 8 - 10?")).message["content"] == "-2"
+
+
+def test_resolve_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert resolve_api_key(None) is None
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    assert resolve_api_key(None) == "sk-openai"
+    monkeypatch.setenv("OSMO_API_KEY", "sk-osmo")
+    assert resolve_api_key(None) == "sk-osmo"
+    assert resolve_api_key("sk-explicit") == "sk-explicit"
+    monkeypatch.setenv("OSMO_API_KEY", "")
+    assert resolve_api_key("") == "sk-openai"
+
+
+def test_mockserver_runs_as_a_module() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "osmo_store.eval.mockserver", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 10)
+        assert ready, "mock server printed nothing within 10 s"
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        assert base_url == f"http://127.0.0.1:{port}/v1"
+        with ChatClient(base_url, api_key=None, timeout=5) as client:
+            assert client.chat(ask("What is 20 + 22?")).message["content"] == "42"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

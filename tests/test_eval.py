@@ -1,0 +1,252 @@
+"""`osmo eval` end to end against a real OpenAI-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from osmo_store import Repository
+from osmo_store.cli.main import main
+from osmo_store.eval.catalog import list_configs
+from osmo_store.eval.mockserver import MockServer
+
+
+@pytest.fixture
+def server():
+    with MockServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    rows = [{"user_prompt": f"What is {i} + {i + 1}?", "ground_truth": str(2 * i + 1),
+             "topic": "add"} for i in range(12)]  # fmt: skip
+    write_rows(tmp_path / "data.jsonl", rows)
+    (tmp_path / "fns.py").write_text(
+        "def exact(solution_str, ground_truth, extra_info):\n"
+        "    return solution_str.strip() == ground_truth\n"
+    )
+    (tmp_path / "other.py").write_text(
+        "def length(messages, ground_truth, metadata):\n"
+        "    return {'chars': len(messages[-1]['content']), 'score': 1.0}\n"
+    )
+    (tmp_path / "broken.py").write_text(
+        "def boom(solution_str, ground_truth, extra_info):\n"
+        "    if solution_str.endswith('3'):\n"
+        "        raise ValueError('cannot score this one')\n"
+        "    return 1\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture
+def osmo_eval(store_path: Path, server: MockServer, project: Path, capsys):
+    def run(*extra: str, fns: tuple[str, ...] = ("fns.py:exact",), json_out: bool = True):
+        argv = ["--store", str(store_path), "eval", "-d", "data.jsonl", "--model", "mock",
+                "--base-url", server.base_url, "-q", "--max-retries", "0"]  # fmt: skip
+        for f in fns:
+            argv += ["--eval-fn", f]
+        if json_out:
+            argv.append("--json")
+        code = main([*argv, *extra])
+        captured = capsys.readouterr()
+        body = json.loads(captured.out) if json_out and code == 0 else None
+        return code, body, captured.err
+
+    return run
+
+
+def test_first_run_scores_everything_and_second_run_makes_no_calls(osmo_eval, server) -> None:
+    code, body, err = osmo_eval()
+    assert code == 0, err
+    assert body["status"] == "completed"
+    assert server.calls == 12
+    s = body["summary"]
+    assert s["runs"] == 12 and s["failed"] == 0
+    assert s["metrics"]["exact"]["mean"] == 1.0  # the mock answers arithmetic exactly
+    assert s["pass_at_k"] == {"pass@1": 1.0}
+    code, body2, _ = osmo_eval()
+    assert code == 0 and server.calls == 12
+    assert body2["session"]["reused_samples"] == 12 and body2["session"]["model_calls"] == 0
+    assert body2["summary"]["metrics"] == s["metrics"]
+    assert body2["config_id"] == body["config_id"]
+
+
+def test_changing_only_the_eval_function_rescores_without_calls(osmo_eval, server) -> None:
+    osmo_eval()
+    code, body, _ = osmo_eval(fns=("other.py:length",))
+    assert code == 0 and server.calls == 12
+    assert body["session"]["reused_rollouts"] == 12
+    assert body["summary"]["metrics"]["length/score"]["mean"] == 1.0
+
+
+def test_raising_n_runs_only_new_samples(osmo_eval, server) -> None:
+    osmo_eval("--n", "3", "--temperature", "0.7")
+    assert server.calls == 36
+    code, body, _ = osmo_eval("--n", "5", "--temperature", "0.7")
+    assert code == 0 and server.calls == 36 + 24
+    assert body["session"]["reused_rollouts"] == 36 and body["session"]["computed"] == 24
+    assert set(body["summary"]["pass_at_k"]) == {"pass@1", "pass@2", "pass@4", "pass@5"}
+
+
+def test_edited_added_reordered_rows_rerun_only_what_changed(osmo_eval, server, project) -> None:
+    osmo_eval()
+    rows = [json.loads(line) for line in (project / "data.jsonl").read_text().splitlines()]
+    rows.reverse()
+    rows[0]["user_prompt"] = "What is 100 + 1?"
+    rows[0]["ground_truth"] = "101"
+    rows.append({"user_prompt": "What is 7 * 6?", "ground_truth": "42", "topic": "mul"})
+    write_rows(project / "data.jsonl", rows)
+    code, body, _ = osmo_eval()
+    assert code == 0
+    assert server.calls == 12 + 2  # one edited row, one new row
+    assert body["session"]["reused_rollouts"] == 11
+
+
+def test_limit_overlapping_earlier_work_reuses_it(osmo_eval, server) -> None:
+    osmo_eval("--limit", "5")
+    assert server.calls == 5
+    code, _, _ = osmo_eval("--limit", "8")
+    assert code == 0 and server.calls == 8
+    osmo_eval("--offset", "2", "--limit", "4")
+    assert server.calls == 8
+
+
+def test_failed_runs_are_recorded_and_retried_only_on_request(osmo_eval, server) -> None:
+    server.fail_next(500, count=3)
+    code, body, _ = osmo_eval("--concurrency", "1")
+    assert code == 0
+    assert body["summary"]["failed"] == 3 and server.calls == 12
+    # A plain re-run does not re-run failures (errors are data, not missing work).
+    code, body, _ = osmo_eval()
+    assert server.calls == 12 and body["summary"]["failed"] == 3
+    # --retry-failed re-runs exactly those; a failure again keeps the failure.
+    server.fail_next(500, count=1)
+    code, body, _ = osmo_eval("--retry-failed", "--concurrency", "1")
+    assert server.calls == 15 and body["summary"]["failed"] == 1
+    code, body, _ = osmo_eval("--retry-failed")
+    assert server.calls == 16 and body["summary"]["failed"] == 0
+    assert body["summary"]["metrics"]["exact"]["count"] == 12
+
+
+def test_failures_are_never_cached_as_answers(osmo_eval, server) -> None:
+    server.fail_next(500, count=12)
+    osmo_eval()
+    assert server.calls == 12
+    code, body, _ = osmo_eval(fns=("other.py:length",))  # new config, same rollouts
+    assert code == 0 and server.calls == 24 and body["summary"]["failed"] == 0
+
+
+def test_scoring_errors_are_counted_not_zeroed(osmo_eval, server) -> None:
+    _, body, _ = osmo_eval(fns=("broken.py:boom",))
+    s = body["summary"]
+    # answers 1, 3, ... 23: those ending in 3 (3, 13, 23) raise
+    assert s["scoring_errors"] == 3 and s["scoring_errors_by_fn"] == {"boom": 3}
+    assert s["metrics"]["boom"]["count"] == 9 and s["metrics"]["boom"]["mean"] == 1.0
+
+
+def test_fatal_errors_stop_at_once_with_a_clear_message(osmo_eval, store_path) -> None:
+    with MockServer(require_api_key="sk-right") as srv:
+        argv = ["--store", str(store_path), "eval", "-d", "data.jsonl", "--model", "mock",
+                "--base-url", srv.base_url, "--api-key", "sk-wrong", "--eval-fn",
+                "fns.py:exact", "-q"]  # fmt: skip
+        code = main(argv)
+        assert code == 1
+        assert srv.calls <= 8  # stopped, not 12 failed runs
+
+
+def test_identical_requests_in_flight_are_made_once(osmo_eval, server, project) -> None:
+    rows = [{"user_prompt": "What is 2 + 2?", "ground_truth": "4", "copy": i} for i in range(6)]
+    write_rows(project / "data.jsonl", rows)
+    code, body, _ = osmo_eval("--concurrency", "6")
+    assert code == 0 and body["summary"]["runs"] == 6
+    assert server.calls == 1
+
+
+def test_sliding_window_keeps_c_runs_in_flight(store_path, project, capsys) -> None:
+    rows = [{"user_prompt": f"What is {i} + 1?", "ground_truth": str(i + 1)} for i in range(40)]
+    write_rows(project / "data.jsonl", rows)
+    with MockServer(latency=0.05) as srv:
+        code = main(["--store", str(store_path), "eval", "-d", "data.jsonl", "--model", "m",
+                     "--base-url", srv.base_url, "--eval-fn", "fns.py:exact", "-q",
+                     "--concurrency", "8"])  # fmt: skip
+        assert code == 0
+        assert srv.max_concurrency == 8
+
+
+def test_agent_multi_turn_calls_are_each_cached(osmo_eval, server, project) -> None:
+    (project / "agent.py").write_text(
+        "async def solve(messages, row, client):\n"
+        "    convo = list(messages)\n"
+        "    first = await client.achat(convo)\n"
+        "    convo += [first, {'role': 'user', 'content': 'Are you sure? What is 1 + 1?'}]\n"
+        "    second = client.chat(convo)\n"
+        "    return convo + [second]\n"
+    )
+    code, body, _ = osmo_eval("--agent", "agent.py:solve")
+    assert code == 0 and server.calls == 24
+    assert body["summary"]["metrics"]["exact"]["mean"] == 0.0  # final answer is always 2
+    # Agent code changes, same calls: every model call is served from the store.
+    (project / "agent.py").write_text((project / "agent.py").read_text() + "\n# v2\n")
+    code, body, _ = osmo_eval("--agent", "agent.py:solve")
+    assert code == 0 and server.calls == 24 and body["session"]["computed"] == 12
+
+
+def test_outputs(osmo_eval, project) -> None:
+    code, _, _ = osmo_eval("-o", "all.json", "--output-path", "out", "--log-samples", "s.jsonl")
+    assert code == 0
+    whole = json.loads((project / "all.json").read_text())
+    assert whole["status"] == "completed" and len(whole["runs"]) == 12
+    first = whole["runs"][0]
+    assert first["row"] == 0 and first["messages"][-1]["role"] == "assistant"
+    assert first["scores"] == {"exact": 1.0}
+    lines = (project / "s.jsonl").read_text().splitlines()
+    assert len(lines) == 12 and json.loads(lines[3])["data"]["user_prompt"] == "What is 3 + 4?"
+    short = whole["config_id"][:12]
+    assert (project / "out" / f"results-{short}.json").is_file()
+    assert len((project / "out" / f"samples-{short}.jsonl").read_text().splitlines()) == 12
+
+
+def test_bad_dataset_row_is_a_one_line_error(osmo_eval, project, store_path) -> None:
+    (project / "data.jsonl").write_text('{"user_prompt": "ok"}\n{not json\n')
+    code, _, err = osmo_eval()
+    assert code == 1
+    assert "data.jsonl:2" in err and err.startswith("osmo: error:")
+    assert "Traceback" not in err
+
+
+def test_eval_cache_ls_rm_log_show(osmo_eval, server, store_path, capsys) -> None:
+    _, a, _ = osmo_eval()
+    _, b, _ = osmo_eval(fns=("other.py:length",))
+    assert main(["--store", str(store_path), "eval", "cache", "ls", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [c["config_id"] for c in listed] == [b["config_id"], a["config_id"]]
+    assert listed[0]["status"] == "completed" and listed[0]["done"] == 12
+    assert main(["--store", str(store_path), "eval", "cache", "ls", "--model", "MOCK"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert main(["--store", str(store_path), "log", a["config_id"][:8]]) == 0
+    log_out = capsys.readouterr().out
+    assert log_out.startswith(f"run {a['run']}") and log_out.count("\nrun ") == 0
+    assert main(["--store", str(store_path), "show", a["config_id"][:8]]) == 0
+    assert '"status": "completed"' in capsys.readouterr().out
+    assert main(["--store", str(store_path), "eval", "cache", "rm", "--all", "--model", "x"]) == 1
+    assert "--all" in capsys.readouterr().err
+    assert main(["--store", str(store_path), "eval", "cache", "rm", "-y", a["config_id"][:8]]) == 0
+    capsys.readouterr()
+    with Repository.open(store_path) as repo:
+        assert [c.config_id for c in list_configs(repo)] == [b["config_id"]]
+    # The removed config's rollouts are still used by the other one: no new calls.
+    calls = server.calls
+    _, again, _ = osmo_eval()
+    assert server.calls == calls and again["session"]["reused_rollouts"] == 12
+    assert main(["--store", str(store_path), "log", a["config_id"][:8]]) == 0
+    assert capsys.readouterr().out.startswith(f"run {again['run']}")
+    assert main(["--store", str(store_path), "eval", "cache", "dir"]) == 0
+    assert capsys.readouterr().out.strip() == str(store_path.absolute())
