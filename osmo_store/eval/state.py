@@ -23,9 +23,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from filelock import Timeout as FileLockTimeout
+
+from ..backends.local import LocalObjectStore
 from ..errors import ObjectNotFound, RefConflict
+from ..gc import maintenance_lock
 from ..hashing import ObjectId
 from ..objects import ObjectType, RunRecord, object_id
 from ..repo import Repository
@@ -128,6 +133,7 @@ class Recorder:
         self.parents = parents
         self.commits = 0
         self.counts: dict[str, int] = {}
+        self._packs: list[tuple[Path, int]] = []  # (index path, pack size), oldest first
         self.last_meta: dict[str, Any] = {}
         self._logged_this_session = False
 
@@ -144,7 +150,8 @@ class Recorder:
         the ones between are checkpoints that supersede each other."""
         results = list(results)
         changes: dict[str, dict[str, TreeEntry | None]] = {name: {} for name in SUBTREES}
-        index_changes: dict[str, TreeEntry] = {}
+        index_changes: dict[str, TreeEntry | None] = {}
+        index_base = self.repo.refs.read(INDEX_REF)
         with self.repo.objects.bulk() as w:
             for res in results:
                 for obj in res.objects:
@@ -170,15 +177,57 @@ class Recorder:
             record = RunRecord(root, self.parents, meta(self.counts))
             self.last_meta = record.meta
             run_id = w.put(ObjectType.RUN, record.to_content())
+            # The index update rides in the same pack; it is applied after the config's ref.
+            new_index = None
+            if index_changes:
+                base = index_base if index_base is not None else empty_tree(w)
+                new_index = update_tree(w, base, index_changes)
+        self._track_pack(w)
         log = final or not self._logged_this_session
         status = record.meta.get("status", "")
         self.repo.update_ref(self.ref, run_id, self.head, message=f"eval: {status}", log=log)
         self._logged_this_session = True
         self.head = run_id
         self.commits += 1
-        if index_changes:
-            update_index(self.repo, index_changes)
+        if new_index is not None and new_index != index_base:
+            try:
+                self.repo.update_ref(INDEX_REF, new_index, index_base, message="index", log=False)
+            except RefConflict:
+                update_index(self.repo, index_changes)  # another eval moved it: redo on top
+        self._consolidate()
         return run_id
+
+    def _track_pack(self, writer: object) -> None:
+        published = getattr(writer, "published", None)
+        if published is not None:
+            self._packs.append((published, published.with_suffix(".pack").stat().st_size))
+
+    def _consolidate(self) -> None:
+        """Geometric merging of the packs this recorder wrote: while the newest pack is at
+        least half the size of the one before it, fold the two. Each object is rewritten
+        O(log n) times over a session and O(log n) packs remain."""
+        objects = self.repo.objects
+        if not isinstance(objects, LocalObjectStore) or len(self._packs) < 2:
+            return
+        if self._packs[-2][1] > 2 * self._packs[-1][1]:
+            return
+        lock = maintenance_lock(self.repo)
+        try:
+            lock.acquire(blocking=False)
+        except FileLockTimeout:
+            return  # gc or repack is at work; merge another time
+        try:
+            while len(self._packs) >= 2 and self._packs[-2][1] <= 2 * self._packs[-1][1]:
+                merge = [self._packs.pop(), self._packs.pop()]
+                by_idx = {p.idx_path: p for p in objects.packs()}
+                readers = [by_idx[idx] for idx, _ in merge if idx in by_idx]
+                if len(readers) < 2:
+                    continue  # folded by a repack meanwhile
+                new_idx = objects.merge_packs(readers)
+                if new_idx is not None:
+                    self._packs.append((new_idx, new_idx.with_suffix(".pack").stat().st_size))
+        finally:
+            lock.release()
 
 
 def update_index(repo: Repository, changes: Mapping[str, TreeEntry | None]) -> None:
