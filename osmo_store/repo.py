@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from .backends.base import ObjectStore
-from .backends.fsutil import replace_durably
+from .backends.fsutil import fsync_dir, publish_no_overwrite, write_temp
 from .backends.local import LocalObjectStore
 from .backends.memory import MemoryObjectStore
 from .errors import InvalidRefName, ObjectNotFound, StoreError
@@ -41,23 +42,54 @@ def is_store(path: Path) -> bool:
 
 
 def init_store(path: Path) -> tuple[Path, bool]:
-    """Create a store at ``path`` (idempotent). Returns (path, created). A non-empty
-    directory that is not a store is refused rather than filled with store files."""
+    """Create a store at ``path`` (idempotent, and safe when several processes do it at
+    once). Returns (path, created). A non-empty directory that is not a store is refused
+    rather than filled with store files."""
     path = Path(path).expanduser().absolute()
     if path.exists() and not path.is_dir():
         raise StoreError(f"not a directory: {path}")
-    created = not is_store(path)
-    if created and path.is_dir() and any(path.iterdir()):
+    if is_store(path):
+        _make_subdirs(path)
+        return path, False
+    if not path.exists():
+        # Build it aside and rename it into place: another process creating the same store
+        # either sees nothing or a complete store, never a half-made directory.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.init-{os.getpid()}-{os.urandom(4).hex()}"
+        tmp.mkdir()
+        _make_subdirs(tmp)
+        _publish_store_file(tmp)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if is_store(path):
+                return path, False
+        else:
+            fsync_dir(path.parent)
+            return path, True
+    if any(n for n in os.listdir(path) if n != STORE_FILE) and not is_store(path):
         raise StoreError(
             f"{path} exists, is not empty and is not an osmo store",
             hint="choose an empty or new directory",
         )
+    created = _publish_store_file(path)
+    _make_subdirs(path)
+    return path, created
+
+
+def _make_subdirs(path: Path) -> None:
     for sub in _SUBDIRS:
         (path / sub).mkdir(parents=True, exist_ok=True)
-    if created:
-        body = {"format": STORE_FORMAT, "version": STORE_VERSION}
-        replace_durably(path / STORE_FILE, (json.dumps(body, indent=2) + "\n").encode())
-    return path, created
+
+
+def _publish_store_file(path: Path) -> bool:
+    """Write ``osmo.json`` without ever leaving a temp file inside the store directory."""
+    body = {"format": STORE_FORMAT, "version": STORE_VERSION}
+    tmp = write_temp(path.parent, (json.dumps(body, indent=2) + "\n").encode(), prefix=".osmo-")
+    created = publish_no_overwrite(tmp, path / STORE_FILE)
+    fsync_dir(path)
+    return created
 
 
 def _check_format(path: Path) -> None:

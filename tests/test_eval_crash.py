@@ -143,3 +143,43 @@ def test_second_eval_of_same_config_waits_then_fails(
         assert "another eval of config" in second.stderr
         first.communicate(timeout=120)
         assert first.returncode == 0
+
+
+def test_different_configs_run_side_by_side(osmo_bin: str, tmp_path: Path, project: Path) -> None:
+    (project / "fns2.py").write_text(
+        "def close(solution_str, ground_truth, extra_info):\n"
+        "    return abs(int(solution_str) - int(ground_truth)) <= 1\n"
+    )
+    (project / "fns3.py").write_text(
+        "def one(solution_str, ground_truth, extra_info):\n    return 1\n"
+    )
+    store = tmp_path / "store"
+    with MockServer(latency=0.01) as srv:
+        base = eval_cmd(osmo_bin, store, srv.base_url)
+        second = [
+            *base[: base.index("fns.py:exact")],
+            "fns2.py:close",
+            *base[base.index("fns.py:exact") + 1 :],
+        ]
+        procs = [
+            subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for cmd in (base, second)
+        ]  # fmt: skip
+        outs = [p.communicate(timeout=120) for p in procs]
+        for p, (out, err) in zip(procs, outs, strict=True):
+            assert p.returncode == 0, err
+            assert json.loads(out)["summary"]["runs"] == ROWS
+        with Repository.open(store) as repo:
+            assert len(list_configs(repo)) == 2
+            assert fsck(repo).ok
+        # Both sessions' rollouts reached the shared index: a third config calls nothing.
+        calls = srv.calls
+        third = [
+            *base[: base.index("fns.py:exact")],
+            "fns3.py:one",
+            *base[base.index("fns.py:exact") + 1 :],
+        ]
+        r = subprocess.run(third, cwd=project, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert srv.calls == calls
+        assert json.loads(r.stdout)["session"]["reused_rollouts"] == ROWS

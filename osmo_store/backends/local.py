@@ -29,6 +29,14 @@ def is_fanout_name(name: str) -> bool:
     return len(name) == 2 and set(name) <= _HEX
 
 
+def is_pack_index_name(name: str) -> bool:
+    """Only published indexes (``pack-<64 hex>.idx``); never another writer's temp file."""
+    return (
+        len(name) == 73 and name.startswith("pack-") and name.endswith(".idx")
+        and set(name[5:69]) <= _HEX
+    )  # fmt: skip
+
+
 class LocalObjectStore(ObjectStore):
     def __init__(self, root: Path, leases_dir: Path, *, read_only: bool = False) -> None:
         self.root = Path(root)
@@ -50,7 +58,7 @@ class LocalObjectStore(ObjectStore):
         """Pick up packs published (or removed) by other processes since the last look."""
         with self._lock:
             try:
-                names = {n[:-4] for n in os.listdir(self.pack_dir) if n.endswith(".idx")}
+                names = {n[:-4] for n in os.listdir(self.pack_dir) if is_pack_index_name(n)}
             except FileNotFoundError:
                 names = set()
             for gone in set(self._packs) - names:

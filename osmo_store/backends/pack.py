@@ -84,7 +84,7 @@ class PackWriter:
         if not self._records:
             self.abort()
             return None
-        idx_tmp = self._tmp.with_name(self._tmp.name + ".idx")
+        idx_tmp = self._tmp.with_name(self._tmp.name + "-index")
         try:
             checksum = self._hash.digest()
             write_all(self._fd, checksum)

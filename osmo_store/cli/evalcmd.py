@@ -233,8 +233,11 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
             err("osmo: aborted")
             os._exit(EXIT_INTERRUPTED)
 
-    old_int = signal.signal(signal.SIGINT, on_signal)
-    old_term = signal.signal(signal.SIGTERM, on_signal)
+    # Signal handlers can only be set from the main thread (the CLI's case); a program
+    # calling main() from another thread stops the eval by its own means.
+    handle = threading.current_thread() is threading.main_thread()
+    old_int = signal.signal(signal.SIGINT, on_signal) if handle else None
+    old_term = signal.signal(signal.SIGTERM, on_signal) if handle else None
     display_bar = None if args.quiet else ProgressDisplay(sys.stderr)
     try:
         with open_repo(args) as repo:
@@ -249,8 +252,9 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
     finally:
         if display_bar:
             display_bar.close()
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
+        if handle:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
         if client is not None:
             client.close()
     if outcome.interrupted:
