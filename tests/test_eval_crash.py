@@ -161,10 +161,8 @@ def test_different_configs_run_side_by_side(osmo_bin: str, tmp_path: Path, proje
             "fns2.py:close",
             *base[base.index("fns.py:exact") + 1 :],
         ]
-        procs = [
-            subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for cmd in (base, second)
-        ]  # fmt: skip
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        procs = [subprocess.Popen(cmd, cwd=project, **pipes) for cmd in (base, second)]
         outs = [p.communicate(timeout=120) for p in procs]
         for p, (out, err) in zip(procs, outs, strict=True):
             assert p.returncode == 0, err
