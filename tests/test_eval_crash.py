@@ -181,3 +181,24 @@ def test_different_configs_run_side_by_side(osmo_bin: str, tmp_path: Path, proje
         assert r.returncode == 0, r.stderr
         assert srv.calls == calls
         assert json.loads(r.stdout)["session"]["reused_rollouts"] == ROWS
+
+
+def test_rm_refuses_a_config_whose_eval_is_running(
+    osmo_bin: str, tmp_path: Path, project: Path
+) -> None:
+    store = tmp_path / "store"
+    with MockServer(latency=0.05) as srv:
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        proc = subprocess.Popen(eval_cmd(osmo_bin, store, srv.base_url), cwd=project, **pipes)
+        for _ in range(100):
+            if recorded(store)[0] > 0:
+                break
+            time.sleep(0.05)
+        rm = subprocess.run([osmo_bin, "--store", str(store), "eval", "cache", "rm", "--all", "-y"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert rm.returncode == 1 and "has an eval running" in rm.stderr
+        proc.communicate(timeout=120)
+        assert proc.returncode == 0
+        rm = subprocess.run([osmo_bin, "--store", str(store), "eval", "cache", "rm", "--all", "-y"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert rm.returncode == 0 and "removed 1 config" in rm.stdout
