@@ -100,6 +100,27 @@ class ObjectStore(ABC):
         yield writer
         writer.finish()
 
+    # --- batch operations (sync); remote backends override them to save round trips ---
+
+    def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
+        """The ids among ``oids`` this store does not have (in the order given)."""
+        return [oid for oid in oids if not self.has(oid)]
+
+    def get_many_raw(self, oids: Iterable[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+        """Stored bytes of each id (unverified; the receiver verifies). Absent: ObjectNotFound."""
+        for oid in oids:
+            yield oid, self.get_raw(oid)
+
+    def put_many_raw(self, items: Iterable[tuple[ObjectId, bytes]]) -> int:
+        """Store objects received from elsewhere, each verified before anything becomes
+        visible; all or nothing for the batch. Returns how many were given."""
+        n = 0
+        with self.bulk() as w:
+            for oid, data in items:
+                w.put_raw(oid, data)
+                n += 1
+        return n
+
     def delete(self, oid: ObjectId) -> None:
         if self.read_only or not self.supports_delete:
             raise StoreError("this store does not support deleting objects")

@@ -83,6 +83,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.add_argument("--offset", type=_nonneg_int, default=0, metavar="N", help="skip N rows")
     r = p.add_argument_group("running")
     r.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="I/N",
+        help="run only shard I of N (1-based; rows split by content); push the shards of "
+        "one config to one remote to assemble it",
+    )
+    r.add_argument(
         "--concurrency",
         type=_positive_int,
         default=8,
@@ -141,6 +148,17 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _shard(text: str) -> tuple[int, int]:
+    i, sep, n = text.partition("/")
+    try:
+        index, count = int(i), int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 1/3, got {text!r}") from None
+    if not sep or count < 1 or not 1 <= index <= count:
+        raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N, got {text!r}")
+    return index, count
+
+
 def _nonneg_int(text: str) -> int:
     v = int(text)
     if v < 0:
@@ -192,6 +210,7 @@ def build_config(args: argparse.Namespace):
         "params": params.as_request_fields(),
         "max_turns": args.max_turns,
         "pass_threshold": args.pass_threshold,
+        "shard": list(args.shard) if args.shard else None,
     }
     return config, dataset, eval_fns, agent, display
 
@@ -216,6 +235,7 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
         retry_failed=args.retry_failed,
         pass_threshold=args.pass_threshold,
         lock_timeout=lock_timeout,
+        shard=args.shard,
     )
     stop = threading.Event()
     interrupts = {"count": 0}

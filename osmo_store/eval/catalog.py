@@ -14,7 +14,7 @@ from ..repo import Repository
 from .runner import is_eval_running
 from .state import EVAL_REF_PREFIX, config_ref, rebuild_index
 
-STATUSES = ("in_progress", "completed", "interrupted")
+STATUSES = ("in_progress", "completed", "interrupted", "partial")
 
 
 class ConfigNotFound(OsmoError):

@@ -81,6 +81,17 @@ class EvalOptions:
     lock_timeout: float = 30.0
     commit_interval: float = 0.2
     stop_grace: float = 5.0
+    #: (index, count), 1-based: run only rows whose key falls in shard ``index`` of ``count``
+    shard: tuple[int, int] | None = None
+
+
+def in_shard(row_key: str, shard: tuple[int, int] | None) -> bool:
+    """Rows are assigned to shards by their content key, so every machine agrees whatever
+    the row order, and a config's shards are disjoint and cover it."""
+    if shard is None:
+        return True
+    index, count = shard
+    return int(row_key[:8], 16) % count == index - 1
 
 
 @dataclass
@@ -177,7 +188,8 @@ def _run_locked(
     else:
         parents = (state.run_id,) if state.run_id else ()
         head = state.run_id
-    todo, n_done, n_failed = _plan(state, repo, dataset.rows, config.n, options.retry_failed)
+    rows = [r for r in dataset.rows if in_shard(r.key, options.shard)]
+    todo, n_done, n_failed = _plan(state, repo, rows, config.n, options.retry_failed)
     total = len(dataset.rows) * config.n
     stats = _Stats()
     stats.reused_samples = n_done
@@ -315,7 +327,12 @@ def _run_locked(
         raise commit_error[0]
 
     complete = not interrupted and not fatal and recorder.counts.get("done", 0) >= total
-    status = "completed" if complete else "interrupted"
+    if complete:
+        status = "completed"
+    elif options.shard and not interrupted and not fatal:
+        status = "partial"  # this shard is done; the others come by sync
+    else:
+        status = "interrupted"
     samples = load_samples(repo, recorder)
     summary = summarize(samples, n=config.n, pass_threshold=options.pass_threshold, primary=primary)
     summary["wall_time_s"] = round(time.time() - started, 3)
@@ -374,7 +391,13 @@ def _execute(
             error = {"type": "model_error", "status": getattr(e, "status", None), "message": str(e)}
         except Exception as e:  # noqa: BLE001 - agent code: any failure is a failed run
             error = {"type": "agent_error", "message": f"{type(e).__name__}: {e}"[:2000]}
-    sample: dict[str, Any] = {"schema": SCHEMA, "row": row.key, "run": run_index}
+    # ``finished`` orders two results for the same run when stores merge (newer wins).
+    sample: dict[str, Any] = {
+        "schema": SCHEMA,
+        "row": row.key,
+        "run": run_index,
+        "finished": round(time.time(), 3),
+    }
     if rollout is None:
         sample.update(status="failed", error=error, rollout=None, scores={}, scoring_errors={})
         with stats.lock:

@@ -217,6 +217,7 @@ class Solver:
         self.lookup = lookup
         self.caller = caller
         self.agent = agent
+        self.repo = lookup.repo
         self.params = config.params.as_request_fields()
 
     def reuse(self, key: str) -> Rollout | None:
@@ -228,10 +229,14 @@ class Solver:
         oid, content = hit
         body = json.loads(content)
         calls = []
-        for ck in body.get("calls", []):
-            cid = self.lookup.find_id(ck)
+        for call in body.get("calls", []):
+            # Name the call blob this store holds for the key (the rollout's own, unless a
+            # merge kept another for the same key); skip it if neither is here any more.
+            cid = self.lookup.find_id(call["key"])
+            if cid is None and self.repo.objects.has(call["id"]):
+                cid = call["id"]
             if cid is not None:
-                calls.append(CallOutcome(ck, cid, None, {}, {}, True))
+                calls.append(CallOutcome(call["key"], cid, None, {}, {}, True))
         return Rollout(key, oid, None, body["messages"], body.get("usage", {}), calls, True)
 
     def run(
@@ -256,7 +261,7 @@ class Solver:
             "key": key,
             "messages": final,
             "usage": usage,
-            "calls": [c.key for c in client.calls],
+            "calls": [{"key": c.key, "id": c.oid} for c in client.calls],
             "latency_s": round(time.time() - started, 6),
         }
         content = canonical_json(body)

@@ -311,3 +311,19 @@ def rebuild_index(repo: Repository) -> ObjectId:
             return root
         except RefConflict:
             continue
+
+
+def refresh_index(repo: Repository, names: list[str]) -> None:
+    """Add the ``cache`` entries of configs that arrived by sync to the lookup index."""
+    for name in names:
+        if not name.startswith(EVAL_REF_PREFIX):
+            continue
+        oid = repo.refs.read(name)
+        if oid is None:
+            continue
+        changes = {
+            e.name: e
+            for e in _iter_tree(repo.objects, ConfigState.from_run(repo, oid).trees["cache"])
+        }
+        if changes:
+            update_index(repo, changes)

@@ -1,0 +1,156 @@
+"""Merging two histories of one eval config, as two machines (or shards) leave them.
+
+The merged state is the union of both sides' results. Where both hold a result for the
+same run, a success beats a failure, then the later ``finished`` wins, then the larger
+blob id (a total order, so the choice never depends on which side is "ours"). This makes
+the merge of manifests commutative, associative and idempotent. The ``cache`` entry of a
+rollout follows the winning sample (it is that sample's rollout); other conflicting cache
+entries (the same model call made on both machines) keep the larger blob id.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ..hashing import ObjectId
+from ..objects import ObjectType, RunRecord
+from ..refs import default_who
+from ..repo import Repository
+from ..sync import is_ancestor
+from ..tree import TreeEntry, iter_tree, tree_count, write_tree
+from .state import SUBTREES, ConfigState
+from .summary import summarize
+
+
+def _entries(repo: Repository, tree: ObjectId) -> dict[str, ObjectId]:
+    return {e.name: e.oid for e in iter_tree(repo.objects, tree)}
+
+
+def _rank(repo: Repository, oid: ObjectId, ok: bool) -> tuple[bool, float, str]:
+    body = json.loads(repo.objects.get_typed(oid, ObjectType.BLOB))
+    return (ok, float(body.get("finished") or 0.0), oid)
+
+
+def merge_trees(
+    repo: Repository, a: dict[str, ObjectId], b: dict[str, ObjectId]
+) -> dict[str, dict[str, ObjectId]]:
+    """Merge two configs' subtrees (name -> tree id); returns name -> {entry -> blob id}."""
+    sides = [{name: _entries(repo, trees[name]) for name in SUBTREES} for trees in (a, b)]
+    out: dict[str, dict[str, ObjectId]] = {"samples": {}, "failed": {}, "cache": {}, "rows": {}}
+    keys = set()
+    for side in sides:
+        keys |= side["samples"].keys() | side["failed"].keys()
+    forced_cache: dict[str, ObjectId] = {}
+    for key in keys:
+        candidates = []
+        for side in sides:
+            if key in side["samples"]:
+                candidates.append((side["samples"][key], True))
+            if key in side["failed"]:
+                candidates.append((side["failed"][key], False))
+        distinct = {c for c in candidates}
+        if len(distinct) == 1:
+            oid, ok = candidates[0]
+        else:
+            oid, ok = max(distinct, key=lambda c: _rank(repo, c[0], c[1]))
+            if ok:
+                body = json.loads(repo.objects.get_typed(oid, ObjectType.BLOB))
+                if body.get("rollout") and body.get("rollout_id"):
+                    forced_cache[body["rollout"]] = body["rollout_id"]
+        out["samples" if ok else "failed"][key] = oid
+    for name in ("cache", "rows"):
+        merged: dict[str, ObjectId] = {}
+        for side in sides:
+            for k, v in side[name].items():
+                merged[k] = max(merged[k], v) if k in merged else v
+        if name == "cache":
+            merged.update(forced_cache)
+        out[name] = merged
+    return out
+
+
+def merge_configs(
+    repo: Repository, ours: ObjectId, theirs: ObjectId, *, who: str | None = None
+) -> ObjectId:
+    """A run record whose state is the merge of two histories of one config: ``ours`` if
+    it already contains ``theirs`` (or the other way round), else a new record with both
+    as parents (in id order) and the merge recorded in its metadata."""
+    if is_ancestor(repo, theirs, ours):
+        return ours
+    if is_ancestor(repo, ours, theirs):
+        return theirs
+    ra, rb = repo.objects.get_run(ours), repo.objects.get_run(theirs)
+    sa, sb = ConfigState.from_run(repo, ours), ConfigState.from_run(repo, theirs)
+    merged = merge_trees(repo, sa.trees, sb.trees)
+    with repo.objects.bulk() as w:
+        subtrees = {
+            name: write_tree(w, (TreeEntry(k, ObjectType.BLOB, v) for k, v in merged[name].items()))
+            for name in SUBTREES
+        }
+        root = write_tree(w, [TreeEntry(n, ObjectType.TREE, subtrees[n]) for n in SUBTREES])
+        failed = tree_count(w, subtrees["failed"])
+        done = tree_count(w, subtrees["samples"]) + failed
+        meta = _merged_meta(repo, ra.meta, rb.meta, merged, done, failed, (ours, theirs), who)
+        return w.put(
+            ObjectType.RUN, RunRecord(root, tuple(sorted((ours, theirs))), meta).to_content()
+        )
+
+
+def _merged_meta(
+    repo: Repository,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    merged: dict[str, dict[str, ObjectId]],
+    done: int,
+    failed: int,
+    parents: tuple[ObjectId, ObjectId],
+    who: str | None,
+) -> dict[str, Any]:
+    newer = (
+        a
+        if (a.get("session", {}).get("updated") or 0) >= (b.get("session", {}).get("updated") or 0)
+        else b
+    )
+    meta = {k: v for k, v in newer.items() if k not in ("summary", "session", "score")}
+    total = int(newer.get("counts", {}).get("total") or done)
+    status = "completed" if done >= total else "partial"
+    samples = [
+        json.loads(repo.objects.get_typed(oid, ObjectType.BLOB))
+        for name in ("samples", "failed")
+        for oid in merged[name].values()
+    ]
+    config = newer.get("config", {})
+    identity = newer.get("identity", {})
+    primary = None
+    if identity.get("eval_fns"):
+        names = config.get("eval_fns") or []
+        primary = names[0].rpartition(":")[2] if names else identity["eval_fns"][0]["attr"]
+    summary = summarize(
+        samples,
+        n=int(identity.get("n") or config.get("n") or 1),
+        pass_threshold=float(config.get("pass_threshold") or 1.0),
+        primary=primary,
+    )
+    metric = summary["metrics"].get(primary or "", {})
+    now = round(time.time(), 3)
+    if isinstance(meta.get("config"), dict):
+        meta["config"] = {**meta["config"], "shard": None}  # the merge covers every shard given
+    meta.update(
+        status=status,
+        counts={"total": total, "done": done, "failed": failed},
+        score=metric.get("mean"),
+        summary=summary,
+        session={
+            "started": now,
+            "updated": now,
+            "merged": list(parents),
+            "merged_by": who or default_who(),
+            "reused_samples": done,
+            "reused_rollouts": 0,
+            "computed": 0,
+            "model_calls": 0,
+        },
+    )
+    return meta
