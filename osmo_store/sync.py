@@ -33,8 +33,8 @@ class PushRejected(RemoteError):
     pass
 
 
-#: merge(repo, ours, theirs) -> merged id, or None when refs of this kind do not merge
-MergeFn = Callable[[Repository, ObjectId, ObjectId], "ObjectId | None"]
+#: merge(repo, ref name, ours, theirs) -> merged id, or None when that ref does not merge
+MergeFn = Callable[[Repository, str, ObjectId, ObjectId], "ObjectId | None"]
 #: called with the names of refs a sync created or moved in a store (e.g. to update indexes)
 UpdatedFn = Callable[[Repository, list[str]], None]
 
@@ -266,7 +266,7 @@ def _push_one(repo, remote, name, new, old, force, merge, report, who, progress)
     if is_ancestor(repo, old, new):
         remote.update_ref(name, new, old, f"push by {who}")
         report.updated.append(name)
-    elif merge is not None and (merged := merge(repo, new, old)) is not None:
+    elif merge is not None and (merged := merge(repo, name, new, old)) is not None:
         if merged != new:
             repo.update_ref(name, merged, new, message=f"merge {remote.label}")
         report.add(copy_closure(repo.objects, remote.objects, [merged], progress=progress))
@@ -338,7 +338,7 @@ def pull(
                     msg = f"pull {remote.label} (fast-forward)"
                     repo.update_ref(name, theirs, ours, message=msg)
                     report.updated.append(name)
-                elif merge is not None and (merged := merge(repo, ours, theirs)) is not None:
+                elif merge is not None and (merged := merge(repo, name, ours, theirs)) is not None:
                     repo.update_ref(name, merged, ours, message=f"pull {remote.label} (merge)")
                     report.merged.append(name)
                 else:

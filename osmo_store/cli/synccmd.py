@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..eval.merge import merge_configs
+from ..eval.merge import merge_eval_ref
 from ..eval.state import EVAL_REF_PREFIX, refresh_index
 from ..remotes import add_remote, list_remotes, open_remote, remove_remote
 from ..repo import Repository
@@ -131,7 +131,7 @@ def cmd_push(args: argparse.Namespace, repo: Repository) -> int:
     try:
         report = push(
             repo, remote, args.refs or None, prefix=EVAL_REF_PREFIX, force=args.force,
-            merge=merge_configs, on_updated=refresh_index, progress=_progress("push"),
+            merge=merge_eval_ref, on_updated=refresh_index, progress=_progress("push"),
         )  # fmt: skip
     finally:
         remote.close()
@@ -153,7 +153,7 @@ def cmd_pull(args: argparse.Namespace, repo: Repository) -> int:
     remote = open_remote(repo, _remote_spec(repo, args.remote))
     try:
         report = pull(
-            repo, remote, args.refs or None, prefix=EVAL_REF_PREFIX, merge=merge_configs,
+            repo, remote, args.refs or None, prefix=EVAL_REF_PREFIX, merge=merge_eval_ref,
             on_updated=refresh_index, progress=_progress("pull"),
         )  # fmt: skip
     finally:
@@ -167,7 +167,7 @@ def cmd_clone(args: argparse.Namespace, repo: None) -> int:
 
     target = Path(args.path or args.store or default_store_path())
     cloned, report = clone(
-        args.url, target, prefix=EVAL_REF_PREFIX, merge=merge_configs, on_updated=refresh_index,
+        args.url, target, prefix=EVAL_REF_PREFIX, merge=merge_eval_ref, on_updated=refresh_index,
         progress=_progress("clone"),
     )  # fmt: skip
     cloned.close()

@@ -20,7 +20,7 @@ from ..refs import default_who
 from ..repo import Repository
 from ..sync import is_ancestor
 from ..tree import TreeEntry, iter_tree, tree_count, write_tree
-from .state import SUBTREES, ConfigState
+from .state import EVAL_REF_PREFIX, SUBTREES, ConfigState
 from .summary import summarize
 
 
@@ -154,3 +154,12 @@ def _merged_meta(
         },
     )
     return meta
+
+
+def merge_eval_ref(
+    repo: Repository, name: str, ours: ObjectId, theirs: ObjectId
+) -> ObjectId | None:
+    """The sync layer's merge hook: eval config refs merge, other refs do not."""
+    if not name.startswith(EVAL_REF_PREFIX):
+        return None
+    return merge_configs(repo, ours, theirs)

@@ -1,0 +1,83 @@
+"""Merging two histories of one config is commutative, associative and idempotent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from osmo_store import ObjectType, Repository
+from osmo_store.eval.merge import merge_trees
+from osmo_store.eval.state import SUBTREES
+from osmo_store.hashing import canonical_json
+from osmo_store.tree import TreeEntry, write_tree
+
+# One side's results: sample key -> (ok?, finished time, answer); answers differ per side.
+results = st.dictionaries(
+    st.sampled_from([f"row{i}.0" for i in range(6)]),
+    st.tuples(st.booleans(), st.integers(0, 3), st.integers(0, 2)),
+    max_size=6,
+)
+
+
+def build(repo: Repository, side: dict) -> dict[str, str]:
+    entries: dict[str, dict[str, str]] = {name: {} for name in SUBTREES}
+    for key, (ok, finished, answer) in side.items():
+        rollout = canonical_json({"messages": [{"role": "assistant", "content": str(answer)}]})
+        rid = repo.objects.put(ObjectType.BLOB, rollout)
+        rkey = "r" + key
+        sample = {"row": key, "status": "ok" if ok else "failed", "finished": finished,
+                  "answer": answer, "rollout": rkey if ok else None, "rollout_id": rid if ok else None}  # fmt: skip
+        sid = repo.objects.put(ObjectType.BLOB, canonical_json(sample))
+        entries["samples" if ok else "failed"][key] = sid
+        if ok:
+            entries["cache"][rkey] = rid
+        entries["rows"]["k" + key.split(".")[0]] = repo.objects.put(ObjectType.BLOB, key.encode())
+    return write_state(repo, entries)
+
+
+def write_state(repo: Repository, entries: dict[str, dict[str, str]]) -> dict[str, str]:
+    return {
+        name: write_tree(
+            repo.objects, [TreeEntry(k, ObjectType.BLOB, v) for k, v in entries[name].items()]
+        )
+        for name in SUBTREES
+    }
+
+
+def merged(repo: Repository, a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
+    return write_state(repo, merge_trees(repo, a, b))
+
+
+settings_ = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@settings_
+@given(results, results, results)
+def test_merge_is_commutative_associative_idempotent(tmp_path: Path, x, y, z) -> None:
+    with Repository.open(tmp_path / "s") as repo:
+        a, b, c = build(repo, x), build(repo, y), build(repo, z)
+        assert merged(repo, a, b) == merged(repo, b, a)
+        assert merged(repo, merged(repo, a, b), c) == merged(repo, a, merged(repo, b, c))
+        assert merged(repo, a, a) == a
+
+
+@settings_
+@given(results, results)
+def test_success_beats_failure_then_newer_wins(tmp_path: Path, x, y) -> None:
+    with Repository.open(tmp_path / "s") as repo:
+        m = merge_trees(repo, build(repo, x), build(repo, y))
+        for key in set(x) | set(y):
+            options = [v for v in (x.get(key), y.get(key)) if v is not None]
+            best = max(options, key=lambda v: (v[0], v[1]))
+            where = "samples" if best[0] else "failed"
+            assert key in m[where] and key not in m["failed" if best[0] else "samples"]
+            body = json.loads(repo.objects.get_typed(m[where][key], ObjectType.BLOB))
+            assert (body["status"] == "ok", body["finished"]) == (best[0], best[1])
+            if best[0]:
+                # the cache entry of the rollout follows the winning sample
+                assert m["cache"][body["rollout"]] == body["rollout_id"]
