@@ -29,7 +29,8 @@ def build(repo: Repository, side: dict) -> dict[str, str]:
         rid = repo.objects.put(ObjectType.BLOB, rollout)
         rkey = "r" + key
         sample = {"row": key, "status": "ok" if ok else "failed", "finished": finished,
-                  "answer": answer, "rollout": rkey if ok else None, "rollout_id": rid if ok else None}  # fmt: skip
+                  "answer": answer, "rollout": rkey if ok else None,
+                  "rollout_id": rid if ok else None}  # fmt: skip
         sid = repo.objects.put(ObjectType.BLOB, canonical_json(sample))
         entries["samples" if ok else "failed"][key] = sid
         if ok:
