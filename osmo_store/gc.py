@@ -105,6 +105,7 @@ def gc(
     report = GcReport(dry_run=dry_run)
     lock = _locked(repo)
     try:
+        objects.restore_aside()  # what a gc killed mid-delete left moved aside
         # "Now" as the filesystem stamps files: object and lease mtimes are compared with
         # it, and they come from the filesystem's clock, whatever its granularity.
         start = filesystem_now_ns(objects.leases_dir)
@@ -185,7 +186,7 @@ def _sweep_packs(objects: LocalObjectStore, reachable, cutoff, report, log) -> N
 
 
 def _remove_temp_files(objects: LocalObjectStore, cutoff: int, report: GcReport) -> None:
-    """Leftovers of killed writers: temp files, set-aside files, packs never indexed."""
+    """Leftovers of killed writers: temp files and packs never indexed."""
     dirs = [objects.root / d for d in os.listdir(objects.root) if len(d) == 2]
     dirs.append(objects.pack_dir)
     for d in dirs:
@@ -194,7 +195,7 @@ def _remove_temp_files(objects: LocalObjectStore, cutoff: int, report: GcReport)
         except (FileNotFoundError, NotADirectoryError):
             continue
         for n in names:
-            stray = n.startswith(("tmp-", "gc-")) or (
+            stray = n.startswith("tmp-") or (
                 d == objects.pack_dir and n.endswith(".pack") and n[:-5] + ".idx" not in names
             )
             if not stray:

@@ -7,6 +7,7 @@ a user can always find where a ref used to point.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import re
@@ -278,19 +279,33 @@ class LocalRefStore(RefStore):
                         self._append_log(name, full)
                     if new is None:
                         path.unlink()
-                        fsync_dir(path.parent)
+                        # Another ref's deletion may have removed the emptied folder already.
+                        with contextlib.suppress(FileNotFoundError):
+                            fsync_dir(path.parent)
                         _remove_empty_parents(path.parent, self.root / "refs")
                     else:
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        if path.is_dir():
-                            _remove_empty_tree(path)  # left by a deleted refs/<name>/...
-                        replace_durably(path, f"{new}\n".encode("ascii"))
+                        self._write_ref(path, new)
                 except (NotADirectoryError, IsADirectoryError, FileExistsError):
                     raise InvalidRefName(
                         name, "a name cannot be both a ref and a folder of refs"
                     ) from None
         except FileLockTimeout:
             raise LockTimeout(f"ref {name}", self.lock_timeout) from None
+
+    @staticmethod
+    def _write_ref(path: Path, new: ObjectId) -> None:
+        # Deleting the last ref of a folder removes the folder (under that ref's lock, not
+        # ours), so the folder can vanish between our mkdir and our write: make it again.
+        for attempt in range(5):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_dir():
+                _remove_empty_tree(path)  # left by a deleted refs/<name>/...
+            try:
+                replace_durably(path, f"{new}\n".encode("ascii"))
+                return
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
 
     def _append_log(self, name: str, entry: ReflogEntry) -> None:
         path = self._log_path(name)

@@ -6,6 +6,9 @@ import errno
 import os
 from pathlib import Path
 
+# errnos meaning "this filesystem cannot hard-link": fall back to rename
+_NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV)
+
 
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
@@ -49,13 +52,39 @@ def publish_no_overwrite(tmp: Path, final: Path) -> bool:
         tmp.unlink(missing_ok=True)
         return False
     except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+        if e.errno not in _NO_LINKS:
             tmp.unlink(missing_ok=True)
             raise
         os.replace(tmp, final)
         return True
     tmp.unlink()
     return True
+
+
+def publish_or_freshen(tmp: Path, final: Path, attempts: int = 10) -> bool:
+    """Publish a content-addressed file, or, if an identical one is there already, make
+    sure it counts as fresh (gc spares files touched since it started). If gc moved the
+    existing file aside between our link and our touch, the touch fails and we publish
+    ours after all. Returns True if this call published the file."""
+    try:
+        for _ in range(attempts):
+            try:
+                os.link(tmp, final)
+                return True
+            except FileExistsError:
+                try:
+                    os.utime(final)
+                    return False
+                except FileNotFoundError:
+                    continue
+            except OSError as e:
+                if e.errno not in _NO_LINKS:
+                    raise
+                os.replace(tmp, final)
+                return True
+        raise OSError(errno.EBUSY, f"could not publish {final.name}: it keeps vanishing")
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def replace_durably(path: Path, data: bytes) -> None:

@@ -1,14 +1,16 @@
 """Writer leases: how gc learns that a live process may be about to reference objects that
 no ref names yet.
 
-A process that writes objects holds a lease: a file ``leases/lease-<start_ns>-<pid>-<rand>``
-with an exclusive ``flock`` on it for as long as it lives. The kernel drops the lock when
+A process that writes objects holds a lease: a file ``leases/lease-<pid>-<rand>`` with an
+exclusive ``flock`` on it for as long as it lives. The kernel drops the lock when
 the process dies (kill -9 included), so a lease whose lock can be taken is stale. gc treats
 every object freshened since the oldest live lease started as possibly in use.
 
-``start_ns`` is the lease file's own mtime, not ``time.time_ns()``: object mtimes are set by
-the filesystem (coarse kernel clock, maybe whole seconds on some filesystems), and every
-comparison gc makes must be between timestamps of that one clock.
+A lease's start is the lease file's mtime, set by touching it *after* it became visible:
+a gc that lists leases before that sees either no lease (and then its own start, earlier
+than ours, is the cutoff) or an older mtime (a more cautious cutoff), never a start later
+than what it protects. It is an mtime, not ``time.time_ns()``, because object mtimes are
+set by the filesystem's clock (coarse, maybe whole seconds), and gc compares within it.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ class WriterLease:
         tmp = leases_dir / f"tmp-{_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
         self._fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
-        self.start_ns = os.fstat(self._fd).st_mtime_ns
-        name = f"{_PREFIX}{self.start_ns}-{os.getpid()}-{os.urandom(4).hex()}"
         # Lock first, then rename into view: gc never sees an unlocked lease file that is
         # about to become live, so it cannot mistake it for a stale one and remove it.
-        self.path = leases_dir / name
+        self.path = leases_dir / f"{_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
         os.replace(tmp, self.path)
+        os.utime(self._fd)
+        self.start_ns = os.fstat(self._fd).st_mtime_ns
 
     def release(self) -> None:
         if self._fd >= 0:
@@ -58,7 +60,7 @@ def live_lease_starts(leases_dir: Path) -> list[int]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            starts.append(int(name[len(_PREFIX) :].split("-", 1)[0]))
+            starts.append(os.fstat(fd).st_mtime_ns)
         else:
             path.unlink(missing_ok=True)  # holder is gone
         finally:

@@ -18,7 +18,7 @@ from ..errors import CorruptObject, ObjectNotFound
 from ..hashing import ObjectId, is_oid, parse_oid
 from ..objects import ObjectType, decode_object, encode_object
 from .base import ObjectStore
-from .fsutil import fsync_dir, publish_no_overwrite, write_temp
+from .fsutil import fsync_dir, publish_no_overwrite, publish_or_freshen, write_temp
 from .lease import WriterLease
 from .pack import PackReader, PackWriter
 
@@ -123,6 +123,9 @@ class LocalObjectStore(ObjectStore):
                 return data, None
             hit = self._read_packed(oid)
         if hit is None:
+            # Last resort: a gc killed mid-delete may have left it aside (gc-<name>).
+            if self.restore_aside():
+                return self._get_raw_located(oid)
             raise ObjectNotFound(oid)
         return hit
 
@@ -150,7 +153,7 @@ class LocalObjectStore(ObjectStore):
             directory.mkdir(parents=True, exist_ok=True)
             self._mark_dirty(self.root)
         tmp = write_temp(directory, data)
-        if publish_no_overwrite(tmp, path):
+        if publish_or_freshen(tmp, path):
             self._mark_dirty(directory)
 
     def iter_ids(self) -> Iterator[ObjectId]:
@@ -260,7 +263,7 @@ class LocalObjectStore(ObjectStore):
             raise
         new_idx = writer.finish()
         removed = new_idx == pack.idx_path or self._remove_unless_fresh(
-            pack.pack_path, stale_before, also=pack.idx_path
+            [pack.idx_path, pack.pack_path], stale_before
         )
         self.reload_packs()
         return removed
@@ -283,28 +286,52 @@ class LocalObjectStore(ObjectStore):
         return new_idx
 
     def remove_loose_unless_fresh(self, path: Path, stale_before: int) -> bool:
-        return self._remove_unless_fresh(path, stale_before)
+        return self._remove_unless_fresh([path], stale_before)
 
     @staticmethod
-    def _remove_unless_fresh(
-        path: Path, stale_before: int | None, also: Path | None = None
-    ) -> bool:
-        """The gc side of the freshen protocol: move the file aside (a writer's touch now
-        fails with ENOENT, and it writes a new copy), then look at the mtime once more. The
-        aside file is the same inode, so a touch that landed before the move shows; then
-        the file is put back."""
-        aside = path.with_name(f"gc-{path.name}")
-        try:
-            os.rename(path, aside)
-        except FileNotFoundError:
+    def _remove_unless_fresh(paths: list[Path], stale_before: int | None) -> bool:
+        """The gc side of the freshen protocol. Move the files aside (``gc-<name>``; for a
+        pack, its index first, so nothing new can find the pack), then look at the mtime
+        of the last one (the object file, or the pack) once more: it is the same inode, so
+        a writer's touch that landed before the move shows, and everything is put back. A
+        writer touching after the move gets ENOENT and publishes a new copy, which the
+        final unlink of the aside names does not touch. A gc killed in between leaves
+        ``gc-`` files that ``restore_aside`` (run by readers and by gc) puts back."""
+        moved: list[tuple[Path, Path]] = []
+        for path in paths:
+            aside = path.with_name(f"gc-{path.name}")
+            try:
+                os.rename(path, aside)
+            except FileNotFoundError:
+                continue
+            moved.append((path, aside))
+        if not moved or moved[-1][0] != paths[-1]:
+            for path, aside in moved:
+                publish_no_overwrite(aside, path)
             return False
-        if stale_before is not None and os.stat(aside).st_mtime_ns >= stale_before:
-            publish_no_overwrite(aside, path)
+        if stale_before is not None and os.stat(moved[-1][1]).st_mtime_ns >= stale_before:
+            for path, aside in reversed(moved):  # pack before its index
+                publish_no_overwrite(aside, path)
             return False
-        if also is not None:
-            also.unlink(missing_ok=True)
-        os.unlink(aside)
+        for _, aside in moved:
+            aside.unlink(missing_ok=True)  # a reader may have restored it meanwhile
         return True
+
+    def restore_aside(self) -> int:
+        """Put back files a killed gc left moved aside (restoring is always safe: at worst
+        garbage lives until the next gc). Returns how many were restored."""
+        restored = 0
+        dirs = [self.root / d for d in _list(self.root) if is_fanout_name(d)]
+        for d in [*dirs, self.pack_dir]:
+            for name in sorted(_list(d), key=lambda n: n.endswith(".idx")):  # packs first
+                if name.startswith("gc-"):
+                    try:
+                        restored += publish_no_overwrite(d / name, d / name[3:])
+                    except FileNotFoundError:
+                        continue  # gc finished with it meanwhile
+        if restored:
+            self.reload_packs()
+        return restored
 
     # --- enumeration for maintenance ----------------------------------------------
 
@@ -335,6 +362,13 @@ class LocalObjectStore(ObjectStore):
         self.reload_packs()
         for pack in self.packs():
             yield from pack.ids_with_prefix(prefix)
+
+
+def _list(directory: Path) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def remove_pack(pack: PackReader) -> None:

@@ -21,7 +21,7 @@ import blake3
 from ..errors import CorruptObject, CorruptPack, ObjectNotFound
 from ..hashing import OID_RAW_LEN, ObjectId, oid_from_raw, oid_to_raw
 from ..objects import stored_content_size
-from .fsutil import fsync_dir, publish_no_overwrite, write_all
+from .fsutil import fsync_dir, publish_or_freshen, write_all
 
 PACK_MAGIC = b"OSMOPACK"
 IDX_MAGIC = b"OSMOIDX1"
@@ -101,8 +101,9 @@ class PackWriter:
                 os.close(fd)
             name = f"pack-{checksum.hex()}"
             # Order matters: the pack must be in place before the index that makes it visible.
-            publish_no_overwrite(self._tmp, self.pack_dir / f"{name}.pack")
-            publish_no_overwrite(idx_tmp, self.pack_dir / f"{name}.idx")
+            # An identical pack already there is freshened instead (see gc's protocol).
+            publish_or_freshen(self._tmp, self.pack_dir / f"{name}.pack")
+            publish_or_freshen(idx_tmp, self.pack_dir / f"{name}.idx")
             fsync_dir(self.pack_dir)
             return self.pack_dir / f"{name}.idx"
         except BaseException:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import OsmoError
-from . import cachecmd, evalcmd, maintenance, plumbing, synccmd
+from . import cachecmd, evalcmd, maintenance, plumbing, servecmd, synccmd
 from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, err, open_repo
 
 DESCRIPTION = "osmo: a content-addressed store for LLM evaluation results."
@@ -57,6 +57,7 @@ def build_parser(width: int | None = None) -> argparse.ArgumentParser:
     maintenance.register_cache(sub_parsers(cache, "cache_command"), common)
     evalcmd.register(sub, common)
     cachecmd.register_history(sub, common)
+    servecmd.register(sub, common)
     synccmd.register(sub, common)
     return parser
 

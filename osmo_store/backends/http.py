@@ -1,0 +1,600 @@
+"""The HTTP backend: an ObjectStore and a RefStore that talk to ``osmo serve``.
+
+Wire protocol: docs/protocol.md. Objects travel as records ``id(32 raw bytes) | u32be
+length | stored bytes``; everything else is JSON. Every object is verified on this side too
+(before an upload, and by ``get`` after a download), so a broken or hostile server can
+refuse work but never hand us wrong bytes under a right id.
+
+The token is sent as ``Authorization: Bearer ...`` by an auth object, never put in a URL,
+a repr or an exception message.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from ..errors import (
+    CorruptObject,
+    InvalidObjectId,
+    InvalidRefName,
+    ObjectNotFound,
+    OsmoError,
+    RefConflict,
+    RefNotFound,
+    StoreError,
+    UsageError,
+)
+from ..hashing import ObjectId, is_oid, oid_to_raw, parse_oid
+from ..objects import ObjectType, decode_object
+from ..refs import ANY, ReflogEntry, RefStore, validate_ref_name
+from ..repo import STORE_VERSION
+from .base import ObjectStore, StagedWriter
+
+API_PREFIX = "/v1"
+DEFAULT_MAX_BODY = 256 * 2**20
+#: most ids one request may carry (missing / get) or records one upload may hold
+MAX_BATCH_IDS = 50_000
+MISSING_CHUNK = 10_000
+GET_CHUNK = 10_000
+PUT_CHUNK_OBJECTS = 20_000
+PUT_CHUNK_BYTES = 32 * 2**20
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 300.0
+
+RECORD_HEAD = struct.Struct(">32sI")
+MAX_RECORD_LEN = 2**32 - 1
+
+
+class HttpRemoteError(OsmoError):
+    """The server could not be reached, or answered with an error we do not map further."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, **kw: Any
+    ) -> None:
+        super().__init__(message, **kw)
+        self.status = status
+        self.code = code
+
+
+class AuthError(HttpRemoteError):
+    """The server wants a token we did not send, or refused the one we sent (401)."""
+
+
+class RemoteRefused(HttpRemoteError, StoreError):
+    """The server understood and refused (403): it is read-only, or append-only and the
+    update would delete a ref or move it backwards. ``code`` says which."""
+
+
+class RecordStreamError(OsmoError):
+    """A record stream that ends inside a record."""
+
+    def __init__(self, message: str, oid: ObjectId | None = None) -> None:
+        super().__init__(message)
+        self.oid = oid
+
+
+class RecordTooLarge(OsmoError):
+    """A record stream longer than the reader's budget."""
+
+
+# --- records (shared with osmo_store.server) -------------------------------------------
+
+
+def encode_record(oid: ObjectId, data: bytes) -> bytes:
+    if len(data) > MAX_RECORD_LEN:
+        raise StoreError(f"object {oid} is {len(data)} bytes stored; records hold < 4 GiB")
+    return RECORD_HEAD.pack(oid_to_raw(oid), len(data)) + data
+
+
+def read_exact(read: Callable[[int], bytes], n: int) -> bytes:
+    """Up to ``n`` bytes: fewer only at the end of the stream."""
+    parts = []
+    while n > 0:
+        chunk = read(min(n, 1 << 20))
+        if not chunk:
+            break
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
+def iter_records(
+    read: Callable[[int], bytes], budget: int | None = None
+) -> Iterator[tuple[ObjectId, bytes]]:
+    """Parse records until the stream ends cleanly between two records. A record whose
+    length would take the total past ``budget`` raises RecordTooLarge before its bytes are
+    read (so a forged length cannot make us allocate 4 GiB); a stream that ends inside a
+    record raises RecordStreamError."""
+    used = 0
+    while True:
+        head = read_exact(read, RECORD_HEAD.size)
+        if not head:
+            return
+        if len(head) < RECORD_HEAD.size:
+            raise RecordStreamError("stream ends inside a record header")
+        raw, length = RECORD_HEAD.unpack(head)
+        oid = ObjectId(raw.hex())
+        used += RECORD_HEAD.size + length
+        if budget is not None and used > budget:
+            raise RecordTooLarge(f"records exceed {budget} bytes")
+        data = read_exact(read, length)
+        if len(data) < length:
+            raise RecordStreamError(f"stream ends inside object {oid}", oid)
+        yield oid, data
+
+
+# --- the connection --------------------------------------------------------------------
+
+
+class _BearerToken(AuthBase):
+    """Bearer auth as an auth object rather than a session header: requests then skips
+    ~/.netrc, which would otherwise replace the header with basic auth."""
+
+    def __init__(self, token: str) -> None:
+        self._header = f"Bearer {token}"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._header
+        return request
+
+    def __repr__(self) -> str:
+        return "_BearerToken(***)"
+
+
+def normalize_server_url(url: str) -> str:
+    """``http(s)://host[:port][/path]`` without a trailing slash. Credentials in the URL
+    are refused: they would end up in logs and error messages."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"invalid osmo server URL {url!r}: expected http(s)://host[:port]")
+    if parts.username is not None or parts.password is not None:
+        raise UsageError(
+            "the osmo server URL must not contain credentials",
+            hint="pass the token with $OSMO_TOKEN or --token-file instead",
+        )
+    if parts.query or parts.fragment:
+        raise UsageError(f"invalid osmo server URL {url!r}: no query or fragment allowed")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+class HttpConnection:
+    """One pooled, thread-safe session to an osmo server, shared by the object and ref
+    stores of one remote. Turns the server's JSON errors back into the library's own."""
+
+    def __init__(self, url: str, token: str | None = None, *, pool_size: int = 16) -> None:
+        self.url = normalize_server_url(url)
+        self._api = self.url + API_PREFIX
+        self._has_token = bool(token)
+        self._session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers.update({"User-Agent": "osmo-store"})
+        if token:
+            self._session.auth = _BearerToken(token)
+
+    def __repr__(self) -> str:
+        return f"HttpConnection({self.url!r}, token=<{'set' if self._has_token else 'unset'}>)"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: Any = None,
+        data: bytes | None = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        """Send one request; a non-200 answer raises the matching library error."""
+        headers = {"Content-Type": "application/octet-stream"} if data is not None else None
+        try:
+            response = self._session.request(
+                method,
+                self._api + path,
+                params=params,
+                json=json,
+                data=data,
+                headers=headers,
+                stream=stream,
+                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                allow_redirects=False,
+            )
+        except requests.RequestException as e:
+            raise HttpRemoteError(
+                f"cannot reach the osmo server at {self.url}: {_reason(e)}",
+                hint="is `osmo serve` running there? check the URL",
+            ) from None
+        if response.status_code != 200:
+            try:
+                self._raise_for(response)
+            finally:
+                response.close()
+        return response
+
+    def get_json(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        return self._json(self.request("GET", path, params=params))
+
+    def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._json(self.request("POST", path, json=body))
+
+    def _json(self, response: requests.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise HttpRemoteError(f"the server at {self.url} did not answer with a JSON object")
+        return body
+
+    def info(self) -> dict[str, Any]:
+        """``GET /v1/info``, checked to come from an osmo server of our store format."""
+        info = self.get_json("/info")
+        if info.get("server") != "osmo":
+            raise HttpRemoteError(f"{self.url} is not an osmo server")
+        if info.get("store_format") != STORE_VERSION:
+            raise HttpRemoteError(
+                f"the osmo server at {self.url} has store format {info.get('store_format')}; "
+                f"this osmo speaks {STORE_VERSION}",
+                hint="use the same osmo version on both sides",
+            )
+        return info
+
+    def _raise_for(self, response: requests.Response) -> None:
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            body = {}
+        code = body.get("error") if isinstance(body.get("error"), str) else None
+        message = body.get("message")
+        if not isinstance(message, str):
+            message = " ".join(response.text[:200].split()) or response.reason or ""
+        if status == 401:
+            problem = "refused the token" if self._has_token else "needs a token"
+            raise AuthError(
+                f"the osmo server at {self.url} {problem}",
+                status=401,
+                code=code,
+                hint="set OSMO_TOKEN or --token-file",
+            )
+        if status == 403:
+            raise RemoteRefused(f"{self.url}: {message}", status=403, code=code)
+        if code == "not_found" and is_oid(body.get("id")):
+            raise ObjectNotFound(body["id"])
+        if code == "ref_not_found" and isinstance(body.get("name"), str):
+            raise RefNotFound(body["name"])
+        if code == "conflict" and isinstance(body.get("name"), str):
+            expected = body.get("expected")
+            current = body.get("current")
+            raise RefConflict(
+                body["name"],
+                expected if is_oid(expected) else None,
+                current if is_oid(current) else None,
+            )
+        if code == "invalid_id":
+            raise InvalidObjectId(str(body.get("id", "")))
+        if code == "invalid_ref_name":
+            name = str(body.get("name", ""))
+            raise InvalidRefName(name, message.removeprefix(f"invalid ref name {name!r}: "))
+        if code == "bad_object" and is_oid(body.get("id")):
+            raise CorruptObject(body["id"], f"refused by the server: {message}")
+        if status == 413:
+            raise HttpRemoteError(
+                f"the osmo server at {self.url} refused a request as too large: {message}",
+                status=413,
+                code=code,
+            )
+        if status == 404 and code is None:
+            raise HttpRemoteError(f"{self.url} is not an osmo server (404)", status=404)
+        raise HttpRemoteError(
+            f"the osmo server at {self.url} answered {status}: {message}", status=status, code=code
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    """The operating system's words for a network failure, else the exception's type."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    return type(exc).__name__
+
+
+def _server_oid(text: object, url: str) -> ObjectId:
+    if not is_oid(text):
+        raise HttpRemoteError(f"the osmo server at {url} sent an invalid object id")
+    return ObjectId(text)  # type: ignore[arg-type]
+
+
+def _chunks(items: Iterable[ObjectId], size: int) -> Iterator[list[ObjectId]]:
+    chunk: list[ObjectId] = []
+    for oid in items:
+        chunk.append(parse_oid(oid))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# --- the object store ------------------------------------------------------------------
+
+
+class HttpObjectStore(ObjectStore):
+    """Objects of a remote store. ``read_only`` and ``max_body`` come from the server's
+    ``/v1/info`` when opened through :func:`open_http_remote`."""
+
+    supports_delete = False
+
+    def __init__(
+        self,
+        connection: HttpConnection,
+        *,
+        read_only: bool = False,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self.connection = connection
+        self.read_only = read_only
+        self.max_body = max_body
+
+    def __repr__(self) -> str:
+        return f"HttpObjectStore({self.connection.url!r})"
+
+    # --- primitives ------------------------------------------------------------------
+
+    def _get_raw(self, oid: ObjectId) -> bytes:
+        records = self._fetch([oid])
+        try:
+            return next(records)[1]
+        finally:
+            records.close()
+
+    def _put_raw(self, oid: ObjectId, data: bytes) -> None:
+        self._upload([(oid, data)], verify=False)
+
+    def _has(self, oid: ObjectId) -> bool:
+        return not self._missing([oid])
+
+    def iter_ids(self) -> Iterator[ObjectId]:
+        url = self.connection.url
+        response = self.connection.request("GET", "/objects", stream=True)
+        try:
+            for line in response.iter_lines(chunk_size=1 << 16):
+                if line:
+                    yield _server_oid(line.decode("ascii", "replace"), url)
+        except (requests.RequestException, Urllib3Error, OSError) as e:
+            raise HttpRemoteError(f"listing objects at {url} failed: {_reason(e)}") from None
+        finally:
+            response.close()
+
+    def _delete(self, oid: ObjectId) -> None:
+        raise StoreError("deleting objects is not supported over HTTP")
+
+    def close(self) -> None:
+        self.connection.close()
+
+    # --- batches -----------------------------------------------------------------------
+
+    def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
+        out: list[ObjectId] = []
+        for chunk in _chunks(oids, MISSING_CHUNK):
+            out.extend(self._missing(chunk))
+        return out
+
+    def _missing(self, chunk: list[ObjectId]) -> list[ObjectId]:
+        body = self.connection.post_json("/objects/missing", {"ids": chunk})
+        answer = body.get("missing")
+        if not isinstance(answer, list):
+            raise HttpRemoteError(
+                f"the osmo server at {self.connection.url} sent no 'missing' list"
+            )
+        absent = {oid for oid in answer if isinstance(oid, str)}
+        # Only ids we asked about, in our order, whatever the server sends.
+        return [oid for oid in chunk if oid in absent]
+
+    def get_many_raw(self, oids: Iterable[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+        for chunk in _chunks(oids, GET_CHUNK):
+            yield from self._fetch(chunk)
+
+    def _fetch(self, chunk: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+        url = self.connection.url
+        response = self.connection.request("POST", "/objects/get", json={"ids": chunk}, stream=True)
+        try:
+            records = iter_records(response.raw.read)
+            for want in chunk:
+                got = next(records, None)
+                if got is None:
+                    raise HttpRemoteError(f"the osmo server at {url} sent fewer objects than asked")
+                if got[0] != want:
+                    raise HttpRemoteError(
+                        f"the osmo server at {url} sent {got[0]}, expected {want}"
+                    )
+                yield got
+        except RecordStreamError as e:
+            raise HttpRemoteError(f"download from {url} was cut short: {e}") from None
+        except (requests.RequestException, Urllib3Error, OSError) as e:
+            raise HttpRemoteError(f"download from {url} failed: {_reason(e)}") from None
+        finally:
+            response.close()
+
+    def put_many_raw(self, items: Iterable[tuple[ObjectId, bytes]]) -> int:
+        """Verify every object here, then upload in requests of at most PUT_CHUNK_OBJECTS
+        objects / PUT_CHUNK_BYTES bytes. Each request is all-or-nothing on the server; the
+        batch as a whole is not (objects of earlier requests stay, unreferenced, if a later
+        one fails), which is harmless: nothing names them until a ref is moved."""
+        self._check_writable()
+        return self._upload(items, verify=True)
+
+    def put_many(self, objects: Iterable[tuple[ObjectType, bytes]]) -> list[ObjectId]:
+        with self.bulk() as w:
+            return [w.put(t, c) for t, c in objects]
+
+    @contextmanager
+    def bulk(self) -> Iterator[StagedWriter]:
+        """Writes staged in memory and sent as one upload when the block exits cleanly."""
+        self._check_writable()
+        writer = _UploadingWriter(self)
+        yield writer
+        writer.finish()
+
+    def _upload(self, items: Iterable[tuple[ObjectId, bytes]], *, verify: bool) -> int:
+        limit = min(PUT_CHUNK_BYTES, self.max_body)
+        batch: list[bytes] = []
+        size = n = 0
+        for oid, data in items:
+            oid = parse_oid(oid)
+            if verify:
+                decode_object(oid, data)
+            record = encode_record(oid, data)
+            if len(record) > self.max_body:
+                raise HttpRemoteError(
+                    f"object {oid} is {len(data)} bytes stored; the osmo server at "
+                    f"{self.connection.url} accepts at most {self.max_body} bytes per upload"
+                )
+            if batch and (len(batch) >= PUT_CHUNK_OBJECTS or size + len(record) > limit):
+                self._send(batch)
+                batch, size = [], 0
+            batch.append(record)
+            size += len(record)
+            n += 1
+        if batch:
+            self._send(batch)
+        return n
+
+    def _send(self, records: list[bytes]) -> None:
+        self.connection.request("POST", "/objects/put", data=b"".join(records)).close()
+
+
+class _UploadingWriter(StagedWriter):
+    """The base staged writer, finishing with one batched upload instead of a request per
+    object. What it holds was encoded or verified on the way in."""
+
+    store: HttpObjectStore
+
+    def finish(self) -> None:
+        self.store._upload(self._pending.items(), verify=False)
+        self._pending.clear()
+
+
+# --- the ref store ---------------------------------------------------------------------
+
+
+class HttpRefStore(RefStore):
+    """Refs of a remote store. Updates are compare-and-swap under the server's ref lock;
+    the server also checks that the new target exists."""
+
+    def __init__(self, connection: HttpConnection) -> None:
+        self.connection = connection
+
+    def __repr__(self) -> str:
+        return f"HttpRefStore({self.connection.url!r})"
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def read(self, name: str) -> ObjectId | None:
+        body = self.connection.get_json("/refs", {"name": validate_ref_name(name)})
+        return self._refs(body).get(name)
+
+    def list(self, prefix: str = "refs/") -> dict[str, ObjectId]:
+        return dict(
+            sorted(self._refs(self.connection.get_json("/refs", {"prefix": prefix})).items())
+        )
+
+    def _refs(self, body: dict[str, Any]) -> dict[str, ObjectId]:
+        refs = body.get("refs")
+        if not isinstance(refs, dict):
+            raise HttpRemoteError(f"the osmo server at {self.connection.url} sent no 'refs' object")
+        return {str(k): _server_oid(v, self.connection.url) for k, v in refs.items()}
+
+    def _swap(
+        self, name: str, new: ObjectId | None, expected: object, entry: ReflogEntry | None
+    ) -> None:
+        self.connection.post_json(
+            "/refs/update",
+            {
+                "name": name,
+                "new": new,
+                "expected": "*" if expected is ANY else expected,
+                "who": entry.who if entry else "",
+                "message": entry.message if entry else "",
+                "log": entry is not None,
+            },
+        )
+
+    def reflog(self, name: str) -> list[ReflogEntry]:
+        body = self.connection.get_json("/reflog", {"name": validate_ref_name(name)})
+        entries = body.get("entries")
+        if not isinstance(entries, list):
+            raise HttpRemoteError(f"the osmo server at {self.connection.url} sent no reflog")
+        try:
+            return [
+                ReflogEntry(
+                    _optional_oid(e["old"], self.connection.url),
+                    _optional_oid(e["new"], self.connection.url),
+                    int(e["time_ns"]),
+                    str(e["who"]),
+                    str(e["message"]),
+                )
+                for e in entries
+            ]
+        except (KeyError, TypeError, ValueError):
+            raise HttpRemoteError(
+                f"the osmo server at {self.connection.url} sent a bad reflog"
+            ) from None
+
+    def reflog_names(self) -> list[str]:
+        names = self.connection.get_json("/reflogs").get("names")
+        if not isinstance(names, list):
+            raise HttpRemoteError(f"the osmo server at {self.connection.url} sent no reflog names")
+        return sorted(str(n) for n in names)
+
+    def expire_reflog(self, name: str, cutoff_ns: int) -> int:
+        validate_ref_name(name)
+        raise StoreError(
+            "expiring reflogs is not supported over HTTP",
+            hint="run `osmo cache gc` on the server's machine",
+        )
+
+
+def _optional_oid(value: object, url: str) -> ObjectId | None:
+    return None if value is None else _server_oid(value, url)
+
+
+def open_http_remote(url: str, token: str | None) -> tuple[HttpObjectStore, HttpRefStore]:
+    """Connect to ``osmo serve`` at ``url`` (``http://host:port``; the API is under
+    ``/v1``). Asks the server for its settings first, so a wrong URL, a missing token or a
+    foreign server fail here, once, with a clear message."""
+    connection = HttpConnection(url, token)
+    try:
+        info = connection.info()
+    except BaseException:
+        connection.close()
+        raise
+    max_body = info.get("max_body")
+    objects = HttpObjectStore(
+        connection,
+        read_only=bool(info.get("read_only")),
+        max_body=max_body if isinstance(max_body, int) and max_body > 0 else DEFAULT_MAX_BODY,
+    )
+    return objects, HttpRefStore(connection)

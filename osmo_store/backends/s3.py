@@ -1,0 +1,609 @@
+"""S3-compatible object storage as a store: objects and refs in one bucket, under a prefix.
+
+Layout under ``s3://BUCKET/PREFIX/``::
+
+    objects/<id>                        stored form of each object (objects_spec.md, 2)
+    refs/...                            one object per ref, body "<id>\\n"
+    logs/<ref name>/<time_ns:020d>-<r>  one object per reflog entry, body one reflog line
+
+Nothing here is atomic across keys: S3 has no multi-object transactions. That is fine for
+objects, which are content-addressed: a batch cut off half way leaves some objects
+uploaded, each complete and correct, and a retry uploads the rest. Refs are the one thing
+that must not race, and they move by compare-and-swap with S3's conditional writes:
+``If-None-Match: *`` to create, ``If-Match: <etag>`` to replace or delete (AWS since 2024,
+deletes on general-purpose buckets since 2025; an S3-compatible server that ignores these
+headers cannot host refs safely). Known weaknesses, all documented where they arise:
+
+- a reflog entry is written before its ref moves; if the writer dies in between (or fails
+  to remove the entry after losing the race), an entry describes a change that never
+  happened. That keeps more objects alive for gc, never fewer.
+- "a name cannot be both a ref and a folder of refs" is checked before creating a ref, not
+  atomically with it: two writers creating ``refs/a`` and ``refs/a/b`` at once both win.
+- the listing that ``missing()`` caches for large batches lives as long as the store
+  object: objects deleted meanwhile by someone else (gc of the bucket) still count as
+  present. Open a fresh store per sync session.
+- the store must not nest inside another store's prefix (``s3://b/x`` and ``s3://b/x/refs``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from ..errors import InvalidRefName, LockTimeout, ObjectNotFound, OsmoError, StoreError, UsageError
+from ..hashing import ObjectId, is_oid, parse_oid
+from ..objects import ObjectType, decode_object
+from ..refs import REF_LOCK_TIMEOUT, ReflogEntry, RefStore, validate_ref_name
+from .base import ObjectStore, StagedWriter
+
+#: parallel requests per batch operation (and the client's connection pool size)
+WORKERS = 16
+#: ``missing()`` lists the whole objects/ prefix once for batches at least this large
+LIST_THRESHOLD = 1000
+#: attempts per request unless the user configured AWS_MAX_ATTEMPTS / max_attempts
+DEFAULT_MAX_ATTEMPTS = 5
+#: S3's limit on a key, in UTF-8 bytes
+MAX_KEY_BYTES = 1024
+#: user metadata on a ref object: the reflog entry (or swap) name of the write that made it
+SWAP_META = "osmo-swap"
+
+_NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404"})
+# A conditional write that lost: the etag moved (412), a concurrent conditional write won
+# (409), or the object it was conditioned on is gone (404).
+_LOST_RACE = frozenset(
+    {"PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"}
+)
+_AUTH = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+     "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "403"}
+)  # fmt: skip
+_BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,254}")
+_SWAP_RE = re.compile(r"(\d{20})-[0-9a-f]{16}\Z")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://BUCKET[/PREFIX]`` -> (bucket, prefix); the prefix has no leading, trailing or
+    doubled slashes and may be empty (the store then fills the bucket's root)."""
+    scheme, sep, rest = url.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    if scheme.lower() != "s3" or not sep or not _BUCKET_RE.fullmatch(bucket):
+        raise UsageError(f"not an S3 URL: {url!r}", hint="use s3://BUCKET or s3://BUCKET/PREFIX")
+    return bucket, "/".join(part for part in prefix.split("/") if part)
+
+
+def _botocore_errors() -> Any:
+    # Imported on use, so this module imports without the s3 extra installed.
+    from botocore import exceptions
+
+    return exceptions
+
+
+def _safe_endpoint(url: str) -> str:
+    """An endpoint URL fit for a message: scheme, host and port, never a user:password."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{netloc}" if parts.scheme else url.rpartition("@")[2]
+
+
+def _error_code(error: Any) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int = WORKERS) -> list[R]:
+    """``[fn(x) for x in items]`` with up to ``workers`` requests in flight; the first
+    exception raised (in item order) propagates once every call has finished."""
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+class S3Location:
+    """One bucket and key prefix, and the boto3 client that reaches them. Every request goes
+    through ``call``, which turns botocore's errors into one-line OsmoErrors (never with
+    credentials in them)."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = "/".join(part for part in prefix.split("/") if part)
+        self.base = f"{self.prefix}/" if self.prefix else ""
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def call(self, op: str, /, *, none_on: frozenset[str] = frozenset(), **kwargs: Any) -> Any:
+        """``client.<op>(Bucket=..., **kwargs)``; None if S3 answers with an error code in
+        ``none_on``. A GET's body is read here, so a broken stream is mapped as well."""
+        errors = _botocore_errors()
+        try:
+            response = getattr(self.client, op)(Bucket=self.bucket, **kwargs)
+            if "Body" in response:
+                response["Body"] = response["Body"].read()
+            return response
+        except errors.ClientError as e:
+            if _error_code(e) in none_on:
+                return None
+            raise self.error(e, op) from None
+        except errors.BotoCoreError as e:
+            raise self.error(e, op) from None
+
+    def error(self, e: Exception, op: str) -> OsmoError:
+        errors = _botocore_errors()
+        if isinstance(e, errors.ClientError):
+            code = _error_code(e)
+            if code == "NoSuchBucket":
+                return StoreError(
+                    f"S3 bucket {self.bucket!r} does not exist",
+                    hint="create it first, or check the s3:// URL and the endpoint",
+                )
+            if code in _AUTH:
+                return StoreError(
+                    f"S3 refused access to {self.url} ({code})",
+                    hint="check the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                    "or AWS_PROFILE) and the bucket's policy",
+                )
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+            return StoreError(f"S3 {op} on {self.url} failed: {code or 'error'} (HTTP {status})")
+        if isinstance(e, errors.NoCredentialsError):
+            return StoreError(
+                "no AWS credentials found for S3",
+                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+            )
+        if isinstance(e, errors.ConnectionError):
+            return StoreError(
+                f"cannot reach the S3 endpoint {self.endpoint}",
+                hint="check AWS_ENDPOINT_URL (or the remote's endpoint_url) and the network",
+            )
+        if isinstance(e, errors.ParamValidationError):
+            return StoreError(
+                f"S3 {op}: this botocore does not support the request (too old?)",
+                hint="pip install -U 'osmo-store[s3]'",
+            )
+        return StoreError(f"S3 {op} on {self.url} failed: {type(e).__name__}")
+
+    @property
+    def endpoint(self) -> str:
+        return _safe_endpoint(self.client.meta.endpoint_url)
+
+    def list_keys(self, prefix: str, *, delimiter: str | None = None) -> Iterator[str]:
+        """Every key under ``prefix`` (paginated); with a delimiter, not those below it."""
+        kwargs: dict[str, Any] = {"Prefix": prefix}
+        if delimiter:
+            kwargs["Delimiter"] = delimiter
+        while True:
+            page = self.call("list_objects_v2", **kwargs)
+            for item in page.get("Contents", ()):
+                yield item["Key"]
+            if not page.get("IsTruncated"):
+                return
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+    def get(self, key: str) -> Any:
+        """The GetObject response (body read) or None if there is no such key."""
+        return self.call("get_object", Key=key, none_on=_NOT_FOUND)
+
+    def delete_keys(self, keys: Sequence[str]) -> None:
+        for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+            chunk = [{"Key": k} for k in keys[i : i + 1000]]
+            response = self.call("delete_objects", Delete={"Objects": chunk, "Quiet": True})
+            failed = response.get("Errors", [])
+            if failed:
+                code = failed[0].get("Code", "error")
+                raise StoreError(f"S3 could not delete {len(failed)} keys in {self.url} ({code})")
+
+
+# --- objects ------------------------------------------------------------------------------
+
+
+class S3ObjectStore(ObjectStore):
+    """Objects at ``<prefix>/objects/<id>``, each holding exactly the stored form.
+
+    Every acknowledged PUT is durable, so ``flush`` has nothing to do. A PUT of an object
+    that exists replaces it with the same content (possibly compressed differently), which
+    also moves its LastModified: the S3 analogue of freshening."""
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str = "",
+        *,
+        read_only: bool = False,
+        workers: int = WORKERS,
+        list_threshold: int = LIST_THRESHOLD,
+    ) -> None:
+        self.location = S3Location(client, bucket, prefix)
+        self.read_only = read_only
+        self.workers = workers
+        self.list_threshold = list_threshold
+        self._objects = f"{self.location.base}objects/"
+        self._lock = threading.Lock()
+        self._listing: set[ObjectId] | None = None
+
+    def _key(self, oid: ObjectId) -> str:
+        return self._objects + oid
+
+    # --- primitives ------------------------------------------------------------------
+
+    def _get_raw(self, oid: ObjectId) -> bytes:
+        response = self.location.get(self._key(oid))
+        if response is None:
+            raise ObjectNotFound(oid)
+        return response["Body"]
+
+    def _put_raw(self, oid: ObjectId, data: bytes) -> None:
+        self.location.call("put_object", Key=self._key(oid), Body=data)
+        with self._lock:
+            if self._listing is not None:
+                self._listing.add(oid)
+
+    def _has(self, oid: ObjectId) -> bool:
+        # A HEAD answers a missing bucket with a bare 404 too: that reads as "absent" here,
+        # and the upload that follows reports the missing bucket.
+        return self.location.call("head_object", Key=self._key(oid), none_on=_NOT_FOUND) is not None
+
+    def iter_ids(self) -> Iterator[ObjectId]:
+        return self._ids_with_prefix("")
+
+    def _ids_with_prefix(self, prefix: str) -> Iterator[ObjectId]:
+        for key in self.location.list_keys(self._objects + prefix):
+            name = key[len(self._objects) :]
+            if is_oid(name):  # anything else under objects/ is not ours
+                yield ObjectId(name)
+
+    def _delete(self, oid: ObjectId) -> None:
+        self.location.call("delete_object", Key=self._key(oid))
+        with self._lock:
+            if self._listing is not None:
+                self._listing.discard(oid)
+
+    # --- batches (sync) --------------------------------------------------------------
+
+    def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
+        wanted = [parse_oid(oid) for oid in oids]
+        listing = self._cached_listing(len(wanted))
+        if listing is None:
+            unique = list(dict.fromkeys(wanted))
+            present = dict(zip(unique, _parallel_map(self._has, unique, self.workers), strict=True))
+        else:
+            present = {oid: oid in listing for oid in wanted}
+        return [oid for oid in wanted if not present[oid]]
+
+    def _cached_listing(self, batch_size: int) -> set[ObjectId] | None:
+        """The ids under objects/, listed once (1 request per 1000 objects) when a batch is
+        large enough to be worth it, then kept up to date with this store's own puts and
+        deletes. Others' writes after the listing are not seen (module docstring)."""
+        with self._lock:
+            if self._listing is None and batch_size >= self.list_threshold:
+                self._listing = set(self.iter_ids())
+            return self._listing
+
+    def get_many_raw(self, oids: Iterable[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+        """Parallel GETs, yielded in the order asked, with a bounded number in flight so a
+        huge batch is not held in memory at once."""
+        with ThreadPoolExecutor(self.workers) as pool:
+            pending: deque[tuple[ObjectId, Future[bytes]]] = deque()
+            try:
+                for oid in oids:
+                    oid = parse_oid(oid)
+                    pending.append((oid, pool.submit(self._get_raw, oid)))
+                    if len(pending) >= 2 * self.workers:
+                        done, future = pending.popleft()
+                        yield done, future.result()
+                while pending:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            finally:
+                for _, future in pending:  # the consumer stopped early, or a GET failed
+                    future.cancel()
+
+    def put_many_raw(self, items: Iterable[tuple[ObjectId, bytes]]) -> int:
+        """Verify every object first, then upload them in parallel: one bad object means
+        nothing is uploaded. The uploads themselves are not atomic as a batch (S3 has no
+        such thing); if one fails, others may already be stored, each complete."""
+        self._check_writable()
+        batch = [(parse_oid(oid), data) for oid, data in items]
+        for oid, data in batch:
+            decode_object(oid, data)
+        self._upload(dict(batch))
+        return len(batch)
+
+    def _upload(self, objects: dict[ObjectId, bytes]) -> None:
+        _parallel_map(lambda item: self._put_raw(*item), list(objects.items()), self.workers)
+
+    @contextmanager
+    def bulk(self) -> Iterator[StagedWriter]:
+        """Writes staged (and verified) in memory, uploaded in parallel when the block exits
+        cleanly; nothing is uploaded if it raises."""
+        self._check_writable()
+        writer = _ParallelStagedWriter(self)
+        yield writer
+        writer.finish()
+
+    def put_many(self, objects: Iterable[tuple[ObjectType, bytes]]) -> list[ObjectId]:
+        with self.bulk() as writer:
+            return [writer.put(otype, content) for otype, content in objects]
+
+
+class _ParallelStagedWriter(StagedWriter):
+    def __init__(self, store: S3ObjectStore) -> None:
+        super().__init__(store)
+        self._s3_store = store
+
+    def finish(self) -> None:
+        # Each staged object was verified when it was staged (put_raw) or encoded here
+        # (put), so this is put_many_raw without verifying everything a second time.
+        self._s3_store._upload(self._pending)
+        self._pending.clear()
+
+
+# --- refs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _RefObject:
+    value: ObjectId | None  # None if the body is not an id (damaged)
+    etag: str
+    swap: str  # SWAP_META of the write that made it ("" if written by something else)
+
+    @property
+    def time_ns(self) -> int:
+        match = _SWAP_RE.match(self.swap)
+        return int(match.group(1)) if match else 0
+
+
+class S3RefStore(RefStore):
+    """Refs at ``<prefix>/refs/...``, moved by conditional writes; reflog entries as one
+    immutable object each under ``<prefix>/logs/<name>/``.
+
+    A swap: GET the ref (value and etag); check ``expected``; write the reflog entry; PUT
+    the new value ``If-Match`` the etag read (``If-None-Match: *`` if there was none), or
+    DELETE ``If-Match`` it. If the condition fails someone else moved the ref in between:
+    the entry is removed again and the swap starts over from the GET, so an explicit
+    ``expected`` now fails with RefConflict naming the actual value, and ANY retries until
+    ``swap_timeout`` (LockTimeout). Entry times are kept increasing along the ref's history
+    (each ref object records the entry that made it), whatever the writers' clocks say."""
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str = "",
+        *,
+        workers: int = WORKERS,
+        swap_timeout: float = REF_LOCK_TIMEOUT,
+    ) -> None:
+        self.location = S3Location(client, bucket, prefix)
+        self.workers = workers
+        self.swap_timeout = swap_timeout
+        self._logs = f"{self.location.base}logs/"
+
+    def _ref_key(self, name: str) -> str:
+        # The longest key of a ref is its reflog entry's; refuse names that cannot fit.
+        validate_ref_name(name)
+        if len(f"{self._logs}{name}/{'0' * 37}".encode()) > MAX_KEY_BYTES:
+            raise InvalidRefName(name, f"too long for an S3 key under {self.location.url}")
+        return self.location.base + name
+
+    def _log_prefix(self, name: str) -> str:
+        self._ref_key(name)
+        return f"{self._logs}{name}/"
+
+    def _get(self, name: str) -> _RefObject | None:
+        response = self.location.get(self._ref_key(name))
+        if response is None:
+            return None
+        text = response["Body"].decode("ascii", "replace").strip()
+        swap = response.get("Metadata", {}).get(SWAP_META, "")
+        return _RefObject(ObjectId(text) if is_oid(text) else None, response["ETag"], swap)
+
+    # --- reading -----------------------------------------------------------------------
+
+    def read(self, name: str) -> ObjectId | None:
+        ref = self._get(name)
+        return None if ref is None else ref.value
+
+    def _names(self, prefix: str) -> list[str]:
+        # Only keys under <base>refs/ are refs; narrow the listing when the prefix allows.
+        narrow = prefix if prefix.startswith("refs/") else "refs/"
+        out = []
+        for key in self.location.list_keys(self.location.base + narrow):
+            name = key[len(self.location.base) :]
+            try:
+                validate_ref_name(name)
+            except InvalidRefName:
+                continue  # not written by us
+            if name.startswith(prefix):
+                out.append(name)
+        return sorted(out)
+
+    def _read_all(self, prefix: str) -> list[tuple[str, _RefObject | None]]:
+        names = self._names(prefix)
+        return list(zip(names, _parallel_map(self._get, names, self.workers), strict=True))
+
+    def list(self, prefix: str = "refs/") -> dict[str, ObjectId]:
+        return {n: ref.value for n, ref in self._read_all(prefix) if ref and ref.value}
+
+    def damaged(self) -> list[str]:
+        return [n for n, ref in self._read_all("refs/") if ref and ref.value is None]
+
+    # --- moving --------------------------------------------------------------------------
+
+    def _swap(
+        self, name: str, new: ObjectId | None, expected: object, entry: ReflogEntry | None
+    ) -> None:
+        key = self._ref_key(name)
+        deadline = time.monotonic() + self.swap_timeout
+        for attempt in itertools.count(1):
+            ref = self._get(name)
+            current = None if ref is None else ref.value
+            self._check(name, current, new, expected)
+            if ref is None and new is not None:
+                self._check_not_folder(name)
+            # Entry times never go backwards along one ref's history, even across machines
+            # with skewed clocks: the previous write recorded its entry's time.
+            at = max(entry.time_ns if entry else time.time_ns(), ref.time_ns + 1 if ref else 0)
+            swap = f"{at:020d}-{random.getrandbits(64):016x}"
+            log_key = f"{self._log_prefix(name)}{swap}"
+            if entry is not None:
+                line = ReflogEntry(current, new, at, entry.who, entry.message).to_line()
+                self.location.call("put_object", Key=log_key, Body=line)
+            if self._publish(name, key, new, ref, swap):
+                return
+            # Lost the race. The entry goes again (a crash right here would leave it: see
+            # the module docstring), and the next round re-reads the ref.
+            if entry is not None:
+                self.location.call("delete_object", Key=log_key)
+            if time.monotonic() > deadline:
+                raise LockTimeout(f"ref {name}", self.swap_timeout)
+            time.sleep(random.uniform(0, min(0.5, 0.01 * attempt)))
+
+    def _publish(
+        self, name: str, key: str, new: ObjectId | None, ref: _RefObject | None, swap: str
+    ) -> bool:
+        """The conditional write itself; False if the ref moved since ``ref`` was read."""
+        if new is None:
+            assert ref is not None  # _check refuses to delete an absent ref
+            return (
+                self.location.call("delete_object", Key=key, IfMatch=ref.etag, none_on=_LOST_RACE)
+                is not None
+            )
+        condition = {"IfMatch": ref.etag} if ref is not None else {"IfNoneMatch": "*"}
+        written = self.location.call(
+            "put_object",
+            Key=key,
+            Body=f"{new}\n".encode("ascii"),
+            Metadata={SWAP_META: swap},
+            none_on=_LOST_RACE,
+            **condition,
+        )
+        if written is not None:
+            return True
+        # botocore retries a request whose response was lost; if the first try had landed,
+        # the retry fails its own condition. The ref naming our swap tells that case apart.
+        latest = self._get(name)
+        return latest is not None and latest.swap == swap
+
+    def _check_not_folder(self, name: str) -> None:
+        """A name cannot be both a ref and a folder of refs (checked before a create; not
+        atomic with it, as S3 offers nothing to make it so)."""
+        parts = name.split("/")
+        for i in range(2, len(parts)):
+            parent = "/".join(parts[:i])
+            if self._get(parent) is not None:
+                raise InvalidRefName(name, f"conflicts with existing ref {parent}")
+        below = self.location.call(
+            "list_objects_v2", Prefix=self._ref_key(name) + "/", MaxKeys=1
+        ).get("Contents")
+        if below:
+            raise InvalidRefName(name, "a name cannot be both a ref and a folder of refs")
+
+    # --- reflogs -------------------------------------------------------------------------
+
+    def _log_keys(self, name: str) -> list[str]:
+        # The delimiter keeps the logs of refs/a/b out of those of refs/a.
+        prefix = self._log_prefix(name)
+        return sorted(
+            k
+            for k in self.location.list_keys(prefix, delimiter="/")
+            if _SWAP_RE.match(k[len(prefix) :])
+        )
+
+    def reflog(self, name: str) -> list[ReflogEntry]:
+        def parse(key: str) -> ReflogEntry | None:
+            response = self.location.get(key)
+            if response is None:
+                return None  # expired between the listing and the GET
+            return ReflogEntry.from_line(response["Body"].decode("utf-8", "replace").rstrip("\n"))
+
+        entries = _parallel_map(parse, self._log_keys(name), self.workers)
+        return [e for e in entries if e is not None]
+
+    def reflog_names(self) -> list[str]:
+        names = set()
+        for key in self.location.list_keys(self._logs):
+            name, _, swap = key[len(self._logs) :].rpartition("/")
+            if _SWAP_RE.match(swap):
+                try:
+                    names.add(validate_ref_name(name))
+                except InvalidRefName:
+                    continue
+        return sorted(names)
+
+    def expire_reflog(self, name: str, cutoff_ns: int) -> int:
+        # An entry's key starts with its time, so no entry needs reading.
+        prefix = self._log_prefix(name)
+        old = [k for k in self._log_keys(name) if int(k[len(prefix) :][:20]) < cutoff_ns]
+        self.location.delete_keys(old)
+        return len(old)
+
+
+# --- opening a remote ------------------------------------------------------------------
+
+
+def _is_aws_endpoint(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
+
+
+def make_s3_client(endpoint_url: str | None = None) -> Any:
+    """A boto3 S3 client configured the usual AWS way (env vars, ~/.aws files), with the
+    endpoint ``endpoint_url`` if given, else whatever boto3 resolves (it reads
+    AWS_ENDPOINT_URL_S3 and AWS_ENDPOINT_URL itself)."""
+    try:
+        import boto3
+        import botocore.session
+        from botocore.config import Config
+    except ImportError:
+        raise StoreError(
+            "S3 remotes need boto3, which is not installed", hint="pip install 'osmo-store[s3]'"
+        ) from None
+    core = botocore.session.get_session()
+    session = boto3.session.Session(botocore_session=core)
+    settings: dict[str, Any] = {"max_pool_connections": WORKERS, "connect_timeout": 10}
+    if core.get_config_variable("max_attempts") is None:
+        # The user's AWS_MAX_ATTEMPTS / max_attempts wins; otherwise a little more patience
+        # than botocore's default of 3 for long syncs.
+        settings["retries"] = {"mode": "standard", "total_max_attempts": DEFAULT_MAX_ATTEMPTS}
+    config = Config(**settings)
+    try:
+        client = session.client("s3", endpoint_url=endpoint_url, config=config)
+        if not _is_aws_endpoint(client.meta.endpoint_url):
+            # S3-compatible servers (MinIO, Ceph, moto...) answer path-style requests;
+            # virtual-host style would need DNS for <bucket>.<host>.
+            path_style = config.merge(Config(s3={"addressing_style": "path"}))
+            client = session.client("s3", endpoint_url=endpoint_url, config=path_style)
+    except ValueError:  # botocore: "Invalid endpoint: <url>"
+        shown = _safe_endpoint(endpoint_url) if endpoint_url else "from AWS_ENDPOINT_URL*"
+        raise StoreError(
+            f"invalid S3 endpoint {shown}", hint="give a URL such as http://host:9000"
+        ) from None
+    return client
+
+
+def open_s3_remote(
+    url: str, *, endpoint_url: str | None = None
+) -> tuple[S3ObjectStore, S3RefStore]:
+    """The object and ref stores at ``s3://BUCKET/PREFIX``, sharing one client. One request
+    checks that the bucket exists and is readable, so a wrong bucket or wrong credentials
+    fail here with a one-line error rather than in the middle of a sync."""
+    bucket, prefix = parse_s3_url(url)
+    client = make_s3_client(endpoint_url)
+    objects = S3ObjectStore(client, bucket, prefix)
+    objects.location.call("list_objects_v2", Prefix=objects.location.base, MaxKeys=1)
+    return objects, S3RefStore(client, bucket, prefix)
