@@ -12,7 +12,8 @@ Wire protocol: docs/protocol.md. What the server promises on top of the store la
   token is never logged or echoed.
 
 The app holds one Repository for all worker threads: the local object and ref stores are
-safe to share between threads (and processes).
+built to be shared by threads (and processes), which is what makes many clients at once
+safe here.
 """
 
 from __future__ import annotations

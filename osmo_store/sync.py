@@ -176,6 +176,7 @@ def _post_order(nodes: dict[ObjectId, tuple[bytes, list[ObjectId]]]) -> list[Obj
 @dataclass
 class SyncReport:
     transfer: Transfer = field(default_factory=Transfer)
+    fetched: Transfer = field(default_factory=Transfer)  # by a push, to compare or merge
     updated: list[str] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
     merged: list[str] = field(default_factory=list)
@@ -261,9 +262,14 @@ def _push_one(repo, remote, name, new, old, force, merge, report, who, progress)
         report.created.append(name)
         return
     if not repo.objects.has(old):
-        report.add(copy_closure(remote.objects, repo.objects, [old], progress=progress))
+        # To compare (and maybe merge) we need theirs here; counted apart from what we send.
+        got = copy_closure(remote.objects, repo.objects, [old])
+        report.fetched.objects += got.objects
+        report.fetched.bytes += got.bytes
     merged = None
-    if is_ancestor(repo, old, new):
+    if is_ancestor(repo, new, old):
+        report.up_to_date.append(name)  # the remote has ours already, and more
+    elif is_ancestor(repo, old, new):
         remote.update_ref(name, new, old, f"push by {who}")
         report.updated.append(name)
     elif merge is not None and (merged := merge(repo, name, new, old)) is not None:

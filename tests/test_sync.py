@@ -120,6 +120,9 @@ def test_two_stores_pushing_one_config_converge(
     assert osmo("--store", str(b), "push", str(remote)) == 0  # moved: fetch, merge, retry
     out = capsys.readouterr().out
     assert "1 merged" in out
+    capsys.readouterr()
+    assert osmo("--store", str(b), "push", str(remote)) == 0  # the remote has it all already
+    assert capsys.readouterr().out.startswith("pushed 0 objects")
     assert osmo("--store", str(a), "pull", str(remote)) == 0
     capsys.readouterr()
     full = [c for c in ls(a, capsys) if c["total"] == ROWS]

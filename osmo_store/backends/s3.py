@@ -22,28 +22,28 @@ headers cannot host refs safely). Known weaknesses, all documented where they ar
 - the listing that ``missing()`` caches for large batches lives as long as the store
   object: objects deleted meanwhile by someone else (gc of the bucket) still count as
   present. Open a fresh store per sync session.
+- a ref DELETE whose response is lost is retried by botocore and then fails its own
+  condition: the caller sees RefNotFound/RefConflict although the ref is gone, and the
+  reflog lacks that deletion. (A lost PUT response is recognised: see ``_publish``.)
+- entry times increase along a ref's history, but a ref re-created after a deletion on a
+  machine whose clock is behind can log a time before the deletion's.
 - the store must not nest inside another store's prefix (``s3://b/x`` and ``s3://b/x/refs``).
 """
 
 from __future__ import annotations
 
-import itertools
-import random
 import re
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from ..errors import InvalidRefName, LockTimeout, ObjectNotFound, OsmoError, StoreError, UsageError
+from ..errors import ObjectNotFound, OsmoError, StoreError, UsageError
 from ..hashing import ObjectId, is_oid, parse_oid
 from ..objects import ObjectType, decode_object
-from ..refs import REF_LOCK_TIMEOUT, ReflogEntry, RefStore, validate_ref_name
 from .base import ObjectStore, StagedWriter
 
 #: parallel requests per batch operation (and the client's connection pool size)
@@ -81,7 +81,11 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     bucket, _, prefix = rest.partition("/")
     if scheme.lower() != "s3" or not sep or not _BUCKET_RE.fullmatch(bucket):
         raise UsageError(f"not an S3 URL: {url!r}", hint="use s3://BUCKET or s3://BUCKET/PREFIX")
-    return bucket, "/".join(part for part in prefix.split("/") if part)
+    return bucket, _clean_prefix(prefix)
+
+
+def _clean_prefix(prefix: str) -> str:
+    return "/".join(part for part in prefix.split("/") if part)
 
 
 def _botocore_errors() -> Any:
@@ -119,7 +123,7 @@ class S3Location:
     def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
         self.client = client
         self.bucket = bucket
-        self.prefix = "/".join(part for part in prefix.split("/") if part)
+        self.prefix = _clean_prefix(prefix)
         self.base = f"{self.prefix}/" if self.prefix else ""
 
     @property
@@ -166,7 +170,7 @@ class S3Location:
             )
         if isinstance(e, errors.ConnectionError):
             return StoreError(
-                f"cannot reach the S3 endpoint {self.endpoint}",
+                f"cannot reach the S3 endpoint {_safe_endpoint(self.client.meta.endpoint_url)}",
                 hint="check AWS_ENDPOINT_URL (or the remote's endpoint_url) and the network",
             )
         if isinstance(e, errors.ParamValidationError):
@@ -175,10 +179,6 @@ class S3Location:
                 hint="pip install -U 'osmo-store[s3]'",
             )
         return StoreError(f"S3 {op} on {self.url} failed: {type(e).__name__}")
-
-    @property
-    def endpoint(self) -> str:
-        return _safe_endpoint(self.client.meta.endpoint_url)
 
     def list_keys(self, prefix: str, *, delimiter: str | None = None) -> Iterator[str]:
         """Every key under ``prefix`` (paginated); with a delimiter, not those below it."""
@@ -341,219 +341,16 @@ class S3ObjectStore(ObjectStore):
 
 
 class _ParallelStagedWriter(StagedWriter):
-    def __init__(self, store: S3ObjectStore) -> None:
-        super().__init__(store)
-        self._s3_store = store
+    store: S3ObjectStore
 
     def finish(self) -> None:
         # Each staged object was verified when it was staged (put_raw) or encoded here
         # (put), so this is put_many_raw without verifying everything a second time.
-        self._s3_store._upload(self._pending)
+        self.store._upload(self._pending)
         self._pending.clear()
 
 
 # --- refs ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _RefObject:
-    value: ObjectId | None  # None if the body is not an id (damaged)
-    etag: str
-    swap: str  # SWAP_META of the write that made it ("" if written by something else)
-
-    @property
-    def time_ns(self) -> int:
-        match = _SWAP_RE.match(self.swap)
-        return int(match.group(1)) if match else 0
-
-
-class S3RefStore(RefStore):
-    """Refs at ``<prefix>/refs/...``, moved by conditional writes; reflog entries as one
-    immutable object each under ``<prefix>/logs/<name>/``.
-
-    A swap: GET the ref (value and etag); check ``expected``; write the reflog entry; PUT
-    the new value ``If-Match`` the etag read (``If-None-Match: *`` if there was none), or
-    DELETE ``If-Match`` it. If the condition fails someone else moved the ref in between:
-    the entry is removed again and the swap starts over from the GET, so an explicit
-    ``expected`` now fails with RefConflict naming the actual value, and ANY retries until
-    ``swap_timeout`` (LockTimeout). Entry times are kept increasing along the ref's history
-    (each ref object records the entry that made it), whatever the writers' clocks say."""
-
-    def __init__(
-        self,
-        client: Any,
-        bucket: str,
-        prefix: str = "",
-        *,
-        workers: int = WORKERS,
-        swap_timeout: float = REF_LOCK_TIMEOUT,
-    ) -> None:
-        self.location = S3Location(client, bucket, prefix)
-        self.workers = workers
-        self.swap_timeout = swap_timeout
-        self._logs = f"{self.location.base}logs/"
-
-    def _ref_key(self, name: str) -> str:
-        # The longest key of a ref is its reflog entry's; refuse names that cannot fit.
-        validate_ref_name(name)
-        if len(f"{self._logs}{name}/{'0' * 37}".encode()) > MAX_KEY_BYTES:
-            raise InvalidRefName(name, f"too long for an S3 key under {self.location.url}")
-        return self.location.base + name
-
-    def _log_prefix(self, name: str) -> str:
-        self._ref_key(name)
-        return f"{self._logs}{name}/"
-
-    def _get(self, name: str) -> _RefObject | None:
-        response = self.location.get(self._ref_key(name))
-        if response is None:
-            return None
-        text = response["Body"].decode("ascii", "replace").strip()
-        swap = response.get("Metadata", {}).get(SWAP_META, "")
-        return _RefObject(ObjectId(text) if is_oid(text) else None, response["ETag"], swap)
-
-    # --- reading -----------------------------------------------------------------------
-
-    def read(self, name: str) -> ObjectId | None:
-        ref = self._get(name)
-        return None if ref is None else ref.value
-
-    def _names(self, prefix: str) -> list[str]:
-        # Only keys under <base>refs/ are refs; narrow the listing when the prefix allows.
-        narrow = prefix if prefix.startswith("refs/") else "refs/"
-        out = []
-        for key in self.location.list_keys(self.location.base + narrow):
-            name = key[len(self.location.base) :]
-            try:
-                validate_ref_name(name)
-            except InvalidRefName:
-                continue  # not written by us
-            if name.startswith(prefix):
-                out.append(name)
-        return sorted(out)
-
-    def _read_all(self, prefix: str) -> list[tuple[str, _RefObject | None]]:
-        names = self._names(prefix)
-        return list(zip(names, _parallel_map(self._get, names, self.workers), strict=True))
-
-    def list(self, prefix: str = "refs/") -> dict[str, ObjectId]:
-        return {n: ref.value for n, ref in self._read_all(prefix) if ref and ref.value}
-
-    def damaged(self) -> list[str]:
-        return [n for n, ref in self._read_all("refs/") if ref and ref.value is None]
-
-    # --- moving --------------------------------------------------------------------------
-
-    def _swap(
-        self, name: str, new: ObjectId | None, expected: object, entry: ReflogEntry | None
-    ) -> None:
-        key = self._ref_key(name)
-        deadline = time.monotonic() + self.swap_timeout
-        for attempt in itertools.count(1):
-            ref = self._get(name)
-            current = None if ref is None else ref.value
-            self._check(name, current, new, expected)
-            if ref is None and new is not None:
-                self._check_not_folder(name)
-            # Entry times never go backwards along one ref's history, even across machines
-            # with skewed clocks: the previous write recorded its entry's time.
-            at = max(entry.time_ns if entry else time.time_ns(), ref.time_ns + 1 if ref else 0)
-            swap = f"{at:020d}-{random.getrandbits(64):016x}"
-            log_key = f"{self._log_prefix(name)}{swap}"
-            if entry is not None:
-                line = ReflogEntry(current, new, at, entry.who, entry.message).to_line()
-                self.location.call("put_object", Key=log_key, Body=line)
-            if self._publish(name, key, new, ref, swap):
-                return
-            # Lost the race. The entry goes again (a crash right here would leave it: see
-            # the module docstring), and the next round re-reads the ref.
-            if entry is not None:
-                self.location.call("delete_object", Key=log_key)
-            if time.monotonic() > deadline:
-                raise LockTimeout(f"ref {name}", self.swap_timeout)
-            time.sleep(random.uniform(0, min(0.5, 0.01 * attempt)))
-
-    def _publish(
-        self, name: str, key: str, new: ObjectId | None, ref: _RefObject | None, swap: str
-    ) -> bool:
-        """The conditional write itself; False if the ref moved since ``ref`` was read."""
-        if new is None:
-            assert ref is not None  # _check refuses to delete an absent ref
-            return (
-                self.location.call("delete_object", Key=key, IfMatch=ref.etag, none_on=_LOST_RACE)
-                is not None
-            )
-        condition = {"IfMatch": ref.etag} if ref is not None else {"IfNoneMatch": "*"}
-        written = self.location.call(
-            "put_object",
-            Key=key,
-            Body=f"{new}\n".encode("ascii"),
-            Metadata={SWAP_META: swap},
-            none_on=_LOST_RACE,
-            **condition,
-        )
-        if written is not None:
-            return True
-        # botocore retries a request whose response was lost; if the first try had landed,
-        # the retry fails its own condition. The ref naming our swap tells that case apart.
-        latest = self._get(name)
-        return latest is not None and latest.swap == swap
-
-    def _check_not_folder(self, name: str) -> None:
-        """A name cannot be both a ref and a folder of refs (checked before a create; not
-        atomic with it, as S3 offers nothing to make it so)."""
-        parts = name.split("/")
-        for i in range(2, len(parts)):
-            parent = "/".join(parts[:i])
-            if self._get(parent) is not None:
-                raise InvalidRefName(name, f"conflicts with existing ref {parent}")
-        below = self.location.call(
-            "list_objects_v2", Prefix=self._ref_key(name) + "/", MaxKeys=1
-        ).get("Contents")
-        if below:
-            raise InvalidRefName(name, "a name cannot be both a ref and a folder of refs")
-
-    # --- reflogs -------------------------------------------------------------------------
-
-    def _log_keys(self, name: str) -> list[str]:
-        # The delimiter keeps the logs of refs/a/b out of those of refs/a.
-        prefix = self._log_prefix(name)
-        return sorted(
-            k
-            for k in self.location.list_keys(prefix, delimiter="/")
-            if _SWAP_RE.match(k[len(prefix) :])
-        )
-
-    def reflog(self, name: str) -> list[ReflogEntry]:
-        def parse(key: str) -> ReflogEntry | None:
-            response = self.location.get(key)
-            if response is None:
-                return None  # expired between the listing and the GET
-            return ReflogEntry.from_line(response["Body"].decode("utf-8", "replace").rstrip("\n"))
-
-        entries = _parallel_map(parse, self._log_keys(name), self.workers)
-        return [e for e in entries if e is not None]
-
-    def reflog_names(self) -> list[str]:
-        names = set()
-        for key in self.location.list_keys(self._logs):
-            name, _, swap = key[len(self._logs) :].rpartition("/")
-            if _SWAP_RE.match(swap):
-                try:
-                    names.add(validate_ref_name(name))
-                except InvalidRefName:
-                    continue
-        return sorted(names)
-
-    def expire_reflog(self, name: str, cutoff_ns: int) -> int:
-        # An entry's key starts with its time, so no entry needs reading.
-        prefix = self._log_prefix(name)
-        old = [k for k in self._log_keys(name) if int(k[len(prefix) :][:20]) < cutoff_ns]
-        self.location.delete_keys(old)
-        return len(old)
-
-
-# --- opening a remote ------------------------------------------------------------------
 
 
 def _is_aws_endpoint(url: str) -> bool:
@@ -598,12 +395,14 @@ def make_s3_client(endpoint_url: str | None = None) -> Any:
 
 def open_s3_remote(
     url: str, *, endpoint_url: str | None = None
-) -> tuple[S3ObjectStore, S3RefStore]:
+) -> tuple[S3ObjectStore, S3RefStore]:  # noqa: F821 - imported below (it imports this module)
     """The object and ref stores at ``s3://BUCKET/PREFIX``, sharing one client. One request
     checks that the bucket exists and is readable, so a wrong bucket or wrong credentials
     fail here with a one-line error rather than in the middle of a sync."""
     bucket, prefix = parse_s3_url(url)
     client = make_s3_client(endpoint_url)
+    from .s3refs import S3RefStore
+
     objects = S3ObjectStore(client, bucket, prefix)
     objects.location.call("list_objects_v2", Prefix=objects.location.base, MaxKeys=1)
     return objects, S3RefStore(client, bucket, prefix)

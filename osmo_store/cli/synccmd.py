@@ -91,6 +91,8 @@ def _summary(verb: str, where: str, report: SyncReport) -> None:
         parts.append(f"{len(report.merged)} merged")
     if report.up_to_date:
         parts.append(f"{len(report.up_to_date)} up to date")
+    if report.fetched.objects:
+        parts.append(f"fetched {report.fetched.objects} objects to compare")
     out(", ".join(parts))
     for name in report.rejected:
         err(f"rejected: {name} (diverged; not a mergeable eval ref)")
