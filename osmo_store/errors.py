@@ -107,3 +107,20 @@ class LockTimeout(StoreError):
 
 class UsageError(OsmoError, ValueError):
     """Bad arguments given to a library function by a user (ages, names, sizes)."""
+
+
+class RemoteError(OsmoError):
+    """A remote store (directory, HTTP server, bucket) that cannot be used as asked.
+    ``status``/``code``: the HTTP status and error code, when a server answered."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.code = code

@@ -209,6 +209,30 @@ def _remove_temp_files(objects: LocalObjectStore, cutoff: int, report: GcReport)
                 continue
 
 
+def consolidate_packs(repo: Repository, *, max_packs: int = 32) -> bool:
+    """Keep the number of packs bounded for a store that receives many small batches (a
+    server taking pushes): past ``max_packs``, fold the smaller half into one pack. Skips
+    (returns False) when gc or repack holds the maintenance lock."""
+    objects = _local(repo)
+    packs = objects.packs()
+    if len(packs) <= max_packs:
+        return False
+    lock = maintenance_lock(repo)
+    try:
+        lock.acquire(blocking=False)
+    except FileLockTimeout:
+        return False
+    try:
+        objects.reload_packs()
+        packs = sorted(objects.packs(), key=lambda p: p.stored_total)
+        small = packs[: len(packs) - max_packs // 2]
+        if len(small) >= 2:
+            objects.merge_packs(small)
+        return True
+    finally:
+        lock.release()
+
+
 @dataclass
 class RepackReport:
     objects_packed: int = 0

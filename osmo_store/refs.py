@@ -33,6 +33,8 @@ MAX_NAME_BYTES = 1024
 # never collides with the folder holding the logs of refs/a/b (kept after refs/a/b is gone).
 REFLOG_SUFFIX = "~log"
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+# every character str.splitlines() treats as a line boundary
+_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 class _Any:
@@ -82,8 +84,10 @@ class ReflogEntry:
     message: str
 
     def to_line(self) -> bytes:
-        who = re.sub(r"[\t\n\r ]", "_", self.who) or "-"
-        msg = re.sub(r"[\n\r]", " ", self.message)
+        # Everything str.splitlines() would split on is folded too, so no message can
+        # forge a second entry in any reader's view of the log.
+        who = _LINE_BREAKS.sub("_", self.who.replace(" ", "_").replace("\t", "_")) or "-"
+        msg = _LINE_BREAKS.sub(" ", self.message.replace("\t", " "))
         return f"{self.old or ZERO_ID} {self.new or ZERO_ID} {self.time_ns} {who}\t{msg}\n".encode()
 
     @classmethod
@@ -192,7 +196,7 @@ class MemoryRefStore(RefStore):
             if entry is not None:
                 full = ReflogEntry(current, new, entry.time_ns, entry.who, entry.message)
                 # Round-trip through the line format, so both backends store alike.
-                parsed = ReflogEntry.from_line(full.to_line().decode().rstrip("\n"))
+                parsed = ReflogEntry.from_line(full.to_line().decode()[:-1])
                 self._logs.setdefault(name, []).append(parsed or full)
             if new is None:
                 del self._refs[name]
@@ -297,13 +301,13 @@ class LocalRefStore(RefStore):
         # Deleting the last ref of a folder removes the folder (under that ref's lock, not
         # ours), so the folder can vanish between our mkdir and our write: make it again.
         for attempt in range(5):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if path.is_dir():
-                _remove_empty_tree(path)  # left by a deleted refs/<name>/...
             try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if path.is_dir():
+                    _remove_empty_tree(path)  # left by a deleted refs/<name>/...
                 replace_durably(path, f"{new}\n".encode("ascii"))
                 return
-            except FileNotFoundError:
+            except (FileNotFoundError, FileExistsError):
                 if attempt == 4:
                     raise
 
@@ -324,7 +328,7 @@ class LocalRefStore(RefStore):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return []
         # A torn last line (crash mid-append) does not parse and is skipped.
-        return [e for line in text.splitlines() if (e := ReflogEntry.from_line(line))]
+        return [e for line in text.split("\n") if (e := ReflogEntry.from_line(line))]
 
     def reflog_names(self) -> list[str]:
         out = []

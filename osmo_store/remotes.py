@@ -13,17 +13,13 @@ from filelock import FileLock
 
 from .backends.base import ObjectStore
 from .backends.fsutil import replace_durably
-from .errors import OsmoError, UsageError
+from .errors import RemoteError, UsageError
 from .hashing import ObjectId
 from .refs import RefStore
 from .repo import Repository, is_store
 
 CONFIG_FILE = "config.json"
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-
-
-class RemoteError(OsmoError):
-    pass
 
 
 def _config_path(repo: Repository) -> Path:

@@ -43,6 +43,7 @@ from .backends.http import (
     encode_record,
     iter_records,
 )
+from .backends.local import LocalObjectStore
 from .errors import (
     CorruptObject,
     InvalidObjectId,
@@ -54,6 +55,7 @@ from .errors import (
     RefNotFound,
     UsageError,
 )
+from .gc import consolidate_packs
 from .hashing import ObjectId, parse_oid
 from .objects import decode_object, stored_content_size
 from .refs import ANY, validate_ref_name
@@ -76,6 +78,9 @@ MAX_MESSAGE_CHARS = 4096
 _LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _TOKEN_RE = re.compile(r"[\x21-\x7e]{1,4096}\Z")
 _STREAM_CHUNK = 1 << 20
+
+
+IDLE_LEASE_S = 600.0
 
 
 class HttpError(Exception):
@@ -311,6 +316,8 @@ class StoreApp:
             raise HttpError(400, "bad_object", f"truncated upload: {e}", id=e.oid) from None
         # One pack (bulk) for the whole upload: published at once, after every write.
         self.repo.objects.put_many_raw(received)
+        if isinstance(self.repo.objects, LocalObjectStore):
+            consolidate_packs(self.repo)  # many small pushes must not mean many packs
         return {"ok": True, "stored": len(received)}
 
     def _update_ref(self, request: _Request) -> dict[str, Any]:
@@ -677,6 +684,21 @@ def serve(
         repo, token=token, read_only=read_only, append_only=append_only, max_body=max_body
     )
     server = HttpServer(app, host, port, threads=threads, max_body=max_body)
+    stop = threading.Event()
+    keeper = threading.Thread(target=_keep_leases_short, args=(repo, stop), daemon=True)
+    keeper.start()
     if ready is not None:
         ready(server.url)
-    server.run()
+    try:
+        server.run()
+    finally:
+        stop.set()
+
+
+def _keep_leases_short(repo: Repository, stop: threading.Event) -> None:
+    """Let go of the writer lease once pushes stop coming, so gc is not pinned by a server
+    that runs for months. Ten minutes covers a push's upload-then-ref-update sequence."""
+    if not isinstance(repo.objects, LocalObjectStore):
+        return
+    while not stop.wait(30.0):
+        repo.objects.release_idle_lease(IDLE_LEASE_S)

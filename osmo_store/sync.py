@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backends.base import ObjectStore
-from .errors import RefConflict, UsageError
+from .errors import RefConflict, RemoteError, UsageError
 from .hashing import ObjectId, blake3_hex
 from .objects import ObjectType, RunRecord, decode_object
 from .refs import default_who, validate_ref_name
-from .remotes import Remote, RemoteError, add_remote, open_remote
+from .remotes import Remote, add_remote, open_remote
 from .repo import Repository
 from .tree import Internal, Leaf, decode_node
 

@@ -30,6 +30,7 @@ from ..errors import (
     OsmoError,
     RefConflict,
     RefNotFound,
+    RemoteError,
     StoreError,
     UsageError,
 )
@@ -54,22 +55,11 @@ RECORD_HEAD = struct.Struct(">32sI")
 MAX_RECORD_LEN = 2**32 - 1
 
 
-class HttpRemoteError(OsmoError):
-    """The server could not be reached, or answered with an error we do not map further."""
-
-    def __init__(
-        self, message: str, *, status: int | None = None, code: str | None = None, **kw: Any
-    ) -> None:
-        super().__init__(message, **kw)
-        self.status = status
-        self.code = code
-
-
-class AuthError(HttpRemoteError):
+class AuthError(RemoteError):
     """The server wants a token we did not send, or refused the one we sent (401)."""
 
 
-class RemoteRefused(HttpRemoteError, StoreError):
+class RemoteRefused(RemoteError, StoreError):
     """The server understood and refused (403): it is read-only, or append-only and the
     update would delete a ref or move it backwards. ``code`` says which."""
 
@@ -213,7 +203,7 @@ class HttpConnection:
                 allow_redirects=False,
             )
         except requests.RequestException as e:
-            raise HttpRemoteError(
+            raise RemoteError(
                 f"cannot reach the osmo server at {self.url}: {_reason(e)}",
                 hint="is `osmo serve` running there? check the URL",
             ) from None
@@ -236,16 +226,16 @@ class HttpConnection:
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            raise HttpRemoteError(f"the server at {self.url} did not answer with a JSON object")
+            raise RemoteError(f"the server at {self.url} did not answer with a JSON object")
         return body
 
     def info(self) -> dict[str, Any]:
         """``GET /v1/info``, checked to come from an osmo server of our store format."""
         info = self.get_json("/info")
         if info.get("server") != "osmo":
-            raise HttpRemoteError(f"{self.url} is not an osmo server")
+            raise RemoteError(f"{self.url} is not an osmo server")
         if info.get("store_format") != STORE_VERSION:
-            raise HttpRemoteError(
+            raise RemoteError(
                 f"the osmo server at {self.url} has store format {info.get('store_format')}; "
                 f"this osmo speaks {STORE_VERSION}",
                 hint="use the same osmo version on both sides",
@@ -294,14 +284,14 @@ class HttpConnection:
         if code == "bad_object" and is_oid(body.get("id")):
             raise CorruptObject(body["id"], f"refused by the server: {message}")
         if status == 413:
-            raise HttpRemoteError(
+            raise RemoteError(
                 f"the osmo server at {self.url} refused a request as too large: {message}",
                 status=413,
                 code=code,
             )
         if status == 404 and code is None:
-            raise HttpRemoteError(f"{self.url} is not an osmo server (404)", status=404)
-        raise HttpRemoteError(
+            raise RemoteError(f"{self.url} is not an osmo server (404)", status=404)
+        raise RemoteError(
             f"the osmo server at {self.url} answered {status}: {message}", status=status, code=code
         )
 
@@ -322,7 +312,7 @@ def _reason(exc: BaseException) -> str:
 
 def _server_oid(text: object, url: str) -> ObjectId:
     if not is_oid(text):
-        raise HttpRemoteError(f"the osmo server at {url} sent an invalid object id")
+        raise RemoteError(f"the osmo server at {url} sent an invalid object id")
     return ObjectId(text)  # type: ignore[arg-type]
 
 
@@ -383,7 +373,7 @@ class HttpObjectStore(ObjectStore):
                 if line:
                     yield _server_oid(line.decode("ascii", "replace"), url)
         except (requests.RequestException, Urllib3Error, OSError) as e:
-            raise HttpRemoteError(f"listing objects at {url} failed: {_reason(e)}") from None
+            raise RemoteError(f"listing objects at {url} failed: {_reason(e)}") from None
         finally:
             response.close()
 
@@ -405,9 +395,7 @@ class HttpObjectStore(ObjectStore):
         body = self.connection.post_json("/objects/missing", {"ids": chunk})
         answer = body.get("missing")
         if not isinstance(answer, list):
-            raise HttpRemoteError(
-                f"the osmo server at {self.connection.url} sent no 'missing' list"
-            )
+            raise RemoteError(f"the osmo server at {self.connection.url} sent no 'missing' list")
         absent = {oid for oid in answer if isinstance(oid, str)}
         # Only ids we asked about, in our order, whatever the server sends.
         return [oid for oid in chunk if oid in absent]
@@ -424,16 +412,14 @@ class HttpObjectStore(ObjectStore):
             for want in chunk:
                 got = next(records, None)
                 if got is None:
-                    raise HttpRemoteError(f"the osmo server at {url} sent fewer objects than asked")
+                    raise RemoteError(f"the osmo server at {url} sent fewer objects than asked")
                 if got[0] != want:
-                    raise HttpRemoteError(
-                        f"the osmo server at {url} sent {got[0]}, expected {want}"
-                    )
+                    raise RemoteError(f"the osmo server at {url} sent {got[0]}, expected {want}")
                 yield got
         except RecordStreamError as e:
-            raise HttpRemoteError(f"download from {url} was cut short: {e}") from None
+            raise RemoteError(f"download from {url} was cut short: {e}") from None
         except (requests.RequestException, Urllib3Error, OSError) as e:
-            raise HttpRemoteError(f"download from {url} failed: {_reason(e)}") from None
+            raise RemoteError(f"download from {url} failed: {_reason(e)}") from None
         finally:
             response.close()
 
@@ -467,7 +453,7 @@ class HttpObjectStore(ObjectStore):
                 decode_object(oid, data)
             record = encode_record(oid, data)
             if len(record) > self.max_body:
-                raise HttpRemoteError(
+                raise RemoteError(
                     f"object {oid} is {len(data)} bytes stored; the osmo server at "
                     f"{self.connection.url} accepts at most {self.max_body} bytes per upload"
                 )
@@ -524,7 +510,7 @@ class HttpRefStore(RefStore):
     def _refs(self, body: dict[str, Any]) -> dict[str, ObjectId]:
         refs = body.get("refs")
         if not isinstance(refs, dict):
-            raise HttpRemoteError(f"the osmo server at {self.connection.url} sent no 'refs' object")
+            raise RemoteError(f"the osmo server at {self.connection.url} sent no 'refs' object")
         return {str(k): _server_oid(v, self.connection.url) for k, v in refs.items()}
 
     def _swap(
@@ -546,7 +532,7 @@ class HttpRefStore(RefStore):
         body = self.connection.get_json("/reflog", {"name": validate_ref_name(name)})
         entries = body.get("entries")
         if not isinstance(entries, list):
-            raise HttpRemoteError(f"the osmo server at {self.connection.url} sent no reflog")
+            raise RemoteError(f"the osmo server at {self.connection.url} sent no reflog")
         try:
             return [
                 ReflogEntry(
@@ -559,14 +545,14 @@ class HttpRefStore(RefStore):
                 for e in entries
             ]
         except (KeyError, TypeError, ValueError):
-            raise HttpRemoteError(
+            raise RemoteError(
                 f"the osmo server at {self.connection.url} sent a bad reflog"
             ) from None
 
     def reflog_names(self) -> list[str]:
         names = self.connection.get_json("/reflogs").get("names")
         if not isinstance(names, list):
-            raise HttpRemoteError(f"the osmo server at {self.connection.url} sent no reflog names")
+            raise RemoteError(f"the osmo server at {self.connection.url} sent no reflog names")
         return sorted(str(n) for n in names)
 
     def expire_reflog(self, name: str, cutoff_ns: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,7 +47,9 @@ class LocalObjectStore(ObjectStore):
         self._packs: dict[str, PackReader] = {}
         self._lock = threading.RLock()
         self._dirty_dirs: set[Path] = set()
+        self._flush_lock = threading.Lock()
         self._lease: WriterLease | None = None
+        self._lease_used = 0.0
         self.reload_packs()
 
     # --- paths and packs -----------------------------------------------------------
@@ -192,11 +195,14 @@ class LocalObjectStore(ObjectStore):
             self._dirty_dirs.add(directory)
 
     def flush(self) -> None:
-        with self._lock:
-            dirty, self._dirty_dirs = self._dirty_dirs, set()
-        # Fan-out dirs before the objects dir that names new fan-out dirs.
-        for d in sorted(dirty, key=lambda p: len(p.parts), reverse=True):
-            fsync_dir(d)
+        # One flush at a time: a flush that finds nothing left to do must still wait for
+        # the one that took the dirty set to finish its fsyncs, or it is no barrier.
+        with self._flush_lock:
+            with self._lock:
+                dirty, self._dirty_dirs = self._dirty_dirs, set()
+            # Fan-out dirs before the objects dir that names new fan-out dirs.
+            for d in sorted(dirty, key=lambda p: len(p.parts), reverse=True):
+                fsync_dir(d)
 
     def lease(self) -> WriterLease:
         """This store's writer lease, taken on the first write and held until close()."""
@@ -204,7 +210,19 @@ class LocalObjectStore(ObjectStore):
         with self._lock:
             if self._lease is None:
                 self._lease = WriterLease(self.leases_dir)
+            self._lease_used = time.monotonic()
             return self._lease
+
+    def release_idle_lease(self, max_idle_s: float) -> bool:
+        """Drop the writer lease if nothing was written for ``max_idle_s``: a long-lived
+        process (``osmo serve``) must not keep gc from collecting everything newer than
+        its first write. The next write takes a new lease."""
+        with self._lock:
+            if self._lease is None or time.monotonic() - self._lease_used < max_idle_s:
+                return False
+            self._lease.release()
+            self._lease = None
+            return True
 
     def _freshen(self, oid: ObjectId) -> bool:
         """If ``oid`` is stored, make sure gc sees it as recently used and return True.
