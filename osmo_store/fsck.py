@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 
 from .backends.local import LocalObjectStore
 from .errors import CorruptObject, MalformedObject
-from .objects import ObjectType, RunRecord
 from .reachability import ref_roots, walk
 from .repo import Repository
-from .tree import decode_node
+from .tree import check_structure
 
 
 @dataclass
@@ -49,10 +48,7 @@ def fsck(
         report.content_bytes += len(content)
         if full:
             try:
-                if otype is ObjectType.TREE:
-                    decode_node(content)
-                elif otype is ObjectType.RUN:
-                    RunRecord.from_content(content)
+                check_structure(otype, content)
             except MalformedObject as e:
                 report.problems.append(f"malformed {otype} {oid}: {e}")
         if progress is not None:

@@ -18,8 +18,7 @@ from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
 from .backends.lease import filesystem_now_ns, live_lease_starts
-from .backends.local import LocalObjectStore, remove_pack
-from .backends.pack import PackWriter
+from .backends.local import LocalObjectStore
 from .errors import LockTimeout, StoreError, UsageError
 from .objects import stored_content_size
 from .reachability import ref_roots, walk
@@ -253,30 +252,10 @@ def repack(repo: Repository, *, all_packs: bool = False) -> RepackReport:
         old_packs = objects.packs() if all_packs else []
         report.packs_before = len(objects.packs())
         loose = list(objects.iter_loose())
-        writer = PackWriter(objects.pack_dir)
-        try:
-            for oid, path in loose:
-                try:
-                    with open(path, "rb") as f:
-                        writer.add(oid, f.read())
-                except FileNotFoundError:
-                    continue
-            for pack in old_packs:
-                for oid, _, _ in pack.entries():
-                    writer.add(oid, pack.read(oid))
-        except BaseException:
-            writer.abort()
-            raise
-        report.objects_packed = len(writer)
-        new_idx = writer.finish()
+        new_idx = objects.merge_packs(old_packs, loose)
         if new_idx is not None:
-            objects.reload_packs()
-            for _, path in loose:
-                path.unlink(missing_ok=True)
-                report.loose_removed += 1
-            for pack in old_packs:
-                if pack.idx_path != new_idx:
-                    remove_pack(pack)
+            report.objects_packed = next(p.count for p in objects.packs() if p.idx_path == new_idx)
+            report.loose_removed = len(loose)
         objects.reload_packs()
         report.packs_after = len(objects.packs())
         return report

@@ -24,7 +24,7 @@ import blake3
 
 from .errors import MalformedObject
 from .hashing import OID_RAW_LEN, ObjectId, oid_from_raw, oid_to_raw
-from .objects import ObjectType
+from .objects import ObjectType, RunRecord
 
 LEAF_MAX = 256
 MAX_NAME_BYTES = 4096
@@ -196,6 +196,15 @@ def decode_node(content: bytes) -> Leaf | Internal:
     if pos != len(content):
         raise MalformedObject("trailing bytes after tree node")
     return node
+
+
+def check_structure(otype: ObjectType, content: bytes) -> None:
+    """Parse a tree node or a run record (a blob has no structure); MalformedObject if
+    the content is not a valid encoding of its type."""
+    if otype is ObjectType.TREE:
+        decode_node(content)
+    elif otype is ObjectType.RUN:
+        RunRecord.from_content(content)
 
 
 def load_node(store: NodeStore, oid: ObjectId) -> Leaf | Internal:

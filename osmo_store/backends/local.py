@@ -8,6 +8,7 @@ into ``flush()``, which the ref layer calls before a ref can name the new object
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -265,38 +266,48 @@ class LocalObjectStore(ObjectStore):
             raise
         writer.finish()
 
+    def _write_pack(self, objects: Iterable[tuple[ObjectId, bytes]]) -> Path | None:
+        """One new published pack of the given stored objects (None if there were none)."""
+        writer = PackWriter(self.pack_dir)
+        try:
+            for oid, data in objects:
+                writer.add(oid, data)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.finish()
+
     def rewrite_pack(
         self, pack: PackReader, keep: Callable[[ObjectId], bool], *, stale_before: int | None = None
     ) -> bool:
         """Replace ``pack`` by a new one holding only the objects ``keep`` accepts. The new
         pack is published before the old one goes. With ``stale_before`` (gc), the old pack
         is kept after all if a writer freshened it meanwhile; returns whether it went."""
-        writer = PackWriter(self.pack_dir)
-        try:
-            for oid, _, _ in pack.entries():
-                if keep(oid):
-                    writer.add(oid, pack.read(oid))
-        except BaseException:
-            writer.abort()
-            raise
-        new_idx = writer.finish()
+        new_idx = self._write_pack((o, pack.read(o)) for o, _, _ in pack.entries() if keep(o))
         removed = new_idx == pack.idx_path or self._remove_unless_fresh(
             [pack.idx_path, pack.pack_path], stale_before
         )
         self.reload_packs()
         return removed
 
-    def merge_packs(self, packs: list[PackReader]) -> Path | None:
-        """Fold several packs into one (published before the old ones are removed)."""
-        writer = PackWriter(self.pack_dir)
-        try:
+    def merge_packs(
+        self, packs: list[PackReader], loose: list[tuple[ObjectId, Path]] = ()
+    ) -> Path | None:
+        """Fold packs (and loose objects) into one new pack; only once it is published are
+        the old packs and loose files removed, so a crash at any point loses nothing."""
+
+        def objects() -> Iterator[tuple[ObjectId, bytes]]:
+            for oid, path in loose:
+                with contextlib.suppress(FileNotFoundError):  # gone meanwhile (gc)
+                    yield oid, path.read_bytes()
             for pack in packs:
                 for oid, _, _ in pack.entries():
-                    writer.add(oid, pack.read(oid))
-        except BaseException:
-            writer.abort()
-            raise
-        new_idx = writer.finish()
+                    yield oid, pack.read(oid)
+
+        new_idx = self._write_pack(objects())
+        if new_idx is not None:
+            for _, path in loose:
+                path.unlink(missing_ok=True)
         for pack in packs:
             if pack.idx_path != new_idx:
                 remove_pack(pack)

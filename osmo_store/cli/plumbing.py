@@ -12,7 +12,7 @@ from ..hashing import ZERO_ID
 from ..objects import ObjectType, RunRecord, object_id
 from ..refs import ANY
 from ..repo import Repository, default_store_path, init_store
-from ..tree import TreeEntry, decode_node, list_tree
+from ..tree import TreeEntry, check_structure, list_tree
 from .common import format_time_ns, open_repo, out
 
 _TYPES = [t.value for t in ObjectType]
@@ -82,10 +82,7 @@ def cmd_init(args: argparse.Namespace, repo: None) -> int:
 
 def _check_content(otype: ObjectType, content: bytes, source: str) -> None:
     try:
-        if otype is ObjectType.TREE:
-            decode_node(content)
-        elif otype is ObjectType.RUN:
-            RunRecord.from_content(content)
+        check_structure(otype, content)
     except MalformedObject as e:
         raise UsageError(f"{source}: not a valid {otype}: {e}") from None
 
