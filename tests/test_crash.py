@@ -149,6 +149,7 @@ def sweep_crash_points(tmp_path: Path, *, bulk: bool, sample: int | None, seed: 
         case = tmp_path / f"kill-after-{k}"
         r = run_copy(case, "--kill-after-calls", str(k))
         where = f"killed after os call {k} of {calls} ({'pack' if bulk else 'loose'}, seed {seed})"
+        assert r.returncode != 0, f"{where}: not killed, this time: {r.stdout}"
         assert r.returncode == -signal.SIGKILL, f"{where}: {r.stderr}"
         journal = case / "journal-0"
         problems = store_problems(case / "store", {0: journal}, after_last=1, unjournaled=1)

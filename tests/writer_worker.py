@@ -125,12 +125,18 @@ class LostObject(Exception):
     pass
 
 
-# os functions through which the library changes files (opening and closing included: a
-# lock, a temp file or a lease may exist between them).
+# os functions through which the library changes files. ``open`` counts only when it may
+# create or write; ``close`` and read-only opens change nothing a kill would not (and their
+# number varies: readers close their fds when the garbage collector gets to them).
 _FILE_CHANGING_CALLS = (
-    "open", "write", "fsync", "close", "link", "rename", "replace", "unlink", "mkdir", "utime",
+    "open", "write", "fsync", "link", "rename", "replace", "unlink", "mkdir", "utime",
     "ftruncate",
 )  # fmt: skip
+_WRITING_OPEN = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
+
+
+def _opens_for_writing(path, flags, *args, **kwargs) -> bool:
+    return bool(flags & _WRITING_OPEN)
 
 
 def install_kill_hook(after_calls: int, after_open: str | None):
@@ -143,6 +149,8 @@ def install_kill_hook(after_calls: int, after_open: str | None):
         def call(*args, **kwargs):
             nonlocal count
             result = fn(*args, **kwargs)
+            if name == "open" and not _opens_for_writing(*args, **kwargs):
+                return result
             count += 1
             opened = (
                 name == "open" and after_open and fnmatch(os.path.basename(args[0]), after_open)

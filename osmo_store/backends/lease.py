@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 _PREFIX = "lease-"
@@ -50,6 +51,9 @@ def live_lease_starts(leases_dir: Path) -> list[int]:
     except FileNotFoundError:
         return starts
     for name in names:
+        if name.startswith("tmp-" + _PREFIX):
+            _remove_if_unlocked(leases_dir / name)  # a writer killed while making its lease
+            continue
         if not name.startswith(_PREFIX):
             continue
         path = leases_dir / name
@@ -66,6 +70,25 @@ def live_lease_starts(leases_dir: Path) -> list[int]:
         finally:
             os.close(fd)
     return starts
+
+
+def _remove_if_unlocked(path: Path, min_age_s: float = 60.0) -> None:
+    """Remove a stale temp lease. It must also be old: a writer creates the file and only
+    then locks it, so a brand-new unlocked one may be about to become a lease."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    if time.time() - os.fstat(fd).st_mtime < min_age_s:
+        os.close(fd)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # being made right now
+    finally:
+        os.close(fd)
+    path.unlink(missing_ok=True)
 
 
 def filesystem_now_ns(directory: Path) -> int:
