@@ -250,3 +250,13 @@ def test_eval_cache_ls_rm_log_show(osmo_eval, server, store_path, capsys) -> Non
     assert capsys.readouterr().out.startswith(f"run {again['run']}")
     assert main(["--store", str(store_path), "eval", "cache", "dir"]) == 0
     assert capsys.readouterr().out.strip() == str(store_path.absolute())
+
+
+def test_agent_without_a_model_stops_at_once(store_path, project, capsys) -> None:
+    (project / "agent.py").write_text(
+        "def solve(messages, row, client):\n    return messages + [client.chat(messages)]\n"
+    )
+    argv = ["eval", "-d", "data.jsonl", "--agent", "agent.py:solve", "--eval-fn", "fns.py:exact"]
+    code = main(["--store", str(store_path), *argv, "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and "no model was given" in err and "--model" in err

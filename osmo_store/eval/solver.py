@@ -16,7 +16,7 @@ from ..errors import OsmoError
 from ..hashing import ObjectId, canonical_json
 from ..objects import ObjectType, object_id
 from ..repo import Repository
-from .client import ChatClient
+from .client import ChatClient, FatalModelError
 from .config import EvalConfig, ModelSpec, call_key
 from .state import IndexReader
 
@@ -27,7 +27,9 @@ class AgentError(OsmoError):
     """The agent raised or returned something that is not a list of messages."""
 
 
-class NoModelConfigured(OsmoError):
+class NoModelConfigured(FatalModelError):
+    """Every run would hit it: stops the eval at once."""
+
     def __init__(self) -> None:
         super().__init__(
             "the agent called client.chat() but no model was given",
