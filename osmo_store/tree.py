@@ -227,7 +227,8 @@ def _build(store: NodeStore, items: list[_Item], depth: int) -> tuple[ObjectId, 
         return store.put(ObjectType.TREE, encode_leaf(depth, items)), len(items)
     buckets: dict[int, list[_Item]] = {}
     for it in items:
-        buckets.setdefault(_nibble(it[0], depth), []).append(it)
+        h = it[0] or name_hash(it[1])  # b"": not hashed yet (only a split needs it)
+        buckets.setdefault(_nibble(h, depth), []).append((h, *it[1:]))
     children = []
     for nib in sorted(buckets):
         cid, cnt = _build(store, buckets[nib], depth + 1)
@@ -249,11 +250,8 @@ def empty_tree(store: NodeStore) -> ObjectId:
 
 
 def _leaf_items(node: Leaf) -> list[_Item]:
-    out = []
-    for e in node.entries:
-        raw = e.name.encode("utf-8")
-        out.append((name_hash(raw), raw, e.type, e.oid))
-    return out
+    # Hashes are left empty: placing names again is needed only if the leaf splits.
+    return [(b"", e.name.encode("utf-8"), e.type, e.oid) for e in node.entries]
 
 
 def _collect(store: NodeStore, oid: ObjectId) -> list[_Item]:
@@ -272,13 +270,15 @@ def _update(
     node = load_node(store, oid)
     if isinstance(node, Leaf):
         items = {it[1]: it for it in _leaf_items(node)}
-        before = dict(items)
+        changed = False
         for _, raw, it in changes:
+            old = items.get(raw)
             if it is None:
-                items.pop(raw, None)
-            else:
+                changed |= items.pop(raw, None) is not None
+            elif old is None or old[2:] != it[2:]:  # (type, id) differ; hashes may be lazy
                 items[raw] = it
-        if items == before:
+                changed = True
+        if not changed:
             return oid, len(items)
         if not items and depth > 0:
             return None, 0
@@ -333,6 +333,26 @@ def update_tree(
 
 
 # --- reading ---------------------------------------------------------------------------
+
+
+def iter_names(store: NodeStore, root: ObjectId) -> Iterator[str]:
+    """Just the entry names (resume planning): a lean walk over nodes already verified by
+    hash on read, skipping the per-entry checks ``decode_node`` makes."""
+    stack = [root]
+    while stack:
+        otype, content = store.get(stack.pop())
+        if otype is not ObjectType.TREE:
+            raise MalformedObject(f"expected a tree, found a {otype}")
+        if content[:1] == bytes((_KIND_INTERNAL,)):
+            node = decode_node(content)
+            stack.extend(cid for _, cid, _ in node.children)  # type: ignore[union-attr]
+            continue
+        _, pos = _get_varint(content, 1)
+        n, pos = _get_varint(content, pos)
+        for _ in range(n):
+            ln, pos = _get_varint(content, pos)
+            yield content[pos : pos + ln].decode("utf-8")
+            pos += ln + 1 + OID_RAW_LEN
 
 
 def iter_tree(store: NodeStore, root: ObjectId) -> Iterator[TreeEntry]:

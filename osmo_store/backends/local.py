@@ -231,12 +231,16 @@ class LocalObjectStore(ObjectStore):
         An object that already exists is not rewritten, but its file's mtime is moved past
         our lease start: gc spares everything at least as new as the oldest live lease,
         and moves files aside before deleting them, then looks at the mtime again, so
-        either it sees our touch or our touch fails (ENOENT) and we write a new copy."""
+        either it sees our touch or our touch fails (ENOENT) and we write a new copy.
+
+        Only the packs already loaded are searched: missing a pack another process just
+        published merely stores a duplicate, while listing the pack folder for every new
+        object would be the hot path of a bulk write."""
         since = self.lease().start_ns
         path = self.loose_path(oid)
         for target in (path, None):
             if target is None:
-                pack = self._find_pack(oid)
+                pack = self._pack_with(oid)
                 if pack is None:
                     return False
                 target = pack.pack_path

@@ -34,7 +34,16 @@ from ..gc import maintenance_lock
 from ..hashing import ObjectId
 from ..objects import ObjectType, RunRecord, object_id
 from ..repo import Repository
-from ..tree import TreeEntry, empty_tree, list_tree, tree_count, tree_get, update_tree, write_tree
+from ..tree import (
+    TreeEntry,
+    empty_tree,
+    iter_names,
+    list_tree,
+    tree_count,
+    tree_get,
+    update_tree,
+    write_tree,
+)
 from ..tree import iter_tree as _iter_tree
 
 EVAL_REF_PREFIX = "refs/evals/"
@@ -81,7 +90,7 @@ class ConfigState:
         return cls(run_id, record, trees)
 
     def names(self, repo: Repository, subtree: str) -> set[str]:
-        return {e.name for e in _iter_tree(repo.objects, self.trees[subtree])}
+        return set(iter_names(repo.objects, self.trees[subtree]))
 
     def count(self, repo: Repository, subtree: str) -> int:
         return tree_count(repo.objects, self.trees[subtree])
