@@ -73,8 +73,11 @@ def _local(repo: Repository) -> LocalObjectStore:
 
 def maintenance_lock(repo: Repository) -> FileLock:
     """gc and repack exclude each other (not writers: writers never wait for gc)."""
-    assert repo.path is not None
-    path = repo.path / "locks" / "maintenance.lock"
+    return _maintenance_lock_of(_local(repo))
+
+
+def _maintenance_lock_of(objects: LocalObjectStore) -> FileLock:
+    path = objects.root.parent / "locks" / "maintenance.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(path, timeout=MAINTENANCE_LOCK_TIMEOUT, thread_local=False)
 
@@ -208,15 +211,14 @@ def _remove_temp_files(objects: LocalObjectStore, cutoff: int, report: GcReport)
                 continue
 
 
-def consolidate_packs(repo: Repository, *, max_packs: int = 32) -> bool:
+def consolidate_packs(objects: LocalObjectStore, *, max_packs: int = 32) -> bool:
     """Keep the number of packs bounded for a store that receives many small batches (a
-    server taking pushes): past ``max_packs``, fold the smaller half into one pack. Skips
-    (returns False) when gc or repack holds the maintenance lock."""
-    objects = _local(repo)
+    server taking pushes, many evals, a pull): past ``max_packs``, fold the smaller half
+    into one pack. Skips (returns False) when gc or repack holds the maintenance lock."""
     packs = objects.packs()
     if len(packs) <= max_packs:
         return False
-    lock = maintenance_lock(repo)
+    lock = _maintenance_lock_of(objects)
     try:
         lock.acquire(blocking=False)
     except FileLockTimeout:

@@ -317,7 +317,7 @@ class StoreApp:
         # One pack (bulk) for the whole upload: published at once, after every write.
         self.repo.objects.put_many_raw(received)
         if isinstance(self.repo.objects, LocalObjectStore):
-            consolidate_packs(self.repo)  # many small pushes must not mean many packs
+            consolidate_packs(self.repo.objects)  # many small pushes must not mean many packs
         return {"ok": True, "stored": len(received)}
 
     def _update_ref(self, request: _Request) -> dict[str, Any]:

@@ -45,8 +45,8 @@ def test_many_small_packs_are_folded(repo: Repository) -> None:
         with repo.objects.bulk() as w:
             ids.append(w.put(ObjectType.BLOB, f"object {i}".encode()))
     assert len(repo.objects.packs()) == 40
-    assert consolidate_packs(repo, max_packs=32)
+    assert consolidate_packs(repo.objects, max_packs=32)
     assert len(repo.objects.packs()) <= 32
     for i, oid in enumerate(ids):
         assert repo.objects.get(oid) == (ObjectType.BLOB, f"object {i}".encode())
-    assert not consolidate_packs(repo, max_packs=32)  # nothing to do now
+    assert not consolidate_packs(repo.objects, max_packs=32)  # nothing to do now

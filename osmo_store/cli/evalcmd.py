@@ -8,20 +8,19 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..eval.client import ChatClient, resolve_api_key
-from ..eval.code import load_callable
-from ..eval.config import EvalConfig, ModelSpec, SamplingParams
-from ..eval.dataset import load_dataset
-from ..eval.runner import EvalOptions, EvalOutcome, run_eval
-from ..eval.scoring import EvalFn
 from ..hashing import blake3_hex, canonical_json
-from ..repo import Repository
 from .common import EXIT_INTERRUPTED, err, open_repo, out
-from .progress import ProgressDisplay
-from .report import print_summary, write_outputs
+
+if TYPE_CHECKING:
+    from ..eval.config import EvalConfig
+    from ..eval.runner import EvalOutcome
+    from ..repo import Repository
+
+# The eval machinery (requests, the runner) is imported when an eval runs, not when any
+# osmo command starts: CLI start-up time is part of every `osmo eval cache ls`.
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -168,6 +167,11 @@ def _nonneg_int(text: str) -> int:
 
 def build_config(args: argparse.Namespace):
     """Everything loaded and checked before anything runs or is stored."""
+    from ..eval.code import load_callable
+    from ..eval.config import EvalConfig, ModelSpec, SamplingParams
+    from ..eval.dataset import load_dataset
+    from ..eval.scoring import EvalFn
+
     if not args.dataset:
         raise UsageError("no dataset: give -d FILE", hint="see osmo eval --help")
     if not args.model and not args.agent:
@@ -218,6 +222,10 @@ def build_config(args: argparse.Namespace):
 def cmd_eval(args: argparse.Namespace, repo: None) -> int:
     if args.eval_command:
         return args.cache_func(args)
+    from ..eval.client import ChatClient, resolve_api_key
+    from ..eval.runner import EvalOptions, run_eval
+    from .progress import ProgressDisplay
+
     config, dataset, eval_fns, agent, display = build_config(args)
     client = None
     if config.model is not None:
@@ -290,6 +298,8 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
 
 def _report(args, repo: Repository, config: EvalConfig, outcome: EvalOutcome, dataset,
             display) -> None:  # fmt: skip
+    from .report import print_summary, write_outputs
+
     write_outputs(args, repo, config, outcome, dataset, display)
     if args.json:
         out(json.dumps({"config_id": outcome.config_id, "run": outcome.run_id,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from ..eval.runner import Progress
+if TYPE_CHECKING:
+    from ..eval.runner import Progress
 
 
 def _eta(seconds: float) -> str:

@@ -64,7 +64,7 @@ def print_summary(config: EvalConfig, outcome: EvalOutcome, display: dict[str, A
 def sample_lines(repo: Repository, outcome: EvalOutcome, rows: dict[str, Row]) -> list[dict]:
     """One dict per run for --log-samples: row, run index, messages, scores, error."""
     lines = []
-    for s in sorted(outcome.samples, key=lambda s: (rows[s["row"]].index, s["run"])):
+    for s in sorted(outcome.load_samples(), key=lambda s: (rows[s["row"]].index, s["run"])):
         messages = None
         if s.get("rollout_id"):
             body = json.loads(repo.objects.get_typed(s["rollout_id"], ObjectType.BLOB))

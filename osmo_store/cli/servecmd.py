@@ -12,7 +12,6 @@ from types import FrameType
 
 from ..errors import UsageError
 from ..repo import Repository
-from ..server import serve, validate_token
 from .common import EXIT_OK, err, out
 
 DEFAULT_PORT = 8080
@@ -77,6 +76,8 @@ def read_token(args: argparse.Namespace) -> str | None:
             raise UsageError(f"token file {path} is empty")
     else:
         token = os.environ.get("OSMO_TOKEN") or None
+    from ..server import validate_token
+
     return validate_token(token)
 
 
@@ -94,6 +95,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, _repo: Repository | None) -> int:
+    from ..server import serve
+
     token = read_token(args)
     root = args.root if args.root is not None else getattr(args, "store", None)
     if token is None and not args.read_only and not _is_loopback(args.host):

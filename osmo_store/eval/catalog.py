@@ -11,8 +11,7 @@ from ..errors import AmbiguousId, OsmoError
 from ..hashing import ObjectId
 from ..objects import RunRecord
 from ..repo import Repository
-from .runner import is_eval_running
-from .state import EVAL_REF_PREFIX, config_ref, rebuild_index
+from .state import EVAL_REF_PREFIX, config_ref, is_eval_running, rebuild_index
 
 STATUSES = ("in_progress", "completed", "interrupted", "partial")
 

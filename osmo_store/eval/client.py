@@ -17,13 +17,11 @@ import logging
 import math
 import os
 import random
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timezone
 from typing import Any, NoReturn
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -31,6 +29,8 @@ from requests.auth import AuthBase
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from osmo_store.errors import OsmoError, UsageError
+
+from .config import normalize_base_url
 
 logger = logging.getLogger(__name__)
 
@@ -87,37 +87,6 @@ def resolve_api_key(explicit: str | None) -> str | None:
         if value:
             return value
     return None
-
-
-def normalize_base_url(base_url: str) -> str:
-    """The API root that ``/chat/completions`` is appended to.
-
-    ``http://host:8000`` (no path, as vLLM and llama.cpp docs write it) becomes
-    ``http://host:8000/v1``; any explicit path is kept as given (``https://host/api/v1``,
-    ``https://host/openai/v1``), like the ``base_url`` of the openai client. Trailing
-    slashes are dropped. Credentials, query strings and fragments are refused: the key
-    belongs in ``api_key``, where it cannot leak into messages.
-    """
-    text = base_url.strip()
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        shown = _without_userinfo(text)
-        raise UsageError(
-            f"invalid model base URL {shown!r}: expected http(s)://host[:port][/path]",
-            hint="for a local server write e.g. http://localhost:8000/v1",
-        )
-    if "@" in parts.netloc or parts.query or parts.fragment:
-        raise UsageError(
-            f"model base URL {_without_userinfo(text)!r} must not contain credentials, a query "
-            "or a fragment",
-            hint="pass the key with --api-key or $OSMO_API_KEY",
-        )
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a malformed port
-    except ValueError as exc:
-        raise UsageError(f"invalid model base URL {text!r}: {exc}") from None
-    path = parts.path.rstrip("/") or "/v1"
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -197,6 +166,14 @@ class ChatClient:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers.update({"Accept": "application/json", "User-Agent": "osmo-store"})
+        # Read the environment's proxy and CA settings once, not on every request: with
+        # trust_env on, requests re-scans os.environ and stats ~/.netrc per call, which
+        # was a quarter of the CPU of a fast eval.
+        self._session.trust_env = False
+        self._proxies = requests.utils.get_environ_proxies(self.chat_url)
+        self._verify: bool | str = (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        )
         if self._api_key is not None:
             self._session.auth = _BearerAuth(self._api_key)
         # Set once any HTTP answer arrives. Until then a refused connection means a wrong URL
@@ -231,6 +208,8 @@ class ChatClient:
                 response = self._session.post(
                     self.chat_url,
                     json=request,
+                    proxies=self._proxies,
+                    verify=self._verify,
                     timeout=(min(self.timeout, MAX_CONNECT_TIMEOUT), self.timeout),
                     # A redirected POST comes back as a GET; report it instead of following.
                     allow_redirects=False,
@@ -404,10 +383,6 @@ class ChatClient:
         hint: str | None = None,
     ) -> NoReturn:
         raise kind(self._redact(message), status=status, attempts=attempts, hint=hint)
-
-
-def _without_userinfo(url: str) -> str:
-    return re.sub(r"//[^/@]*@", "//***@", url)
 
 
 def _short(text: str) -> str:

@@ -8,12 +8,13 @@ returns wrong results silently (the worst bug this product can have).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ..errors import UsageError
 from ..hashing import blake3_hex, canonical_json
-from .client import normalize_base_url as client_base_url
 
 #: bumped whenever what a key covers changes; old keys then simply stop matching
 KEY_SCHEMA_VERSION = 1
@@ -22,10 +23,45 @@ KEY_SCHEMA_VERSION = 1
 _NON_IDENTITY_REQUEST_FIELDS = frozenset({"stream", "stream_options", "user", "model"})
 
 
+def normalize_base_url(base_url: str) -> str:
+    """The API root that ``/chat/completions`` is appended to.
+
+    ``http://host:8000`` (no path, as vLLM and llama.cpp docs write it) becomes
+    ``http://host:8000/v1``; any explicit path is kept as given (``https://host/api/v1``,
+    ``https://host/openai/v1``), like the ``base_url`` of the openai client. Trailing
+    slashes are dropped. Credentials, query strings and fragments are refused: the key
+    belongs in ``api_key``, where it cannot leak into messages.
+    """
+    text = base_url.strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = _without_userinfo(text)
+        raise UsageError(
+            f"invalid model base URL {shown!r}: expected http(s)://host[:port][/path]",
+            hint="for a local server write e.g. http://localhost:8000/v1",
+        )
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise UsageError(
+            f"model base URL {_without_userinfo(text)!r} must not contain credentials, a query "
+            "or a fragment",
+            hint="pass the key with --api-key or $OSMO_API_KEY",
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError as exc:
+        raise UsageError(f"invalid model base URL {text!r}: {exc}") from None
+    path = parts.path.rstrip("/") or "/v1"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _without_userinfo(url: str) -> str:
+    return re.sub(r"//[^/@]*@", "//***@", url)
+
+
 def endpoint_identity(url: str) -> str:
     """The endpoint as identity: the API root the client will use (``http://h:8000`` and
     ``http://h:8000/v1/`` are one), scheme and host lower-cased, default ports dropped."""
-    parts = urlsplit(client_base_url(url))
+    parts = urlsplit(normalize_base_url(url))
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
     port = parts.port

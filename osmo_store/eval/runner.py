@@ -23,12 +23,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
 from .. import __version__
-from ..errors import OsmoError
-from ..hashing import canonical_json
+from ..backends.local import LocalObjectStore
+from ..gc import consolidate_packs
+from ..hashing import ObjectId, canonical_json
 from ..objects import ObjectType
 from ..refs import default_who
 from ..repo import Repository
@@ -39,37 +39,20 @@ from .config import EvalConfig, rollout_key
 from .dataset import Dataset, Row
 from .scoring import EvalFn, score_all
 from .solver import ModelCaller, Rollout, Solver, StoreLookup
-from .state import ConfigState, PendingObject, Recorder, SampleResult, blob, sample_name
+from .state import (
+    ConfigState,
+    EvalLocked,
+    PendingObject,
+    Recorder,
+    SampleResult,
+    blob,
+    eval_lock,
+    sample_name,
+)
 from .summary import primary_value, summarize
 
 log = logging.getLogger(__name__)
 SCHEMA = 1
-
-
-class EvalLocked(OsmoError):
-    def __init__(self, config_id: str, timeout: float) -> None:
-        super().__init__(
-            f"another eval of config {config_id[:12]} is running (waited {timeout:g}s)",
-            hint="wait for it to finish, or raise OSMO_LOCK_TIMEOUT",
-        )
-        self.config_id = config_id
-
-
-def eval_lock(repo: Repository, config_id: str, timeout: float) -> FileLock:
-    assert repo.path is not None
-    path = repo.path / "locks" / "evals" / f"{config_id}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(path, timeout=timeout, thread_local=False)
-
-
-def is_eval_running(repo: Repository, config_id: str) -> bool:
-    lock = eval_lock(repo, config_id, 0)
-    try:
-        lock.acquire(blocking=False)
-    except FileLockTimeout:
-        return True
-    lock.release()
-    return False
 
 
 @dataclass
@@ -114,8 +97,9 @@ class EvalOutcome:
     status: str
     summary: dict[str, Any]
     session: dict[str, Any]
-    samples: list[dict[str, Any]]
     interrupted: bool
+    #: reads every recorded sample record (outputs need them; a summary usually not)
+    load_samples: Callable[[], list[dict[str, Any]]]
 
 
 class _Stats:
@@ -333,18 +317,33 @@ def _run_locked(
         status = "partial"  # this shard is done; the others come by sync
     else:
         status = "interrupted"
-    samples = load_samples(repo, recorder)
-    summary = summarize(samples, n=config.n, pass_threshold=options.pass_threshold, primary=primary)
+    trees = dict(recorder.trees)
+    previous = state.record.meta.get("summary") if state.record else None
+    if (
+        recorder.recorded == 0
+        and previous
+        and previous.get("pass_threshold") == options.pass_threshold
+        and previous.get("primary_metric") == primary
+    ):
+        summary = dict(previous)  # nothing new recorded: the stored summary still holds
+    else:
+        samples = load_samples(repo, trees)
+        summary = summarize(
+            samples, n=config.n, pass_threshold=options.pass_threshold, primary=primary
+        )
     summary["wall_time_s"] = round(time.time() - started, 3)
     run_id = recorder.commit([], meta(status, summary), final=True)
     if fatal:
         raise fatal[0]
     session = recorder.last_meta["session"]
-    return EvalOutcome(config_id, run_id, status, summary, session, samples, interrupted)
+    if isinstance(repo.objects, LocalObjectStore):
+        consolidate_packs(repo.objects)  # keep the store's pack count bounded across many evals
+    return EvalOutcome(
+        config_id, run_id, status, summary, session, interrupted, lambda: load_samples(repo, trees)
+    )
 
 
-def load_samples(repo: Repository, recorder_or_trees) -> list[dict[str, Any]]:
-    trees = recorder_or_trees.trees if hasattr(recorder_or_trees, "trees") else recorder_or_trees
+def load_samples(repo: Repository, trees: dict[str, ObjectId]) -> list[dict[str, Any]]:
     out = []
     for sub in ("samples", "failed"):
         for e in iter_tree(repo.objects, trees[sub]):

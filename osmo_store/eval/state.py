@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
 from ..backends.local import LocalObjectStore
-from ..errors import ObjectNotFound, RefConflict
+from ..errors import ObjectNotFound, OsmoError, RefConflict
 from ..gc import maintenance_lock
 from ..hashing import ObjectId
 from ..objects import ObjectType, RunRecord, object_id
@@ -49,6 +50,32 @@ from ..tree import iter_tree as _iter_tree
 EVAL_REF_PREFIX = "refs/evals/"
 INDEX_REF = "refs/cache/index"
 SUBTREES = ("samples", "failed", "cache", "rows")
+
+
+class EvalLocked(OsmoError):
+    def __init__(self, config_id: str, timeout: float) -> None:
+        super().__init__(
+            f"another eval of config {config_id[:12]} is running (waited {timeout:g}s)",
+            hint="wait for it to finish, or raise OSMO_LOCK_TIMEOUT",
+        )
+        self.config_id = config_id
+
+
+def eval_lock(repo: Repository, config_id: str, timeout: float) -> FileLock:
+    assert repo.path is not None
+    path = repo.path / "locks" / "evals" / f"{config_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path, timeout=timeout, thread_local=False)
+
+
+def is_eval_running(repo: Repository, config_id: str) -> bool:
+    lock = eval_lock(repo, config_id, 0)
+    try:
+        lock.acquire(blocking=False)
+    except FileLockTimeout:
+        return True
+    lock.release()
+    return False
 
 
 def config_ref(config_id: str) -> str:
@@ -141,6 +168,7 @@ class Recorder:
         self.head = state.run_id
         self.parents = parents
         self.commits = 0
+        self.recorded = 0  # results committed by this recorder
         self.counts: dict[str, int] = {}
         self._packs: list[tuple[Path, int]] = []  # (index path, pack size), oldest first
         self.last_meta: dict[str, Any] = {}
@@ -198,6 +226,7 @@ class Recorder:
         self._logged_this_session = True
         self.head = run_id
         self.commits += 1
+        self.recorded += len(results)
         if new_index is not None and new_index != index_base:
             try:
                 self.repo.update_ref(INDEX_REF, new_index, index_base, message="index", log=False)
