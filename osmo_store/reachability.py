@@ -12,7 +12,7 @@ from .errors import CorruptObject, MalformedObject, ObjectNotFound, OsmoError
 from .hashing import ObjectId
 from .objects import ObjectType, RunRecord
 from .refs import RefStore
-from .tree import Internal, Leaf, _nibble, decode_node, name_hash
+from .tree import Internal, Leaf, _nibble, decode_node, name_hash, node_targets
 
 
 def ref_roots(refs: RefStore, reflog_cutoff_ns: int | None = None) -> dict[ObjectId, str]:
@@ -74,12 +74,13 @@ def walk(
             if etype is not None and otype is not etype:
                 raise MalformedObject(f"expected a {etype}, found a {otype}")
             result.content_bytes += len(content)
-            if otype is ObjectType.TREE:
+            if otype is ObjectType.TREE and not check:
+                stack.extend((t, ot, None, via) for t, ot in node_targets(content))
+            elif otype is ObjectType.TREE:
                 node = decode_node(content)
                 if pos is None:
                     pos = (0, (), None)
-                if check:
-                    _check_placement(node, pos)
+                _check_placement(node, pos)
                 _push_tree_children(stack, node, pos, via)
             elif otype is ObjectType.RUN:
                 record = RunRecord.from_content(content)

@@ -335,6 +335,36 @@ def update_tree(
 # --- reading ---------------------------------------------------------------------------
 
 
+def node_targets(content: bytes) -> list[tuple[ObjectId, ObjectType]]:
+    """What a node points at, (id, type), parsed leanly for reachability walks over nodes
+    already verified by hash (gc): no name decoding or checks, unlike ``decode_node``."""
+    try:
+        return _node_targets(content)
+    except (IndexError, KeyError, ValueError) as e:
+        raise MalformedObject(f"tree node does not parse: {e!r}") from None
+
+
+def _node_targets(content: bytes) -> list[tuple[ObjectId, ObjectType]]:
+    kind = content[0]
+    _, pos = _get_varint(content, 1)
+    out = []
+    if kind == _KIND_INTERNAL:
+        bitmap = int.from_bytes(content[pos : pos + 2], "big")
+        pos += 2
+        for _ in range(bin(bitmap).count("1")):
+            out.append((oid_from_raw(content[pos : pos + OID_RAW_LEN]), ObjectType.TREE))
+            _, pos = _get_varint(content, pos + OID_RAW_LEN)
+        return out
+    n, pos = _get_varint(content, pos)
+    for _ in range(n):
+        ln, pos = _get_varint(content, pos)
+        pos += ln
+        code = content[pos]
+        out.append((oid_from_raw(content[pos + 1 : pos + 1 + OID_RAW_LEN]), _CODE_TYPE[code]))
+        pos += 1 + OID_RAW_LEN
+    return out
+
+
 def iter_names(store: NodeStore, root: ObjectId) -> Iterator[str]:
     """Just the entry names (resume planning): a lean walk over nodes already verified by
     hash on read, skipping the per-entry checks ``decode_node`` makes."""

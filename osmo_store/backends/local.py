@@ -287,7 +287,9 @@ class LocalObjectStore(ObjectStore):
         """Replace ``pack`` by a new one holding only the objects ``keep`` accepts. The new
         pack is published before the old one goes. With ``stale_before`` (gc), the old pack
         is kept after all if a writer freshened it meanwhile; returns whether it went."""
-        new_idx = self._write_pack((o, pack.read(o)) for o, _, _ in pack.entries() if keep(o))
+        new_idx = self._write_pack(
+            (o, pack.read_at(o, off, ln)) for o, off, ln in pack.entries() if keep(o)
+        )
         removed = new_idx == pack.idx_path or self._remove_unless_fresh(
             [pack.idx_path, pack.pack_path], stale_before
         )
@@ -305,8 +307,8 @@ class LocalObjectStore(ObjectStore):
                 with contextlib.suppress(FileNotFoundError):  # gone meanwhile (gc)
                     yield oid, path.read_bytes()
             for pack in packs:
-                for oid, _, _ in pack.entries():
-                    yield oid, pack.read(oid)
+                for oid, off, ln in pack.entries():
+                    yield oid, pack.read_at(oid, off, ln)
 
         new_idx = self._write_pack(objects())
         if new_idx is not None:

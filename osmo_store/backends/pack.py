@@ -31,6 +31,7 @@ _IDX_HEADER = struct.Struct(">8sIQQ")  # magic, count, total framed bytes, total
 _RECORD = struct.Struct(">32sQI")  # id, offset, length
 _FANOUT = struct.Struct(">256I")
 _TRAILER = OID_RAW_LEN
+_WRITE_BUFFER = 1 << 20
 
 
 class PackWriter:
@@ -45,6 +46,7 @@ class PackWriter:
         self._records: dict[bytes, tuple[int, int]] = {}
         self._offset = 0
         self._framed_total = 0
+        self._buffer = bytearray()
         try:
             self._write(_PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION))
         except BaseException:
@@ -52,9 +54,17 @@ class PackWriter:
             raise
 
     def _write(self, data: bytes) -> None:
-        write_all(self._fd, data)
+        # Buffered: one write(2) per ~1 MiB, not one per (often tiny) object.
+        self._buffer += data
         self._hash.update(data)
         self._offset += len(data)
+        if len(self._buffer) >= _WRITE_BUFFER:
+            self._drain()
+
+    def _drain(self) -> None:
+        if self._buffer:
+            write_all(self._fd, self._buffer)
+            self._buffer = bytearray()
 
     def __contains__(self, oid: ObjectId) -> bool:
         return oid_to_raw(oid) in self._records
@@ -76,6 +86,7 @@ class PackWriter:
 
     def read(self, oid: ObjectId) -> bytes:
         """Stored bytes of an object added to this (unpublished) pack."""
+        self._drain()
         offset, length = self._records[oid_to_raw(oid)]
         return os.pread(self._fd, length, offset)
 
@@ -87,6 +98,7 @@ class PackWriter:
         idx_tmp = self._tmp.with_name(self._tmp.name + "-index")
         try:
             checksum = self._hash.digest()
+            self._drain()
             write_all(self._fd, checksum)
             os.fsync(self._fd)
             os.close(self._fd)
@@ -199,6 +211,13 @@ class PackReader:
         if i < 0:
             raise ObjectNotFound(oid)
         _, offset, length = self._record(i)
+        data = os.pread(self._fd, length, offset)
+        if len(data) != length:
+            raise CorruptObject(oid, "pack is truncated", where=self.pack_path.name)
+        return data
+
+    def read_at(self, oid: ObjectId, offset: int, length: int) -> bytes:
+        """Stored bytes at a known place (from ``entries()``): no index search."""
         data = os.pread(self._fd, length, offset)
         if len(data) != length:
             raise CorruptObject(oid, "pack is truncated", where=self.pack_path.name)
