@@ -368,3 +368,24 @@ def test_updating_k_entries_writes_k_paths_not_the_manifest() -> None:
             entries[name] = change
     assert new_root == write_tree(MemoryObjectStore(), entries.values())
     assert tree_count(store, new_root) == n + 3 - 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(entry_maps)
+def test_lean_node_walk_agrees_with_full_decode(entries: dict) -> None:
+    """gc's lean parser (tree.node_targets) must see exactly what decode_node sees."""
+    from osmo_store.tree import Leaf, decode_node, node_targets
+
+    store = MemoryObjectStore()
+    with small_leaves():
+        root = write_tree(store, [TreeEntry(n, t, o) for n, (t, o) in entries.items()])
+        stack = [root]
+        while stack:
+            _, content = store.get(stack.pop())
+            node = decode_node(content)
+            if isinstance(node, Leaf):
+                expected = [(e.oid, e.type) for e in node.entries]
+            else:
+                expected = [(cid, ObjectType.TREE) for _, cid, _ in node.children]
+                stack.extend(cid for _, cid, _ in node.children)
+            assert node_targets(content) == expected
