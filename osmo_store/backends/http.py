@@ -125,7 +125,7 @@ def iter_records(
 # --- the connection --------------------------------------------------------------------
 
 
-class _BearerToken(AuthBase):
+class BearerToken(AuthBase):
     """Bearer auth as an auth object rather than a session header: requests then skips
     ~/.netrc, which would otherwise replace the header with basic auth."""
 
@@ -137,7 +137,7 @@ class _BearerToken(AuthBase):
         return request
 
     def __repr__(self) -> str:
-        return "_BearerToken(***)"
+        return "BearerToken(***)"
 
 
 def normalize_server_url(url: str) -> str:
@@ -170,7 +170,7 @@ class HttpConnection:
         self._session.mount("https://", adapter)
         self._session.headers.update({"User-Agent": "osmo-store"})
         if token:
-            self._session.auth = _BearerToken(token)
+            self._session.auth = BearerToken(token)
 
     def __repr__(self) -> str:
         return f"HttpConnection({self.url!r}, token=<{'set' if self._has_token else 'unset'}>)"

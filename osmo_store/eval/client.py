@@ -26,11 +26,11 @@ from typing import Any, NoReturn
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.auth import AuthBase
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from osmo_store.errors import OsmoError, UsageError
 
+from ..backends.http import BearerToken
 from .config import normalize_base_url
 
 logger = logging.getLogger(__name__)
@@ -110,21 +110,6 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, seconds)
 
 
-class _BearerAuth(AuthBase):
-    """Bearer auth as an auth object, not a session header: requests then skips ~/.netrc,
-    which would otherwise replace the header with basic auth."""
-
-    def __init__(self, api_key: str) -> None:
-        self._header = f"Bearer {api_key}"
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = self._header
-        return request
-
-    def __repr__(self) -> str:
-        return "_BearerAuth(***)"
-
-
 class ChatClient:
     """A thread-safe client for ``POST {base_url}/chat/completions``.
 
@@ -176,7 +161,7 @@ class ChatClient:
             os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         )
         if self._api_key is not None:
-            self._session.auth = _BearerAuth(self._api_key)
+            self._session.auth = BearerToken(self._api_key)
         self._template = self._session.prepare_request(
             requests.Request("POST", self.chat_url, headers={"Content-Type": "application/json"})
         )
