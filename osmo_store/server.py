@@ -315,7 +315,7 @@ class StoreApp:
         except RecordStreamError as e:
             raise HttpError(400, "bad_object", f"truncated upload: {e}", id=e.oid) from None
         # One pack (bulk) for the whole upload: published at once, after every write.
-        self.repo.objects.put_many_raw(received)
+        self.repo.objects.put_many_raw(received, verified=True)  # each checked above
         if isinstance(self.repo.objects, LocalObjectStore):
             consolidate_packs(self.repo.objects)  # many small pushes must not mean many packs
         return {"ok": True, "stored": len(received)}

@@ -423,7 +423,9 @@ class HttpObjectStore(ObjectStore):
         finally:
             response.close()
 
-    def put_many_raw(self, items: Iterable[tuple[ObjectId, bytes]]) -> int:
+    def put_many_raw(
+        self, items: Iterable[tuple[ObjectId, bytes]], *, verified: bool = False
+    ) -> int:
         """Verify every object here, then upload in requests of at most PUT_CHUNK_OBJECTS
         objects / PUT_CHUNK_BYTES bytes. Each request is all-or-nothing on the server; the
         batch as a whole is not (objects of earlier requests stay, unreferenced, if a later

@@ -148,6 +148,20 @@ class LocalObjectStore(ObjectStore):
     def _has(self, oid: ObjectId) -> bool:
         return self.loose_path(oid).exists() or self._find_pack(oid) is not None
 
+    def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
+        # One look at the pack folder for the whole batch, not one per absent id.
+        self.reload_packs()
+        packs = self.packs()
+        root = str(self.root)
+        out = []
+        for oid in oids:
+            oid = parse_oid(oid)
+            if os.path.exists(f"{root}/{oid[:2]}/{oid[2:]}"):
+                continue
+            if not any(oid in p for p in packs):
+                out.append(oid)
+        return out
+
     def _put_raw(self, oid: ObjectId, data: bytes) -> None:
         if self._freshen(oid):
             return
@@ -430,6 +444,10 @@ class BulkWriter:
         oid = parse_oid(oid)
         decode_object(oid, data)
         self._add(oid, data)
+
+    def put_verified(self, oid: ObjectId, data: bytes) -> None:
+        """Bytes the caller has verified against ``oid`` already."""
+        self._add(parse_oid(oid), data)
 
     def _add(self, oid: ObjectId, data: bytes) -> None:
         if oid not in self._writer and not self.store._freshen(oid):

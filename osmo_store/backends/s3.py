@@ -312,7 +312,9 @@ class S3ObjectStore(ObjectStore):
                 for _, future in pending:  # the consumer stopped early, or a GET failed
                     future.cancel()
 
-    def put_many_raw(self, items: Iterable[tuple[ObjectId, bytes]]) -> int:
+    def put_many_raw(
+        self, items: Iterable[tuple[ObjectId, bytes]], *, verified: bool = False
+    ) -> int:
         """Verify every object first, then upload them in parallel: one bad object means
         nothing is uploaded. The uploads themselves are not atomic as a batch (S3 has no
         such thing); if one fails, others may already be stored, each complete."""
