@@ -149,18 +149,20 @@ class LocalObjectStore(ObjectStore):
         return self.loose_path(oid).exists() or self._find_pack(oid) is not None
 
     def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
-        # One look at the pack folder for the whole batch, not one per absent id.
+        # One look at the pack folder, and one listing per fan-out folder, for the whole
+        # batch: not a stat and a pack-folder listing per absent id.
+        oids = [parse_oid(o) for o in oids]
         self.reload_packs()
         packs = self.packs()
-        root = str(self.root)
-        out = []
-        for oid in oids:
-            oid = parse_oid(oid)
-            if os.path.exists(f"{root}/{oid[:2]}/{oid[2:]}"):
-                continue
-            if not any(oid in p for p in packs):
-                out.append(oid)
-        return out
+        loose: dict[str, set[str]] = {}
+        for prefix in {o[:2] for o in oids}:
+            try:
+                loose[prefix] = set(os.listdir(self.root / prefix))
+            except FileNotFoundError:
+                loose[prefix] = set()
+        return [
+            o for o in oids if o[2:] not in loose[o[:2]] and not any(o in p for p in packs)
+        ]
 
     def _put_raw(self, oid: ObjectId, data: bytes) -> None:
         if self._freshen(oid):
@@ -271,6 +273,22 @@ class LocalObjectStore(ObjectStore):
     def put_many(self, objects: Iterable[tuple[ObjectType, bytes]]) -> list[ObjectId]:
         with self.bulk() as w:
             return [w.put(t, c) for t, c in objects]
+
+    def put_many_raw(
+        self, items: Iterable[tuple[ObjectId, bytes]], *, verified: bool = False
+    ) -> int:
+        """Objects received by sync, into one pack. The sender asked which ids are missing
+        just before, so they are not checked for presence one by one: a rare duplicate
+        lands in the new pack, whose fresh mtime keeps it as safe from gc as a touch."""
+        n = 0
+        with self.bulk() as w:
+            for oid, data in items:
+                oid = parse_oid(oid)
+                if not verified:
+                    decode_object(oid, data)
+                w._writer.add(oid, data)
+                n += 1
+        return n
 
     @contextmanager
     def bulk(self) -> Iterator[BulkWriter]:
