@@ -47,6 +47,8 @@ OUT = BENCH_DIR / "out"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from sampler import Sampler  # noqa: E402 - bench/ is on sys.path when run as a script
+
 from osmo_store.backends.fsutil import fsync_dir  # noqa: E402
 from osmo_store.eval.catalog import list_configs  # noqa: E402
 from osmo_store.eval.mockserver import MockServer  # noqa: E402
@@ -217,71 +219,6 @@ def drop_caches_light() -> None:
     """Let the previous phase's writeback settle (not a cache drop: reads stay warm)."""
     os.sync()
     time.sleep(0.2)
-
-
-class Sampler:
-    """A tiny sampling profiler for threaded code (cProfile sees only one thread): every
-    ``interval`` seconds, records the innermost frames of every other thread. Counts are
-    'self' samples per function and 'inclusive' samples per function (once per stack)."""
-
-    def __init__(self, interval: float = 0.002) -> None:
-        self.interval = interval
-        self.self_counts: Counter = Counter()
-        self.incl_counts: Counter = Counter()
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="bench-sampler")
-
-    @staticmethod
-    def _label(code) -> str:
-        fn = code.co_filename
-        for marker in ("osmo_store/", "site-packages/", "lib/python3"):
-            i = fn.find(marker)
-            if i >= 0:
-                fn = fn[i:]
-                break
-        return f"{fn}:{code.co_firstlineno}({code.co_name})"
-
-    def _run(self) -> None:
-        me = threading.get_ident()
-        names = {}
-        while not self._stop.wait(self.interval):
-            for t in threading.enumerate():
-                names[t.ident] = t.name
-            for tid, frame in sys._current_frames().items():
-                if tid == me:
-                    continue
-                tname = names.get(tid, "?").rstrip("0123456789_-")
-                top = self._label(frame.f_code)
-                self.self_counts[(tname, top)] += 1
-                seen = set()
-                f = frame
-                while f is not None:
-                    lab = self._label(f.f_code)
-                    if lab not in seen:
-                        seen.add(lab)
-                        self.incl_counts[(tname, lab)] += 1
-                    f = f.f_back
-                self.samples += 1
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def report(self, top: int = 40) -> str:
-        out = io.StringIO()
-        out.write(f"{self.samples} thread-samples every {self.interval * 1e3:.0f} ms\n")
-        out.write("\n== self (innermost frame), by thread group\n")
-        for (tname, lab), c in self.self_counts.most_common(top):
-            out.write(f"{c:7d}  {tname:18s} {lab}\n")
-        out.write("\n== inclusive (on stack), by thread group\n")
-        for (tname, lab), c in self.incl_counts.most_common(top * 2):
-            out.write(f"{c:7d}  {tname:18s} {lab}\n")
-        return out.getvalue()
 
 
 def sampled_cli_main(out_path: str, args: list[str]) -> int:
