@@ -864,6 +864,7 @@ UNIT_CALLS = {
     # leaf: the row's cost does not include another row's
     "Path join (LocalObjectStore.loose_path)": ("backends.local", "LocalObjectStore.loose_path"),
     "os.stat": (None, "<built-in method posix.stat>"),
+    "open() of an absent loose file": (None, "<built-in method io.open>"),
     "PackReader.__contains__ (one pack)": ("backends.pack", "PackReader.__contains__"),
     "os.listdir (reload_packs)": (None, "<built-in method posix.listdir>"),
     "decode_object (decompress + BLAKE3)": ("objects", "decode_object"),
@@ -937,6 +938,12 @@ def unit_costs(remote: Path, k: int = 2000) -> dict[str, float]:
         attempt("LocalObjectStore._freshen (absent; incl.)", objs._freshen, absent)
         attempt("Path join (LocalObjectStore.loose_path)", objs.loose_path, absent)
         attempt("os.stat", stat_miss, loose)
+
+        def open_miss(path: str) -> None:
+            with contextlib.suppress(FileNotFoundError), open(path, "rb"):
+                pass
+
+        attempt("open() of an absent loose file", open_miss, loose)
         pack = max(objs.packs(), key=lambda p: p.count) if objs.packs() else None
         if pack is not None:
             attempt("PackReader.__contains__ (one pack)", pack.__contains__, absent)
@@ -1207,6 +1214,7 @@ def section_profile(store: Path, meta: dict, work: Path, http: dict | None = Non
             "server, push": a["server_cpu_s"],
             "client, push": a["client_cpu_s"],
             "client, clone": (http or {}).get("clone", {}).get("client_cpu_s", float("nan")),
+            "server, clone": (http or {}).get("clone", {}).get("server_cpu_s", float("nan")),
         }
         res["attribution"] = {}
         report = []
@@ -1214,6 +1222,7 @@ def section_profile(store: Path, meta: dict, work: Path, http: dict | None = Non
             ("server, push", "sync_profile_server_push.prof"),
             ("client, push", "sync_profile_client_push.prof"),
             ("client, clone", "sync_profile_client_clone.prof"),
+            ("server, clone", "sync_profile_server_clone.prof"),
         ):
             counts = call_counts(OUT / prof_file)
             table, rows = attribution(costs, counts, b["objects"])
