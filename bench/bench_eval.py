@@ -48,6 +48,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from sampler import Sampler  # noqa: E402 - bench/ is on sys.path when run as a script
+from synthetic import SYSTEM  # noqa: E402
+from synthetic import write_dataset as write_rows  # noqa: E402
 
 from osmo_store.backends.fsutil import fsync_dir  # noqa: E402
 from osmo_store.eval.catalog import list_configs  # noqa: E402
@@ -72,7 +74,6 @@ from osmo_store.tree import TreeEntry, write_tree  # noqa: E402
 perf = time.perf_counter
 SCORING = ROOT / "examples" / "scoring.py"
 EVAL_FN = f"{SCORING}:exact_match"
-SYSTEM = "You are a careful calculator. Answer with the number only."
 MODEL = "bench-model"
 
 TARGETS = {
@@ -172,21 +173,7 @@ def run_cli(args: list[str], *, profile_to: Path | None = None, cpu_to: Path | N
 
 
 def write_dataset(path: Path, rows: int, tag: str) -> Path:
-    rnd = random.Random(tag)
-    with open(path, "w") as f:
-        for i in range(rows):
-            a, b = i, rnd.randrange(1000)  # distinct questions: one model call per run
-            op = rnd.choice("+*-")
-            val = a + b if op == "+" else a * b if op == "*" else a - b
-            row = {
-                "id": f"{tag}-{i:06d}",
-                "user_prompt": f"What is {a} {op} {b}?",
-                "ground_truth": str(val),
-                "difficulty": "simple",
-                "system_prompt": SYSTEM,
-            }
-            f.write(json.dumps(row) + "\n")
-    return path
+    return write_rows(path, rows, seed=tag, row_id=tag + "-{:06d}")
 
 
 def eval_args(store: Path, dataset: Path, base_url: str, *, n: int = 1, conc: int = 16) -> list:

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from sampler import Sampler
+from synthetic import write_dataset as write_rows
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -59,7 +60,6 @@ perf = time.perf_counter
 CACHE_VERSION = "v1"
 TOKEN = "bench-sync-token-7f3a"
 MODEL = "bench-model"
-SYSTEM = "You are a careful calculator. Answer with the number only."
 EVAL_FN = f"{ROOT / 'examples' / 'scoring.py'}:exact_match"
 LISTENING = re.compile(r"osmo serve: listening on (http://\S+) \(store (.*)\)")
 SUMMARY = re.compile(r"(pushed|cloned|pulled) (\d+) objects \(([\d.]+) (B|KiB|MiB|GiB|TiB)\)")
@@ -258,20 +258,7 @@ class Server:
 
 
 def write_dataset(path: Path, rows: int) -> None:
-    rnd = random.Random(f"sync-{rows}")
-    with open(path, "w") as f:
-        for i in range(rows):
-            a, b = i, rnd.randrange(1000)  # distinct questions: one model call per run
-            op = rnd.choice("+*-")
-            val = a + b if op == "+" else a * b if op == "*" else a - b
-            row = {
-                "id": f"row-{i:07d}",
-                "user_prompt": f"What is {a} {op} {b}?",
-                "ground_truth": str(val),
-                "difficulty": "simple",
-                "system_prompt": SYSTEM,
-            }
-            f.write(json.dumps(row) + "\n")
+    write_rows(path, rows, seed=f"sync-{rows}", row_id="row-{:07d}")
 
 
 def closure_stats(store: Path) -> dict:
