@@ -54,6 +54,17 @@ def recorded(store: Path) -> tuple[int, str]:
         return done, configs[0].status
 
 
+def wait_until_recorded(store: Path, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Wait until the eval has recorded some runs (so a signal lands mid-eval, whatever the
+    machine's speed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (store / "refs" / "evals").is_dir() and recorded(store)[0] > 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the eval recorded nothing in time")
+
+
 def shown_done(stderr: str) -> int:
     """The highest 'N/TOTAL runs' the progress output showed the user."""
     best = 0
@@ -112,11 +123,11 @@ def test_sigint_records_finished_runs_and_exits_130(
     osmo_bin: str, tmp_path: Path, project: Path
 ) -> None:
     store = tmp_path / "store"
-    with MockServer(latency=0.02) as srv:
+    with MockServer(latency=0.1) as srv:  # 150 runs, 4 at a time: ~4 s of work
         cmd = eval_cmd(osmo_bin, store, srv.base_url)
         proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)  # fmt: skip
-        time.sleep(1.0)
+        wait_until_recorded(store, proc)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err

@@ -9,17 +9,18 @@ a grace period, and commits what finished.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
 import queue
+import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -263,50 +264,25 @@ def _run_locked(
                 return
 
     commit_thread = threading.Thread(target=committer, name="osmo-committer", daemon=True)
-    commit_thread.start()
+    with _signals_to_this_thread():
+        commit_thread.start()
 
-    fatal: list[BaseException] = []
-    pool = ThreadPoolExecutor(
-        max_workers=max(1, options.concurrency), thread_name_prefix="osmo-run"
+    workers = _Workers(
+        todo,
+        options.concurrency,
+        stop,
+        results.put,
+        lambda row, i: _execute(config, solver, eval_fns, row, i, stats),
     )
-    inflight: set[Future] = set()
-    queue_iter = iter(todo)
-    interrupted = False
     try:
-        while True:
-            while not stop.is_set() and len(inflight) < options.concurrency:
-                nxt = next(queue_iter, None)
-                if nxt is None:
-                    break
-                row, i = nxt
-                inflight.add(pool.submit(_execute, config, solver, eval_fns, row, i, stats))
-            if not inflight:
-                break
-            finished, inflight = wait(inflight, timeout=0.1, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                exc = fut.exception()
-                if isinstance(exc, FatalModelError):
-                    fatal.append(exc)
-                    stop.set()
-                elif exc is not None:
-                    raise exc
-                else:
-                    results.put(fut.result())
-            if stop.is_set():
-                # Launch nothing new; give runs in flight a grace period, then stop.
-                interrupted = not fatal and not commit_error
-                done, _ = wait(inflight, timeout=options.stop_grace)
-                for fut in done:
-                    if fut.exception() is None:
-                        results.put(fut.result())
-                    elif isinstance(fut.exception(), FatalModelError) and not fatal:
-                        fatal.append(fut.exception())
-                inflight = set()
-                break
+        interrupted = workers.run(options.stop_grace)
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
         results.put(None)
         commit_thread.join()
+    fatal = workers.fatal
+    interrupted = interrupted and not fatal and not commit_error
+    if workers.error is not None:
+        raise workers.error
     if commit_error:
         raise commit_error[0]
 
@@ -341,6 +317,108 @@ def _run_locked(
     return EvalOutcome(
         config_id, run_id, status, summary, session, interrupted, lambda: load_samples(repo, trees)
     )
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_to_this_thread() -> Iterator[None]:
+    """Threads started inside inherit a signal mask that blocks SIGINT and SIGTERM, so the
+    kernel delivers those to the calling (main) thread. Delivered to a busy worker instead,
+    CPython flags the signal for the main thread but may not run its handler until that
+    thread next contends for the GIL: a Ctrl-C could go unnoticed until the eval ended."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class _Workers:
+    """A sliding window of ``concurrency`` runs in flight: each worker thread takes the next
+    run as soon as its last one finishes and hands the result straight to the committer
+    (``deliver``). No per-run future or wake-up of the launching thread: at high rates
+    those hand-offs were a large share of the eval's CPU.
+
+    A stop request (or a fatal model error) launches nothing new; ``run`` then waits up to
+    ``grace`` seconds for the runs in flight. Results that finish later are dropped: they
+    are not recorded, so resuming runs them again.
+    """
+
+    def __init__(
+        self,
+        todo: list[tuple[Row, int]],
+        concurrency: int,
+        stop: threading.Event,
+        deliver: Callable[[SampleResult], None],
+        execute: Callable[[Row, int], SampleResult],
+    ) -> None:
+        self._todo = iter(todo)
+        self._count = min(max(1, concurrency), len(todo))
+        self._stop = stop
+        self._deliver = deliver
+        self._execute = execute
+        self._lock = threading.Lock()
+        self._closed = False  # set when the grace period is over: deliver nothing more
+        self._idle = threading.Event()
+        self._active = 0
+        self._exhausted = False
+        self.fatal: list[FatalModelError] = []
+        self.error: BaseException | None = None  # an unexpected failure (a bug): re-raised
+
+    def _next(self) -> tuple[Row, int] | None:
+        if self._stop.is_set():
+            return None
+        with self._lock:
+            item = next(self._todo, None)
+            self._exhausted = item is None
+            return item
+
+    def _work(self) -> None:
+        try:
+            while (item := self._next()) is not None:
+                try:
+                    result = self._execute(*item)
+                except FatalModelError as e:
+                    with self._lock:
+                        self.fatal.append(e)
+                    self._stop.set()
+                    return
+                except BaseException as e:  # noqa: BLE001 - re-raised by run()
+                    with self._lock:
+                        self.error = self.error or e
+                    self._stop.set()
+                    return
+                with self._lock:
+                    if self._closed:
+                        return
+                    self._deliver(result)
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:
+                    self._idle.set()
+
+    def run(self, grace: float) -> bool:
+        """Run everything (or until stopped); True if stopped before the work ran out."""
+        if self._count == 0:
+            return False
+        self._active = self._count
+        with _signals_to_this_thread():
+            for k in range(self._count):
+                threading.Thread(target=self._work, name=f"osmo-run-{k}", daemon=True).start()
+        # Short waits keep the main thread responsive to signal handlers.
+        while not self._idle.wait(0.1) and not self._stop.is_set():
+            pass
+        if self._stop.is_set():
+            self._idle.wait(grace)
+        with self._lock:
+            self._closed = True
+            return self._stop.is_set() and not (self._exhausted and self._active == 0)
 
 
 def load_samples(repo: Repository, trees: dict[str, ObjectId]) -> list[dict[str, Any]]:
