@@ -50,6 +50,8 @@ from ..tree import iter_tree as _iter_tree
 EVAL_REF_PREFIX = "refs/evals/"
 INDEX_REF = "refs/cache/index"
 SUBTREES = ("samples", "failed", "cache", "rows")
+#: how many same-level packs a recorder folds into one (see ``Recorder._consolidate``)
+MERGE_FANOUT = 8
 
 
 class EvalLocked(OsmoError):
@@ -170,7 +172,7 @@ class Recorder:
         self.commits = 0
         self.recorded = 0  # results committed by this recorder
         self.counts: dict[str, int] = {}
-        self._packs: list[tuple[Path, int]] = []  # (index path, pack size), oldest first
+        self._packs: list[tuple[Path, int]] = []  # (index path, merge level), oldest first
         self.last_meta: dict[str, Any] = {}
         self._logged_this_session = False
 
@@ -238,16 +240,16 @@ class Recorder:
     def _track_pack(self, writer: object) -> None:
         published = getattr(writer, "published", None)
         if published is not None:
-            self._packs.append((published, published.with_suffix(".pack").stat().st_size))
+            self._packs.append((published, 0))
 
     def _consolidate(self) -> None:
-        """Geometric merging of the packs this recorder wrote: while the newest pack is at
-        least half the size of the one before it, fold the two. Each object is rewritten
-        O(log n) times over a session and O(log n) packs remain."""
+        """Tiered merging of the packs this recorder wrote: each commit writes a pack of
+        level 0, and whenever the newest ``MERGE_FANOUT`` packs share a level they are
+        folded into one pack of the next level (a base-F counter). A session of c commits
+        keeps at most (F - 1) packs per level, log_F(c) levels, and rewrites each object
+        at most log_F(c) times (with F = 8: 3 times in 500 commits)."""
         objects = self.repo.objects
-        if not isinstance(objects, LocalObjectStore) or len(self._packs) < 2:
-            return
-        if self._packs[-2][1] > 2 * self._packs[-1][1]:
+        if not isinstance(objects, LocalObjectStore) or not self._mergeable():
             return
         lock = maintenance_lock(self.repo)
         try:
@@ -255,17 +257,24 @@ class Recorder:
         except FileLockTimeout:
             return  # gc or repack is at work; merge another time
         try:
-            while len(self._packs) >= 2 and self._packs[-2][1] <= 2 * self._packs[-1][1]:
-                merge = [self._packs.pop(), self._packs.pop()]
+            while self._mergeable():
+                level = self._packs[-1][1]
+                merge = [idx for idx, _ in self._packs[-MERGE_FANOUT:]]
+                del self._packs[-MERGE_FANOUT:]
                 by_idx = {p.idx_path: p for p in objects.packs()}
-                readers = [by_idx[idx] for idx, _ in merge if idx in by_idx]
-                if len(readers) < 2:
-                    continue  # folded by a repack meanwhile
-                new_idx = objects.merge_packs(readers)
-                if new_idx is not None:
-                    self._packs.append((new_idx, new_idx.with_suffix(".pack").stat().st_size))
+                readers = [by_idx[idx] for idx in merge if idx in by_idx]
+                if len(readers) == 1:  # the others were folded by a repack meanwhile
+                    self._packs.append((readers[0].idx_path, level + 1))
+                elif len(readers) > 1:
+                    new_idx = objects.merge_packs(readers)
+                    if new_idx is not None:
+                        self._packs.append((new_idx, level + 1))
         finally:
             lock.release()
+
+    def _mergeable(self) -> bool:
+        tail = self._packs[-MERGE_FANOUT:]
+        return len(tail) == MERGE_FANOUT and all(level == tail[0][1] for _, level in tail)
 
 
 def update_index(repo: Repository, changes: Mapping[str, TreeEntry | None]) -> None:
