@@ -122,6 +122,24 @@ def test_flipped_byte_inside_packed_object(repo: Repository) -> None:
     assert len(report.problems) == 1
 
 
+@pytest.mark.parametrize("damaged", ["packed", "loose"])
+def test_a_damaged_copy_does_not_hide_a_sound_one(repo: Repository, damaged: str) -> None:
+    content = b"stored twice: in a pack and as a loose file " * 10
+    with repo.objects.bulk() as w:
+        oid = w.put(ObjectType.BLOB, content)
+    (p,) = _local(repo).packs()
+    _, data = repo.objects.get(oid)
+    loose = _local(repo).loose_path(oid)
+    loose.parent.mkdir(parents=True, exist_ok=True)
+    loose.write_bytes(p.read(oid))  # the same stored bytes, loose
+    if damaged == "packed":
+        offset, length = next((off, ln) for o, off, ln in p.entries() if o == oid)
+        _flip(p.pack_path, offset + length // 2)
+    else:
+        _flip(loose, loose.stat().st_size // 2)
+    assert repo.objects.get(oid) == (ObjectType.BLOB, content)
+
+
 def test_truncated_pack(repo: Repository) -> None:
     with repo.objects.bulk() as w:
         ids = [w.put(ObjectType.BLOB, b"row %d" % i) for i in range(10)]

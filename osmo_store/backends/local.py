@@ -115,23 +115,25 @@ class LocalObjectStore(ObjectStore):
             return None  # rewritten under us by gc or repack: the caller looks again
 
     def _get_raw_located(self, oid: ObjectId) -> tuple[bytes, str | None]:
+        # Packs first: looking there costs no system call, and evals and sync write packs.
+        hit = self._read_packed(oid)
+        if hit is not None:
+            return hit
         data = self._read_loose(oid)
         if data is not None:
             return data, None
+        # A repack may have moved it from loose into a pack we have not loaded yet.
+        self.reload_packs()
         hit = self._read_packed(oid)
-        if hit is None:
-            # A repack may have moved it from loose into a pack we have not loaded yet.
-            self.reload_packs()
-            data = self._read_loose(oid)
-            if data is not None:
-                return data, None
-            hit = self._read_packed(oid)
-        if hit is None:
-            # Last resort: a gc killed mid-delete may have left it aside (gc-<name>).
-            if self.restore_aside():
-                return self._get_raw_located(oid)
-            raise ObjectNotFound(oid)
-        return hit
+        if hit is not None:
+            return hit
+        data = self._read_loose(oid)
+        if data is not None:
+            return data, None
+        # Last resort: a gc killed mid-delete may have left it aside (gc-<name>).
+        if self.restore_aside():
+            return self._get_raw_located(oid)
+        raise ObjectNotFound(oid)
 
     def get(self, oid: ObjectId) -> tuple[ObjectType, bytes]:
         oid = parse_oid(oid)
@@ -139,11 +141,16 @@ class LocalObjectStore(ObjectStore):
         try:
             return decode_object(oid, data, where)
         except CorruptObject:
-            # A damaged loose copy must not hide a sound packed one.
-            hit = self._read_packed(oid) if where is None else None
-            if hit is None:
+            # A damaged copy must not hide a sound one in the other place.
+            if where is None:
+                hit = self._read_packed(oid)
+                if hit is None:
+                    raise
+                return decode_object(oid, hit[0], hit[1])
+            other = self._read_loose(oid)
+            if other is None:
                 raise
-            return decode_object(oid, hit[0], hit[1])
+            return decode_object(oid, other, None)
 
     def _has(self, oid: ObjectId) -> bool:
         return self.loose_path(oid).exists() or self._find_pack(oid) is not None
