@@ -11,6 +11,9 @@ from osmo_store import Repository
 from osmo_store.cli.main import main
 from osmo_store.eval.catalog import list_configs
 from osmo_store.eval.mockserver import MockServer
+from osmo_store.eval.runner import load_samples
+from osmo_store.eval.state import ConfigState
+from osmo_store.eval.summary import summarize
 
 
 @pytest.fixture
@@ -110,11 +113,18 @@ def test_edited_added_reordered_rows_rerun_only_what_changed(osmo_eval, server, 
     assert body["session"]["reused_rollouts"] == 11
 
 
-def test_limit_overlapping_earlier_work_reuses_it(osmo_eval, server) -> None:
+def test_limit_overlapping_earlier_work_reuses_it(osmo_eval, server, store_path) -> None:
     osmo_eval("--limit", "5")
     assert server.calls == 5
-    code, _, _ = osmo_eval("--limit", "8")
+    code, body, _ = osmo_eval("--limit", "8")
     assert code == 0 and server.calls == 8
+    # 3 runs recorded by this session, 5 read back from the store: the same summary as
+    # one computed from every stored sample.
+    with Repository.open(store_path) as repo:
+        config = list_configs(repo)[0]
+        stored = load_samples(repo, ConfigState.from_run(repo, config.run_id).trees)
+    expected = summarize(stored, n=1, pass_threshold=1.0, primary="exact")
+    assert {k: v for k, v in body["summary"].items() if k != "wall_time_s"} == expected
     osmo_eval("--offset", "2", "--limit", "4")
     assert server.calls == 8
 
@@ -131,8 +141,11 @@ def test_failed_runs_are_recorded_and_retried_only_on_request(osmo_eval, server)
     server.fail_next(500, count=1)
     code, body, _ = osmo_eval("--retry-failed", "--concurrency", "1")
     assert server.calls == 15 and body["summary"]["failed"] == 1
+    # The summary counts each run once: the replaced failures are not read back as well.
+    assert body["summary"]["runs"] == 12 and body["summary"]["metrics"]["exact"]["count"] == 11
     code, body, _ = osmo_eval("--retry-failed")
     assert server.calls == 16 and body["summary"]["failed"] == 0
+    assert body["summary"]["runs"] == 12
     assert body["summary"]["metrics"]["exact"]["count"] == 12
 
 

@@ -50,7 +50,7 @@ from .state import (
     eval_lock,
     sample_name,
 )
-from .summary import primary_value, summarize
+from .summary import SummaryBuilder, primary_value
 
 log = logging.getLogger(__name__)
 SCHEMA = 1
@@ -227,6 +227,12 @@ def _run_locked(
 
     results: queue.Queue[SampleResult | None] = queue.Queue()
     commit_error: list[BaseException] = []
+    # The summary of the runs recorded in this session is built as they are committed;
+    # only runs recorded before it are read back at the end.
+    summary_of_session = SummaryBuilder(
+        n=config.n, pass_threshold=options.pass_threshold, primary=primary
+    )
+    recorded_now: set[str] = set()
 
     def committer() -> None:
         first = True
@@ -257,7 +263,11 @@ def _run_locked(
                     stop.set()
                     return
                 first = False
-                _update_progress(progress, batch, primary, options.pass_threshold)
+                for res in batch:
+                    body = json.loads(res.record)
+                    _update_progress(progress, res, body, primary, options.pass_threshold)
+                    summary_of_session.add(body)
+                    recorded_now.add(res.name)
                 if on_progress:
                     on_progress(progress)
             if end:
@@ -303,10 +313,12 @@ def _run_locked(
     ):
         summary = dict(previous)  # nothing new recorded: the stored summary still holds
     else:
-        samples = load_samples(repo, trees)
-        summary = summarize(
-            samples, n=config.n, pass_threshold=options.pass_threshold, primary=primary
-        )
+        for sub in ("samples", "failed"):
+            for e in iter_tree(repo.objects, trees[sub]):
+                if e.name not in recorded_now:
+                    body = json.loads(repo.objects.get_typed(e.oid, ObjectType.BLOB))
+                    summary_of_session.add(body)
+        summary = summary_of_session.result()
     summary["wall_time_s"] = round(time.time() - started, 3)
     run_id = recorder.commit([], meta(status, summary), final=True)
     if fatal:
@@ -429,17 +441,15 @@ def load_samples(repo: Repository, trees: dict[str, ObjectId]) -> list[dict[str,
     return out
 
 
-def _update_progress(progress: Progress, batch: list[SampleResult], primary, threshold) -> None:
-    for res in batch:
-        progress.done += 1
-        body = json.loads(res.record)
-        if res.failed:
-            progress.failed += 1
-            continue
-        v = primary_value(body.get("scores") or {}, primary)
-        if v is not None:
-            progress.scored += 1
-            progress.passed += v >= threshold
+def _update_progress(progress: Progress, res: SampleResult, body: dict, primary, threshold) -> None:
+    progress.done += 1
+    if res.failed:
+        progress.failed += 1
+        return
+    v = primary_value(body.get("scores") or {}, primary)
+    if v is not None:
+        progress.scored += 1
+        progress.passed += v >= threshold
 
 
 def _execute(

@@ -54,53 +54,68 @@ def describe(values: list[float]) -> dict[str, float]:
     }
 
 
+class SummaryBuilder:
+    """Summary of sample records (dicts as stored), fed one at a time. A run *passes* when
+    its primary metric (the first eval function's score; for a dict, its "score", "pass",
+    "correct" or "accuracy" entry, else the alphabetically first) is >= ``pass_threshold``;
+    failed runs and runs whose primary score errored do not pass."""
+
+    def __init__(self, *, n: int, pass_threshold: float, primary: str | None) -> None:
+        self.n = n
+        self.pass_threshold = pass_threshold
+        self.primary = primary
+        self.by_metric: dict[str, list[float]] = defaultdict(list)
+        self.per_row: dict[str, list[bool]] = defaultdict(list)
+        self.failed = self.scoring_errors = self.runs = 0
+        self.errors_by_fn: dict[str, int] = defaultdict(int)
+        self.tokens: dict[str, int] = defaultdict(int)
+
+    def add(self, s: dict[str, Any]) -> None:
+        self.runs += 1
+        for k, v in (s.get("usage") or {}).items():
+            if isinstance(v, int):
+                self.tokens[k] += v
+        if s.get("status") == "failed":
+            self.failed += 1
+            self.per_row[s["row"]].append(False)
+            return
+        if s.get("scoring_errors"):
+            self.scoring_errors += 1
+            for fn in s["scoring_errors"]:
+                self.errors_by_fn[fn] += 1
+        for m, v in metric_values(s.get("scores") or {}).items():
+            self.by_metric[m].append(v)
+        p = primary_value(s.get("scores") or {}, self.primary)
+        self.per_row[s["row"]].append(p is not None and p >= self.pass_threshold)
+
+    def result(self) -> dict[str, Any]:
+        pass_k: dict[str, float] = {}
+        for k in ks_for(self.n):
+            rows = [r for r in self.per_row.values() if len(r) >= k]
+            if rows:
+                pass_k[f"pass@{k}"] = statistics.fmean(pass_at_k(len(r), sum(r), k) for r in rows)
+        return {
+            "runs": self.runs,
+            "rows": len(self.per_row),
+            "failed": self.failed,
+            "scoring_errors": self.scoring_errors,
+            "scoring_errors_by_fn": dict(self.errors_by_fn),
+            "metrics": {m: describe(v) for m, v in sorted(self.by_metric.items())},
+            "pass_at_k": pass_k,
+            "pass_threshold": self.pass_threshold,
+            "primary_metric": self.primary,
+            "tokens": dict(self.tokens),
+        }
+
+
 def summarize(
     samples: Iterable[dict[str, Any]], *, n: int, pass_threshold: float, primary: str | None
 ) -> dict[str, Any]:
-    """Summary of sample records (dicts as stored). A run *passes* when its primary metric
-    (the first eval function's score; for a dict, its "score", "pass", "correct" or
-    "accuracy" entry, else the alphabetically first) is >=
-    ``pass_threshold``; failed runs and runs whose primary score errored do not pass."""
-    by_metric: dict[str, list[float]] = defaultdict(list)
-    per_row: dict[str, list[bool]] = defaultdict(list)
-    failed = scoring_errors = runs = 0
-    errors_by_fn: dict[str, int] = defaultdict(int)
-    tokens: dict[str, int] = defaultdict(int)
+    """Summary of sample records; see ``SummaryBuilder``."""
+    builder = SummaryBuilder(n=n, pass_threshold=pass_threshold, primary=primary)
     for s in samples:
-        runs += 1
-        for k, v in (s.get("usage") or {}).items():
-            if isinstance(v, int):
-                tokens[k] += v
-        if s.get("status") == "failed":
-            failed += 1
-            per_row[s["row"]].append(False)
-            continue
-        if s.get("scoring_errors"):
-            scoring_errors += 1
-            for fn in s["scoring_errors"]:
-                errors_by_fn[fn] += 1
-        values = metric_values(s.get("scores") or {})
-        for m, v in values.items():
-            by_metric[m].append(v)
-        p = primary_value(s.get("scores") or {}, primary)
-        per_row[s["row"]].append(p is not None and p >= pass_threshold)
-    pass_k: dict[str, float] = {}
-    for k in ks_for(n):
-        rows = [r for r in per_row.values() if len(r) >= k]
-        if rows:
-            pass_k[f"pass@{k}"] = statistics.fmean(pass_at_k(len(r), sum(r), k) for r in rows)
-    return {
-        "runs": runs,
-        "rows": len(per_row),
-        "failed": failed,
-        "scoring_errors": scoring_errors,
-        "scoring_errors_by_fn": dict(errors_by_fn),
-        "metrics": {m: describe(v) for m, v in sorted(by_metric.items())},
-        "pass_at_k": pass_k,
-        "pass_threshold": pass_threshold,
-        "primary_metric": primary,
-        "tokens": dict(tokens),
-    }
+        builder.add(s)
+    return builder.result()
 
 
 def primary_value(scores: dict[str, Any], primary: str | None) -> float | None:
