@@ -32,6 +32,7 @@ _KIND_LEAF = 0
 _KIND_INTERNAL = 1
 _TYPE_CODE = {ObjectType.BLOB: 1, ObjectType.TREE: 2, ObjectType.RUN: 3}
 _CODE_TYPE = {v: k for k, v in _TYPE_CODE.items()}
+_TYPE_BYTE = {k: bytes((v,)) for k, v in _TYPE_CODE.items()}
 
 
 class NodeStore(Protocol):
@@ -115,15 +116,53 @@ class Internal:
 
 
 def encode_leaf(depth: int, items: list[_Item]) -> bytes:
+    return _leaf_bytes(depth, {raw: _record(raw, otype, oid) for _, raw, otype, oid in items})
+
+
+def _record(raw: bytes, otype: ObjectType, oid: ObjectId) -> bytes:
+    """One leaf entry as stored: name length, name, type code, raw id."""
+    n = len(raw)
+    if n < 0x80:  # names are short: a one-byte varint
+        return b"".join((bytes((n,)), raw, _TYPE_BYTE[otype], oid_to_raw(oid)))
+    out = bytearray()
+    _put_varint(out, n)
+    return b"".join((out, raw, _TYPE_BYTE[otype], oid_to_raw(oid)))
+
+
+def _leaf_bytes(depth: int, records: Mapping[bytes, bytes]) -> bytes:
+    """A leaf from its entry records keyed by raw name (sorted here)."""
     out = bytearray((_KIND_LEAF,))
     _put_varint(out, depth)
-    _put_varint(out, len(items))
-    for _, raw, otype, oid in sorted(items, key=lambda it: it[1]):
-        _put_varint(out, len(raw))
-        out += raw
-        out.append(_TYPE_CODE[otype])
-        out += oid_to_raw(oid)
+    _put_varint(out, len(records))
+    out += b"".join([records[raw] for raw in sorted(records)])
     return bytes(out)
+
+
+def _leaf_records(content: bytes) -> dict[bytes, bytes]:
+    """A leaf's entry records keyed by raw name, sliced out without decoding them: the
+    lean parse used to update nodes read back (hash-verified) from the store."""
+    _, pos = _get_varint(content, 1)
+    n, pos = _get_varint(content, pos)
+    if n > LEAF_MAX:
+        raise MalformedObject(f"tree leaf has {n} entries (max {LEAF_MAX})")
+    records = {}
+    for _ in range(n):
+        start = pos
+        ln, pos = _get_varint(content, pos)
+        raw = content[pos : pos + ln]
+        pos += ln + 1 + OID_RAW_LEN
+        records[raw] = content[start:pos]
+    if pos != len(content) or len(records) != n:
+        raise MalformedObject("tree leaf does not parse")
+    return records
+
+
+def _record_item(raw: bytes, record: bytes) -> _Item:
+    # Hash left empty: placing names again is needed only if the leaf splits.
+    code = record[-OID_RAW_LEN - 1]
+    if code not in _CODE_TYPE:
+        raise MalformedObject(f"tree entry has unknown type code {code}")
+    return (b"", raw, _CODE_TYPE[code], oid_from_raw(record[-OID_RAW_LEN:]))
 
 
 def encode_internal(depth: int, children: list[tuple[int, ObjectId, int]]) -> bytes:
@@ -267,22 +306,29 @@ def _update(
     """Apply (hash, name, item-or-None-to-delete) changes below node ``oid``; return the new
     node id (None when the bucket became empty) and its entry count. Only nodes on the paths
     to changed names are read or written."""
-    node = load_node(store, oid)
-    if isinstance(node, Leaf):
-        items = {it[1]: it for it in _leaf_items(node)}
+    otype, content = store.get(oid)
+    if otype is not ObjectType.TREE:
+        raise MalformedObject(f"{oid} is a {otype}, not a tree")
+    if content[:1] == bytes((_KIND_LEAF,)):
+        # Entries are kept as their stored bytes: only changed ones are encoded.
+        records = _leaf_records(content)
         changed = False
         for _, raw, it in changes:
-            old = items.get(raw)
             if it is None:
-                changed |= items.pop(raw, None) is not None
-            elif old is None or old[2:] != it[2:]:  # (type, id) differ; hashes may be lazy
-                items[raw] = it
+                changed |= records.pop(raw, None) is not None
+                continue
+            record = _record(raw, it[2], it[3])
+            if records.get(raw) != record:
+                records[raw] = record
                 changed = True
         if not changed:
-            return oid, len(items)
-        if not items and depth > 0:
+            return oid, len(records)
+        if not records and depth > 0:
             return None, 0
-        return _build(store, list(items.values()), depth)
+        if len(records) <= LEAF_MAX:
+            return store.put(ObjectType.TREE, _leaf_bytes(depth, records)), len(records)
+        return _build(store, [_record_item(raw, rec) for raw, rec in records.items()], depth)
+    node = decode_node(content)
 
     groups: dict[int, list[tuple[bytes, bytes, _Item | None]]] = {}
     for ch in changes:
@@ -323,9 +369,13 @@ def update_tree(
     prepared = []
     for name, entry in changes.items():
         raw = validate_name(name)
-        if entry is not None and entry.name != name:
+        h = name_hash(raw)
+        if entry is None:
+            prepared.append((h, raw, None))
+        elif entry.name != name:
             raise ValueError(f"entry {entry.name!r} given under name {name!r}")
-        prepared.append((name_hash(raw), raw, None if entry is None else _item(entry)))
+        else:
+            prepared.append((h, raw, (h, raw, ObjectType(entry.type), entry.oid)))
     if not prepared:
         return root
     new_root, _ = _update(store, root, 0, prepared)
