@@ -179,6 +179,11 @@ class StagedWriter:
         self._pending.setdefault(oid, data)
         return oid
 
+    def put_new(self, otype: ObjectType, content: bytes) -> ObjectId:
+        """``put`` for an object that is almost surely not stored yet (see
+        ``BulkWriter.put_new``); here the same as ``put``."""
+        return self.put(otype, content)
+
     def put_raw(self, oid: ObjectId, data: bytes) -> None:
         oid = parse_oid(oid)
         decode_object(oid, data)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import CorruptObject, ObjectNotFound
-from ..hashing import ObjectId, is_oid, parse_oid
+from ..hashing import ObjectId, is_oid, oid_to_raw, parse_oid
 from ..objects import ObjectType, decode_object, encode_object
 from .base import ObjectStore
 from .fsutil import fsync_dir, publish_no_overwrite, publish_or_freshen, write_temp
@@ -42,6 +42,7 @@ def is_pack_index_name(name: str) -> bool:
 class LocalObjectStore(ObjectStore):
     def __init__(self, root: Path, leases_dir: Path, *, read_only: bool = False) -> None:
         self.root = Path(root)
+        self._root_str = str(self.root) + os.sep
         self.pack_dir = self.root / "pack"
         self.leases_dir = Path(leases_dir)
         self.read_only = read_only
@@ -57,6 +58,10 @@ class LocalObjectStore(ObjectStore):
 
     def loose_path(self, oid: ObjectId) -> Path:
         return self.root / oid[:2] / oid[2:]
+
+    def _loose_str(self, oid: ObjectId) -> str:
+        """``loose_path`` as a string, for the hot paths (a Path costs a parse per call)."""
+        return f"{self._root_str}{oid[:2]}{os.sep}{oid[2:]}"
 
     def reload_packs(self) -> None:
         """Pick up packs published (or removed) by other processes since the last look."""
@@ -81,8 +86,9 @@ class LocalObjectStore(ObjectStore):
             return list(self._packs.values())
 
     def _pack_with(self, oid: ObjectId) -> PackReader | None:
+        raw = oid_to_raw(oid)
         for pack in self.packs():
-            if oid in pack:
+            if pack.contains_raw(raw):
                 return pack
         return None
 
@@ -100,13 +106,14 @@ class LocalObjectStore(ObjectStore):
 
     def _read_loose(self, oid: ObjectId) -> bytes | None:
         try:
-            with open(self.loose_path(oid), "rb") as f:
+            with open(self._loose_str(oid), "rb") as f:
                 return f.read()
         except FileNotFoundError:
             return None
 
     def _read_packed(self, oid: ObjectId) -> tuple[bytes, str] | None:
-        pack = self._find_pack(oid)
+        """From the packs already loaded (the caller reloads them before a second try)."""
+        pack = self._pack_with(oid)
         if pack is None:
             return None
         try:
@@ -143,6 +150,7 @@ class LocalObjectStore(ObjectStore):
         except CorruptObject:
             # A damaged copy must not hide a sound one in the other place.
             if where is None:
+                self.reload_packs()
                 hit = self._read_packed(oid)
                 if hit is None:
                     raise
@@ -153,7 +161,11 @@ class LocalObjectStore(ObjectStore):
             return decode_object(oid, other, None)
 
     def _has(self, oid: ObjectId) -> bool:
-        return self.loose_path(oid).exists() or self._find_pack(oid) is not None
+        return (
+            self._pack_with(oid) is not None
+            or os.path.exists(self._loose_str(oid))
+            or self._find_pack(oid) is not None  # published since we last looked
+        )
 
     def missing(self, oids: Iterable[ObjectId]) -> list[ObjectId]:
         # One look at the pack folder, and one listing per fan-out folder, for the whole
@@ -167,9 +179,7 @@ class LocalObjectStore(ObjectStore):
                 loose[prefix] = set(os.listdir(self.root / prefix))
             except FileNotFoundError:
                 loose[prefix] = set()
-        return [
-            o for o in oids if o[2:] not in loose[o[:2]] and not any(o in p for p in packs)
-        ]
+        return [o for o in oids if o[2:] not in loose[o[:2]] and not any(o in p for p in packs)]
 
     def _put_raw(self, oid: ObjectId, data: bytes) -> None:
         if self._freshen(oid):
@@ -260,20 +270,10 @@ class LocalObjectStore(ObjectStore):
         published merely stores a duplicate, while listing the pack folder for every new
         object would be the hot path of a bulk write."""
         since = self.lease().start_ns
-        path = self.loose_path(oid)
-        for target in (path, None):
-            if target is None:
-                pack = self._pack_with(oid)
-                if pack is None:
-                    return False
-                target = pack.pack_path
-            try:
-                if os.stat(target).st_mtime_ns < since:
-                    os.utime(target)
-                return True
-            except FileNotFoundError:
-                continue
-        return False
+        pack = self._pack_with(oid)
+        if pack is not None and _touch(str(pack.pack_path), since):
+            return True
+        return _touch(self._loose_str(oid), since)
 
     # --- bulk writes -----------------------------------------------------------------
 
@@ -445,6 +445,16 @@ def _list(directory: Path) -> list[str]:
         return []
 
 
+def _touch(path: str, since_ns: int) -> bool:
+    """Move the file's mtime to now if it is older than ``since_ns``; False if it is gone."""
+    try:
+        if os.stat(path).st_mtime_ns < since_ns:
+            os.utime(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
 def remove_pack(pack: PackReader) -> None:
     # Index first: once it is gone no new reader will open the pack.
     pack.idx_path.unlink(missing_ok=True)
@@ -462,6 +472,15 @@ class BulkWriter:
     def put(self, otype: ObjectType, content: bytes) -> ObjectId:
         oid, data = encode_object(ObjectType(otype), content)
         self._add(oid, data)
+        return oid
+
+    def put_new(self, otype: ObjectType, content: bytes) -> ObjectId:
+        """Write an object that is almost surely not stored yet (it embeds a timestamp, or
+        is a changed tree node) without looking for a stored copy first. A rare duplicate
+        is harmless: it lands in the new pack, whose fresh mtime keeps it as safe from gc
+        as a touch of the old copy would."""
+        oid, data = encode_object(ObjectType(otype), content)
+        self._writer.add(oid, data)
         return oid
 
     def put_raw(self, oid: ObjectId, data: bytes) -> None:

@@ -203,6 +203,9 @@ class PackReader:
     def __contains__(self, oid: ObjectId) -> bool:
         return self._find(oid_to_raw(oid)) >= 0
 
+    def contains_raw(self, raw: bytes) -> bool:
+        return self._find(raw) >= 0
+
     def _record(self, i: int) -> tuple[bytes, int, int]:
         return _RECORD.unpack_from(self._mm, self._base + i * _RECORD.size)
 

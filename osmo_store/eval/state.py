@@ -191,11 +191,17 @@ class Recorder:
         changes: dict[str, dict[str, TreeEntry | None]] = {name: {} for name in SUBTREES}
         index_changes: dict[str, TreeEntry | None] = {}
         index_base = self.repo.refs.read(INDEX_REF)
-        with self.repo.objects.bulk() as w:
+        with self.repo.objects.bulk() as bulk:
+            # Samples, model calls and rollouts embed timestamps, and tree nodes and run
+            # records are new by construction: only rows are often stored already.
+            w = _NewObjects(bulk)
             for res in results:
                 for obj in res.objects:
                     if obj.content is not None:
-                        w.put(ObjectType.BLOB, obj.content)
+                        if obj.subtree == "rows":
+                            bulk.put(ObjectType.BLOB, obj.content)
+                        else:
+                            w.put(ObjectType.BLOB, obj.content)
                     entry = TreeEntry(obj.name, ObjectType.BLOB, obj.oid)
                     changes[obj.subtree][obj.name] = entry
                     if obj.subtree == "cache":
@@ -221,7 +227,7 @@ class Recorder:
             if index_changes:
                 base = index_base if index_base is not None else empty_tree(w)
                 new_index = update_tree(w, base, index_changes)
-        self._track_pack(w)
+        self._track_pack(bulk)
         log = final or not self._logged_this_session
         status = record.meta.get("status", "")
         self.repo.update_ref(self.ref, run_id, self.head, message=f"eval: {status}", log=log)
@@ -275,6 +281,15 @@ class Recorder:
     def _mergeable(self) -> bool:
         tail = self._packs[-MERGE_FANOUT:]
         return len(tail) == MERGE_FANOUT and all(level == tail[0][1] for _, level in tail)
+
+
+class _NewObjects:
+    """A writer's view for objects that are almost surely new: ``put`` skips the search for
+    a stored copy (``put_new``); reads fall through to the writer."""
+
+    def __init__(self, writer: Any) -> None:
+        self.put = writer.put_new
+        self.get = writer.get
 
 
 def update_index(repo: Repository, changes: Mapping[str, TreeEntry | None]) -> None:
