@@ -8,6 +8,7 @@ returns wrong results silently (the worst bug this product can have).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,7 @@ def _without_userinfo(url: str) -> str:
     return re.sub(r"//[^/@]*@", "//***@", url)
 
 
+@functools.lru_cache(maxsize=64)  # part of every cache key; the URL never changes in an eval
 def endpoint_identity(url: str) -> str:
     """The endpoint as identity: the API root the client will use (``http://h:8000`` and
     ``http://h:8000/v1/`` are one), scheme and host lower-cased, default ports dropped."""
