@@ -450,3 +450,13 @@ def test_mockserver_runs_as_a_module() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_mock_server_can_bound_the_requests_it_keeps() -> None:
+    with MockServer(keep_requests=2) as srv:
+        client = ChatClient(srv.base_url, api_key=None, max_retries=0)
+        for i in range(3):
+            client.chat({"model": "m", "messages": [{"role": "user", "content": f"{i} + 1"}]})
+        client.close()
+        assert srv.calls == 3
+        assert [r["messages"][0]["content"] for r in srv.requests] == ["1 + 1", "2 + 1"]

@@ -452,6 +452,7 @@ class MockServer:
         require_api_key: str | None = None,
         models: Iterable[str] | None = None,
         port: int = 0,
+        keep_requests: int | None = None,
     ) -> None:
         if latency < 0 or not 0.0 <= fail_rate <= 1.0:
             raise UsageError("latency must be >= 0 and fail_rate within [0, 1]")
@@ -467,7 +468,8 @@ class MockServer:
         self._faults: deque[_Fault] = deque()
         self._timeouts: deque[float] = deque()
         self._calls = 0
-        self._requests: list[dict[str, Any]] = []
+        # The newest ``keep_requests`` request bodies (all by default: tests inspect them).
+        self._requests: deque[dict[str, Any]] = deque(maxlen=keep_requests)
         self._in_flight = 0
         self._max_concurrency = 0
         self._stopping = threading.Event()
@@ -527,7 +529,8 @@ class MockServer:
 
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """A snapshot of the JSON bodies of the chat requests received, in arrival order."""
+        """A snapshot of the JSON bodies of the chat requests received, in arrival order
+        (the newest ``keep_requests`` of them, if that was given)."""
         with self._lock:
             return list(self._requests)
 
@@ -605,6 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         require_api_key=args.api_key,
         models=args.model,
         port=args.port,
+        keep_requests=0,  # a long-lived server must not grow with every request
     ) as server:
         print(server.base_url, flush=True)
         while not stop.wait(0.2):
