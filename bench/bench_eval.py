@@ -60,9 +60,9 @@ from osmo_store.eval.state import (  # noqa: E402
     INDEX_REF,
     SUBTREES,
     ConfigState,
-    PendingObject,
     Recorder,
     SampleResult,
+    blob,
     config_ref,
     sample_name,
 )
@@ -393,18 +393,25 @@ def synth_bodies(tag: str, i: int) -> dict[str, Any]:
     }
 
 
-def synth_result(tag: str, i: int) -> SampleResult:
+def synth_parts(tag: str, i: int) -> tuple:
+    """The contents a worker thread would produce for one run (not yet encoded)."""
     d = synth_bodies(tag, i)
-    call_c = canonical_json(d["call"])
-    row_c = canonical_json(d["row"])
     objs = [
-        PendingObject("rows", d["row_key"], row_c, object_id(ObjectType.BLOB, row_c)),
-        PendingObject(
-            "cache", d["rkey"], d["rollout_c"], object_id(ObjectType.BLOB, d["rollout_c"])
-        ),
-        PendingObject("cache", d["ckey"], call_c, object_id(ObjectType.BLOB, call_c)),
+        ("rows", d["row_key"], canonical_json(d["row"])),
+        ("cache", d["rkey"], d["rollout_c"]),
+        ("cache", d["ckey"], canonical_json(d["call"])),
     ]
-    return SampleResult(sample_name(d["row_key"], 0), False, canonical_json(d["sample"]), objs)
+    return sample_name(d["row_key"], 0), canonical_json(d["sample"]), d["sample"], objs
+
+
+def encode_result(parts: tuple) -> SampleResult:
+    """What the worker does to hand a run to the committer: encode its objects."""
+    name, record, body, objs = parts
+    return SampleResult(name, False, record, body, [blob(n, sub, c) for sub, n, c in objs])
+
+
+def synth_result(tag: str, i: int) -> SampleResult:
+    return encode_result(synth_parts(tag, i))
 
 
 def json_design_result(tag: str, i: int) -> tuple[str, dict]:
@@ -644,10 +651,10 @@ def section_record(work: Path, sz: dict, template: dict, res: dict, profile: boo
         for label in order:
             st = stores[label]
             for _ in range(k):
-                r = synth_result(f"rec{label}", st["next"])
+                parts = synth_parts(f"rec{label}", st["next"])
                 st["next"] += 1
-                t0 = perf()
-                st["rec"].commit([r], st["meta"])
+                t0 = perf()  # encoding (done by a worker thread in an eval) + the commit
+                st["rec"].commit([encode_result(parts)], st["meta"])
                 st["times"].append(perf() - t0)
         order.reverse()
         done += k

@@ -128,7 +128,6 @@ def test_a_damaged_copy_does_not_hide_a_sound_one(repo: Repository, damaged: str
     with repo.objects.bulk() as w:
         oid = w.put(ObjectType.BLOB, content)
     (p,) = _local(repo).packs()
-    _, data = repo.objects.get(oid)
     loose = _local(repo).loose_path(oid)
     loose.parent.mkdir(parents=True, exist_ok=True)
     loose.write_bytes(p.read(oid))  # the same stored bytes, loose

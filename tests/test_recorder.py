@@ -19,7 +19,7 @@ def result(i: int) -> SampleResult:
     row = f"row{i:04d}"
     body = {"row": row, "run": 0, "status": "ok", "scores": {"f": i % 2}}
     return SampleResult(
-        sample_name(row, 0), False, canonical_json(body), [blob(row, "rows", b"{}")]
+        sample_name(row, 0), False, canonical_json(body), body, [blob(row, "rows", b"{}")]
     )
 
 

@@ -189,7 +189,7 @@ class StagedWriter:
         decode_object(oid, data)
         self.put_verified(oid, data)
 
-    def put_verified(self, oid: ObjectId, data: bytes) -> None:
+    def put_verified(self, oid: ObjectId, data: bytes, *, new: bool = False) -> None:
         self._pending.setdefault(parse_oid(oid), data)
 
     def get(self, oid: ObjectId) -> tuple[ObjectType, bytes]:

@@ -489,9 +489,13 @@ class BulkWriter:
         decode_object(oid, data)
         self._add(oid, data)
 
-    def put_verified(self, oid: ObjectId, data: bytes) -> None:
-        """Bytes the caller has verified against ``oid`` already."""
-        self._add(parse_oid(oid), data)
+    def put_verified(self, oid: ObjectId, data: bytes, *, new: bool = False) -> None:
+        """Bytes the caller has verified against ``oid`` already (or encoded itself). With
+        ``new``, no search for a stored copy first (see ``put_new``)."""
+        if new:
+            self._writer.add(parse_oid(oid), data)
+        else:
+            self._add(parse_oid(oid), data)
 
     def _add(self, oid: ObjectId, data: bytes) -> None:
         if oid not in self._writer and not self.store._freshen(oid):

@@ -264,9 +264,8 @@ def _run_locked(
                     return
                 first = False
                 for res in batch:
-                    body = json.loads(res.record)
-                    _update_progress(progress, res, body, primary, options.pass_threshold)
-                    summary_of_session.add(body)
+                    _update_progress(progress, res, primary, options.pass_threshold)
+                    summary_of_session.add(res.body)
                     recorded_now.add(res.name)
                 if on_progress:
                     on_progress(progress)
@@ -441,12 +440,12 @@ def load_samples(repo: Repository, trees: dict[str, ObjectId]) -> list[dict[str,
     return out
 
 
-def _update_progress(progress: Progress, res: SampleResult, body: dict, primary, threshold) -> None:
+def _update_progress(progress: Progress, res: SampleResult, primary, threshold) -> None:
     progress.done += 1
     if res.failed:
         progress.failed += 1
         return
-    v = primary_value(body.get("scores") or {}, primary)
+    v = primary_value(res.body.get("scores") or {}, primary)
     if v is not None:
         progress.scored += 1
         progress.passed += v >= threshold
@@ -489,10 +488,12 @@ def _execute(
         sample.update(status="failed", error=error, rollout=None, scores={}, scoring_errors={})
         with stats.lock:
             stats.failed += 1
-        return SampleResult(sample_name(row.key, run_index), True, canonical_json(sample), objects)
-    objects.append(PendingObject("cache", rollout.key, rollout.content, rollout.oid))
+        return SampleResult(
+            sample_name(row.key, run_index), True, canonical_json(sample), sample, objects
+        )
+    objects.append(PendingObject("cache", rollout.key, rollout.oid, rollout.stored))
     for c in rollout.calls:
-        objects.append(PendingObject("cache", c.key, c.content, c.oid))
+        objects.append(PendingObject("cache", c.key, c.oid, c.stored))
     scores, scoring_errors = score_all(eval_fns, rollout.messages, row.ground_truth, row.metadata)
     sample.update(
         status="ok",
@@ -508,7 +509,9 @@ def _execute(
         with stats.lock:
             stats.primary_sum += v
             stats.primary_count += 1
-    return SampleResult(sample_name(row.key, run_index), False, canonical_json(sample), objects)
+    return SampleResult(
+        sample_name(row.key, run_index), False, canonical_json(sample), sample, objects
+    )
 
 
 def _provenance(config: EvalConfig, dataset: Dataset, started: float) -> dict[str, Any]:

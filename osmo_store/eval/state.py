@@ -33,7 +33,7 @@ from ..backends.local import LocalObjectStore
 from ..errors import ObjectNotFound, OsmoError, RefConflict
 from ..gc import maintenance_lock
 from ..hashing import ObjectId
-from ..objects import ObjectType, RunRecord, object_id
+from ..objects import ObjectType, RunRecord, encode_object
 from ..repo import Repository
 from ..tree import (
     TreeEntry,
@@ -131,26 +131,28 @@ class PendingObject:
 
     subtree: str  # "cache" or "rows"
     name: str
-    content: bytes | None  # None: already stored, ``oid`` given
     oid: ObjectId
+    #: the object as stored (``encode_object``), or None if it is stored already. Encoding
+    #: happens where the object is made (a worker thread), not in the committer.
+    stored: bytes | None
 
 
 def blob(name: str, subtree: str, content: bytes) -> PendingObject:
-    return PendingObject(subtree, name, content, object_id(ObjectType.BLOB, content))
+    return PendingObject(subtree, name, *encode_object(ObjectType.BLOB, content))
 
 
 @dataclass
 class SampleResult:
-    """One finished run, ready to record."""
+    """One finished run, ready to record. ``body`` is ``record`` as a dict."""
 
     name: str
     failed: bool
     record: bytes  # the sample blob (canonical JSON)
+    body: dict[str, Any]
     objects: list[PendingObject] = field(default_factory=list)
 
-    @property
-    def oid(self) -> ObjectId:
-        return object_id(ObjectType.BLOB, self.record)
+    def __post_init__(self) -> None:
+        self.oid, self.stored = encode_object(ObjectType.BLOB, self.record)
 
 
 class Recorder:
@@ -197,17 +199,14 @@ class Recorder:
             w = _NewObjects(bulk)
             for res in results:
                 for obj in res.objects:
-                    if obj.content is not None:
-                        if obj.subtree == "rows":
-                            bulk.put(ObjectType.BLOB, obj.content)
-                        else:
-                            w.put(ObjectType.BLOB, obj.content)
+                    if obj.stored is not None:
+                        bulk.put_verified(obj.oid, obj.stored, new=obj.subtree != "rows")
                     entry = TreeEntry(obj.name, ObjectType.BLOB, obj.oid)
                     changes[obj.subtree][obj.name] = entry
                     if obj.subtree == "cache":
                         index_changes[obj.name] = entry
-                sample_oid = w.put(ObjectType.BLOB, res.record)
-                entry = TreeEntry(res.name, ObjectType.BLOB, sample_oid)
+                bulk.put_verified(res.oid, res.stored, new=True)
+                entry = TreeEntry(res.name, ObjectType.BLOB, res.oid)
                 if res.failed:
                     changes["failed"][res.name] = entry
                 else:
