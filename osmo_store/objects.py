@@ -70,6 +70,11 @@ def encode_object(otype: ObjectType, content: bytes) -> tuple[ObjectId, bytes]:
     return ObjectId(blake3.blake3(framed).hexdigest()), _compressor().compress(framed)
 
 
+def compress_object(otype: ObjectType, content: bytes) -> bytes:
+    """The stored bytes of an object whose id the caller has computed already."""
+    return _compressor().compress(frame_header(otype, len(content)) + content)
+
+
 def unframe(framed: bytes) -> tuple[ObjectType, bytes]:
     """Split a framed object strictly: known type, one space, canonical decimal size, NUL."""
     nul = framed.find(b"\x00", 0, 32)

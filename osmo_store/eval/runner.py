@@ -491,9 +491,9 @@ def _execute(
         return SampleResult(
             sample_name(row.key, run_index), True, canonical_json(sample), sample, objects
         )
-    objects.append(PendingObject("cache", rollout.key, rollout.oid, rollout.stored))
+    objects.append(PendingObject("cache", rollout.key, rollout.content, rollout.oid))
     for c in rollout.calls:
-        objects.append(PendingObject("cache", c.key, c.oid, c.stored))
+        objects.append(PendingObject("cache", c.key, c.content, c.oid))
     scores, scoring_errors = score_all(eval_fns, rollout.messages, row.ground_truth, row.metadata)
     sample.update(
         status="ok",

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import OsmoError
 from ..hashing import ObjectId, canonical_json
-from ..objects import ObjectType, encode_object
+from ..objects import ObjectType, object_id
 from ..repo import Repository
 from .client import ChatClient, FatalModelError
 from .config import EvalConfig, ModelSpec, call_key
@@ -41,7 +41,7 @@ class NoModelConfigured(FatalModelError):
 class CallOutcome:
     key: str
     oid: ObjectId
-    stored: bytes | None  # the encoded object; None when the call was reused (already stored)
+    content: bytes | None  # None when the call was reused (already stored)
     message: dict[str, Any]
     usage: dict[str, Any]
     reused: bool
@@ -51,7 +51,7 @@ class CallOutcome:
 class Rollout:
     key: str
     oid: ObjectId
-    stored: bytes | None  # the encoded object; None when reused
+    content: bytes | None  # None when reused
     messages: list[dict[str, Any]]
     usage: dict[str, Any]
     calls: list[CallOutcome] = field(default_factory=list)
@@ -151,9 +151,9 @@ class ModelCaller:
             "started": round(started, 3),
         }
         content = canonical_json(body)
-        oid, stored = encode_object(ObjectType.BLOB, content)
+        oid = object_id(ObjectType.BLOB, content)
         self.lookup.remember(key, oid, content)
-        return CallOutcome(key, oid, stored, result.message, result.usage or {}, False)
+        return CallOutcome(key, oid, content, result.message, result.usage or {}, False)
 
     @staticmethod
     def _outcome(key: str, oid: ObjectId, content: bytes, *, reused: bool) -> CallOutcome:
@@ -267,9 +267,9 @@ class Solver:
             "latency_s": round(time.time() - started, 6),
         }
         content = canonical_json(body)
-        oid, stored = encode_object(ObjectType.BLOB, content)
+        oid = object_id(ObjectType.BLOB, content)
         self.lookup.remember(key, oid, content)
-        return Rollout(key, oid, stored, final, usage, client.calls, False)
+        return Rollout(key, oid, content, final, usage, client.calls, False)
 
 
 async def _await(awaitable: Any) -> Any:

@@ -33,7 +33,7 @@ from ..backends.local import LocalObjectStore
 from ..errors import ObjectNotFound, OsmoError, RefConflict
 from ..gc import maintenance_lock
 from ..hashing import ObjectId
-from ..objects import ObjectType, RunRecord, encode_object
+from ..objects import ObjectType, RunRecord, compress_object, object_id
 from ..repo import Repository
 from ..tree import (
     TreeEntry,
@@ -131,19 +131,22 @@ class PendingObject:
 
     subtree: str  # "cache" or "rows"
     name: str
+    content: bytes | None  # None: already stored, ``oid`` given
     oid: ObjectId
-    #: the object as stored (``encode_object``), or None if it is stored already. Encoding
-    #: happens where the object is made (a worker thread), not in the committer.
-    stored: bytes | None
 
 
 def blob(name: str, subtree: str, content: bytes) -> PendingObject:
-    return PendingObject(subtree, name, *encode_object(ObjectType.BLOB, content))
+    return PendingObject(subtree, name, content, object_id(ObjectType.BLOB, content))
 
 
 @dataclass
 class SampleResult:
-    """One finished run, ready to record. ``body`` is ``record`` as a dict."""
+    """One finished run, ready to record. ``body`` is ``record`` as a dict.
+
+    Objects arrive with their ids computed by the worker thread that made them; the
+    committer compresses them. (Compressing in the workers was slower: each compression
+    lets go of the interpreter, and a worker that lets go waits its turn among 64 to get
+    it back.)"""
 
     name: str
     failed: bool
@@ -152,7 +155,7 @@ class SampleResult:
     objects: list[PendingObject] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.oid, self.stored = encode_object(ObjectType.BLOB, self.record)
+        self.oid = object_id(ObjectType.BLOB, self.record)
 
 
 class Recorder:
@@ -199,13 +202,14 @@ class Recorder:
             w = _NewObjects(bulk)
             for res in results:
                 for obj in res.objects:
-                    if obj.stored is not None:
-                        bulk.put_verified(obj.oid, obj.stored, new=obj.subtree != "rows")
+                    if obj.content is not None:
+                        stored = compress_object(ObjectType.BLOB, obj.content)
+                        bulk.put_verified(obj.oid, stored, new=obj.subtree != "rows")
                     entry = TreeEntry(obj.name, ObjectType.BLOB, obj.oid)
                     changes[obj.subtree][obj.name] = entry
                     if obj.subtree == "cache":
                         index_changes[obj.name] = entry
-                bulk.put_verified(res.oid, res.stored, new=True)
+                bulk.put_verified(res.oid, compress_object(ObjectType.BLOB, res.record), new=True)
                 entry = TreeEntry(res.name, ObjectType.BLOB, res.oid)
                 if res.failed:
                     changes["failed"][res.name] = entry
