@@ -225,7 +225,11 @@ def _run_locked(
             m["summary"] = summary
         return m
 
-    results: queue.Queue[SampleResult | None] = queue.Queue()
+    # Workers append finished runs; the committer wakes once per commit interval (or when
+    # the workers are done) and takes them all. Waking it per result cost a hand-off of the
+    # interpreter per run.
+    results: queue.SimpleQueue[SampleResult] = queue.SimpleQueue()
+    workers_done = threading.Event()
     commit_error: list[BaseException] = []
     # The summary of the runs recorded in this session is built as they are committed;
     # only runs recorded before it are read back at the end.
@@ -237,24 +241,11 @@ def _run_locked(
     def committer() -> None:
         first = True
         while True:
+            end = workers_done.wait(0 if first else options.commit_interval)
             batch: list[SampleResult] = []
-            try:
-                item = results.get(timeout=options.commit_interval)
-                end = item is None
-                if item is not None:
-                    batch.append(item)
-                deadline = time.monotonic() + options.commit_interval
-                while not end and time.monotonic() < deadline:
-                    try:
-                        item = results.get(timeout=max(0.0, deadline - time.monotonic()))
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        end = True
-                    else:
-                        batch.append(item)
-            except queue.Empty:
-                end = False
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    batch.append(results.get_nowait())
             if batch or first:
                 try:
                     recorder.commit(batch, meta("in_progress"))
@@ -286,7 +277,7 @@ def _run_locked(
     try:
         interrupted = workers.run(options.stop_grace)
     finally:
-        results.put(None)
+        workers_done.set()
         commit_thread.join()
     fatal = workers.fatal
     interrupted = interrupted and not fatal and not commit_error
