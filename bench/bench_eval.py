@@ -763,7 +763,7 @@ def section_plan(big: dict, reps: int, res: dict, profile: bool) -> None:
         t1 = perf()
         state = ConfigState.load(repo, cid)
         t2 = perf()
-        todo, n_done, _ = _plan(state, repo, rows, 1, retry_failed=False)
+        todo, n_done, *_ = _plan(state, repo, rows, 1, retry_failed=False)
         t3 = perf()
         repo.close()
         assert not todo and n_done == len(rows), (len(todo), n_done)

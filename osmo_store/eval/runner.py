@@ -156,7 +156,7 @@ def _plan(state: ConfigState, repo: Repository, rows: list[Row], n: int, retry_f
                 n_failed += 1
             else:
                 todo.append((row, i))
-    return todo, n_done, n_failed
+    return todo, n_done, n_failed, failed
 
 
 def _run_locked(
@@ -174,7 +174,7 @@ def _run_locked(
         parents = (state.run_id,) if state.run_id else ()
         head = state.run_id
     rows = [r for r in dataset.rows if in_shard(r.key, options.shard)]
-    todo, n_done, n_failed = _plan(state, repo, rows, config.n, options.retry_failed)
+    todo, n_done, n_failed, failed_names = _plan(state, repo, rows, config.n, options.retry_failed)
     total = len(dataset.rows) * config.n
     stats = _Stats()
     stats.reused_samples = n_done
@@ -182,7 +182,7 @@ def _run_locked(
     lookup = StoreLookup(repo)
     caller = ModelCaller(lookup, client, config.model)
     solver = Solver(config, lookup, caller, agent)
-    recorder = Recorder(repo, config_id, state, parents)
+    recorder = Recorder(repo, config_id, state, parents, failed_names=failed_names)
     recorder.head = head
     primary = eval_fns[0].name if eval_fns else None
     progress = Progress(total=total, done=n_done + n_failed, failed=n_failed, reused=n_done)

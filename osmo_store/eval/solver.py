@@ -170,8 +170,15 @@ class AgentClient:
     flighted, retried) and records every call for the rollout's provenance."""
 
     def __init__(
-        self, caller: ModelCaller, run_index: int, params: dict[str, Any], max_turns: int | None
+        self,
+        caller: ModelCaller,
+        run_index: int,
+        params: dict[str, Any],
+        max_turns: int | None,
+        *,
+        single_call: bool = False,
     ) -> None:
+        self._single_call = single_call
         self._caller = caller
         self._run_index = run_index
         self._params = params
@@ -183,9 +190,12 @@ class AgentClient:
         """Send ``messages`` (plus any request fields, e.g. ``tools``) to the model; returns
         the assistant message as a dict (``content``, maybe ``tool_calls``)."""
         request = {**self._params, **overrides, "messages": messages}
-        fingerprint = canonical_json(request)
-        occurrence = self._seen.get(fingerprint, 0)
-        self._seen[fingerprint] = occurrence + 1
+        if self._single_call:
+            occurrence = 0  # the plain model path: one call per rollout, nothing to count
+        else:
+            fingerprint = canonical_json(request)
+            occurrence = self._seen.get(fingerprint, 0)
+            self._seen[fingerprint] = occurrence + 1
         outcome = self._caller.call(request, self._run_index, occurrence)
         self.calls.append(outcome)
         return dict(outcome.message)
@@ -245,7 +255,10 @@ class Solver:
         self, key: str, row_data: dict[str, Any], messages: list[dict[str, Any]], run_index: int
     ) -> Rollout:
         started = time.time()
-        client = AgentClient(self.caller, run_index, self.params, self.config.max_turns)
+        client = AgentClient(
+            self.caller, run_index, self.params, self.config.max_turns,
+            single_call=self.agent is None,
+        )  # fmt: skip
         if self.agent is None:
             reply = client.chat(messages)
             final = [*messages, reply]

@@ -167,8 +167,13 @@ class Recorder:
         config_id: str,
         state: ConfigState,
         parents: tuple[ObjectId, ...],
+        *,
+        failed_names: set[str] | None = None,
     ) -> None:
         self.repo = repo
+        #: names in the ``failed`` manifest, if the caller knows them: a success then
+        #: deletes a failure entry only where there is one (else it always asks to)
+        self._failed_names = failed_names
         self.config_id = config_id
         self.ref = config_ref(config_id)
         self.trees = dict(state.trees)
@@ -211,11 +216,17 @@ class Recorder:
                         index_changes[obj.name] = entry
                 bulk.put_verified(res.oid, compress_object(ObjectType.BLOB, res.record), new=True)
                 entry = TreeEntry(res.name, ObjectType.BLOB, res.oid)
+                known_failed = self._failed_names
                 if res.failed:
                     changes["failed"][res.name] = entry
+                    if known_failed is not None:
+                        known_failed.add(res.name)
                 else:
                     changes["samples"][res.name] = entry
-                    changes["failed"][res.name] = None  # a success supersedes a failure
+                    if known_failed is None or res.name in known_failed:
+                        changes["failed"][res.name] = None  # a success supersedes a failure
+                        if known_failed is not None:
+                            known_failed.discard(res.name)
             for name in SUBTREES:
                 if changes[name]:
                     self.trees[name] = update_tree(w, self.trees[name], changes[name])
