@@ -5,9 +5,11 @@ makes exactly the missing model calls."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -213,3 +215,128 @@ def test_rm_refuses_a_config_whose_eval_is_running(
         rm = subprocess.run([osmo_bin, "--store", str(store), "eval", "cache", "rm", "--all", "-y"],
                             capture_output=True, text=True, timeout=60)  # fmt: skip
         assert rm.returncode == 0 and "removed 1 config" in rm.stdout
+
+
+# --- the recorder process ------------------------------------------------------------------
+
+
+def children_of(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d))
+    return out
+
+
+def recorder_of(pid: int) -> int:
+    for child in children_of(pid):
+        try:
+            if b"recorder_proc" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return child
+        except OSError:
+            continue
+    raise AssertionError(f"no recorder process under {pid}")
+
+
+def gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":  # exited, waiting to be reaped by its (dead) parent's reaper
+            return True
+        time.sleep(0.02)
+    return False
+
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+
+
+@linux_only
+def test_a_killed_eval_takes_its_recorder_process_with_it(
+    osmo_bin: str, tmp_path: Path, project: Path
+) -> None:
+    store = tmp_path / "store"
+    with MockServer(latency=0.05) as srv:
+        proc = subprocess.Popen(eval_cmd(osmo_bin, store, srv.base_url), cwd=project,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        wait_until_recorded(store, proc)
+        child = recorder_of(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert gone(child), "the recorder process outlived the eval"
+        check_resume(osmo_bin, store, project, srv)
+
+
+@linux_only
+def test_a_dead_recorder_process_stops_the_eval_with_one_line(
+    osmo_bin: str, tmp_path: Path, project: Path
+) -> None:
+    store = tmp_path / "store"
+    with MockServer(latency=0.05) as srv:
+        proc = subprocess.Popen(eval_cmd(osmo_bin, store, srv.base_url), cwd=project,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+        wait_until_recorded(store, proc)
+        os.kill(recorder_of(proc.pid), signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1, err
+        lines = [ln for ln in err.splitlines() if ln.startswith("osmo: error:")]
+        assert lines == ["osmo: error: the eval's recorder process died (exit status -9)"], err
+        assert "Traceback" not in err
+        check_resume(osmo_bin, store, project, srv)
+
+
+@linux_only
+def test_ctrl_c_to_the_whole_process_group(osmo_bin: str, tmp_path: Path, project: Path) -> None:
+    """A terminal's Ctrl-C signals the eval and its recorder process alike: the recorder
+    must keep recording what finishes in the grace period."""
+    store = tmp_path / "store"
+    with MockServer(latency=0.1) as srv:
+        proc = subprocess.Popen(eval_cmd(osmo_bin, store, srv.base_url), cwd=project,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # fmt: skip
+        wait_until_recorded(store, proc)
+        child = recorder_of(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        done, status = recorded(store)
+        assert 0 < done < ROWS and status == "interrupted"
+        assert done >= shown_done(err)
+        assert gone(child)
+        check_resume(osmo_bin, store, project, srv)
+
+
+def test_thread_and_process_recorders_record_the_same(
+    osmo_bin: str, tmp_path: Path, project: Path
+) -> None:
+    bodies = {}
+    with MockServer() as srv:
+        for mode in ("thread", "process"):
+            store = tmp_path / mode
+            r = subprocess.run(eval_cmd(osmo_bin, store, srv.base_url), cwd=project,
+                               capture_output=True, text=True, timeout=120,
+                               env={**os.environ, "OSMO_RECORDER": mode})  # fmt: skip
+            assert r.returncode == 0, r.stderr
+            bodies[mode] = json.loads(r.stdout)
+            with Repository.open(store) as repo:
+                assert fsck(repo, full=True).ok
+                state = ConfigState.from_run(repo, list_configs(repo)[0].run_id)
+                bodies[mode]["names"] = state.names(repo, "samples")
+                bodies[mode]["counts"] = list_configs(repo)[0].counts
+    t, p = bodies["thread"], bodies["process"]
+    assert t["config_id"] == p["config_id"] and t["names"] == p["names"]
+    assert len(t["names"]) == ROWS and t["counts"] == p["counts"]
+    drop = ("wall_time_s",)
+    assert {k: v for k, v in t["summary"].items() if k not in drop} == {
+        k: v for k, v in p["summary"].items() if k not in drop
+    }

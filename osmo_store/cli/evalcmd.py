@@ -237,6 +237,9 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
             pool_size=max(args.concurrency, 4),
         )
     lock_timeout = float(os.environ.get("OSMO_LOCK_TIMEOUT", "30"))
+    recorder = os.environ.get("OSMO_RECORDER", "auto")
+    if recorder not in ("auto", "process", "thread"):
+        raise UsageError(f"OSMO_RECORDER must be auto, process or thread, not {recorder!r}")
     options = EvalOptions(
         concurrency=args.concurrency,
         fresh=args.fresh,
@@ -244,6 +247,7 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
         pass_threshold=args.pass_threshold,
         lock_timeout=lock_timeout,
         shard=args.shard,
+        recorder_process={"auto": None, "process": True, "thread": False}[recorder],
     )
     stop = threading.Event()
     interrupts = {"count": 0}

@@ -38,6 +38,7 @@ from .client import ChatClient, FatalModelError, ModelError
 from .code import git_state
 from .config import EvalConfig, rollout_key
 from .dataset import Dataset, Row
+from .recorder_proc import RecorderProcess, meta_builder
 from .scoring import EvalFn, score_all
 from .solver import ModelCaller, Rollout, Solver, StoreLookup
 from .state import (
@@ -67,6 +68,8 @@ class EvalOptions:
     stop_grace: float = 5.0
     #: (index, count), 1-based: run only rows whose key falls in shard ``index`` of ``count``
     shard: tuple[int, int] | None = None
+    #: record in a child process (True), in a thread of this one (False), or decide (None)
+    recorder_process: bool | None = None
 
 
 def in_shard(row_key: str, shard: tuple[int, int] | None) -> bool:
@@ -182,143 +185,169 @@ def _run_locked(
     lookup = StoreLookup(repo)
     caller = ModelCaller(lookup, client, config.model)
     solver = Solver(config, lookup, caller, agent)
+    recorder = _open_recorder(repo, config_id, state, parents, head, failed_names, options, todo)
+    try:
+        primary = eval_fns[0].name if eval_fns else None
+        progress = Progress(total=total, done=n_done + n_failed, failed=n_failed, reused=n_done)
+
+        base_meta = {
+            "kind": "osmo.eval",
+            "schema": SCHEMA,
+            "config_id": config_id,
+            "identity": config.identity(),
+            "config": display,
+            "provenance": _provenance(config, dataset, started),
+        }
+        prev_counts = (
+            state.record.meta.get("counts", {}) if state.record and not options.fresh else {}
+        )
+
+        def meta(status: str, summary: dict | None = None) -> Callable[[dict[str, int]], dict]:
+            """The run record's metadata as of now; the commit adds the manifest counts."""
+            return meta_builder(_meta(status, summary))
+
+        def _meta(status: str, summary: dict | None) -> dict[str, Any]:
+            counts: dict[str, Any] = {"total": total}
+            m = dict(base_meta)
+            m["status"] = status
+            m["counts"] = counts
+            with stats.lock:
+                psum = stats.primary_sum + prev_counts.get("primary_sum", 0.0)
+                pcount = stats.primary_count + prev_counts.get("primary_count", 0)
+            counts["primary_sum"] = psum
+            counts["primary_count"] = pcount
+            m["score"] = psum / pcount if pcount else None
+            m["session"] = {
+                "started": round(started, 3),
+                "updated": round(time.time(), 3),
+                "reused_samples": stats.reused_samples,
+                "reused_rollouts": stats.reused_rollouts,
+                "computed": stats.computed,
+                "model_calls": caller.calls_made,
+                "retry_failed": options.retry_failed,
+                "fresh": options.fresh,
+            }
+            if summary is not None:
+                m["summary"] = summary
+            return m
+
+        # Workers append finished runs; the committer wakes once per commit interval (or when
+        # the workers are done) and takes them all. Waking it per result cost a hand-off of the
+        # interpreter per run.
+        results: queue.SimpleQueue[SampleResult] = queue.SimpleQueue()
+        workers_done = threading.Event()
+        commit_error: list[BaseException] = []
+        # The summary of the runs recorded in this session is built as they are committed;
+        # only runs recorded before it are read back at the end.
+        summary_of_session = SummaryBuilder(
+            n=config.n, pass_threshold=options.pass_threshold, primary=primary
+        )
+        recorded_now: set[str] = set()
+
+        def committer() -> None:
+            first = True
+            while True:
+                end = workers_done.wait(0 if first else options.commit_interval)
+                batch: list[SampleResult] = []
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        batch.append(results.get_nowait())
+                if batch or first:
+                    try:
+                        recorder.commit(batch, meta("in_progress"))
+                    except BaseException as e:  # noqa: BLE001 - surfaced to the main thread
+                        commit_error.append(e)
+                        stop.set()
+                        return
+                    first = False
+                    for res in batch:
+                        _update_progress(progress, res, primary, options.pass_threshold)
+                        summary_of_session.add(res.body)
+                        recorded_now.add(res.name)
+                    if on_progress:
+                        on_progress(progress)
+                if end:
+                    return
+
+        commit_thread = threading.Thread(target=committer, name="osmo-committer", daemon=True)
+        with _signals_to_this_thread():
+            commit_thread.start()
+
+        workers = _Workers(
+            todo,
+            options.concurrency,
+            stop,
+            results.put,
+            lambda row, i: _execute(config, solver, eval_fns, row, i, stats),
+        )
+        try:
+            interrupted = workers.run(options.stop_grace)
+        finally:
+            workers_done.set()
+            commit_thread.join()
+        fatal = workers.fatal
+        interrupted = interrupted and not fatal and not commit_error
+        if workers.error is not None:
+            raise workers.error
+        if commit_error:
+            raise commit_error[0]
+
+        complete = not interrupted and not fatal and recorder.counts.get("done", 0) >= total
+        if complete:
+            status = "completed"
+        elif options.shard and not interrupted and not fatal:
+            status = "partial"  # this shard is done; the others come by sync
+        else:
+            status = "interrupted"
+        trees = dict(recorder.trees)
+        previous = state.record.meta.get("summary") if state.record else None
+        if (
+            recorder.recorded == 0
+            and previous
+            and previous.get("pass_threshold") == options.pass_threshold
+            and previous.get("primary_metric") == primary
+        ):
+            summary = dict(previous)  # nothing new recorded: the stored summary still holds
+        else:
+            for sub in ("samples", "failed"):
+                for e in iter_tree(repo.objects, trees[sub]):
+                    if e.name not in recorded_now:
+                        body = json.loads(repo.objects.get_typed(e.oid, ObjectType.BLOB))
+                        summary_of_session.add(body)
+            summary = summary_of_session.result()
+        summary["wall_time_s"] = round(time.time() - started, 3)
+        run_id = recorder.commit([], meta(status, summary), final=True)
+        if fatal:
+            raise fatal[0]
+        session = recorder.last_meta["session"]
+        if isinstance(repo.objects, LocalObjectStore):
+            repo.objects.reload_packs()  # the recorder process may have written packs
+            consolidate_packs(repo.objects)  # keep the pack count bounded across many evals
+        return EvalOutcome(
+            config_id, run_id, status, summary, session, interrupted,
+            lambda: load_samples(repo, trees),
+        )  # fmt: skip
+    finally:
+        if isinstance(recorder, RecorderProcess):
+            recorder.close()
+
+
+def _open_recorder(repo, config_id, state, parents, head, failed_names, options, todo):
+    """The group committer: in a child process for a local store with work to record (so
+    recording runs beside the model calls, see ``recorder_proc``), else in this one."""
+    use_process = options.recorder_process
+    if use_process is None:
+        use_process = bool(todo) and isinstance(repo.objects, LocalObjectStore)
+    if use_process and repo.path is not None:
+        try:
+            return RecorderProcess(
+                repo.path, config_id, state, parents, head=head, failed_names=failed_names
+            )
+        except OSError as e:  # no interpreter to start (an embedded Python, say)
+            log.warning("recording in this process: cannot start a recorder process (%s)", e)
     recorder = Recorder(repo, config_id, state, parents, failed_names=failed_names)
     recorder.head = head
-    primary = eval_fns[0].name if eval_fns else None
-    progress = Progress(total=total, done=n_done + n_failed, failed=n_failed, reused=n_done)
-
-    base_meta = {
-        "kind": "osmo.eval",
-        "schema": SCHEMA,
-        "config_id": config_id,
-        "identity": config.identity(),
-        "config": display,
-        "provenance": _provenance(config, dataset, started),
-    }
-    prev_counts = state.record.meta.get("counts", {}) if state.record and not options.fresh else {}
-
-    def meta(status: str, summary: dict | None = None) -> Callable[[dict[str, int]], dict]:
-        return lambda counts: _meta(status, counts, summary)
-
-    def _meta(status: str, tree_counts: dict[str, int], summary: dict | None) -> dict[str, Any]:
-        counts: dict[str, Any] = {"total": total, **tree_counts}
-        m = dict(base_meta)
-        m["status"] = status
-        m["counts"] = counts
-        with stats.lock:
-            psum = stats.primary_sum + prev_counts.get("primary_sum", 0.0)
-            pcount = stats.primary_count + prev_counts.get("primary_count", 0)
-        counts["primary_sum"] = psum
-        counts["primary_count"] = pcount
-        m["score"] = psum / pcount if pcount else None
-        m["session"] = {
-            "started": round(started, 3),
-            "updated": round(time.time(), 3),
-            "reused_samples": stats.reused_samples,
-            "reused_rollouts": stats.reused_rollouts,
-            "computed": stats.computed,
-            "model_calls": caller.calls_made,
-            "retry_failed": options.retry_failed,
-            "fresh": options.fresh,
-        }
-        if summary is not None:
-            m["summary"] = summary
-        return m
-
-    # Workers append finished runs; the committer wakes once per commit interval (or when
-    # the workers are done) and takes them all. Waking it per result cost a hand-off of the
-    # interpreter per run.
-    results: queue.SimpleQueue[SampleResult] = queue.SimpleQueue()
-    workers_done = threading.Event()
-    commit_error: list[BaseException] = []
-    # The summary of the runs recorded in this session is built as they are committed;
-    # only runs recorded before it are read back at the end.
-    summary_of_session = SummaryBuilder(
-        n=config.n, pass_threshold=options.pass_threshold, primary=primary
-    )
-    recorded_now: set[str] = set()
-
-    def committer() -> None:
-        first = True
-        while True:
-            end = workers_done.wait(0 if first else options.commit_interval)
-            batch: list[SampleResult] = []
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    batch.append(results.get_nowait())
-            if batch or first:
-                try:
-                    recorder.commit(batch, meta("in_progress"))
-                except BaseException as e:  # noqa: BLE001 - surfaced to the main thread
-                    commit_error.append(e)
-                    stop.set()
-                    return
-                first = False
-                for res in batch:
-                    _update_progress(progress, res, primary, options.pass_threshold)
-                    summary_of_session.add(res.body)
-                    recorded_now.add(res.name)
-                if on_progress:
-                    on_progress(progress)
-            if end:
-                return
-
-    commit_thread = threading.Thread(target=committer, name="osmo-committer", daemon=True)
-    with _signals_to_this_thread():
-        commit_thread.start()
-
-    workers = _Workers(
-        todo,
-        options.concurrency,
-        stop,
-        results.put,
-        lambda row, i: _execute(config, solver, eval_fns, row, i, stats),
-    )
-    try:
-        interrupted = workers.run(options.stop_grace)
-    finally:
-        workers_done.set()
-        commit_thread.join()
-    fatal = workers.fatal
-    interrupted = interrupted and not fatal and not commit_error
-    if workers.error is not None:
-        raise workers.error
-    if commit_error:
-        raise commit_error[0]
-
-    complete = not interrupted and not fatal and recorder.counts.get("done", 0) >= total
-    if complete:
-        status = "completed"
-    elif options.shard and not interrupted and not fatal:
-        status = "partial"  # this shard is done; the others come by sync
-    else:
-        status = "interrupted"
-    trees = dict(recorder.trees)
-    previous = state.record.meta.get("summary") if state.record else None
-    if (
-        recorder.recorded == 0
-        and previous
-        and previous.get("pass_threshold") == options.pass_threshold
-        and previous.get("primary_metric") == primary
-    ):
-        summary = dict(previous)  # nothing new recorded: the stored summary still holds
-    else:
-        for sub in ("samples", "failed"):
-            for e in iter_tree(repo.objects, trees[sub]):
-                if e.name not in recorded_now:
-                    body = json.loads(repo.objects.get_typed(e.oid, ObjectType.BLOB))
-                    summary_of_session.add(body)
-        summary = summary_of_session.result()
-    summary["wall_time_s"] = round(time.time() - started, 3)
-    run_id = recorder.commit([], meta(status, summary), final=True)
-    if fatal:
-        raise fatal[0]
-    session = recorder.last_meta["session"]
-    if isinstance(repo.objects, LocalObjectStore):
-        consolidate_packs(repo.objects)  # keep the store's pack count bounded across many evals
-    return EvalOutcome(
-        config_id, run_id, status, summary, session, interrupted, lambda: load_samples(repo, trees)
-    )
+    return recorder
 
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}

@@ -20,6 +20,7 @@ the ref (compare-and-swap). Only then are the results reported as completed.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -143,10 +144,10 @@ def blob(name: str, subtree: str, content: bytes) -> PendingObject:
 class SampleResult:
     """One finished run, ready to record. ``body`` is ``record`` as a dict.
 
-    Objects arrive with their ids computed by the worker thread that made them; the
-    committer compresses them. (Compressing in the workers was slower: each compression
-    lets go of the interpreter, and a worker that lets go waits its turn among 64 to get
-    it back.)"""
+    Objects arrive with their ids computed by the worker thread that made them (the
+    sample's own id is computed where it is recorded); the committer compresses them.
+    (Compressing in the workers was slower: each compression lets go of the interpreter,
+    and a worker that lets go waits its turn among 64 to get it back.)"""
 
     name: str
     failed: bool
@@ -154,8 +155,9 @@ class SampleResult:
     body: dict[str, Any]
     objects: list[PendingObject] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.oid = object_id(ObjectType.BLOB, self.record)
+    @functools.cached_property
+    def oid(self) -> ObjectId:
+        return object_id(ObjectType.BLOB, self.record)
 
 
 class Recorder:

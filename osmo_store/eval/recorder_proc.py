@@ -1,0 +1,219 @@
+"""Group commits in a child process, so recording runs beside the model calls.
+
+An eval's threads share one interpreter lock. The committer's work (compressing objects,
+updating manifests, writing packs) is pure Python in stretches of tens of milliseconds,
+and while it holds the lock, worker threads whose model answers have arrived wait for the
+interpreter's switch interval at every step: at hundreds of runs per second that cost far
+more throughput than the commit's own CPU. ``RecorderProcess`` runs the same ``Recorder``
+in a child interpreter (on another core) and talks to it over a pipe; the parent keeps
+only the batching, the progress display and the summary.
+
+The child is ``python -m osmo_store.eval.recorder_proc``, started with the parent's
+interpreter and import path (not ``multiprocessing``, which would re-run a user's script
+that lacks a main guard). Messages are pickles on its stdin/stdout. It ignores SIGINT (a
+Ctrl-C reaches the whole process group; stopping is the parent's decision), exits when its
+stdin closes, and on Linux is killed with its parent, so a killed eval never leaves a
+writer behind; a commit cut short is like any crash of the store's writer (atomic).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..errors import OsmoError
+from ..hashing import ObjectId
+from ..repo import Repository
+from .state import ConfigState, PendingObject, Recorder, SampleResult
+
+
+class RecorderDied(OsmoError):
+    pass
+
+
+def merge_counts(fields: dict[str, Any], tree_counts: dict[str, int]) -> dict[str, Any]:
+    """A run record's metadata: ``fields`` with the manifest counts the commit found added
+    to its ``counts`` (a module-level function, so the builder can cross the pipe)."""
+    meta = dict(fields)
+    meta["counts"] = {**fields.get("counts", {}), **tree_counts}
+    return meta
+
+
+def meta_builder(fields: dict[str, Any]) -> Callable[[dict[str, int]], dict[str, Any]]:
+    return functools.partial(merge_counts, fields)
+
+
+class RecorderProcess:
+    """``Recorder``'s interface (``commit``, ``trees``, ``counts``, ``head``, ...), served by
+    a child process writing to the store at ``store_path``."""
+
+    def __init__(
+        self,
+        store_path: Path,
+        config_id: str,
+        state: ConfigState,
+        parents: tuple[ObjectId, ...],
+        *,
+        head: ObjectId | None,
+        failed_names: set[str] | None,
+    ) -> None:
+        self.config_id = config_id
+        self.trees = dict(state.trees)
+        self.head = head
+        self.commits = 0
+        self.recorded = 0
+        self.counts: dict[str, int] = {}
+        self.last_meta: dict[str, Any] = {}
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, env.get("PYTHONPATH")) if p
+        )  # the same osmo_store as ours, however we were imported
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "osmo_store.eval.recorder_proc"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        setup = (str(store_path), config_id, state.run_id, dict(state.trees), parents, head)
+        self._send(("open", setup, failed_names))
+
+    def _send(self, message: Any) -> None:
+        assert self._proc.stdin is not None
+        try:
+            pickle.dump(message, self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise self._died() from None
+
+    def _receive(self) -> Any:
+        assert self._proc.stdout is not None
+        try:
+            return pickle.load(self._proc.stdout)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            raise self._died() from None
+
+    def _died(self) -> RecorderDied:
+        code = self._proc.poll()
+        if code is None:
+            self._proc.kill()
+            code = self._proc.wait()
+        return RecorderDied(f"the eval's recorder process died (exit status {code})")
+
+    def commit(
+        self,
+        results: Iterable[SampleResult],
+        meta: Callable[[dict[str, int]], dict[str, Any]],
+        *,
+        final: bool = False,
+    ) -> ObjectId:
+        batch = [
+            (r.name, r.failed, r.record, [(o.subtree, o.name, o.content, o.oid) for o in r.objects])
+            for r in results
+        ]
+        self._send(("commit", batch, meta, final))
+        reply = self._receive()
+        if reply[0] == "error":
+            raise reply[1]
+        _, run_id, self.trees, self.counts, self.last_meta, self.recorded, self.commits = reply
+        self.head = run_id
+        return run_id
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                self._send(("close",))
+            except RecorderDied:
+                return
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        finally:
+            for f in (self._proc.stdin, self._proc.stdout):
+                if f is not None:
+                    f.close()
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill us when the parent dies (even by SIGKILL)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives a pickle round trip, else an OsmoError with its message."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - any pickling problem
+        return OsmoError(f"recording failed: {type(exc).__name__}: {exc}")
+
+
+def serve(inp: BinaryIO, out: BinaryIO) -> None:
+    """The child's loop: one ``Recorder`` on a store of its own, commits on request."""
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:
+        return  # the parent died before the kernel was told to kill us with it
+    _, setup, failed_names = pickle.load(inp)
+    path, config_id, run_id, trees, parents, head = setup
+    repo: Repository | None = None
+    failure: BaseException | None = None  # a store that cannot be opened fails every commit
+    try:
+        repo = Repository.open(path, create=False)
+        rec = Recorder(
+            repo, config_id, ConfigState(run_id, None, trees), parents, failed_names=failed_names
+        )
+        rec.head = head
+    except Exception as e:  # noqa: BLE001 - reported to the parent at its first commit
+        failure = _portable(e)
+    try:
+        while True:
+            try:
+                message = pickle.load(inp)
+            except EOFError:
+                return
+            if message[0] == "close":
+                return
+            _, batch, meta, final = message
+            if failure is not None:
+                pickle.dump(("error", failure), out, protocol=pickle.HIGHEST_PROTOCOL)
+                out.flush()
+                continue
+            try:
+                results = [
+                    SampleResult(name, failed, record, {}, [PendingObject(*o) for o in objects])
+                    for name, failed, record, objects in batch
+                ]
+                run_id = rec.commit(results, meta, final=final)
+                reply: tuple = (
+                    "ok", run_id, rec.trees, rec.counts, rec.last_meta, rec.recorded, rec.commits
+                )  # fmt: skip
+            except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it
+                reply = ("error", _portable(e))
+            pickle.dump(reply, out, protocol=pickle.HIGHEST_PROTOCOL)
+            out.flush()
+    finally:
+        if repo is not None:
+            repo.close()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    serve(sys.stdin.buffer, sys.stdout.buffer)
