@@ -54,9 +54,13 @@ def blake3_hex(*parts: bytes) -> str:
     return h.hexdigest()
 
 
+# One encoder, built once: json.dumps with these options builds a new one per call.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def canonical_json(value: Any) -> bytes:
     """The one JSON encoding used for anything that is hashed: UTF-8, keys sorted, no
     insignificant whitespace, no NaN/Infinity. Equal values give equal bytes."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return _CANONICAL.encode(value).encode("utf-8")
