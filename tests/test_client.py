@@ -460,3 +460,81 @@ def test_mock_server_can_bound_the_requests_it_keeps() -> None:
         client.close()
         assert srv.calls == 3
         assert [r["messages"][0]["content"] for r in srv.requests] == ["1 + 1", "2 + 1"]
+
+
+class ScriptedServer:
+    """A raw HTTP/1.1 server on 127.0.0.1 that answers each request with the next scripted
+    bytes (and closes the connection after it when the script says so): for bodies the mock
+    server never sends (gzip, chunked, cut short)."""
+
+    def __init__(self, script: list[tuple[bytes, bool]]) -> None:
+        self.script = list(script)
+        self.requests = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.script:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            with conn:
+                buf = b""
+                while self.script:
+                    while b"\r\n\r\n" not in buf:
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        buf += data
+                    if b"\r\n\r\n" not in buf:
+                        break
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    while len(buf) < length:
+                        buf += conn.recv(65536)
+                    buf = buf[length:]
+                    self.requests += 1
+                    answer, close = self.script.pop(0)
+                    conn.sendall(answer)
+                    if close:
+                        break
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _answer(body: bytes, *headers: str) -> bytes:
+    head = ["HTTP/1.1 200 OK", "Content-Type: application/json", *headers]
+    if not any(h.lower().startswith("transfer-encoding") for h in headers):
+        head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def _completion(text: str) -> bytes:
+    return json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
+
+
+def test_gzip_chunked_and_cut_short_bodies(make_client: ClientFactory) -> None:
+    import gzip
+
+    body = _completion("42")
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (body[:10], body[10:])) + b"0\r\n\r\n"
+    srv = ScriptedServer([
+        (_answer(gzip.compress(body), "Content-Encoding: gzip"), False),
+        (_answer(chunked, "Transfer-Encoding: chunked"), False),
+        # A body cut short (the server dies mid-answer): retried as a lost connection.
+        (_answer(body)[:-5], True),
+        (_answer(body), False),
+    ])  # fmt: skip
+    try:
+        client = make_client(f"http://127.0.0.1:{srv.port}/v1", max_retries=2)
+        for _ in range(2):
+            assert client.chat(ask("6 * 7")).message["content"] == "42"
+        result = client.chat(ask("6 * 7"))
+        assert result.message["content"] == "42" and result.attempts == 2
+        assert srv.requests == 4
+    finally:
+        srv.close()
