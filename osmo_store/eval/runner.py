@@ -55,6 +55,7 @@ from .summary import SummaryBuilder, primary_value
 
 log = logging.getLogger(__name__)
 SCHEMA = 1
+DRAIN_COMMIT_INTERVAL = 0.05  # seconds between commits once every run is launched
 
 
 @dataclass
@@ -196,7 +197,7 @@ def _run_locked(
             "config_id": config_id,
             "identity": config.identity(),
             "config": display,
-            "provenance": _provenance(config, dataset, started),
+            "provenance": None,  # filled in by the first commit, off the launching path
         }
         prev_counts = (
             state.record.meta.get("counts", {}) if state.record and not options.fresh else {}
@@ -208,6 +209,8 @@ def _run_locked(
 
         def _meta(status: str, summary: dict | None) -> dict[str, Any]:
             counts: dict[str, Any] = {"total": total}
+            if base_meta["provenance"] is None:  # git calls: not worth delaying the runs for
+                base_meta["provenance"] = _provenance(config, dataset, started)
             m = dict(base_meta)
             m["status"] = status
             m["counts"] = counts
@@ -236,6 +239,7 @@ def _run_locked(
         # interpreter per run.
         results: queue.SimpleQueue[SampleResult] = queue.SimpleQueue()
         workers_done = threading.Event()
+        draining = threading.Event()  # every run is launched; the last ones are in flight
         commit_error: list[BaseException] = []
         # The summary of the runs recorded in this session is built as they are committed;
         # only runs recorded before it are read back at the end.
@@ -247,7 +251,12 @@ def _run_locked(
         def committer() -> None:
             first = True
             while True:
-                end = workers_done.wait(0 if first else options.commit_interval)
+                # Once nothing is left to launch, commit more often: the last commit,
+                # which the eval waits for, then holds only the last few runs.
+                interval = options.commit_interval
+                if draining.is_set():
+                    interval = min(interval, DRAIN_COMMIT_INTERVAL)
+                end = workers_done.wait(0 if first else interval)
                 batch: list[SampleResult] = []
                 with contextlib.suppress(queue.Empty):
                     while True:
@@ -279,6 +288,7 @@ def _run_locked(
             stop,
             results.put,
             lambda row, i: _execute(config, solver, eval_fns, row, i, stats),
+            draining,
         )
         try:
             interrupted = workers.run(options.stop_grace)
@@ -309,11 +319,13 @@ def _run_locked(
         ):
             summary = dict(previous)  # nothing new recorded: the stored summary still holds
         else:
-            for sub in ("samples", "failed"):
-                for e in iter_tree(repo.objects, trees[sub]):
-                    if e.name not in recorded_now:
-                        body = json.loads(repo.objects.get_typed(e.oid, ObjectType.BLOB))
-                        summary_of_session.add(body)
+            # Runs recorded before this session are read back; none if it recorded them all.
+            if recorder.counts.get("done", 0) > len(recorded_now):
+                for sub in ("samples", "failed"):
+                    for e in iter_tree(repo.objects, trees[sub]):
+                        if e.name not in recorded_now:
+                            body = json.loads(repo.objects.get_typed(e.oid, ObjectType.BLOB))
+                            summary_of_session.add(body)
             summary = summary_of_session.result()
         summary["wall_time_s"] = round(time.time() - started, 3)
         run_id = recorder.commit([], meta(status, summary), final=True)
@@ -387,6 +399,7 @@ class _Workers:
         stop: threading.Event,
         deliver: Callable[[SampleResult], None],
         execute: Callable[[Row, int], SampleResult],
+        draining: threading.Event | None = None,
     ) -> None:
         self._todo = iter(todo)
         self._count = min(max(1, concurrency), len(todo))
@@ -398,6 +411,7 @@ class _Workers:
         self._idle = threading.Event()
         self._active = 0
         self._exhausted = False
+        self._draining = draining
         self.fatal: list[FatalModelError] = []
         self.error: BaseException | None = None  # an unexpected failure (a bug): re-raised
 
@@ -407,6 +421,8 @@ class _Workers:
         with self._lock:
             item = next(self._todo, None)
             self._exhausted = item is None
+            if self._exhausted and self._draining is not None:
+                self._draining.set()
             return item
 
     def _work(self) -> None:
