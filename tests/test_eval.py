@@ -273,3 +273,33 @@ def test_agent_without_a_model_stops_at_once(store_path, project, capsys) -> Non
     code = main(["--store", str(store_path), *argv, "-q"])
     err = capsys.readouterr().err
     assert code == 1 and "no model was given" in err and "--model" in err
+
+
+@pytest.mark.parametrize("recorder", ["process", "thread"])
+def test_every_run_record_carries_provenance(
+    osmo_eval, project, store_path, monkeypatch, recorder
+) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    monkeypatch.setenv("OSMO_RECORDER", recorder)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], cwd=project, check=True)
+    subprocess.run([*git, "add", "fns.py"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-qm", "fns"], cwd=project, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    code, _, err = osmo_eval()
+    assert code == 0, err
+    with Repository.open(store_path) as repo:
+        record = repo.objects.get_run(list_configs(repo)[0].run_id)
+    meta = record.meta
+    prov = meta["provenance"]
+    assert prov["osmo_version"] and prov["python"] and prov["host"] and prov["user"]
+    assert prov["started"] <= meta["session"]["updated"]
+    assert prov["dataset"]["path"].endswith("data.jsonl") and prov["dataset"]["fingerprint"]
+    (fn,) = prov["code"].values()
+    assert fn["fingerprint"] and fn["git"] == {"commit": head, "dirty": False}
+    assert meta["config"]["model"] == "mock" and meta["identity"]["n"] == 1
