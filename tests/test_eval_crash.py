@@ -297,8 +297,8 @@ def test_a_dead_recorder_process_stops_the_eval_with_one_line(
 
 @linux_only
 def test_ctrl_c_to_the_whole_process_group(osmo_bin: str, tmp_path: Path, project: Path) -> None:
-    """A terminal's Ctrl-C signals the eval and its recorder process alike: the recorder
-    must keep recording what finishes in the grace period."""
+    """A terminal's Ctrl-C signals the eval's whole process group: the recorder process
+    (in a session of its own) must keep recording what finishes in the grace period."""
     store = tmp_path / "store"
     with MockServer(latency=0.1) as srv:
         proc = subprocess.Popen(eval_cmd(osmo_bin, store, srv.base_url), cwd=project,

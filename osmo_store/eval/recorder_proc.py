@@ -8,12 +8,12 @@ more throughput than the commit's own CPU. ``RecorderProcess`` runs the same ``R
 in a child interpreter (on another core) and talks to it over a pipe; the parent keeps
 only the batching, the progress display and the summary.
 
-The child is ``python -m osmo_store.eval.recorder_proc``, started with the parent's
-interpreter and import path (not ``multiprocessing``, which would re-run a user's script
-that lacks a main guard). Messages are pickles on its stdin/stdout. It ignores SIGINT (a
-Ctrl-C reaches the whole process group; stopping is the parent's decision), exits when its
-stdin closes, and on Linux is killed with its parent, so a killed eval never leaves a
-writer behind; a commit cut short is like any crash of the store's writer (atomic).
+The child is the parent's interpreter running this module's ``main`` (not
+``multiprocessing``, which would re-run a user's script that lacks a main guard). Messages
+are pickles on its stdin/stdout. It runs in a session of its own and ignores SIGINT (a
+terminal's Ctrl-C is the eval's to handle), exits when its stdin closes, and on Linux is
+killed with its parent, so a killed eval never leaves a writer behind; a commit cut short
+is like any crash of the store's writer (atomic).
 """
 
 from __future__ import annotations
@@ -36,6 +36,20 @@ from .state import ConfigState, PendingObject, Recorder, SampleResult
 
 class RecorderDied(OsmoError):
     pass
+
+
+# The child's first lines: the same osmo_store as ours, however we were imported, and not
+# the eval's working directory on the import path (a user's json.py there must not shadow).
+_BOOTSTRAP = """
+import os, sys, importlib.util
+sys.path[:] = [p for p in sys.path if p not in ("", ".", os.getcwd())]
+root = sys.argv[1]
+spec = importlib.util.find_spec("osmo_store")
+if spec is None or not (spec.origin or "").startswith(root + os.sep):
+    sys.path.insert(0, root)
+from osmo_store.eval.recorder_proc import main
+main()
+"""
 
 
 def merge_counts(fields: dict[str, Any], tree_counts: dict[str, int]) -> dict[str, Any]:
@@ -72,15 +86,11 @@ class RecorderProcess:
         self.counts: dict[str, int] = {}
         self.last_meta: dict[str, Any] = {}
         package_root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, env.get("PYTHONPATH")) if p
-        )  # the same osmo_store as ours, however we were imported
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "osmo_store.eval.recorder_proc"],
+            [sys.executable, "-c", _BOOTSTRAP, package_root],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
+            start_new_session=True,  # a terminal's Ctrl-C goes to the eval only, from the start
         )
         setup = (str(store_path), config_id, state.run_id, dict(state.trees), parents, head)
         self._send(("open", setup, failed_names))
@@ -97,7 +107,7 @@ class RecorderProcess:
         assert self._proc.stdout is not None
         try:
             return pickle.load(self._proc.stdout)
-        except (EOFError, OSError, pickle.UnpicklingError):
+        except Exception:  # noqa: BLE001 - EOF or a cut-off reply: either way the child is gone
             raise self._died() from None
 
     def _died(self) -> RecorderDied:
@@ -171,7 +181,10 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
     _die_with_parent()
     if os.getppid() != parent:
         return  # the parent died before the kernel was told to kill us with it
-    _, setup, failed_names = pickle.load(inp)
+    try:
+        _, setup, failed_names = pickle.load(inp)
+    except Exception:  # noqa: BLE001 - the parent is gone before it said anything
+        return
     path, config_id, run_id, trees, parents, head = setup
     repo: Repository | None = None
     failure: BaseException | None = None  # a store that cannot be opened fails every commit
@@ -187,7 +200,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         while True:
             try:
                 message = pickle.load(inp)
-            except EOFError:
+            except Exception:  # noqa: BLE001 - EOF, or a message cut off: the parent is gone
                 return
             if message[0] == "close":
                 return
@@ -214,6 +227,10 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             repo.close()
 
 
-if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the eval's to handle
     serve(sys.stdin.buffer, sys.stdout.buffer)
+
+
+if __name__ == "__main__":
+    main()
