@@ -471,6 +471,48 @@ def tree_get(store: NodeStore, root: ObjectId, name: str) -> TreeEntry | None:
             return None
 
 
+class TreeReader:
+    """Repeated lookups in manifests, with parsed nodes cached (nodes are immutable, so the
+    cache never goes stale). A leaf is parsed into its entry records by name once, not
+    decoded entry by entry on every lookup as ``tree_get`` does. Not thread-safe."""
+
+    def __init__(self, store: NodeStore, max_nodes: int = 4096) -> None:
+        self.store = store
+        self.max_nodes = max_nodes
+        self._nodes: dict[ObjectId, tuple[int, dict]] = {}
+
+    def _node(self, oid: ObjectId) -> tuple[int, dict]:
+        node = self._nodes.get(oid)
+        if node is None:
+            otype, content = self.store.get(oid)
+            if otype is not ObjectType.TREE:
+                raise MalformedObject(f"{oid} is a {otype}, not a tree")
+            if content[:1] == bytes((_KIND_LEAF,)):
+                node = (_KIND_LEAF, _leaf_records(content))
+            else:
+                internal = decode_node(content)
+                node = (_KIND_INTERNAL, {nib: cid for nib, cid, _ in internal.children})  # type: ignore[union-attr]
+            if len(self._nodes) >= self.max_nodes:
+                self._nodes.pop(next(iter(self._nodes)))
+            self._nodes[oid] = node
+        return node
+
+    def get(self, root: ObjectId, name: str) -> TreeEntry | None:
+        raw = name.encode("utf-8")
+        h = b""
+        oid, depth = root, 0
+        while True:
+            kind, table = self._node(oid)
+            if kind == _KIND_LEAF:
+                record = table.get(raw)
+                return None if record is None else TreeEntry(name, *_record_item(raw, record)[2:])
+            h = h or name_hash(raw)
+            child = table.get(_nibble(h, depth))
+            if child is None:
+                return None
+            oid, depth = child, depth + 1
+
+
 def tree_count(store: NodeStore, root: ObjectId) -> int:
     node = load_node(store, root)
     return len(node.entries) if isinstance(node, Leaf) else node.count

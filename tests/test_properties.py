@@ -32,6 +32,7 @@ from osmo_store.tree import (
     Internal,
     Leaf,
     TreeEntry,
+    TreeReader,
     empty_tree,
     iter_tree,
     list_tree,
@@ -290,11 +291,14 @@ def test_manifest_reads_return_exactly_its_entries(m: Entries, absent: list[str]
         assert len(iterated) == len(m)
         assert _as_map(iterated) == m
         assert tree_count(store, root) == len(m)
+        reader = TreeReader(store, max_nodes=3)  # a small cache: evictions happen too
         for name, (t, oid) in m.items():
             assert tree_get(store, root, name) == TreeEntry(name, t, oid)
+            assert reader.get(root, name) == TreeEntry(name, t, oid)
         for name in absent:
             if name not in m:
                 assert tree_get(store, root, name) is None
+                assert reader.get(root, name) is None
         if len(m) > SMALL_LEAF:  # the patch took effect: this is a real multi-level trie
             assert isinstance(load_node(store, root), Internal)
         else:

@@ -38,11 +38,11 @@ from ..objects import ObjectType, RunRecord, compress_object, object_id
 from ..repo import Repository
 from ..tree import (
     TreeEntry,
+    TreeReader,
     empty_tree,
     iter_names,
     list_tree,
     tree_count,
-    tree_get,
     update_tree,
     write_tree,
 )
@@ -326,12 +326,13 @@ def update_index(repo: Repository, changes: Mapping[str, TreeEntry | None]) -> N
 
 
 class IndexReader:
-    """Lookups in ``refs/cache/index`` with decoded tree nodes cached in memory (nodes are
-    immutable, so the cache never goes stale; it is only ever re-rooted)."""
+    """Lookups in ``refs/cache/index``, with parsed tree nodes cached in memory (nodes are
+    immutable, so the cache never goes stale; it is only ever re-rooted). Not thread-safe:
+    ``StoreLookup`` calls it under its lock."""
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
-        self.store = CachingNodeStore(repo.objects)
+        self.reader = TreeReader(repo.objects)
         self.root = repo.refs.read(INDEX_REF)
 
     def refresh(self) -> None:
@@ -341,35 +342,14 @@ class IndexReader:
         if self.root is None:
             return None
         try:
-            entry = tree_get(self.store, self.root, key)
+            entry = self.reader.get(self.root, key)
         except ObjectNotFound:
             # An old index root collected under us (gc --prune=now): look again.
             self.refresh()
             if self.root is None:
                 return None
-            entry = tree_get(self.store, self.root, key)
+            entry = self.reader.get(self.root, key)
         return entry.oid if entry else None
-
-
-class CachingNodeStore:
-    """Read-through cache of (type, content) by id, bounded in entries."""
-
-    def __init__(self, objects, max_entries: int = 4096) -> None:
-        self.objects = objects
-        self.max_entries = max_entries
-        self._cache: dict[ObjectId, tuple[ObjectType, bytes]] = {}
-
-    def get(self, oid: ObjectId) -> tuple[ObjectType, bytes]:
-        hit = self._cache.get(oid)
-        if hit is None:
-            hit = self.objects.get(oid)
-            if len(self._cache) >= self.max_entries:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[oid] = hit
-        return hit
-
-    def put(self, otype: ObjectType, content: bytes) -> ObjectId:
-        return self.objects.put(otype, content)
 
 
 def rebuild_index(repo: Repository) -> ObjectId:
