@@ -303,3 +303,23 @@ def test_every_run_record_carries_provenance(
     (fn,) = prov["code"].values()
     assert fn["fingerprint"] and fn["git"] == {"commit": head, "dirty": False}
     assert meta["config"]["model"] == "mock" and meta["identity"]["n"] == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_processes_an_agent_starts_can_be_interrupted(osmo_eval, server, project) -> None:
+    """Whatever the eval does with signals, a tool process an agent starts must not inherit
+    SIGINT/SIGTERM blocked (it could then be neither stopped nor terminated)."""
+    (project / "agent.py").write_text(
+        "import subprocess, sys\n"
+        "def solve(messages, row, client):\n"
+        "    status = subprocess.run([sys.executable, '-c', \"print(open('/proc/self/status')"
+        '.read())"], capture_output=True, text=True, check=True).stdout\n'
+        "    blocked = int(next(l for l in status.splitlines() if l.startswith('SigBlk'))"
+        ".split()[1], 16)\n"
+        "    if blocked & ((1 << 1) | (1 << 14)):  # SIGINT = 2, SIGTERM = 15\n"
+        "        raise RuntimeError(f'tool process starts with signals blocked: {blocked:x}')\n"
+        "    return messages + [client.chat(messages)]\n"
+    )
+    code, body, err = osmo_eval("--agent", "agent.py:solve")
+    assert code == 0, err
+    assert body["summary"]["failed"] == 0 and body["summary"]["runs"] == 12

@@ -38,3 +38,34 @@ def test_commit_packs_are_folded_in_tiers_and_nothing_is_lost(repo: Repository) 
     assert state.names(repo, "samples") == {sample_name(f"row{i:04d}", 0) for i in range(commits)}
     assert rec.counts == {"done": commits, "failed": 0}
     assert fsck(repo, full=True).ok
+
+
+def test_workers_stop_launching_when_their_runner_is_interrupted() -> None:
+    """A KeyboardInterrupt in the thread running the window (a library caller with the
+    default SIGINT handler) must stop the workers: no model calls nobody will record."""
+    import _thread
+    import threading
+    import time
+
+    import pytest
+
+    from osmo_store.eval.runner import _Workers
+
+    started = []
+    delivered = []
+
+    def execute(row, i):
+        started.append(i)
+        time.sleep(0.01)
+        return i
+
+    workers = _Workers([(None, i) for i in range(2000)], 4, threading.Event(), delivered.append,
+                       execute)  # fmt: skip
+    threading.Timer(0.2, _thread.interrupt_main).start()
+    with pytest.raises(KeyboardInterrupt):
+        workers.run(grace=5.0)
+    time.sleep(0.1)  # runs in flight finish...
+    launched = len(started)
+    time.sleep(0.3)  # ...and nothing new starts
+    assert len(started) == launched < 2000
+    assert len(delivered) <= launched

@@ -15,12 +15,11 @@ import logging
 import os
 import platform
 import queue
-import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -279,8 +278,7 @@ def _run_locked(
                     return
 
         commit_thread = threading.Thread(target=committer, name="osmo-committer", daemon=True)
-        with _signals_to_this_thread():
-            commit_thread.start()
+        commit_thread.start()
 
         workers = _Workers(
             todo,
@@ -362,25 +360,6 @@ def _open_recorder(repo, config_id, state, parents, head, failed_names, options,
     return recorder
 
 
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-@contextlib.contextmanager
-def _signals_to_this_thread() -> Iterator[None]:
-    """Threads started inside inherit a signal mask that blocks SIGINT and SIGTERM, so the
-    kernel delivers those to the calling (main) thread. Delivered to a busy worker instead,
-    CPython flags the signal for the main thread but may not run its handler until that
-    thread next contends for the GIL: a Ctrl-C could go unnoticed until the eval ended."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 class _Workers:
     """A sliding window of ``concurrency`` runs in flight: each worker thread takes the next
     run as soon as its last one finishes and hands the result straight to the committer
@@ -402,6 +381,8 @@ class _Workers:
         draining: threading.Event | None = None,
     ) -> None:
         self._todo = iter(todo)
+        self._total = len(todo)
+        self._delivered = 0
         self._count = min(max(1, concurrency), len(todo))
         self._stop = stop
         self._deliver = deliver
@@ -444,6 +425,7 @@ class _Workers:
                     if self._closed:
                         return
                     self._deliver(result)
+                    self._delivered += 1
         finally:
             with self._lock:
                 self._active -= 1
@@ -451,21 +433,28 @@ class _Workers:
                     self._idle.set()
 
     def run(self, grace: float) -> bool:
-        """Run everything (or until stopped); True if stopped before the work ran out."""
+        """Run everything (or until stopped); True if stopped before every run was
+        delivered. Whatever ends it (an exception included), no run is launched or
+        delivered after it returns."""
         if self._count == 0:
             return False
-        self._active = self._count
-        with _signals_to_this_thread():
+        try:
+            with self._lock:
+                self._active = self._count
             for k in range(self._count):
                 threading.Thread(target=self._work, name=f"osmo-run-{k}", daemon=True).start()
-        # Short waits keep the main thread responsive to signal handlers.
-        while not self._idle.wait(0.1) and not self._stop.is_set():
-            pass
-        if self._stop.is_set():
-            self._idle.wait(grace)
-        with self._lock:
-            self._closed = True
-            return self._stop.is_set() and not (self._exhausted and self._active == 0)
+            # Short waits keep the main thread responsive to signal handlers.
+            while not self._idle.wait(0.1) and not self._stop.is_set():
+                pass
+            if self._stop.is_set():
+                self._idle.wait(grace)
+        except BaseException:
+            self._stop.set()  # e.g. KeyboardInterrupt from a default SIGINT handler
+            raise
+        finally:
+            with self._lock:
+                self._closed = True
+        return self._stop.is_set() and self._delivered < self._total
 
 
 def load_samples(repo: Repository, trees: dict[str, ObjectId]) -> list[dict[str, Any]]:
