@@ -69,3 +69,65 @@ def test_workers_stop_launching_when_their_runner_is_interrupted() -> None:
     time.sleep(0.3)  # ...and nothing new starts
     assert len(started) == launched < 2000
     assert len(delivered) <= launched
+
+
+def test_a_commit_holds_the_writer_lease_before_its_pack_is_visible(repo: Repository) -> None:
+    """Objects written without a look for a stored copy (every object of a commit with no
+    results) must still be covered by the writer's lease: a `gc --prune=now` between the
+    pack's publication and the ref's move must not take the new run record."""
+    from osmo_store.gc import gc
+
+    config_id = "c" * 64
+    Recorder(repo, config_id, ConfigState.load(repo, config_id), ()).commit(
+        [], lambda counts: {"counts": counts}
+    )
+    repo.close()  # a new session, as a resumed eval is
+    with Repository.open(repo.path) as session:
+        state = ConfigState.load(session, config_id)
+        rec = Recorder(session, config_id, state, (state.run_id,))
+        rec.head = state.run_id
+        move_ref = session.update_ref
+        removed = []
+
+        def gc_first(*args, **kwargs):
+            with Repository.open(session.path) as other:
+                removed.append(gc(other, prune="now").objects_removed)
+            return move_ref(*args, **kwargs)
+
+        session.update_ref = gc_first  # type: ignore[method-assign]
+        run_id = rec.commit([], lambda counts: {"counts": counts})
+    with Repository.open(repo.path) as check:
+        assert check.refs.read(f"refs/evals/{config_id}") == run_id
+        assert check.objects.has(run_id), f"gc removed {removed} objects, the run record too"
+        assert fsck(check).ok
+
+
+def test_a_read_racing_a_pack_merge_finds_the_merged_pack(store_path, monkeypatch) -> None:
+    """A reader lists the pack folder; before it opens what it saw, another writer folds
+    those packs into a new one and removes them. The read must find the merged pack."""
+    from osmo_store.backends import local
+    from osmo_store.objects import ObjectType
+
+    writer = Repository.open(store_path)
+    reader = Repository.open(store_path)  # has loaded the (no) packs already
+    oids = []
+    for i in range(2):
+        with writer.objects.bulk() as w:
+            oids.append(w.put(ObjectType.BLOB, b"row %d" % i))
+    real_reader = local.PackReader
+    fired = []
+
+    def merge_first(idx):
+        if not fired:
+            fired.append(True)
+            writer.objects.reload_packs()
+            writer.objects.merge_packs(writer.objects.packs())
+        return real_reader(idx)
+
+    monkeypatch.setattr(local, "PackReader", merge_first)
+    try:
+        assert reader.objects.get(oids[0]) == (ObjectType.BLOB, b"row 0")
+        assert fired
+    finally:
+        writer.close()
+        reader.close()

@@ -63,23 +63,29 @@ class LocalObjectStore(ObjectStore):
         """``loose_path`` as a string, for the hot paths (a Path costs a parse per call)."""
         return f"{self._root_str}{oid[:2]}{os.sep}{oid[2:]}"
 
-    def reload_packs(self) -> None:
-        """Pick up packs published (or removed) by other processes since the last look."""
+    def reload_packs(self) -> bool:
+        """Pick up packs published (or removed) by other processes since the last look.
+        True if the packs changed, or one vanished while we looked (a merge or gc at work:
+        look again to see what replaced it)."""
         with self._lock:
             try:
                 names = {n[:-4] for n in os.listdir(self.pack_dir) if is_pack_index_name(n)}
             except FileNotFoundError:
                 names = set()
+            changed = False
             for gone in set(self._packs) - names:
                 # Not closed here: another thread may be reading from it right now (its fd
                 # must not be closed, and then reused, under it). The reader closes itself
                 # when the last reference goes.
                 del self._packs[gone]
+                changed = True
             for name in sorted(names - set(self._packs)):
+                changed = True
                 try:
                     self._packs[name] = PackReader(self.pack_dir / f"{name}.idx")
                 except FileNotFoundError:
-                    continue  # removed between listdir and open (gc)
+                    continue  # removed between listdir and open (gc, a merge)
+            return changed
 
     def packs(self) -> list[PackReader]:
         with self._lock:
@@ -129,14 +135,17 @@ class LocalObjectStore(ObjectStore):
         data = self._read_loose(oid)
         if data is not None:
             return data, None
-        # A repack may have moved it from loose into a pack we have not loaded yet.
-        self.reload_packs()
-        hit = self._read_packed(oid)
-        if hit is not None:
-            return hit
-        data = self._read_loose(oid)
-        if data is not None:
-            return data, None
+        # A repack or merge may have moved it into a pack we have not loaded yet; look
+        # again while the packs keep changing under us (a few times at most).
+        for _ in range(_RELOADS):
+            if not self.reload_packs():
+                break
+            hit = self._read_packed(oid)
+            if hit is not None:
+                return hit
+            data = self._read_loose(oid)
+            if data is not None:
+                return data, None
         # Last resort: a gc killed mid-delete may have left it aside (gc-<name>).
         if self.restore_aside():
             return self._get_raw_located(oid)
@@ -445,6 +454,9 @@ def _list(directory: Path) -> list[str]:
         return []
 
 
+_RELOADS = 8  # looks at the pack folder for a read that finds nothing, while it changes
+
+
 def _touch(path: str, since_ns: int) -> bool:
     """Move the file's mtime to now if it is older than ``since_ns``; False if it is gone."""
     try:
@@ -466,6 +478,9 @@ class BulkWriter:
 
     def __init__(self, store: LocalObjectStore) -> None:
         self.store = store
+        # The lease first: gc spares what is newer than a live lease's start, and objects
+        # written without a look for a stored copy (put_new) never take it on the way.
+        store.lease()
         self._writer = PackWriter(store.pack_dir)
         self.published: Path | None = None  # the new pack's index, once finished
 
