@@ -340,3 +340,47 @@ def test_thread_and_process_recorders_record_the_same(
     assert {k: v for k, v in t["summary"].items() if k not in drop} == {
         k: v for k, v in p["summary"].items() if k not in drop
     }
+
+
+@linux_only
+def test_sigterm_to_every_process_of_the_eval_stops_it_gracefully(
+    osmo_bin: str, tmp_path: Path, project: Path
+) -> None:
+    """`systemctl stop` (KillMode=control-group) sends SIGTERM to the eval and its recorder
+    alike: the grace period's runs must still be recorded."""
+    store = tmp_path / "store"
+    with MockServer(latency=0.1) as srv:
+        proc = subprocess.Popen(eval_cmd(osmo_bin, store, srv.base_url), cwd=project,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+        wait_until_recorded(store, proc)
+        child = recorder_of(proc.pid)
+        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(child, signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        done, status = recorded(store)
+        assert 0 < done < ROWS and status == "interrupted"
+        assert done >= shown_done(err)
+        assert gone(child)
+        check_resume(osmo_bin, store, project, srv)
+
+
+def test_without_a_recorder_process_the_eval_records_in_its_own(
+    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch, capsys, caplog
+) -> None:
+    """A recorder process that cannot start (here: the interpreter is not Python, as in a
+    frozen app) leaves the eval to record in its own process, with a warning."""
+    from osmo_store.cli.main import main
+
+    store = tmp_path / "store"
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # starts, and exits at once
+    with MockServer() as srv:
+        code = main(eval_cmd("osmo", store, srv.base_url)[1:])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        assert json.loads(out)["summary"]["runs"] == ROWS and srv.calls == ROWS
+    assert any("no recorder process" in r.getMessage() for r in caplog.records)
+    done, status = recorded(store)
+    assert done == ROWS and status == "completed"

@@ -18,7 +18,9 @@ is like any crash of the store's writer (atomic).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
 import pickle
 import signal
@@ -33,6 +35,8 @@ from ..hashing import ObjectId
 from ..repo import Repository
 from .state import ConfigState, PendingObject, Recorder, SampleResult
 
+log = logging.getLogger(__name__)
+
 
 class RecorderDied(OsmoError):
     pass
@@ -42,7 +46,11 @@ class RecorderDied(OsmoError):
 # the eval's working directory on the import path (a user's json.py there must not shadow).
 _BOOTSTRAP = """
 import os, sys, importlib.util
-sys.path[:] = [p for p in sys.path if p not in ("", ".", os.getcwd())]
+try:
+    cwd = os.getcwd()
+except OSError:  # the working directory was deleted
+    cwd = ""
+sys.path[:] = [p for p in sys.path if p not in ("", ".", cwd)]
 root = sys.argv[1]
 spec = importlib.util.find_spec("osmo_store")
 if spec is None or not (spec.origin or "").startswith(root + os.sep):
@@ -66,11 +74,16 @@ def meta_builder(fields: dict[str, Any]) -> Callable[[dict[str, int]], dict[str,
 
 class RecorderProcess:
     """``Recorder``'s interface (``commit``, ``trees``, ``counts``, ``head``, ...), served by
-    a child process writing to the store at ``store_path``."""
+    a child process writing to ``repo``'s store.
+
+    The child says whether it is ready (store opened) before its first commit; if it never
+    is (it cannot start, import or open the store: a frozen app, a deleted working
+    directory...), the commits are made in this process instead, with a warning. A child
+    that dies after that is an error (``RecorderDied``)."""
 
     def __init__(
         self,
-        store_path: Path,
+        repo: Repository,
         config_id: str,
         state: ConfigState,
         parents: tuple[ObjectId, ...],
@@ -78,6 +91,7 @@ class RecorderProcess:
         head: ObjectId | None,
         failed_names: set[str] | None,
     ) -> None:
+        assert repo.path is not None
         self.config_id = config_id
         self.trees = dict(state.trees)
         self.head = head
@@ -85,6 +99,10 @@ class RecorderProcess:
         self.recorded = 0
         self.counts: dict[str, int] = {}
         self.last_meta: dict[str, Any] = {}
+        self._ready = False
+        self._fallback: Recorder | None = None
+        # What the in-process fallback needs (copied: the failed-names set is updated).
+        self._local = (repo, state, parents, None if failed_names is None else set(failed_names))
         package_root = str(Path(__file__).resolve().parents[2])
         self._proc = subprocess.Popen(
             [sys.executable, "-c", _BOOTSTRAP, package_root],
@@ -92,15 +110,16 @@ class RecorderProcess:
             stdout=subprocess.PIPE,
             start_new_session=True,  # a terminal's Ctrl-C goes to the eval only, from the start
         )
-        setup = (str(store_path), config_id, state.run_id, dict(state.trees), parents, head)
-        self._send(("open", setup, failed_names))
+        setup = (str(repo.path), config_id, state.run_id, dict(state.trees), parents, head)
+        with contextlib.suppress(RecorderDied):  # found out at the first commit
+            self._send(("open", setup, failed_names))
 
     def _send(self, message: Any) -> None:
         assert self._proc.stdin is not None
         try:
             pickle.dump(message, self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             self._proc.stdin.flush()
-        except (BrokenPipeError, OSError):
+        except (BrokenPipeError, OSError, ValueError):
             raise self._died() from None
 
     def _receive(self) -> Any:
@@ -117,6 +136,25 @@ class RecorderProcess:
             code = self._proc.wait()
         return RecorderDied(f"the eval's recorder process died (exit status {code})")
 
+    def _check_ready(self) -> None:
+        """Wait for the child's word that it opened the store; else record in-process."""
+        if self._ready or self._fallback is not None:
+            return
+        try:
+            reply = self._receive()
+        except RecorderDied as e:
+            reason = str(e)
+        else:
+            if reply[0] == "ready":
+                self._ready = True
+                return
+            reason = f"{type(reply[1]).__name__}: {reply[1]}"
+        self.close()
+        log.warning("recording in the eval's own process: no recorder process (%s)", reason)
+        repo, state, parents, failed_names = self._local
+        self._fallback = Recorder(repo, self.config_id, state, parents, failed_names=failed_names)
+        self._fallback.head = self.head
+
     def commit(
         self,
         results: Iterable[SampleResult],
@@ -124,6 +162,13 @@ class RecorderProcess:
         *,
         final: bool = False,
     ) -> ObjectId:
+        self._check_ready()
+        if self._fallback is not None:
+            rec = self._fallback
+            run_id = rec.commit(results, meta, final=final)
+            self.trees, self.counts, self.last_meta = rec.trees, rec.counts, rec.last_meta
+            self.recorded, self.commits, self.head = rec.recorded, rec.commits, rec.head
+            return run_id
         batch = [
             (r.name, r.failed, r.record, [(o.subtree, o.name, o.content, o.oid) for o in r.objects])
             for r in results
@@ -138,10 +183,8 @@ class RecorderProcess:
 
     def close(self) -> None:
         if self._proc.poll() is None:
-            try:
+            with contextlib.suppress(RecorderDied):
                 self._send(("close",))
-            except RecorderDied:
-                return
         try:
             self._proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -186,16 +229,18 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
     except Exception:  # noqa: BLE001 - the parent is gone before it said anything
         return
     path, config_id, run_id, trees, parents, head = setup
-    repo: Repository | None = None
-    failure: BaseException | None = None  # a store that cannot be opened fails every commit
     try:
         repo = Repository.open(path, create=False)
         rec = Recorder(
             repo, config_id, ConfigState(run_id, None, trees), parents, failed_names=failed_names
         )
         rec.head = head
-    except Exception as e:  # noqa: BLE001 - reported to the parent at its first commit
-        failure = _portable(e)
+    except Exception as e:  # noqa: BLE001 - the parent records in-process instead
+        pickle.dump(("error", _portable(e)), out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
+        return
+    pickle.dump(("ready",), out, protocol=pickle.HIGHEST_PROTOCOL)
+    out.flush()
     try:
         while True:
             try:
@@ -205,10 +250,6 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             if message[0] == "close":
                 return
             _, batch, meta, final = message
-            if failure is not None:
-                pickle.dump(("error", failure), out, protocol=pickle.HIGHEST_PROTOCOL)
-                out.flush()
-                continue
             try:
                 results = [
                     SampleResult(name, failed, record, {}, [PendingObject(*o) for o in objects])
@@ -223,13 +264,22 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             pickle.dump(reply, out, protocol=pickle.HIGHEST_PROTOCOL)
             out.flush()
     finally:
-        if repo is not None:
-            repo.close()
+        repo.close()
 
 
 def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the eval's to handle
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    # Stopping is the eval's decision: a Ctrl-C, or a SIGTERM/SIGHUP sent to the whole
+    # group or cgroup (systemctl stop), must not cut the recording of its grace period.
+    # The child still ends with the eval: on "close", on EOF, or by PR_SET_PDEATHSIG.
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    # Replies go to a private copy of stdout; fd 1 becomes stderr, so a stray print from
+    # any library cannot corrupt the stream.
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    serve(sys.stdin.buffer, replies)
 
 
 if __name__ == "__main__":

@@ -351,7 +351,7 @@ def _open_recorder(repo, config_id, state, parents, head, failed_names, options,
     if use_process and repo.path is not None:
         try:
             return RecorderProcess(
-                repo.path, config_id, state, parents, head=head, failed_names=failed_names
+                repo, config_id, state, parents, head=head, failed_names=failed_names
             )
         except OSError as e:  # no interpreter to start (an embedded Python, say)
             log.warning("recording in this process: cannot start a recorder process (%s)", e)

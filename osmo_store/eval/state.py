@@ -332,7 +332,8 @@ class IndexReader:
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
-        self.reader = TreeReader(repo.objects)
+        # A parsed 256-entry leaf takes ~65 KB: 1,024 nodes bound the cache near 64 MB.
+        self.reader = TreeReader(repo.objects, max_nodes=1024)
         self.root = repo.refs.read(INDEX_REF)
 
     def refresh(self) -> None:
