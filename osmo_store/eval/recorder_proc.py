@@ -105,7 +105,7 @@ class RecorderProcess:
         self._local = (repo, state, parents, None if failed_names is None else set(failed_names))
         package_root = str(Path(__file__).resolve().parents[2])
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOTSTRAP, package_root],
+            [sys.executable, "-c", _BOOTSTRAP, package_root, str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,  # a terminal's Ctrl-C goes to the eval only, from the start
@@ -218,11 +218,10 @@ def _portable(exc: BaseException) -> BaseException:
         return OsmoError(f"recording failed: {type(exc).__name__}: {exc}")
 
 
-def serve(inp: BinaryIO, out: BinaryIO) -> None:
+def serve(inp: BinaryIO, out: BinaryIO, parent: int | None = None) -> None:
     """The child's loop: one ``Recorder`` on a store of its own, commits on request."""
-    parent = os.getppid()
     _die_with_parent()
-    if os.getppid() != parent:
+    if parent is not None and os.getppid() != parent:
         return  # the parent died before the kernel was told to kill us with it
     try:
         _, setup, failed_names = pickle.load(inp)
@@ -279,7 +278,8 @@ def main() -> None:
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    serve(sys.stdin.buffer, replies)
+    parent = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    serve(sys.stdin.buffer, replies, parent)
 
 
 if __name__ == "__main__":
