@@ -54,7 +54,6 @@ from .summary import SummaryBuilder, primary_value
 
 log = logging.getLogger(__name__)
 SCHEMA = 1
-DRAIN_COMMIT_INTERVAL = 0.05  # seconds between commits once every run is launched
 
 
 @dataclass
@@ -238,7 +237,6 @@ def _run_locked(
         # interpreter per run.
         results: queue.SimpleQueue[SampleResult] = queue.SimpleQueue()
         workers_done = threading.Event()
-        draining = threading.Event()  # every run is launched; the last ones are in flight
         commit_error: list[BaseException] = []
         # The summary of the runs recorded in this session is built as they are committed;
         # only runs recorded before it are read back at the end.
@@ -250,12 +248,7 @@ def _run_locked(
         def committer() -> None:
             first = True
             while True:
-                # Once nothing is left to launch, commit more often: the last commit,
-                # which the eval waits for, then holds only the last few runs.
-                interval = options.commit_interval
-                if draining.is_set():
-                    interval = min(interval, DRAIN_COMMIT_INTERVAL)
-                end = workers_done.wait(0 if first else interval)
+                end = workers_done.wait(0 if first else options.commit_interval)
                 batch: list[SampleResult] = []
                 with contextlib.suppress(queue.Empty):
                     while True:
@@ -286,7 +279,6 @@ def _run_locked(
             stop,
             results.put,
             lambda row, i: _execute(config, solver, eval_fns, row, i, stats),
-            draining,
         )
         try:
             interrupted = workers.run(options.stop_grace)
@@ -378,7 +370,6 @@ class _Workers:
         stop: threading.Event,
         deliver: Callable[[SampleResult], None],
         execute: Callable[[Row, int], SampleResult],
-        draining: threading.Event | None = None,
     ) -> None:
         self._todo = iter(todo)
         self._total = len(todo)
@@ -391,8 +382,6 @@ class _Workers:
         self._closed = False  # set when the grace period is over: deliver nothing more
         self._idle = threading.Event()
         self._active = 0
-        self._exhausted = False
-        self._draining = draining
         self.fatal: list[FatalModelError] = []
         self.error: BaseException | None = None  # an unexpected failure (a bug): re-raised
 
@@ -400,11 +389,7 @@ class _Workers:
         if self._stop.is_set():
             return None
         with self._lock:
-            item = next(self._todo, None)
-            self._exhausted = item is None
-            if self._exhausted and self._draining is not None:
-                self._draining.set()
-            return item
+            return next(self._todo, None)
 
     def _work(self) -> None:
         try:
