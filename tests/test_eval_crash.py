@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,6 +66,17 @@ def wait_until_recorded(store: Path, proc: subprocess.Popen, timeout: float = 30
             return
         time.sleep(0.05)
     raise AssertionError("the eval recorded nothing in time")
+
+
+def start_recording_eval(
+    osmo_bin: str, store: Path, srv: MockServer, project: Path, **popen: Any
+) -> subprocess.Popen:
+    """An `osmo eval` subprocess (text pipes), returned once it has recorded some runs."""
+    proc = subprocess.Popen(eval_cmd(osmo_bin, store, srv.base_url), cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen)  # fmt: skip
+    wait_until_recorded(store, proc)
+    return proc
 
 
 def shown_done(stderr: str) -> int:
@@ -126,10 +138,7 @@ def test_sigint_records_finished_runs_and_exits_130(
 ) -> None:
     store = tmp_path / "store"
     with MockServer(latency=0.1) as srv:  # 150 runs, 4 at a time: ~4 s of work
-        cmd = eval_cmd(osmo_bin, store, srv.base_url)
-        proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)  # fmt: skip
-        wait_until_recorded(store, proc)
+        proc = start_recording_eval(osmo_bin, store, srv, project)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
@@ -266,9 +275,7 @@ def test_a_killed_eval_takes_its_recorder_process_with_it(
 ) -> None:
     store = tmp_path / "store"
     with MockServer(latency=0.05) as srv:
-        proc = subprocess.Popen(eval_cmd(osmo_bin, store, srv.base_url), cwd=project,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-        wait_until_recorded(store, proc)
+        proc = start_recording_eval(osmo_bin, store, srv, project)
         child = recorder_of(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
@@ -282,10 +289,7 @@ def test_a_dead_recorder_process_stops_the_eval_with_one_line(
 ) -> None:
     store = tmp_path / "store"
     with MockServer(latency=0.05) as srv:
-        proc = subprocess.Popen(eval_cmd(osmo_bin, store, srv.base_url), cwd=project,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)  # fmt: skip
-        wait_until_recorded(store, proc)
+        proc = start_recording_eval(osmo_bin, store, srv, project)
         os.kill(recorder_of(proc.pid), signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 1, err
@@ -305,10 +309,7 @@ def test_a_stop_signal_to_all_of_the_eval_still_records_the_grace_period(
     eval and its recorder alike. Either way, what finishes in the grace period is recorded."""
     store = tmp_path / "store"
     with MockServer(latency=0.1) as srv:  # 150 runs, 4 at a time: ~4 s of work
-        proc = subprocess.Popen(eval_cmd(osmo_bin, store, srv.base_url), cwd=project,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)  # fmt: skip
-        wait_until_recorded(store, proc)
+        proc = start_recording_eval(osmo_bin, store, srv, project, start_new_session=True)
         child = recorder_of(proc.pid)
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)
