@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -244,3 +245,33 @@ def test_subprocess_exit_codes(store_path: Path, osmo_bin: str) -> None:
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines()[0].startswith("osmo: error:")
     assert "Traceback" not in bad.stderr
+
+
+def test_output_closed_early_is_not_an_error(store_path: Path, osmo_bin: str) -> None:
+    """`osmo ... | head`: the reader is gone before osmo writes; exit 0, nothing on stderr."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        r = subprocess.run(
+            [osmo_bin, "--store", str(store_path), "eval", "cache", "ls"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert r.returncode == 0 and r.stderr == ""
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_an_error(
+    store_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broken pipe to a child process (say, the eval's recorder) must not pass for
+    `| head`: it is one error line and exit 1."""
+    from osmo_store.cli import main as main_mod
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(main_mod, "open_repo", broken)
+    code = main(["--store", str(store_path), "show-ref"])
+    _, err = capsys.readouterr()
+    assert code == 1 and err.strip() == "osmo: error: Broken pipe"

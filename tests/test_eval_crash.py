@@ -351,16 +351,29 @@ def test_thread_and_process_recorders_record_the_same(
     }
 
 
+@pytest.mark.parametrize("gone_before_open", [False, True])
 def test_without_a_recorder_process_the_eval_records_in_its_own(
-    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch, capsys, caplog
-) -> None:
+    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch, capsys, caplog,
+    gone_before_open: bool,
+) -> None:  # fmt: skip
     """A recorder process that cannot start (here: the interpreter is not Python, as in a
-    frozen app) leaves the eval to record in its own process, with a warning."""
+    frozen app) leaves the eval to record in its own process, with a warning. Also when the
+    child has exited before the eval writes to it, so that every write meets a broken pipe."""
     from osmo_store.cli.main import main
+    from osmo_store.eval import recorder_proc
 
     store = tmp_path / "store"
     monkeypatch.chdir(project)
     monkeypatch.setattr(sys, "executable", "/bin/false")  # starts, and exits at once
+    if gone_before_open:
+        popen = subprocess.Popen
+
+        def popen_and_wait(*args: Any, **kwargs: Any) -> subprocess.Popen:
+            proc = popen(*args, **kwargs)
+            proc.wait()
+            return proc
+
+        monkeypatch.setattr(recorder_proc.subprocess, "Popen", popen_and_wait)
     with MockServer() as srv:
         code = main(eval_cmd("osmo", store, srv.base_url)[1:])
         out, err = capsys.readouterr()

@@ -6,6 +6,7 @@ import argparse
 import functools
 import logging
 import os
+import select
 import sys
 import traceback
 from collections.abc import Sequence
@@ -82,7 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err("osmo: interrupted")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    except BrokenPipeError as e:
+        if not _stdout_closed():  # some other pipe: an error like any other
+            if args.debug:
+                traceback.print_exc()
+            err(f"osmo: error: {e.strerror or e}")
+            return EXIT_ERROR
         # Output piped into `head` and closed: not an error. Point stdout at devnull so
         # the interpreter's final flush does not complain.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -93,6 +99,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f": {e.filename}" if e.filename else ""
         err(f"osmo: error: {e.strerror or e}{where}")
         return EXIT_ERROR
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe or socket whose reader has gone (``osmo ... | head``)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # replaced by a stream without a descriptor
+        return False
+    if not hasattr(select, "poll"):
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
 
 
 if __name__ == "__main__":

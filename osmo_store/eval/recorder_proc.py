@@ -193,7 +193,10 @@ class RecorderProcess:
         finally:
             for f in (self._proc.stdin, self._proc.stdout):
                 if f is not None:
-                    f.close()
+                    # A write the child never read (it is gone) fails again here; the file is
+                    # closed all the same.
+                    with contextlib.suppress(OSError):
+                        f.close()
 
 
 def _die_with_parent() -> None:
