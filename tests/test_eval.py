@@ -165,6 +165,62 @@ def test_scoring_errors_are_counted_not_zeroed(osmo_eval, server) -> None:
     assert s["metrics"]["boom"]["count"] == 9 and s["metrics"]["boom"]["mean"] == 1.0
 
 
+def test_user_code_that_exits_fails_its_run_not_the_eval(
+    osmo_eval, server, project, store_path
+) -> None:
+    """exit() or sys.exit() in an eval function is a scoring error, in an agent a failed run;
+    neither ends the eval (in a worker thread it would, with the user's status: 0 for exit())."""
+    (project / "quits.py").write_text(
+        "import sys\n"
+        "def quits(solution_str, ground_truth, extra_info):\n"
+        "    if solution_str.endswith('3'):\n"
+        "        exit()\n"
+        "    if solution_str.endswith('5'):\n"
+        "        sys.exit(3)\n"
+        "    return 1\n"
+    )
+    code, body, err = osmo_eval(fns=("quits.py:quits",))
+    assert code == 0, err
+    s = body["summary"]
+    assert s["runs"] == 12 and s["scoring_errors"] == 5 and s["metrics"]["quits"]["count"] == 7
+    (project / "agent.py").write_text(
+        "import sys\n"
+        "def solve(messages, row, client):\n"
+        "    if row['ground_truth'].endswith('1'):\n"
+        "        sys.exit(2)\n"
+        "    return messages + [client.chat(messages)]\n"
+    )
+    code, body, err = osmo_eval("--agent", "agent.py:solve")
+    assert code == 0, err
+    assert body["summary"]["runs"] == 12 and body["summary"]["failed"] == 3  # 1, 11, 21
+    with Repository.open(store_path) as repo:
+        run_id = next(c.run_id for c in list_configs(repo) if c.config_id == body["config_id"])
+        stored = load_samples(repo, ConfigState.from_run(repo, run_id).trees)
+    errors = [x["error"] for x in stored if x["status"] == "failed"]
+    assert errors == [{"type": "agent_error", "message": "SystemExit: the code called exit(2)"}] * 3
+
+
+@pytest.mark.parametrize(
+    ("source", "spec", "says"),
+    [
+        ("x = 1\n", "bad.py:exact", "has no attribute 'exact'"),
+        ("def exact(:\n", "bad.py:exact", "SyntaxError"),
+        ("exit(4)\n", "bad.py:exact", "SystemExit: the code called exit(4)"),
+        ("import sys\nsys.exit()\n", "bad:exact", "SystemExit: the code called exit()"),
+        ("exact = 3\n", "bad.py:exact", "not callable"),
+        ("", "nosuch.py:exact", "nosuch.py"),
+    ],
+)
+def test_eval_functions_that_cannot_load_are_one_line_errors(
+    osmo_eval, server, project, source: str, spec: str, says: str
+) -> None:
+    (project / "bad.py").write_text(source)
+    code, _, err = osmo_eval(fns=(spec,))
+    assert code == 1 and server.calls == 0
+    assert len(err.strip().splitlines()) == 1 and err.startswith("osmo: error:"), err
+    assert says in err
+
+
 def test_fatal_errors_stop_at_once_with_a_clear_message(osmo_eval, store_path) -> None:
     with MockServer(require_api_key="sk-right") as srv:
         argv = ["--store", str(store_path), "eval", "-d", "data.jsonl", "--model", "mock",

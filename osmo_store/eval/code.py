@@ -21,6 +21,19 @@ class CodeLoadError(OsmoError):
     pass
 
 
+# What user code (an agent, an eval function, a module they import) may raise that makes
+# its run fail rather than the eval: any exception, and exit()/sys.exit(), which in a worker
+# thread would otherwise end the whole eval with the user's exit status (0 for ``exit()``).
+USER_CODE_ERRORS = (Exception, SystemExit)
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for a failure of user code."""
+    if isinstance(e, SystemExit):
+        return f"SystemExit: the code called exit({'' if e.code is None else repr(e.code)})"
+    return f"{type(e).__name__}: {e}"
+
+
 def load_callable(spec: str, what: str) -> tuple[Callable[..., Any], CodeRef]:
     """Import ``spec`` and return the callable and its CodeRef. The fingerprint is the
     BLAKE3 of the defining module's source file, so editing anything in that file (a
@@ -63,16 +76,19 @@ def _import(target: str, what: str, spec: str):
             sys.path.insert(0, str(path.parent))
         try:
             module_spec.loader.exec_module(module)
-        except Exception as e:  # noqa: BLE001 - user code may raise anything on import
+        except USER_CODE_ERRORS as e:
             del sys.modules[name]
-            raise CodeLoadError(f"{what} {spec!r}: importing {target} failed: {e!r}") from None
+            raise CodeLoadError(
+                f"{what} {spec!r}: importing {target} failed: {describe_error(e)}"
+            ) from None
         return module
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")  # MODULE names resolve from the working directory, like python -m
     try:
         return importlib.import_module(target)
-    except Exception as e:  # noqa: BLE001 - user code may raise anything on import
-        raise CodeLoadError(f"{what} {spec!r}: cannot import {target}: {e!r}") from None
+    except USER_CODE_ERRORS as e:
+        why = describe_error(e)
+        raise CodeLoadError(f"{what} {spec!r}: cannot import {target}: {why}") from None
 
 
 def _source_file(module) -> str | None:

@@ -34,7 +34,7 @@ from ..refs import default_who
 from ..repo import Repository
 from ..tree import iter_tree
 from .client import ChatClient, FatalModelError, ModelError
-from .code import git_state
+from .code import USER_CODE_ERRORS, describe_error, git_state
 from .config import EvalConfig, rollout_key
 from .dataset import Dataset, Row
 from .recorder_proc import RecorderProcess, meta_builder
@@ -485,8 +485,8 @@ def _execute(
             raise
         except ModelError as e:
             error = {"type": "model_error", "status": getattr(e, "status", None), "message": str(e)}
-        except Exception as e:  # noqa: BLE001 - agent code: any failure is a failed run
-            error = {"type": "agent_error", "message": f"{type(e).__name__}: {e}"[:2000]}
+        except USER_CODE_ERRORS as e:  # agent code: any failure is a failed run
+            error = {"type": "agent_error", "message": describe_error(e)[:2000]}
     # ``finished`` orders two results for the same run when stores merge (newer wins).
     sample: dict[str, Any] = {
         "schema": SCHEMA,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .code import USER_CODE_ERRORS, describe_error
 from .config import CodeRef
 
 FULL_SIGNATURE_FIRST_PARAM = "messages"
@@ -91,6 +92,6 @@ def score_all(
     for fn in fns:
         try:
             scores[fn.name] = score_one(fn, messages, ground_truth, metadata)
-        except Exception as e:  # noqa: BLE001 - user code: any failure is a scoring error
-            errors[fn.name] = f"{type(e).__name__}: {e}"[:500]
+        except USER_CODE_ERRORS as e:  # user code: any failure is a scoring error
+            errors[fn.name] = describe_error(e)[:500]
     return scores, errors
