@@ -379,3 +379,35 @@ def test_processes_an_agent_starts_can_be_interrupted(osmo_eval, server, project
     code, body, err = osmo_eval("--agent", "agent.py:solve")
     assert code == 0, err
     assert body["summary"]["failed"] == 0 and body["summary"]["runs"] == 12
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--timeout", "0", "argument --timeout: must be > 0"),
+        ("--timeout", "-1", "argument --timeout: must be > 0"),
+        ("--temperature", "nan", "argument --temperature: expected a finite number"),
+        ("--top-p", "inf", "argument --top-p: expected a finite number"),
+        ("--pass-threshold", "x", "argument --pass-threshold: expected a number"),
+    ],
+)
+def test_bad_numbers_in_flags_are_usage_errors(
+    osmo_eval, server, capsys, flag: str, value: str, says: str
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        osmo_eval(flag, value)
+    assert exc.value.code == 2 and says in capsys.readouterr().err
+    assert server.calls == 0
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "-1", "inf"])
+def test_a_bad_lock_timeout_is_a_one_line_error(
+    osmo_eval, server, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("OSMO_LOCK_TIMEOUT", value)
+    code, _, err = osmo_eval()
+    assert code == 1 and server.calls == 0
+    assert (
+        err.strip()
+        == f"osmo: error: OSMO_LOCK_TIMEOUT must be a number of seconds >= 0, not {value!r}"
+    )

@@ -153,18 +153,39 @@ def test_second_eval_of_same_config_waits_then_fails(
 ) -> None:
     store = tmp_path / "store"
     with MockServer(latency=0.05) as srv:
-        cmd = eval_cmd(osmo_bin, store, srv.base_url)
-        first = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True)  # fmt: skip
-        time.sleep(0.8)
+        first = start_recording_eval(osmo_bin, store, srv, project)
         second = subprocess.run(
             eval_cmd(osmo_bin, store, srv.base_url), cwd=project, capture_output=True, text=True,
-            env={**__import__("os").environ, "OSMO_LOCK_TIMEOUT": "0.5"}, timeout=60,
+            env={**os.environ, "OSMO_LOCK_TIMEOUT": "0.5"}, timeout=60,
         )  # fmt: skip
         assert second.returncode == 1
-        assert "another eval of config" in second.stderr
+        waiting, error = second.stderr.splitlines()[:2]
+        assert waiting.startswith("osmo: another eval of config") and "up to 0.5s" in waiting
+        assert error.startswith("osmo: error: another eval of config")
         first.communicate(timeout=120)
         assert first.returncode == 0
+
+
+def test_ctrl_c_while_waiting_for_the_config_stops_at_once(
+    osmo_bin: str, tmp_path: Path, project: Path
+) -> None:
+    store = tmp_path / "store"
+    with MockServer(latency=0.1) as srv:  # ~4 s of work for the first eval
+        first = start_recording_eval(osmo_bin, store, srv, project)
+        second = subprocess.Popen(eval_cmd(osmo_bin, store, srv.base_url), cwd=project,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "OSMO_LOCK_TIMEOUT": "60"})  # fmt: skip
+        assert second.stderr is not None
+        assert second.stderr.readline().startswith("osmo: another eval of config")
+        second.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, err = second.communicate(timeout=30)
+        assert second.returncode == 130 and time.monotonic() - started < 5, err
+        assert "interrupted while waiting for another eval of this config" in err
+        assert first.poll() is None  # the first eval is not disturbed, and completes
+        first.communicate(timeout=120)
+        assert first.returncode == 0
+        assert recorded(store) == (ROWS, "completed")
 
 
 def test_different_configs_run_side_by_side(osmo_bin: str, tmp_path: Path, project: Path) -> None:

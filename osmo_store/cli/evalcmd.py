@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import os
 import signal
 import sys
@@ -68,14 +70,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     s.add_argument(
         "--pass-threshold",
-        type=float,
+        type=_finite_float,
         default=1.0,
         metavar="T",
         help="a run passes when its primary score >= T (default 1.0)",
     )
-    s.add_argument("--temperature", type=float, metavar="X")
+    s.add_argument("--temperature", type=_finite_float, metavar="X")
     s.add_argument("--max-tokens", type=_positive_int, metavar="N")
-    s.add_argument("--top-p", type=float, metavar="X")
+    s.add_argument("--top-p", type=_finite_float, metavar="X")
     s.add_argument("--seed", type=int, metavar="N")
     s.add_argument("--max-turns", type=_positive_int, metavar="N", help="passed to the agent")
     s.add_argument("--limit", type=_nonneg_int, metavar="N", help="only the first N rows")
@@ -97,7 +99,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     r.add_argument(
         "--timeout",
-        type=float,
+        type=_positive_float,
         default=60.0,
         metavar="S",
         help="per model request, seconds (default 60)",
@@ -144,6 +146,34 @@ def _positive_int(text: str) -> int:
     v = int(text)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    v = _finite_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
+def _lock_timeout() -> float:
+    text = os.environ.get("OSMO_LOCK_TIMEOUT", "30")
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v >= 0):
+        raise UsageError(f"OSMO_LOCK_TIMEOUT must be a number of seconds >= 0, not {text!r}")
     return v
 
 
@@ -224,8 +254,13 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
         return args.cache_func(args)
     from ..eval.client import ChatClient, resolve_api_key
     from ..eval.runner import EvalOptions, run_eval
+    from ..eval.state import StoppedWaiting
     from .progress import ProgressDisplay
 
+    lock_timeout = _lock_timeout()
+    recorder = os.environ.get("OSMO_RECORDER", "auto")
+    if recorder not in ("auto", "process", "thread"):
+        raise UsageError(f"OSMO_RECORDER must be auto, process or thread, not {recorder!r}")
     config, dataset, eval_fns, agent, display = build_config(args)
     client = None
     if config.model is not None:
@@ -236,10 +271,6 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
             max_retries=args.max_retries,
             pool_size=max(args.concurrency, 4),
         )
-    lock_timeout = float(os.environ.get("OSMO_LOCK_TIMEOUT", "30"))
-    recorder = os.environ.get("OSMO_RECORDER", "auto")
-    if recorder not in ("auto", "process", "thread"):
-        raise UsageError(f"OSMO_RECORDER must be auto, process or thread, not {recorder!r}")
     options = EvalOptions(
         concurrency=args.concurrency,
         fresh=args.fresh,
@@ -273,11 +304,19 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
     display_bar = None if args.quiet else ProgressDisplay(sys.stderr)
     try:
         with open_repo(args) as repo:
-            outcome = run_eval(
-                repo, config, dataset, eval_fns,
-                client=client, agent=agent, options=options, display=display, stop=stop,
-                on_progress=display_bar.update if display_bar else None,
-            )  # fmt: skip
+            try:
+                outcome = run_eval(
+                    repo, config, dataset, eval_fns,
+                    client=client, agent=agent, options=options, display=display, stop=stop,
+                    on_progress=display_bar.update if display_bar else None,
+                    on_wait=None if args.quiet else functools.partial(
+                        err, f"osmo: another eval of config {config.config_id[:12]} is "
+                        f"running; waiting up to {lock_timeout:g}s for it to finish"),
+                )  # fmt: skip
+            except StoppedWaiting:
+                err("osmo: interrupted while waiting for another eval of this config; "
+                    "nothing was run")  # fmt: skip
+                return EXIT_INTERRUPTED
             if display_bar:
                 display_bar.close()
             _report(args, repo, config, outcome, dataset, display)

@@ -46,6 +46,7 @@ from .state import (
     PendingObject,
     Recorder,
     SampleResult,
+    StoppedWaiting,
     blob,
     eval_lock,
     sample_name,
@@ -128,20 +129,45 @@ def run_eval(
     display: dict[str, Any],
     stop: threading.Event | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    on_wait: Callable[[], None] | None = None,
 ) -> EvalOutcome:
+    """Run the eval. ``on_wait`` is called once if another eval of the config holds its
+    lock (this one then waits up to ``options.lock_timeout`` s, or until ``stop``)."""
     stop = stop or threading.Event()
     config_id = config.config_id
-    lock = eval_lock(repo, config_id, options.lock_timeout)
-    try:
-        lock.acquire()
-    except FileLockTimeout:
-        raise EvalLocked(config_id, options.lock_timeout) from None
+    lock = _acquire_eval_lock(repo, config_id, options.lock_timeout, stop, on_wait)
     try:
         return _run_locked(
             repo, config, dataset, eval_fns, client, agent, options, display, stop, on_progress
         )
     finally:
         lock.release()
+
+
+def _acquire_eval_lock(repo, config_id, timeout, stop, on_wait):
+    """The config's eval lock, waiting up to ``timeout`` s for another eval of it to end;
+    a stop request (Ctrl-C) ends the wait at once."""
+    lock = eval_lock(repo, config_id, timeout)
+    deadline = time.monotonic() + timeout
+    waiting = False
+    while True:
+        if stop.is_set():
+            raise StoppedWaiting(config_id)
+        try:
+            # Short tries keep a stop request prompt (a negative timeout would block forever).
+            left = deadline - time.monotonic()
+            lock.acquire(timeout=max(0.0, min(0.1, left)) if waiting else 0)
+        except FileLockTimeout:
+            if time.monotonic() >= deadline:
+                raise EvalLocked(config_id, timeout) from None
+            if not waiting and on_wait is not None:
+                on_wait()
+            waiting = True
+            continue
+        if stop.is_set():
+            lock.release()
+            raise StoppedWaiting(config_id)
+        return lock
 
 
 def _plan(state: ConfigState, repo: Repository, rows: list[Row], n: int, retry_failed: bool):

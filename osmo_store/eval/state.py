@@ -64,6 +64,10 @@ class EvalLocked(OsmoError):
         self.config_id = config_id
 
 
+class StoppedWaiting(Exception):
+    """The eval was asked to stop while it waited for another eval of its config."""
+
+
 def eval_lock(repo: Repository, config_id: str, timeout: float) -> FileLock:
     assert repo.path is not None
     path = repo.path / "locks" / "evals" / f"{config_id}.lock"
