@@ -429,6 +429,21 @@ def test_malformed_csv_names_the_line(tmp_path: Path) -> None:
     assert "malformed CSV" in str(err)
 
 
+def test_csv_quote_never_closed_is_an_error_at_its_record(tmp_path: Path) -> None:
+    """Not one prompt holding the rest of the file (what a lenient reader makes of it)."""
+    path = write_text(tmp_path / "d.csv",
+                      'user_prompt,ground_truth\nq1,2\n"q2,4\nq3,6\nq4,8\n')  # fmt: skip
+    err = error_of(path)
+    assert err.where == f"{path}:3"
+    assert "malformed CSV: a quoted field is never closed" in str(err)
+
+
+def test_csv_stray_quote_is_an_error(tmp_path: Path) -> None:
+    path = write_text(tmp_path / "d.csv", 'user_prompt,ground_truth\nq1,2\n"q2"x,4\n')
+    err = error_of(path)
+    assert err.where == f"{path}:3" and "malformed CSV" in str(err)
+
+
 @pytest.mark.parametrize("row", [[1, 2], "text", 3, None])
 def test_rows_must_be_objects(tmp_path: Path, row: Any) -> None:
     path = write_jsonl(tmp_path / "d.jsonl", [ROWS[0], row])

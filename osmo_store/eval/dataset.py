@@ -22,7 +22,7 @@ Format rules:
 - json: a top-level array of objects, or an object with exactly one list-valued key such
   as ``{"version": 2, "data": [...]}``. Locations are ``file item N`` (0-based index).
 - csv: UTF-8 (a BOM is ignored), first non-blank record is the header, duplicated header
-  names are an error. Values stay strings, except that an empty cell (and a cell missing
+  names are an error, and so are a stray quote inside a field and a quote never closed. Values stay strings, except that an empty cell (and a cell missing
   from a short record) is None: CSV cannot tell "" from "no value", and None is what an
   absent ground truth or system prompt means everywhere else. Hence an empty user_prompt
   cell is an error. Locations are ``file:LINE``, the record's first line, header = line 1.
@@ -386,15 +386,20 @@ def _csv_rows(path: Path, shown: str) -> Iterator[tuple[str, Any]]:
         # csv.reader over our own decoded lines: line_num then counts physical lines, so a
         # record's first line is line_num + 1 before reading it, even across blank lines
         # and quoted fields that span lines.
-        reader = csv.reader(line for _, line in _utf8_lines(f, shown))
+        # strict: a stray quote is an error, not text; a quote never closed is an error,
+        # not one field holding the rest of the file.
+        reader = csv.reader((line for _, line in _utf8_lines(f, shown)), strict=True)
         header: list[str] | None = None
         while True:
             first_line = reader.line_num + 1
             try:
                 record = next(reader, None)
             except csv.Error as e:
-                where = f"{shown}:{reader.line_num}"
-                raise DatasetError(f"malformed CSV: {e}", path=shown, where=where) from None
+                if "end of data" in str(e):
+                    why, where = "a quoted field is never closed", f"{shown}:{first_line}"
+                else:
+                    why, where = str(e), f"{shown}:{reader.line_num}"
+                raise DatasetError(f"malformed CSV: {why}", path=shown, where=where) from None
             if record is None:
                 return
             where = f"{shown}:{first_line}"
