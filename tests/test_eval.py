@@ -411,3 +411,31 @@ def test_a_bad_lock_timeout_is_a_one_line_error(
         err.strip()
         == f"osmo: error: OSMO_LOCK_TIMEOUT must be a number of seconds >= 0, not {value!r}"
     )
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (("--output-path", "afile"), "--output-path afile: is a file"),
+        (("-o", "adir"), "-o adir: is a directory"),
+        (("--log-samples", "adir"), "--log-samples adir: is a directory"),
+        (("-o", "afile/x.json"), "-o afile/x.json: afile is not a directory"),
+        (("--output-path", "afile/sub"), "--output-path afile/sub: afile is not a directory"),
+    ],
+)
+def test_unwritable_output_paths_are_refused_before_running(
+    osmo_eval, server, project, flags: tuple[str, ...], says: str
+) -> None:
+    (project / "afile").write_text("keep me\n")
+    (project / "adir").mkdir()
+    code, _, err = osmo_eval(*flags)
+    assert code == 1 and server.calls == 0
+    assert err.strip() == f"osmo: error: {says}"
+    assert (project / "afile").read_text() == "keep me\n"
+
+
+def test_output_file_in_a_new_directory_is_written(osmo_eval, project) -> None:
+    code, body, err = osmo_eval("-o", "new/dir/all.json")
+    assert code == 0, err
+    written = json.loads((project / "new" / "dir" / "all.json").read_text())
+    assert written["summary"] == body["summary"] and len(written["runs"]) == 12

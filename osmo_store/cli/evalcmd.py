@@ -166,6 +166,27 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _check_output_paths(args: argparse.Namespace) -> None:
+    """Refuse, before anything runs, output paths that could not be written afterwards."""
+    from pathlib import Path
+
+    wanted = [(args.output_path, "--output-path", True), (args.output, "-o", False)]
+    if args.log_samples:
+        wanted.append((args.log_samples, "--log-samples", False))
+    for text, flag, is_dir in wanted:
+        if not text:
+            continue
+        path = Path(text)
+        if path.exists() and path.is_dir() != is_dir:
+            kind = "a file" if is_dir else "a directory"
+            raise UsageError(f"{flag} {text}: is {kind}")
+        existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+        if existing != path and not existing.is_dir():
+            raise UsageError(f"{flag} {text}: {existing} is not a directory")
+        if not os.access(existing, os.W_OK):
+            raise UsageError(f"{flag} {text}: permission denied")
+
+
 def _lock_timeout() -> float:
     text = os.environ.get("OSMO_LOCK_TIMEOUT", "30")
     try:
@@ -261,6 +282,7 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
     recorder = os.environ.get("OSMO_RECORDER", "auto")
     if recorder not in ("auto", "process", "thread"):
         raise UsageError(f"OSMO_RECORDER must be auto, process or thread, not {recorder!r}")
+    _check_output_paths(args)
     config, dataset, eval_fns, agent, display = build_config(args)
     client = None
     if config.model is not None:
@@ -343,7 +365,6 @@ def _report(args, repo: Repository, config: EvalConfig, outcome: EvalOutcome, da
             display) -> None:  # fmt: skip
     from .report import print_summary, write_outputs
 
-    write_outputs(args, repo, config, outcome, dataset, display)
     if args.json:
         out(json.dumps({"config_id": outcome.config_id, "run": outcome.run_id,
                         "status": outcome.status, "config": display,
@@ -351,3 +372,5 @@ def _report(args, repo: Repository, config: EvalConfig, outcome: EvalOutcome, da
                        indent=2, sort_keys=True))  # fmt: skip
     else:
         print_summary(config, outcome, display)
+    # After the summary: were a file to fail now, the user still sees what was recorded.
+    write_outputs(args, repo, config, outcome, dataset, display)

@@ -125,6 +125,7 @@ def write_outputs(
         )
         _write_jsonl(target, lines)
     if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(
             json.dumps({**results, "runs": lines}, indent=2, sort_keys=True) + "\n"
         )

@@ -22,10 +22,11 @@ Format rules:
 - json: a top-level array of objects, or an object with exactly one list-valued key such
   as ``{"version": 2, "data": [...]}``. Locations are ``file item N`` (0-based index).
 - csv: UTF-8 (a BOM is ignored), first non-blank record is the header, duplicated header
-  names are an error, and so are a stray quote inside a field and a quote never closed. Values stay strings, except that an empty cell (and a cell missing
-  from a short record) is None: CSV cannot tell "" from "no value", and None is what an
-  absent ground truth or system prompt means everywhere else. Hence an empty user_prompt
-  cell is an error. Locations are ``file:LINE``, the record's first line, header = line 1.
+  names are an error, and so are a stray quote inside a field and a quote never closed.
+  Values stay strings, except that an empty cell (and a cell missing from a short record)
+  is None: CSV cannot tell "" from "no value", and None is what an absent ground truth or
+  system prompt means everywhere else. Hence an empty user_prompt cell is an error.
+  Locations are ``file:LINE``, the record's first line, header = line 1.
 - parquet (needs pyarrow): values become JSON values; NaN becomes None (pandas writes
   missing values as NaN), dates/times become ISO strings, decimals exact strings, durations
   seconds, binary must be UTF-8 text. Locations are ``file row N`` (0-based).
