@@ -439,3 +439,22 @@ def test_output_file_in_a_new_directory_is_written(osmo_eval, project) -> None:
     assert code == 0, err
     written = json.loads((project / "new" / "dir" / "all.json").read_text())
     assert written["summary"] == body["summary"] and len(written["runs"]) == 12
+
+
+def test_fresh_computes_every_run_anew(osmo_eval, server, store_path) -> None:
+    """--fresh starts the config over: new model calls for every run (a redeployed model
+    under the same name gets asked again); the old state stays in the reflog."""
+    code, first, _ = osmo_eval()
+    assert code == 0 and server.calls == 12
+    code, body, _ = osmo_eval("--fresh")
+    assert code == 0 and server.calls == 24 and body["config_id"] == first["config_id"]
+    assert body["session"]["computed"] == 12 and body["session"]["reused_rollouts"] == 0
+    assert body["summary"]["runs"] == 12 and body["session"]["reused_samples"] == 0
+    code, body, _ = osmo_eval()
+    assert code == 0 and server.calls == 24 and body["session"]["reused_samples"] == 12
+    # Another config (another eval function) reuses the fresh rollouts: no calls.
+    code, body, _ = osmo_eval(fns=("other.py:length",))
+    assert code == 0 and server.calls == 24 and body["session"]["reused_rollouts"] == 12
+    with Repository.open(store_path) as repo:
+        logged = [e.new for e in repo.refs.reflog(f"refs/evals/{first['config_id']}")]
+    assert first["run"] in logged

@@ -148,6 +148,34 @@ def test_sigint_records_finished_runs_and_exits_130(
         check_resume(osmo_bin, store, project, srv)
 
 
+def test_an_interrupted_fresh_start_resumes_computing_anew(
+    osmo_bin: str, tmp_path: Path, project: Path
+) -> None:
+    """Resuming a --fresh eval goes on computing every run anew: it does not take the runs
+    it had not reached yet from the state it started over from."""
+    store = tmp_path / "store"
+    with MockServer(latency=0.1) as srv:
+        cmd = eval_cmd(osmo_bin, store, srv.base_url)
+        assert subprocess.run(cmd, cwd=project, capture_output=True, timeout=120).returncode == 0
+        assert srv.calls == ROWS
+        proc = subprocess.Popen([*cmd, "--fresh"], cwd=project, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while srv.calls < ROWS + 8:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130 and "Resume with the same command without --fresh" in err
+        done, status = recorded(store)
+        assert 0 < done < ROWS and status == "interrupted"
+        r = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["session"]["computed"] == ROWS - done
+        assert srv.calls == 2 * ROWS  # every run asked again, once
+        assert recorded(store) == (ROWS, "completed")
+
+
 def test_second_eval_of_same_config_waits_then_fails(
     osmo_bin: str, tmp_path: Path, project: Path
 ) -> None:

@@ -115,7 +115,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     mode.add_argument(
         "--fresh",
         action="store_true",
-        help="start this config over (old state stays in the reflog until gc)",
+        help="start this config over, computing every run anew (old state stays in the "
+        "reflog until gc)",
     )
     mode.add_argument(
         "--retry-failed",
@@ -353,7 +354,8 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
     if outcome.interrupted:
         err(
             f"osmo: interrupted; {outcome.summary['runs']} of "
-            f"{display['rows'] * display['n']} runs recorded. Resume with the same command."
+            f"{display['rows'] * display['n']} runs recorded. Resume with the same command"
+            + (" without --fresh." if args.fresh else ".")
         )
         sys.stdout.flush()
         sys.stderr.flush()

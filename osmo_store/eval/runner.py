@@ -193,6 +193,9 @@ def _run_locked(
     config_id = config.config_id
     started = time.time()
     state = ConfigState.load(repo, config_id)
+    # Started over with --fresh (in this session or one it resumes): reuse nothing but what
+    # the config computed itself since, so every run is computed anew.
+    isolated = options.fresh or bool(state.record and state.record.meta.get("isolated"))
     if options.fresh and state.run_id is not None:
         # Start over: the old state stays reachable through the reflog until it expires.
         head = state.run_id
@@ -207,7 +210,7 @@ def _run_locked(
     stats = _Stats()
     stats.reused_samples = n_done
 
-    lookup = StoreLookup(repo)
+    lookup = StoreLookup(repo, only=state.trees["cache"] if isolated else None)
     caller = ModelCaller(lookup, client, config.model)
     solver = Solver(config, lookup, caller, agent)
     recorder = _open_recorder(repo, config_id, state, parents, head, failed_names, options, todo)
@@ -223,6 +226,8 @@ def _run_locked(
             "config": display,
             "provenance": None,  # filled in by the first commit, off the launching path
         }
+        if isolated:
+            base_meta["isolated"] = True
         prev_counts = (
             state.record.meta.get("counts", {}) if state.record and not options.fresh else {}
         )

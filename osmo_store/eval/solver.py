@@ -69,9 +69,9 @@ class StoreLookup:
     """Finds stored call/rollout blobs by key: results of this session not yet committed
     first, then the shared index. Thread-safe."""
 
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, only: ObjectId | None = None) -> None:
         self.repo = repo
-        self.index = IndexReader(repo)
+        self.index = IndexReader(repo, only)  # ``only``: see IndexReader
         self._pending: dict[str, tuple[ObjectId, bytes]] = {}
         self._lock = threading.Lock()
 

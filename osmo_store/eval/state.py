@@ -332,16 +332,22 @@ def update_index(repo: Repository, changes: Mapping[str, TreeEntry | None]) -> N
 class IndexReader:
     """Lookups in ``refs/cache/index``, with parsed tree nodes cached in memory (nodes are
     immutable, so the cache never goes stale; it is only ever re-rooted). Not thread-safe:
-    ``StoreLookup`` calls it under its lock."""
+    ``StoreLookup`` calls it under its lock.
 
-    def __init__(self, repo: Repository) -> None:
+    With ``only`` (a config's ``cache`` tree), lookups go to that manifest instead of the
+    shared index: a config started over with ``--fresh`` reuses only what it computed itself
+    since."""
+
+    def __init__(self, repo: Repository, only: ObjectId | None = None) -> None:
         self.repo = repo
         # A parsed 256-entry leaf takes ~65 KB: 1,024 nodes bound the cache near 64 MB.
         self.reader = TreeReader(repo.objects, max_nodes=1024)
-        self.root = repo.refs.read(INDEX_REF)
+        self.shared = only is None
+        self.root = repo.refs.read(INDEX_REF) if only is None else only
 
     def refresh(self) -> None:
-        self.root = self.repo.refs.read(INDEX_REF)
+        # A config's own tree collected under us costs only reuse, never a wrong answer.
+        self.root = self.repo.refs.read(INDEX_REF) if self.shared else None
 
     def get(self, key: str) -> ObjectId | None:
         if self.root is None:
