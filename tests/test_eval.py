@@ -221,14 +221,29 @@ def test_eval_functions_that_cannot_load_are_one_line_errors(
     assert says in err
 
 
-def test_fatal_errors_stop_at_once_with_a_clear_message(osmo_eval, store_path) -> None:
+def test_fatal_errors_stop_at_once_with_a_clear_message(osmo_eval, store_path, capsys) -> None:
+    """And they leave the store as it was: no empty config from a mistyped key, and a
+    --fresh start that could not run keeps the state it would have replaced."""
+
+    def run(srv: MockServer, key: str, *extra: str) -> int:
+        return main(["--store", str(store_path), "eval", "-d", "data.jsonl", "--model", "mock",
+                     "--model-id", "mock@lab", "--base-url", srv.base_url, "--api-key", key,
+                     "--eval-fn", "fns.py:exact", "-q", *extra])  # fmt: skip
+
     with MockServer(require_api_key="sk-right") as srv:
-        argv = ["--store", str(store_path), "eval", "-d", "data.jsonl", "--model", "mock",
-                "--base-url", srv.base_url, "--api-key", "sk-wrong", "--eval-fn",
-                "fns.py:exact", "-q"]  # fmt: skip
-        code = main(argv)
-        assert code == 1
+        assert run(srv, "sk-wrong") == 1
         assert srv.calls <= 8  # stopped, not 12 failed runs
+        err = capsys.readouterr().err
+        assert err.startswith("osmo: error:") and "401" in err
+        with Repository.open(store_path) as repo:
+            assert list_configs(repo) == []
+        assert run(srv, "sk-right") == 0
+        with Repository.open(store_path) as repo:
+            [before] = list_configs(repo)
+        assert run(srv, "sk-wrong", "--fresh") == 1
+        with Repository.open(store_path) as repo:
+            [after] = list_configs(repo)
+        assert after.run_id == before.run_id and after.status == "completed"
 
 
 def test_identical_requests_in_flight_are_made_once(osmo_eval, server, project) -> None:

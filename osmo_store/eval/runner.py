@@ -48,6 +48,7 @@ from .state import (
     SampleResult,
     StoppedWaiting,
     blob,
+    config_ref,
     eval_lock,
     sample_name,
 )
@@ -322,6 +323,15 @@ def _run_locked(
             raise workers.error
         if commit_error:
             raise commit_error[0]
+        if fatal and recorder.recorded == 0:
+            # An error every run would hit (a bad key, a wrong URL) and nothing recorded: put
+            # the config back as it was, so a mistyped command leaves no empty config behind.
+            ref = config_ref(config_id)
+            if head is None:
+                repo.delete_ref(ref, recorder.head, message="eval stopped before any run")
+            else:
+                repo.update_ref(ref, head, recorder.head, message="eval stopped before any run")
+            raise fatal[0]
 
         complete = not interrupted and not fatal and recorder.counts.get("done", 0) >= total
         if complete:
