@@ -473,3 +473,37 @@ def test_fresh_computes_every_run_anew(osmo_eval, server, store_path) -> None:
     with Repository.open(store_path) as repo:
         logged = [e.new for e in repo.refs.reflog(f"refs/evals/{first['config_id']}")]
     assert first["run"] in logged
+
+
+def test_a_failed_agent_run_keeps_its_calls_and_a_retry_asks_again(
+    osmo_eval, server, project, store_path
+) -> None:
+    """The calls an agent made before failing are recorded (named in the failed sample);
+    --retry-failed makes them again rather than replaying the answers that led to the
+    failure, and a plain re-run does not touch the failure."""
+    (project / "agent.py").write_text(
+        "import os\n"
+        "def solve(messages, row, client):\n"
+        "    first = client.chat(messages)\n"
+        "    second = client.chat(messages + [first, {'role': 'user', 'content': 'sure?'}])\n"
+        "    if os.path.exists('flaky') and row['ground_truth'].endswith('1'):\n"
+        "        raise RuntimeError('tool crashed')\n"
+        "    return messages + [second]\n"
+    )
+    (project / "flaky").write_text("")
+    code, body, err = osmo_eval("--agent", "agent.py:solve")
+    assert code == 0, err
+    assert body["summary"]["failed"] == 3 and server.calls == 24  # 1, 11, 21 failed
+    with Repository.open(store_path) as repo:
+        run_id = list_configs(repo)[0].run_id
+        failed = [x for x in load_samples(repo, ConfigState.from_run(repo, run_id).trees)
+                  if x["status"] == "failed"]  # fmt: skip
+        assert len(failed) == 3 and all(len(x["calls"]) == 2 for x in failed)
+        cached = ConfigState.from_run(repo, run_id).names(repo, "cache")
+        assert {k for x in failed for k in x["calls"]} <= cached  # kept reachable
+    code, body, _ = osmo_eval("--agent", "agent.py:solve")
+    assert code == 0 and server.calls == 24 and body["summary"]["failed"] == 3
+    (project / "flaky").unlink()
+    code, body, _ = osmo_eval("--agent", "agent.py:solve", "--retry-failed")
+    assert code == 0 and body["summary"]["failed"] == 0
+    assert server.calls == 30 and body["session"]["model_calls"] == 6  # both calls, again

@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,60 @@ def test_an_interrupted_fresh_start_resumes_computing_anew(
         assert json.loads(r.stdout)["session"]["computed"] == ROWS - done
         assert srv.calls == 2 * ROWS  # every run asked again, once
         assert recorded(store) == (ROWS, "completed")
+
+
+AGENT_STEPS = 3
+
+
+def test_an_agents_answered_calls_survive_a_sigkill_mid_rollout(
+    osmo_bin: str, tmp_path: Path, project: Path
+) -> None:
+    """Each model call an agent makes is recorded once answered, not when its rollout ends:
+    killed while every rollout waits on its last call, the resumed eval makes only those."""
+    rows = 6
+    (project / "agent.py").write_text(
+        "def solve(messages, row, client):\n"
+        f"    for step in range({AGENT_STEPS}):\n"
+        "        convo = messages + [{'role': 'user', 'content': f'step {step}'}]\n"
+        "        reply = client.chat(convo)\n"
+        "    return convo + [reply]\n"
+    )
+    release = threading.Event()
+
+    def responder(request: dict[str, Any]) -> str:
+        if request["messages"][-1]["content"] == f"step {AGENT_STEPS - 1}":
+            release.wait(60)  # the last step hangs until the eval is killed
+        return "ok"
+
+    store = tmp_path / "store"
+    with MockServer(responder=responder) as srv:
+        cmd = [*eval_cmd(osmo_bin, store, srv.base_url), "--agent", "agent.py:solve",
+               "--limit", str(rows), "--concurrency", str(rows)]  # fmt: skip
+        proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        answered = rows * (AGENT_STEPS - 1)
+        deadline = time.monotonic() + 30
+        while cached_entries(store) < answered:  # recorded in the config's cache manifest
+            assert time.monotonic() < deadline and proc.poll() is None, "calls not recorded"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        release.set()
+        assert recorded(store)[0] == 0  # no run finished
+        r = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        body = json.loads(r.stdout)
+        assert body["summary"]["runs"] == rows and body["session"]["model_calls"] == rows
+
+
+def cached_entries(store: Path) -> int:
+    if not (store / "refs" / "evals").is_dir():
+        return 0
+    with Repository.open(store) as repo:
+        configs = list_configs(repo)
+        if not configs:
+            return 0
+        return ConfigState.from_run(repo, configs[0].run_id).count(repo, "cache")
 
 
 def test_second_eval_of_same_config_waits_then_fails(

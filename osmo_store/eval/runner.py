@@ -39,7 +39,7 @@ from .config import EvalConfig, rollout_key
 from .dataset import Dataset, Row
 from .recorder_proc import RecorderProcess, meta_builder
 from .scoring import EvalFn, score_all
-from .solver import ModelCaller, Rollout, Solver, StoreLookup
+from .solver import CallOutcome, ModelCaller, Rollout, Solver, StoreLookup
 from .state import (
     ConfigState,
     EvalLocked,
@@ -188,6 +188,13 @@ def _plan(state: ConfigState, repo: Repository, rows: list[Row], n: int, retry_f
     return todo, n_done, n_failed, failed
 
 
+def _calls_of_failed(repo: Repository, state: ConfigState) -> frozenset[str]:
+    keys: set[str] = set()
+    for e in iter_tree(repo.objects, state.trees["failed"]):
+        keys.update(json.loads(repo.objects.get_typed(e.oid, ObjectType.BLOB)).get("calls", ()))
+    return frozenset(keys)
+
+
 def _run_locked(
     repo, config, dataset, eval_fns, client, agent, options, display, stop, on_progress
 ):
@@ -211,7 +218,11 @@ def _run_locked(
     stats = _Stats()
     stats.reused_samples = n_done
 
-    lookup = StoreLookup(repo, only=state.trees["cache"] if isolated else None)
+    # A retried run asks the model again: the calls its failed attempt made (an agent's
+    # calls are recorded as they are answered) are not taken from the store.
+    retried_calls = _calls_of_failed(repo, state) if options.retry_failed else frozenset()
+    only = state.trees["cache"] if isolated else None
+    lookup = StoreLookup(repo, only=only, skip=retried_calls)
     caller = ModelCaller(lookup, client, config.model)
     solver = Solver(config, lookup, caller, agent)
     recorder = _open_recorder(repo, config_id, state, parents, head, failed_names, options, todo)
@@ -276,6 +287,10 @@ def _run_locked(
             n=config.n, pass_threshold=options.pass_threshold, primary=primary
         )
         recorded_now: set[str] = set()
+        if agent is not None:
+            caller.record_now = lambda c: results.put(
+                SampleResult.objects_only([PendingObject("cache", c.key, c.content, c.oid)])
+            )
 
         def committer() -> None:
             first = True
@@ -294,6 +309,8 @@ def _run_locked(
                         return
                     first = False
                     for res in batch:
+                        if not res.name:
+                            continue  # an agent's model call, recorded ahead of its run
                         _update_progress(progress, res, primary, options.pass_threshold)
                         summary_of_session.add(res.body)
                         recorded_now.add(res.name)
@@ -512,6 +529,7 @@ def _execute(
 ) -> SampleResult:
     key = rollout_key(config, row.key, run_index)
     objects: list[PendingObject] = [blob(row.key, "rows", canonical_json(row.data))]
+    calls: list[CallOutcome] = []  # the rollout's model calls, as it makes them
     rollout: Rollout | None = solver.reuse(key)
     error = None
     if rollout is not None:
@@ -519,7 +537,7 @@ def _execute(
             stats.reused_rollouts += 1
     else:
         try:
-            rollout = solver.run(key, row.data, row.messages, run_index)
+            rollout = solver.run(key, row.data, row.messages, run_index, calls)
             with stats.lock:
                 stats.computed += 1
         except FatalModelError:
@@ -537,6 +555,9 @@ def _execute(
     }
     if rollout is None:
         sample.update(status="failed", error=error, rollout=None, scores={}, scoring_errors={})
+        if calls:  # made before it failed: kept, and not reused by --retry-failed
+            sample["calls"] = [c.key for c in calls]
+            objects += [PendingObject("cache", c.key, c.content, c.oid) for c in calls]
         with stats.lock:
             stats.failed += 1
         return SampleResult(

@@ -4,6 +4,7 @@ the store first (cached by the request that produced it), single-flighted, and r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import threading
 import time
@@ -41,7 +42,7 @@ class NoModelConfigured(FatalModelError):
 class CallOutcome:
     key: str
     oid: ObjectId
-    content: bytes | None  # None when the call was reused (already stored)
+    content: bytes | None  # None when reused (already stored) or already sent to be recorded
     message: dict[str, Any]
     usage: dict[str, Any]
     reused: bool
@@ -69,9 +70,12 @@ class StoreLookup:
     """Finds stored call/rollout blobs by key: results of this session not yet committed
     first, then the shared index. Thread-safe."""
 
-    def __init__(self, repo: Repository, only: ObjectId | None = None) -> None:
+    def __init__(
+        self, repo: Repository, only: ObjectId | None = None, skip: frozenset[str] = frozenset()
+    ) -> None:
         self.repo = repo
         self.index = IndexReader(repo, only)  # ``only``: see IndexReader
+        self._skip = skip  # keys not to take from the store (only from this session)
         self._pending: dict[str, tuple[ObjectId, bytes]] = {}
         self._lock = threading.Lock()
 
@@ -84,6 +88,8 @@ class StoreLookup:
             hit = self._pending.get(key)
         if hit is not None:
             return hit
+        if key in self._skip:
+            return None
         with self._lock:
             oid = self.index.get(key)
         if oid is None:
@@ -93,7 +99,9 @@ class StoreLookup:
     def find_id(self, key: str) -> ObjectId | None:
         with self._lock:
             hit = self._pending.get(key)
-            return hit[0] if hit else self.index.get(key)
+            if hit is not None:
+                return hit[0]
+            return None if key in self._skip else self.index.get(key)
 
 
 class ModelCaller:
@@ -108,6 +116,9 @@ class ModelCaller:
         self._inflight: dict[str, Future[CallOutcome]] = {}
         self._lock = threading.Lock()
         self.calls_made = 0
+        # Set for agents: each new answer goes to the recorder at once (then the outcome
+        # carries no content), so a rollout cut short by a crash does not pay for it again.
+        self.record_now: Callable[[CallOutcome], None] | None = None
 
     def call(self, request: dict[str, Any], run_index: int, occurrence: int) -> CallOutcome:
         if self.model is None or self.client is None:
@@ -153,7 +164,11 @@ class ModelCaller:
         content = canonical_json(body)
         oid = object_id(ObjectType.BLOB, content)
         self.lookup.remember(key, oid, content)
-        return CallOutcome(key, oid, content, result.message, result.usage or {}, False)
+        outcome = CallOutcome(key, oid, content, result.message, result.usage or {}, False)
+        if self.record_now is not None:
+            self.record_now(outcome)
+            outcome = dataclasses.replace(outcome, content=None)
+        return outcome
 
     @staticmethod
     def _outcome(key: str, oid: ObjectId, content: bytes, *, reused: bool) -> CallOutcome:
@@ -177,13 +192,14 @@ class AgentClient:
         max_turns: int | None,
         *,
         single_call: bool = False,
+        calls: list[CallOutcome] | None = None,
     ) -> None:
         self._single_call = single_call
         self._caller = caller
         self._run_index = run_index
         self._params = params
         self.max_turns = max_turns
-        self.calls: list[CallOutcome] = []
+        self.calls: list[CallOutcome] = [] if calls is None else calls
         self._seen: dict[bytes, int] = {}
 
     def chat(self, messages: list[dict[str, Any]], **overrides: Any) -> dict[str, Any]:
@@ -252,12 +268,19 @@ class Solver:
         return Rollout(key, oid, None, body["messages"], body.get("usage", {}), calls, True)
 
     def run(
-        self, key: str, row_data: dict[str, Any], messages: list[dict[str, Any]], run_index: int
+        self,
+        key: str,
+        row_data: dict[str, Any],
+        messages: list[dict[str, Any]],
+        run_index: int,
+        calls: list[CallOutcome] | None = None,
     ) -> Rollout:
+        """The rollout; ``calls`` (if given) gets each model call as it is made, so a caller
+        knows them even if the rollout fails."""
         started = time.time()
         client = AgentClient(
             self.caller, run_index, self.params, self.config.max_turns,
-            single_call=self.agent is None,
+            single_call=self.agent is None, calls=calls,
         )  # fmt: skip
         if self.agent is None:
             reply = client.chat(messages)

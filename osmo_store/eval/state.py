@@ -5,7 +5,8 @@
 * ``samples``: ``<row-key>.<run>`` -> sample blob, for every run whose rollout finished;
 * ``failed``:  ``<row-key>.<run>`` -> sample blob, for runs whose rollout failed (errors are
   data: recorded, never cached; a later success removes the entry);
-* ``cache``:   ``<key>`` -> rollout or model-call blob, every one this config used;
+* ``cache``:   ``<key>`` -> rollout or model-call blob, every one this config used (an
+  agent's calls as soon as they are answered, so a rollout cut short does not lose them);
 * ``rows``:    ``<row-key>`` -> row blob.
 
 Everything a sample record names by id is also an entry in one of these trees, so gc and
@@ -146,7 +147,9 @@ def blob(name: str, subtree: str, content: bytes) -> PendingObject:
 
 @dataclass
 class SampleResult:
-    """One finished run, ready to record. ``body`` is ``record`` as a dict.
+    """One finished run, ready to record. ``body`` is ``record`` as a dict. A result with
+    no ``name`` carries objects only: a model call an agent made, recorded as soon as it is
+    answered so that a rollout cut short does not pay for it again (``objects_only``).
 
     Objects arrive with their ids computed by the worker thread that made them (the
     sample's own id is computed where it is recorded); the committer compresses them.
@@ -162,6 +165,10 @@ class SampleResult:
     @functools.cached_property
     def oid(self) -> ObjectId:
         return object_id(ObjectType.BLOB, self.record)
+
+    @classmethod
+    def objects_only(cls, objects: list[PendingObject]) -> SampleResult:
+        return cls("", False, b"", {}, objects)
 
 
 class Recorder:
@@ -186,7 +193,7 @@ class Recorder:
         self.head = state.run_id
         self.parents = parents
         self.commits = 0
-        self.recorded = 0  # results committed by this recorder
+        self.recorded = 0  # runs (samples) committed by this recorder
         self.counts: dict[str, int] = {}
         self._packs: list[tuple[Path, int]] = []  # (index path, merge level), oldest first
         self.last_meta: dict[str, Any] = {}
@@ -220,6 +227,8 @@ class Recorder:
                     changes[obj.subtree][obj.name] = entry
                     if obj.subtree == "cache":
                         index_changes[obj.name] = entry
+                if not res.name:
+                    continue  # objects only
                 bulk.put_verified(res.oid, compress_object(ObjectType.BLOB, res.record), new=True)
                 entry = TreeEntry(res.name, ObjectType.BLOB, res.oid)
                 known_failed = self._failed_names
@@ -254,7 +263,7 @@ class Recorder:
         self._logged_this_session = True
         self.head = run_id
         self.commits += 1
-        self.recorded += len(results)
+        self.recorded += sum(1 for res in results if res.name)
         if new_index is not None and new_index != index_base:
             try:
                 self.repo.update_ref(INDEX_REF, new_index, index_base, message="index", log=False)
