@@ -49,7 +49,7 @@ def test_workers_stop_launching_when_their_runner_is_interrupted() -> None:
 
     import pytest
 
-    from osmo_store.eval.runner import _Workers
+    from osmo_store.eval.workers import Workers
 
     started = []
     delivered = []
@@ -59,7 +59,7 @@ def test_workers_stop_launching_when_their_runner_is_interrupted() -> None:
         time.sleep(0.01)
         return i
 
-    workers = _Workers([(None, i) for i in range(2000)], 4, threading.Event(), delivered.append,
+    workers = Workers([(None, i) for i in range(2000)], 4, threading.Event(), delivered.append,
                        execute)  # fmt: skip
     threading.Timer(0.2, _thread.interrupt_main).start()
     with pytest.raises(KeyboardInterrupt):
