@@ -507,3 +507,51 @@ def test_a_failed_agent_run_keeps_its_calls_and_a_retry_asks_again(
     code, body, _ = osmo_eval("--agent", "agent.py:solve", "--retry-failed")
     assert code == 0 and body["summary"]["failed"] == 0
     assert server.calls == 30 and body["session"]["model_calls"] == 6  # both calls, again
+
+
+def test_a_fatal_error_after_an_agent_call_was_recorded_keeps_the_call(
+    store_path, project, capsys
+) -> None:
+    """The config is put back only if nothing at all was recorded: a call the agent already
+    paid for stays in the config (and is reused by the next attempt)."""
+    (project / "agent.py").write_text(
+        "import time\n"
+        "def solve(messages, row, client):\n"
+        "    first = client.chat(messages)\n"
+        "    time.sleep(0.6)  # the first call gets committed\n"
+        "    return messages + [first, client.chat(messages + [first])]\n"
+    )
+    srv_box: list[MockServer] = []
+
+    def responder(request: dict) -> str:
+        srv_box[0].fail_next(401, count=20)  # every request after this one: a bad key
+        return "ok"
+
+    with MockServer(responder=responder) as srv:
+        srv_box.append(srv)
+        argv = ["--store", str(store_path), "eval", "-d", "data.jsonl", "--model", "m",
+                "--base-url", srv.base_url, "--agent", "agent.py:solve", "--eval-fn",
+                "fns.py:exact", "-q", "--limit", "1", "--max-retries", "0"]  # fmt: skip
+        assert main(argv) == 1
+        assert srv.calls == 2
+    with Repository.open(store_path) as repo:
+        [config] = list_configs(repo)
+        assert config.counts["done"] == 0
+        assert ConfigState.from_run(repo, config.run_id).count(repo, "cache") == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "blocked"),
+    [(("--output-path", "out"), "out/results-{}.json"),
+     (("--output-path", "out"), "out/samples-{}.jsonl"),
+     (("--log-samples",), "samples-{}.jsonl")],
+)  # fmt: skip
+def test_output_files_osmo_names_are_checked_before_running(
+    osmo_eval, server, project, flags: tuple[str, ...], blocked: str
+) -> None:
+    code, body, _ = osmo_eval()
+    assert code == 0 and server.calls == 12
+    (project / blocked.format(body["config_id"][:12])).mkdir(parents=True)
+    code, _, err = osmo_eval("--fresh", *flags)
+    assert code == 1 and server.calls == 12  # refused before the fresh start asked again
+    assert err.strip().endswith("is a directory"), err

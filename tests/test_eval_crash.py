@@ -231,6 +231,52 @@ def cached_entries(store: Path) -> int:
         return ConfigState.from_run(repo, configs[0].run_id).count(repo, "cache")
 
 
+def test_a_run_that_reuses_an_answer_of_a_run_not_yet_recorded_stores_it_too(
+    osmo_bin: str, tmp_path: Path, project: Path
+) -> None:
+    """Two rows ask the same question. The first row's run made the call but is slow to
+    score, so the second row takes the answer from this session's memory and is recorded
+    first. Killed before the first is recorded, the store must still hold the answer the
+    second names (fsck clean), and resuming must not turn it into a failed run."""
+    q = "What is 2 + 2?"
+    rows = [{"user_prompt": q, "ground_truth": "4", "wait": 30},  # made the call, then waits
+            {"user_prompt": "What is 1 + 1?", "ground_truth": "2", "wait": 0.5},
+            {"user_prompt": q, "ground_truth": "4", "wait": 0}]  # fmt: skip
+    (project / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (project / "judge.py").write_text(
+        "import os, time\n"
+        "def judge(solution_str, ground_truth, extra_info):\n"
+        "    if os.path.exists('hold'):\n"
+        "        time.sleep(float(extra_info['wait']))\n"
+        "    return solution_str.strip() == ground_truth\n"
+    )
+    (project / "hold").write_text("")
+    store = tmp_path / "store"
+    with MockServer() as srv:
+        cmd = [osmo_bin, "--store", str(store), "eval", "-d", "rows.jsonl", "--model", "m",
+               "--base-url", srv.base_url, "--eval-fn", "judge.py:judge", "--concurrency", "2",
+               "--json"]  # fmt: skip
+        proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not ((store / "refs" / "evals").is_dir() and recorded(store)[0] == 2):
+            assert time.monotonic() < deadline and proc.poll() is None, "rows 2 and 3 not recorded"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert srv.calls == 2  # the third row's answer came from the first row's call
+        with Repository.open(store) as repo:
+            report = fsck(repo, full=True)
+            assert report.ok, report.problems
+        (project / "hold").unlink()  # the same config, scored at once
+        r = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        body = json.loads(r.stdout)
+        assert body["summary"]["failed"] == 0 and body["summary"]["runs"] == 3
+        assert body["session"]["reused_samples"] == 2
+        assert srv.calls == 2  # the first row's answer was stored with the third row's run
+
+
 def test_second_eval_of_same_config_waits_then_fails(
     osmo_bin: str, tmp_path: Path, project: Path
 ) -> None:

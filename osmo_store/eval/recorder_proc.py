@@ -170,7 +170,12 @@ class RecorderProcess:
             self.recorded, self.commits, self.head = rec.recorded, rec.commits, rec.head
             return run_id
         batch = [
-            (r.name, r.failed, r.record, [(o.subtree, o.name, o.content, o.oid) for o in r.objects])
+            (
+                r.name,
+                r.failed,
+                r.record,
+                [(o.subtree, o.name, o.content, o.oid, o.may_exist) for o in r.objects],
+            )
             for r in results
         ]
         self._send(("commit", batch, meta, final))

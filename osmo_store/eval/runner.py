@@ -341,9 +341,10 @@ def _run_locked(
             raise workers.error
         if commit_error:
             raise commit_error[0]
-        if fatal and recorder.recorded == 0:
-            # An error every run would hit (a bad key, a wrong URL) and nothing recorded: put
-            # the config back as it was, so a mistyped command leaves no empty config behind.
+        if fatal and recorder.commits <= 1 and recorder.recorded == 0:
+            # An error every run would hit (a bad key, a wrong URL) and nothing recorded (not
+            # even an agent's call: only the opening commit): put the config back as it was,
+            # so a mistyped command leaves no empty config behind.
             ref = config_ref(config_id)
             if head is None:
                 repo.delete_ref(ref, recorder.head, message="eval stopped before any run")
@@ -468,15 +469,14 @@ def _execute(
         sample.update(status="failed", error=error, rollout=None, scores={}, scoring_errors={})
         if calls:  # made before it failed: kept, and not reused by --retry-failed
             sample["calls"] = [c.key for c in calls]
-            objects += [PendingObject("cache", c.key, c.content, c.oid) for c in calls]
+            objects += [_cached(c.key, c.content, c.oid, c.reused) for c in calls]
         with stats.lock:
             stats.failed += 1
         return SampleResult(
             sample_name(row.key, run_index), True, canonical_json(sample), sample, objects
         )
-    objects.append(PendingObject("cache", rollout.key, rollout.content, rollout.oid))
-    for c in rollout.calls:
-        objects.append(PendingObject("cache", c.key, c.content, c.oid))
+    objects.append(_cached(rollout.key, rollout.content, rollout.oid, rollout.reused))
+    objects += [_cached(c.key, c.content, c.oid, c.reused) for c in rollout.calls]
     scores, scoring_errors = score_all(eval_fns, rollout.messages, row.ground_truth, row.metadata)
     sample.update(
         status="ok",
@@ -495,6 +495,12 @@ def _execute(
     return SampleResult(
         sample_name(row.key, run_index), False, canonical_json(sample), sample, objects
     )
+
+
+def _cached(key: str, content: bytes | None, oid: ObjectId, reused: bool) -> PendingObject:
+    # Content that comes with a reused result was made by another run of this session, which
+    # may be recorded first: look for the copy before writing another.
+    return PendingObject("cache", key, content, oid, may_exist=reused and content is not None)
 
 
 def _provenance(config: EvalConfig, dataset: Dataset, started: float) -> dict[str, Any]:

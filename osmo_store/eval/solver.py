@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from ..errors import OsmoError
+from ..errors import ObjectNotFound, OsmoError
 from ..hashing import ObjectId, canonical_json
 from ..objects import ObjectType, object_id
 from ..repo import Repository
@@ -66,6 +66,13 @@ def _add_usage(total: dict[str, int], usage: dict[str, Any]) -> None:
             total[k] = total.get(k, 0) + v
 
 
+class Hit(NamedTuple):
+    oid: ObjectId
+    content: bytes
+    pending: bool  # made by this session and maybe not recorded yet: whoever uses it must
+    # record the content too (the run that made it may be recorded later, or never)
+
+
 class StoreLookup:
     """Finds stored call/rollout blobs by key: results of this session not yet committed
     first, then the shared index. Thread-safe."""
@@ -83,25 +90,30 @@ class StoreLookup:
         with self._lock:
             self._pending[key] = (oid, content)
 
-    def find(self, key: str) -> tuple[ObjectId, bytes] | None:
+    def find(self, key: str) -> Hit | None:
         with self._lock:
             hit = self._pending.get(key)
         if hit is not None:
-            return hit
+            return Hit(hit[0], hit[1], True)
         if key in self._skip:
             return None
         with self._lock:
             oid = self.index.get(key)
         if oid is None:
             return None
-        return oid, self.repo.objects.get_typed(oid, ObjectType.BLOB)
+        try:
+            return Hit(oid, self.repo.objects.get_typed(oid, ObjectType.BLOB), False)
+        except ObjectNotFound:
+            return None  # indexed but gone (collected, or never arrived by sync): a miss
 
-    def find_id(self, key: str) -> ObjectId | None:
+    def find_id(self, key: str) -> tuple[ObjectId, bytes | None] | None:
+        """The id for ``key``, with the content if it is pending (see ``Hit``)."""
         with self._lock:
             hit = self._pending.get(key)
             if hit is not None:
-                return hit[0]
-            return None if key in self._skip else self.index.get(key)
+                return hit
+            oid = None if key in self._skip else self.index.get(key)
+        return None if oid is None else (oid, None)
 
 
 class ModelCaller:
@@ -127,7 +139,7 @@ class ModelCaller:
         key = call_key(self.model, request, run_index, occurrence)
         hit = self.lookup.find(key)
         if hit is not None:
-            return self._outcome(key, hit[0], hit[1], reused=True)
+            return self._outcome(key, hit)
         with self._lock:
             fut = self._inflight.get(key)
             owner = fut is None
@@ -171,13 +183,14 @@ class ModelCaller:
         return outcome
 
     @staticmethod
-    def _outcome(key: str, oid: ObjectId, content: bytes, *, reused: bool) -> CallOutcome:
+    def _outcome(key: str, hit: Hit) -> CallOutcome:
         import json
 
-        body = json.loads(content)
+        body = json.loads(hit.content)
         response = body.get("response") or {}
         message = (response.get("choices") or [{}])[0].get("message") or {}
-        return CallOutcome(key, oid, None, message, response.get("usage") or {}, reused)
+        content = hit.content if hit.pending else None
+        return CallOutcome(key, hit.oid, content, message, response.get("usage") or {}, True)
 
 
 class AgentClient:
@@ -254,18 +267,22 @@ class Solver:
         hit = self.lookup.find(key)
         if hit is None:
             return None
-        oid, content = hit
-        body = json.loads(content)
+        body = json.loads(hit.content)
         calls = []
+        has = self.repo.objects.has
         for call in body.get("calls", []):
             # Name the call blob this store holds for the key (the rollout's own, unless a
             # merge kept another for the same key); skip it if neither is here any more.
-            cid = self.lookup.find_id(call["key"])
-            if cid is None and self.repo.objects.has(call["id"]):
-                cid = call["id"]
-            if cid is not None:
-                calls.append(CallOutcome(call["key"], cid, None, {}, {}, True))
-        return Rollout(key, oid, None, body["messages"], body.get("usage", {}), calls, True)
+            found = self.lookup.find_id(call["key"])
+            if found is not None and found[1] is None and not has(found[0]):
+                found = None
+            if found is None and has(call["id"]):
+                found = (call["id"], None)
+            if found is not None:
+                calls.append(CallOutcome(call["key"], found[0], found[1], {}, {}, True))
+        content = hit.content if hit.pending else None
+        messages, usage = body["messages"], body.get("usage", {})
+        return Rollout(key, hit.oid, content, messages, usage, calls, True)
 
     def run(
         self,

@@ -137,8 +137,11 @@ class PendingObject:
 
     subtree: str  # "cache" or "rows"
     name: str
-    content: bytes | None  # None: already stored, ``oid`` given
+    content: bytes | None  # None: already stored (or on its way, ahead in the same queue)
     oid: ObjectId
+    # Made by this session and maybe stored already (by the run that made it, if that one
+    # was recorded first): look for a copy before writing. Rows are always looked for.
+    may_exist: bool = False
 
 
 def blob(name: str, subtree: str, content: bytes) -> PendingObject:
@@ -222,7 +225,8 @@ class Recorder:
                 for obj in res.objects:
                     if obj.content is not None:
                         stored = compress_object(ObjectType.BLOB, obj.content)
-                        bulk.put_verified(obj.oid, stored, new=obj.subtree != "rows")
+                        new = not obj.may_exist and obj.subtree != "rows"
+                        bulk.put_verified(obj.oid, stored, new=new)
                     entry = TreeEntry(obj.name, ObjectType.BLOB, obj.oid)
                     changes[obj.subtree][obj.name] = entry
                     if obj.subtree == "cache":
