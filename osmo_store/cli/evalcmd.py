@@ -167,13 +167,18 @@ def _positive_float(text: str) -> float:
     return v
 
 
-def _check_output_paths(args: argparse.Namespace) -> None:
-    """Refuse, before anything runs, output paths that could not be written afterwards."""
+def _check_output_paths(args: argparse.Namespace, short: str) -> None:
+    """Refuse, before anything runs, output paths that could not be written afterwards
+    (``short``: the config id as the file names osmo chooses carry it)."""
     from pathlib import Path
 
     wanted = [(args.output_path, "--output-path", True), (args.output, "-o", False)]
-    if args.log_samples:
-        wanted.append((args.log_samples, "--log-samples", False))
+    if args.output_path:
+        for name in (f"results-{short}.json", f"samples-{short}.jsonl"):
+            wanted.append((str(Path(args.output_path) / name), "--output-path", False))
+    if args.log_samples is not None:
+        default = Path(args.output_path or ".") / f"samples-{short}.jsonl"
+        wanted.append((args.log_samples or str(default), "--log-samples", False))
     for text, flag, is_dir in wanted:
         if not text:
             continue
@@ -283,8 +288,8 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
     recorder = os.environ.get("OSMO_RECORDER", "auto")
     if recorder not in ("auto", "process", "thread"):
         raise UsageError(f"OSMO_RECORDER must be auto, process or thread, not {recorder!r}")
-    _check_output_paths(args)
     config, dataset, eval_fns, agent, display = build_config(args)
+    _check_output_paths(args, config.config_id[:12])
     client = None
     if config.model is not None:
         client = ChatClient(
