@@ -82,3 +82,18 @@ def test_success_beats_failure_then_newer_wins(tmp_path: Path, x, y) -> None:
             if best[0]:
                 # the cache entry of the rollout follows the winning sample
                 assert m["cache"][body["rollout"]] == body["rollout_id"]
+
+
+def test_a_fresh_start_on_either_side_stays_isolated(tmp_path: Path) -> None:
+    """A merged record keeps the --fresh mark whichever side was updated last."""
+    from osmo_store.eval.merge import _merged_meta
+
+    fresh = {"isolated": True, "session": {"updated": 1.0}, "counts": {"total": 0}}
+    plain = {"session": {"updated": 2.0}, "counts": {"total": 0}}
+    empty: dict[str, dict[str, str]] = {name: {} for name in SUBTREES}
+    with Repository.open(tmp_path / "s") as repo:
+        for a, b in ((fresh, plain), (plain, fresh)):
+            meta = _merged_meta(repo, a, b, empty, 0, 0, ("a" * 64, "b" * 64), None)
+            assert meta["isolated"] is True
+        meta = _merged_meta(repo, plain, dict(plain), empty, 0, 0, ("a" * 64, "b" * 64), None)
+        assert "isolated" not in meta

@@ -114,6 +114,8 @@ def _merged_meta(
         else b
     )
     meta = {k: v for k, v in newer.items() if k not in ("summary", "session", "score")}
+    if a.get("isolated") or b.get("isolated"):
+        meta["isolated"] = True  # a --fresh start on either side goes on computing anew
     total = int(newer.get("counts", {}).get("total") or done)
     status = "completed" if done >= total else "partial"
     samples = [
