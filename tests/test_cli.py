@@ -275,3 +275,22 @@ def test_a_broken_pipe_that_is_not_stdout_is_an_error(
     code = main(["--store", str(store_path), "show-ref"])
     _, err = capsys.readouterr()
     assert code == 1 and err.strip() == "osmo: error: Broken pipe"
+
+
+def test_stdout_closed_is_told_from_a_live_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What decides between `| head` (exit 0) and a real error on another pipe."""
+    from osmo_store.cli.main import _stdout_closed
+
+    for reader_gone in (False, True):
+        read_end, write_end = os.pipe()
+        stream = open(write_end, "w")  # noqa: SIM115 - closed below
+        try:
+            if reader_gone:
+                os.close(read_end)
+            monkeypatch.setattr("sys.stdout", stream)
+            assert _stdout_closed() is reader_gone
+        finally:
+            monkeypatch.undo()
+            stream.close()
+            if not reader_gone:
+                os.close(read_end)
