@@ -70,10 +70,15 @@ def wait_until_recorded(store: Path, proc: subprocess.Popen, timeout: float = 30
 
 
 def start_recording_eval(
-    osmo_bin: str, store: Path, srv: MockServer, project: Path, **popen: Any
+    osmo_bin: str,
+    store: Path,
+    srv: MockServer,
+    project: Path,
+    args: tuple[str, ...] = (),
+    **popen: Any,
 ) -> subprocess.Popen:
     """An `osmo eval` subprocess (text pipes), returned once it has recorded some runs."""
-    proc = subprocess.Popen(eval_cmd(osmo_bin, store, srv.base_url), cwd=project,
+    proc = subprocess.Popen([*eval_cmd(osmo_bin, store, srv.base_url), *args], cwd=project,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             **popen)  # fmt: skip
     wait_until_recorded(store, proc)
@@ -275,6 +280,37 @@ def test_a_run_that_reuses_an_answer_of_a_run_not_yet_recorded_stores_it_too(
         assert body["summary"]["failed"] == 0 and body["summary"]["runs"] == 3
         assert body["session"]["reused_samples"] == 2
         assert srv.calls == 2  # the first row's answer was stored with the third row's run
+
+
+def test_a_pull_into_a_running_eval_is_merged_and_the_eval_goes_on(
+    osmo_bin: str, tmp_path: Path, project: Path
+) -> None:
+    """Two machines run a shard each; one pulls the other's results while its own eval of
+    the config runs. The eval merges the moved ref and completes; nothing is lost."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    with MockServer(latency=0.1) as srv:
+        cmd = eval_cmd(osmo_bin, a, srv.base_url)
+        r = subprocess.run([*cmd, "--shard", "1/2"], cwd=project, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        shard_1 = recorded(a)[0]
+        osmo = [osmo_bin, "--store", str(b)]
+        subprocess.run([*osmo, "init"], check=True, capture_output=True)
+        subprocess.run([*osmo, "remote", "add", "origin", str(a)], check=True,
+                       capture_output=True)  # fmt: skip
+        proc = start_recording_eval(osmo_bin, b, srv, project, args=("--shard", "2/2"))
+        pull = subprocess.run([*osmo, "pull"], capture_output=True, text=True, timeout=60)
+        assert pull.returncode == 0, pull.stderr
+        assert proc.poll() is None, "the eval ended before the pull: nothing was tested"
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        body = json.loads(out)
+        assert body["status"] == "completed" and body["summary"]["runs"] == ROWS
+        assert srv.calls == ROWS  # each run made once, on one machine or the other
+        assert recorded(b) == (ROWS, "completed") and 0 < shard_1 < ROWS
+        with Repository.open(b) as repo:
+            report = fsck(repo, full=True)
+            assert report.ok, report.problems
 
 
 def test_second_eval_of_same_config_waits_then_fails(

@@ -263,7 +263,10 @@ class Recorder:
         self._track_pack(bulk)
         log = final or not self._logged_this_session
         status = record.meta.get("status", "")
-        self.repo.update_ref(self.ref, run_id, self.head, message=f"eval: {status}", log=log)
+        try:
+            self.repo.update_ref(self.ref, run_id, self.head, message=f"eval: {status}", log=log)
+        except RefConflict:
+            run_id = self._merge_moved_ref(run_id)
         self._logged_this_session = True
         self.head = run_id
         self.commits += 1
@@ -275,6 +278,32 @@ class Recorder:
                 update_index(self.repo, index_changes)  # another eval moved it: redo on top
         self._consolidate()
         return run_id
+
+    def _merge_moved_ref(self, run_id: ObjectId) -> ObjectId:
+        """The config's ref moved under the eval: a pull or push merged another machine's
+        results into it. Merge this commit with what is there now and go on from the merge
+        (later commits build on the merged state), as the sync layer merges."""
+        from .merge import merge_configs  # merge builds on this module
+
+        while True:
+            current = self.repo.refs.read(self.ref)
+            merged = run_id if current is None else merge_configs(self.repo, run_id, current)
+            try:
+                self.repo.update_ref(
+                    self.ref, merged, current, message="eval: merged a concurrent update"
+                )
+                break
+            except RefConflict:
+                continue  # moved again: merge again
+        state = ConfigState.from_run(self.repo, merged)
+        self.trees = dict(state.trees)
+        self.parents = (merged,)
+        if self._failed_names is not None:
+            self._failed_names.clear()
+            self._failed_names.update(state.names(self.repo, "failed"))
+        failed = state.count(self.repo, "failed")
+        self.counts = {"done": state.count(self.repo, "samples") + failed, "failed": failed}
+        return merged
 
     def _track_pack(self, writer: object) -> None:
         published = getattr(writer, "published", None)
