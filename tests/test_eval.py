@@ -500,7 +500,7 @@ def test_a_failed_agent_run_keeps_its_calls_and_a_retry_asks_again(
                   if x["status"] == "failed"]  # fmt: skip
         assert len(failed) == 3 and all(len(x["calls"]) == 2 for x in failed)
         cached = ConfigState.from_run(repo, run_id).names(repo, "cache")
-        assert {k for x in failed for k in x["calls"]} <= cached  # kept reachable
+        assert {c["key"] for x in failed for c in x["calls"]} <= cached  # kept reachable
     code, body, _ = osmo_eval("--agent", "agent.py:solve")
     assert code == 0 and server.calls == 24 and body["summary"]["failed"] == 3
     (project / "flaky").unlink()

@@ -226,6 +226,65 @@ def test_an_agents_answered_calls_survive_a_sigkill_mid_rollout(
         assert body["summary"]["runs"] == rows and body["session"]["model_calls"] == rows
 
 
+def test_a_retry_cut_short_replays_the_answers_it_got_on_resume(
+    osmo_bin: str, tmp_path: Path, project: Path
+) -> None:
+    """--retry-failed asks again for what the failed attempt got, but a retry killed half
+    way replays, when resumed, the answers the retry itself had got."""
+    rows = 4
+    (project / "agent.py").write_text(
+        "import os\n"
+        "def solve(messages, row, client):\n"
+        "    first = client.chat(messages + [{'role': 'user', 'content': 'step 0'}])\n"
+        "    if os.path.exists('broken'):\n"
+        "        raise RuntimeError('tool crashed')\n"
+        "    second = client.chat(messages + [{'role': 'user', 'content': 'step 1'}])\n"
+        "    return messages + [first, second]\n"
+    )
+    release = threading.Event()
+    hold = threading.Event()
+
+    def responder(request: dict[str, Any]) -> str:
+        if hold.is_set() and request["messages"][-1]["content"] == "step 1":
+            release.wait(60)
+        return "ok"
+
+    store = tmp_path / "store"
+    with MockServer(responder=responder) as srv:
+        cmd = [*eval_cmd(osmo_bin, store, srv.base_url), "--agent", "agent.py:solve",
+               "--limit", str(rows), "--concurrency", str(rows)]  # fmt: skip
+        (project / "broken").write_text("")
+        r = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and json.loads(r.stdout)["summary"]["failed"] == rows
+        (project / "broken").unlink()
+        before, failed_answers = cached_entries(store), cache_tree(store)
+        hold.set()
+        proc = subprocess.Popen([*cmd, "--retry-failed"], cwd=project, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while srv.calls < 3 * rows or cache_tree(store) == failed_answers:
+            assert time.monotonic() < deadline and proc.poll() is None, "retry not recorded"
+            time.sleep(0.05)  # until every step 1 hangs and the new step-0 answers are in
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        release.set()
+        hold.clear()
+        assert cached_entries(store) == before  # same keys, new answers
+        calls = srv.calls
+        r = subprocess.run([*cmd, "--retry-failed"], cwd=project, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        body = json.loads(r.stdout)
+        assert body["summary"]["failed"] == 0 and body["summary"]["runs"] == rows
+        assert srv.calls - calls == rows  # step 1 only: step 0 replayed from the retry
+        assert body["session"]["model_calls"] == rows
+
+
+def cache_tree(store: Path) -> str:
+    with Repository.open(store) as repo:
+        return ConfigState.from_run(repo, list_configs(repo)[0].run_id).trees["cache"]
+
+
 def cached_entries(store: Path) -> int:
     if not (store / "refs" / "evals").is_dir():
         return 0

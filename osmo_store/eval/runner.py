@@ -189,11 +189,14 @@ def _plan(state: ConfigState, repo: Repository, rows: list[Row], n: int, retry_f
     return todo, n_done, n_failed, failed
 
 
-def _calls_of_failed(repo: Repository, state: ConfigState) -> frozenset[str]:
-    keys: set[str] = set()
+def _calls_of_failed(repo: Repository, state: ConfigState) -> frozenset[ObjectId]:
+    """The answers the failed runs' attempts got (ids: a retry cut short records new answers
+    under the same keys, and those its resume does replay)."""
+    ids: set[ObjectId] = set()
     for e in iter_tree(repo.objects, state.trees["failed"]):
-        keys.update(json.loads(repo.objects.get_typed(e.oid, ObjectType.BLOB)).get("calls", ()))
-    return frozenset(keys)
+        body = json.loads(repo.objects.get_typed(e.oid, ObjectType.BLOB))
+        ids.update(call["id"] for call in body.get("calls", ()))
+    return frozenset(ids)
 
 
 def _run_locked(
@@ -219,7 +222,7 @@ def _run_locked(
     stats = _Stats()
     stats.reused_samples = n_done
 
-    # A retried run asks the model again: the calls its failed attempt made (an agent's
+    # A retried run asks the model again: the answers its failed attempt got (an agent's
     # calls are recorded as they are answered) are not taken from the store.
     retried_calls = _calls_of_failed(repo, state) if options.retry_failed else frozenset()
     only = state.trees["cache"] if isolated else None
@@ -468,7 +471,7 @@ def _execute(
     if rollout is None:
         sample.update(status="failed", error=error, rollout=None, scores={}, scoring_errors={})
         if calls:  # made before it failed: kept, and not reused by --retry-failed
-            sample["calls"] = [c.key for c in calls]
+            sample["calls"] = [{"key": c.key, "id": c.oid} for c in calls]
             objects += [_cached(c.key, c.content, c.oid, c.reused) for c in calls]
         with stats.lock:
             stats.failed += 1

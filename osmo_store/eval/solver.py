@@ -82,7 +82,7 @@ class StoreLookup:
     ) -> None:
         self.repo = repo
         self.index = IndexReader(repo, only)  # ``only``: see IndexReader
-        self._skip = skip  # keys not to take from the store (only from this session)
+        self._skip = skip  # ids of blobs not to take from the store (only from this session)
         self._pending: dict[str, tuple[ObjectId, bytes]] = {}
         self._lock = threading.Lock()
 
@@ -95,11 +95,9 @@ class StoreLookup:
             hit = self._pending.get(key)
         if hit is not None:
             return Hit(hit[0], hit[1], True)
-        if key in self._skip:
-            return None
         with self._lock:
             oid = self.index.get(key)
-        if oid is None:
+        if oid is None or oid in self._skip:
             return None
         try:
             return Hit(oid, self.repo.objects.get_typed(oid, ObjectType.BLOB), False)
@@ -112,8 +110,8 @@ class StoreLookup:
             hit = self._pending.get(key)
             if hit is not None:
                 return hit
-            oid = None if key in self._skip else self.index.get(key)
-        return None if oid is None else (oid, None)
+            oid = self.index.get(key)
+        return None if oid is None or oid in self._skip else (oid, None)
 
 
 class ModelCaller:
