@@ -131,3 +131,22 @@ def test_a_read_racing_a_pack_merge_finds_the_merged_pack(store_path, monkeypatc
     finally:
         writer.close()
         reader.close()
+
+
+def test_index_lookups_see_what_other_evals_record_meanwhile(repo: Repository, monkeypatch) -> None:
+    """A miss reads the shared index again (at most once per REREAD_S): an eval reuses what
+    another eval recorded after it started. A config's own manifest (--fresh) is never
+    swapped for the index."""
+    from osmo_store import ObjectType
+    from osmo_store.eval.state import IndexReader, update_index
+    from osmo_store.tree import TreeEntry, empty_tree
+
+    first = repo.objects.put(ObjectType.BLOB, b"first")
+    update_index(repo, {"k1": TreeEntry("k1", ObjectType.BLOB, first)})
+    shared, own = IndexReader(repo), IndexReader(repo, only=empty_tree(repo.objects))
+    later = repo.objects.put(ObjectType.BLOB, b"later")
+    update_index(repo, {"k2": TreeEntry("k2", ObjectType.BLOB, later)})
+    assert shared.get("k1") == first and shared.get("k2") is None  # read a moment ago
+    monkeypatch.setattr(IndexReader, "REREAD_S", 0.0)
+    assert shared.get("k2") == later
+    assert own.get("k1") is None and own.get("k2") is None

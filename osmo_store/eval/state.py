@@ -376,9 +376,14 @@ class IndexReader:
     immutable, so the cache never goes stale; it is only ever re-rooted). Not thread-safe:
     ``StoreLookup`` calls it under its lock.
 
+    A miss looks at the index again if it was last read over ``REREAD_S`` ago, so evals
+    running side by side reuse what the others have recorded since they started.
+
     With ``only`` (a config's ``cache`` tree), lookups go to that manifest instead of the
     shared index: a config started over with ``--fresh`` reuses only what it computed itself
     since."""
+
+    REREAD_S = 1.0
 
     def __init__(self, repo: Repository, only: ObjectId | None = None) -> None:
         self.repo = repo
@@ -386,12 +391,23 @@ class IndexReader:
         self.reader = TreeReader(repo.objects, max_nodes=1024)
         self.shared = only is None
         self.root = repo.refs.read(INDEX_REF) if only is None else only
+        self._read_at = time.monotonic()
 
     def refresh(self) -> None:
         # A config's own tree collected under us costs only reuse, never a wrong answer.
         self.root = self.repo.refs.read(INDEX_REF) if self.shared else None
 
     def get(self, key: str) -> ObjectId | None:
+        found = self._get(key)
+        if found is None and self.shared and time.monotonic() - self._read_at >= self.REREAD_S:
+            self._read_at = time.monotonic()
+            root = self.repo.refs.read(INDEX_REF)
+            if root != self.root:
+                self.root = root
+                found = self._get(key)
+        return found
+
+    def _get(self, key: str) -> ObjectId | None:
         if self.root is None:
             return None
         try:
