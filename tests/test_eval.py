@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from osmo_store import Repository
+from osmo_store import ObjectType, Repository
 from osmo_store.cli.main import main
 from osmo_store.eval.catalog import list_configs
 from osmo_store.eval.mockserver import MockServer
 from osmo_store.eval.runner import load_samples
 from osmo_store.eval.state import ConfigState
 from osmo_store.eval.summary import summarize
+from osmo_store.tree import iter_tree
 
 
 @pytest.fixture
@@ -555,3 +556,40 @@ def test_output_files_osmo_names_are_checked_before_running(
     code, _, err = osmo_eval("--fresh", *flags)
     assert code == 1 and server.calls == 12  # refused before the fresh start asked again
     assert err.strip().endswith("is a directory"), err
+
+
+def damage(repo: Repository, oid: str) -> None:
+    """Flip a byte of every stored copy of ``oid`` (loose and packed)."""
+    store = repo.objects
+    copies = [(store.loose_path(oid), None)] if store.loose_path(oid).exists() else []
+    for p in store.packs():
+        copies += [(p.pack_path, (off, ln)) for o, off, ln in p.entries() if o == oid]
+    assert copies
+    for path, span in copies:
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2 if span is None else span[0] + span[1] // 2] ^= 0x5A
+        path.chmod(0o644)
+        path.write_bytes(bytes(data))
+
+
+def test_damaged_stored_results_are_computed_again(osmo_eval, server, store_path, caplog) -> None:
+    """A damaged rollout or model call is a miss (computed again, with a warning), and a
+    damaged lookup index only costs reuse: neither stops an eval."""
+    code, _, _ = osmo_eval()
+    assert code == 0 and server.calls == 12
+    with Repository.open(store_path) as repo:
+        state = ConfigState.from_run(repo, list_configs(repo)[0].run_id)
+        first = next(iter_tree(repo.objects, state.trees["samples"])).oid
+        sample = json.loads(repo.objects.get_typed(first, ObjectType.BLOB))
+        rollout = json.loads(repo.objects.get_typed(sample["rollout_id"], ObjectType.BLOB))
+        damage(repo, sample["rollout_id"])
+        damage(repo, rollout["calls"][0]["id"])
+    code, body, err = osmo_eval(fns=("other.py:length",))
+    assert code == 0, err
+    assert server.calls == 13 and body["session"]["computed"] == 1
+    assert "a stored result is damaged" in caplog.text
+    with Repository.open(store_path) as repo:
+        damage(repo, repo.refs.read("refs/cache/index"))
+    code, body, err = osmo_eval(fns=("broken.py:boom",))
+    assert code == 0, err
+    assert "the lookup index is damaged" in caplog.text and body["summary"]["runs"] == 12

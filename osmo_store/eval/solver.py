@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..errors import ObjectNotFound, OsmoError
+from ..errors import CorruptObject, MalformedObject, ObjectNotFound, OsmoError
 from ..hashing import ObjectId, canonical_json
 from ..objects import ObjectType, object_id
 from ..repo import Repository
@@ -22,6 +23,7 @@ from .config import EvalConfig, ModelSpec, call_key
 from .state import IndexReader
 
 SCHEMA = 1
+log = logging.getLogger(__name__)
 
 
 class AgentError(OsmoError):
@@ -103,6 +105,9 @@ class StoreLookup:
             return Hit(oid, self.repo.objects.get_typed(oid, ObjectType.BLOB), False)
         except ObjectNotFound:
             return None  # indexed but gone (collected, or never arrived by sync): a miss
+        except (CorruptObject, MalformedObject) as e:
+            log.warning("osmo: a stored result is damaged (%s): computing it again", e)
+            return None
 
     def find_id(self, key: str) -> tuple[ObjectId, bytes | None] | None:
         """The id for ``key``, with the content if it is pending (see ``Hit``)."""

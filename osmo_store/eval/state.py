@@ -22,6 +22,7 @@ the ref (compare-and-swap). Only then are the results reported as completed.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
 from ..backends.local import LocalObjectStore
-from ..errors import ObjectNotFound, OsmoError, RefConflict
+from ..errors import CorruptObject, MalformedObject, ObjectNotFound, OsmoError, RefConflict
 from ..gc import maintenance_lock
 from ..hashing import ObjectId
 from ..objects import ObjectType, RunRecord, compress_object, object_id
@@ -51,6 +52,7 @@ from ..tree import iter_tree as _iter_tree
 
 EVAL_REF_PREFIX = "refs/evals/"
 INDEX_REF = "refs/cache/index"
+_log = logging.getLogger(__name__)
 SUBTREES = ("samples", "failed", "cache", "rows")
 #: how many same-level packs a recorder folds into one (see ``Recorder._consolidate``)
 MERGE_FANOUT = 8
@@ -201,6 +203,7 @@ class Recorder:
         self._packs: list[tuple[Path, int]] = []  # (index path, merge level), oldest first
         self.last_meta: dict[str, Any] = {}
         self._logged_this_session = False
+        self._index_damaged = False
 
     def commit(
         self,
@@ -257,9 +260,14 @@ class Recorder:
             run_id = w.put(ObjectType.RUN, record.to_content())
             # The index update rides in the same pack; it is applied after the config's ref.
             new_index = None
-            if index_changes:
+            if index_changes and not self._index_damaged:
                 base = index_base if index_base is not None else empty_tree(w)
-                new_index = update_tree(w, base, index_changes)
+                try:
+                    new_index = update_tree(w, base, index_changes)
+                except (CorruptObject, MalformedObject) as e:
+                    # Derived data: the results are recorded in the config all the same.
+                    _log.warning("osmo: the lookup index is damaged (%s): not updating it", e)
+                    self._index_damaged = True
         self._track_pack(bulk)
         log = final or not self._logged_this_session
         status = record.meta.get("status", "")
@@ -275,7 +283,11 @@ class Recorder:
             try:
                 self.repo.update_ref(INDEX_REF, new_index, index_base, message="index", log=False)
             except RefConflict:
-                update_index(self.repo, index_changes)  # another eval moved it: redo on top
+                try:
+                    update_index(self.repo, index_changes)  # another eval moved it: redo on top
+                except (CorruptObject, MalformedObject) as e:
+                    _log.warning("osmo: the lookup index is damaged (%s): not updating it", e)
+                    self._index_damaged = True
         self._consolidate()
         return run_id
 
@@ -392,6 +404,7 @@ class IndexReader:
         self.shared = only is None
         self.root = repo.refs.read(INDEX_REF) if only is None else only
         self._read_at = time.monotonic()
+        self._damaged: ObjectId | None = None  # a root found damaged: not looked in again
 
     def refresh(self) -> None:
         # A config's own tree collected under us costs only reuse, never a wrong answer.
@@ -408,8 +421,18 @@ class IndexReader:
         return found
 
     def _get(self, key: str) -> ObjectId | None:
-        if self.root is None:
+        if self.root is None or self.root == self._damaged:
             return None
+        try:
+            return self._lookup(key)
+        except (CorruptObject, MalformedObject) as e:
+            # Derived data: without it the eval still runs, it only reuses less.
+            _log.warning("osmo: the lookup index is damaged (%s): not reusing through it", e)
+            self._damaged = self.root
+            return None
+
+    def _lookup(self, key: str) -> ObjectId | None:
+        assert self.root is not None
         try:
             entry = self.reader.get(self.root, key)
         except ObjectNotFound:
