@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from .backends.local import LocalObjectStore
 from .errors import CorruptObject, MalformedObject
+from .hashing import ObjectId
 from .reachability import ref_roots, walk
 from .repo import Repository
 from .tree import check_structure
@@ -37,12 +38,13 @@ def fsck(
     report = FsckReport()
     objects = repo.objects
     ids = set()
+    corrupt: dict[ObjectId, str] = {}
     for oid in objects.iter_ids():
         ids.add(oid)
         try:
             otype, content = objects.get(oid)
         except CorruptObject as e:
-            report.problems.append(str(e))
+            corrupt[oid] = str(e)
             continue
         report.objects_checked += 1
         report.content_bytes += len(content)
@@ -58,7 +60,22 @@ def fsck(
 
     for name in repo.refs.damaged():
         report.problems.append(f"ref {name} does not hold an object id")
-    result = walk(objects, ref_roots(repo.refs), check=True)
+    # Primary refs first, derived ones (the eval lookup index) and reflogs after: messages
+    # then name the config and entry that hold a damaged object.
+    roots = dict(
+        sorted(
+            ref_roots(repo.refs).items(),
+            key=lambda kv: (kv[1].endswith("(reflog)"), kv[1].startswith("refs/cache/")),
+        )
+    )
+    result = walk(objects, roots, check=True, watch=set(corrupt))
+    # Say what a damaged object is (which ref, which manifest entry) unless the walk has.
+    for oid, message in corrupt.items():
+        if not any(oid in p for p in result.problems):
+            where = "; ".join(result.where.get(oid, []))
+            report.problems.append(
+                f"{message} (reachable from {where})" if where else f"{message} (unreachable)"
+            )
     report.problems.extend(result.problems)
     report.reachable = len(result.reachable)
     if full:

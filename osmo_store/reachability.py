@@ -36,6 +36,8 @@ class Walk:
     reachable: set[ObjectId] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
     content_bytes: int = 0
+    #: for each watched id reached: how (a ref, then manifest entry names), up to 3 ways
+    where: dict[ObjectId, list[str]] = field(default_factory=dict)
 
 
 # A stack item: (id, expected type or None, tree position or None, where it was reached from)
@@ -44,23 +46,31 @@ _Pos = tuple[int, tuple[int, ...], "int | None"]
 
 
 def walk(
-    objects: ObjectStore, roots: dict[ObjectId, str] | Iterable[ObjectId], *, check: bool = False
+    objects: ObjectStore,
+    roots: dict[ObjectId, str] | Iterable[ObjectId],
+    *,
+    check: bool = False,
+    watch: set[ObjectId] | frozenset[ObjectId] = frozenset(),
 ) -> Walk:
     """Mark everything reachable from ``roots``.
 
     With ``check=False`` (gc) a missing or unreadable object raises at once: gc cannot know
     what such an object would have kept alive, so it must not delete anything. With
     ``check=True`` (fsck) problems are collected and the walk goes on; blobs are checked for
-    existence and tree nodes for their placement in the trie."""
+    existence and tree nodes for their placement in the trie, and the ids in ``watch`` get
+    the path that reaches them (``refs/evals/X: samples/<row>.0``) in ``where``."""
     if not isinstance(roots, dict):
         roots = {oid: "root" for oid in roots}
     result = Walk()
     seen = result.reachable
+    # Reversed: the first roots (refs, before reflog entries) are walked first.
     stack: list[tuple[ObjectId, ObjectType | None, _Pos | None, str]] = [
-        (oid, None, None, via) for oid, via in roots.items()
+        (oid, None, None, via) for oid, via in reversed(roots.items())
     ]
     while stack:
         oid, etype, pos, via = stack.pop()
+        if oid in watch and len(paths := result.where.setdefault(oid, [])) < 3:
+            paths.append(via)
         if oid in seen:
             continue
         seen.add(oid)
@@ -106,9 +116,10 @@ def walk(
 def _push_tree_children(stack: list, node: Leaf | Internal, pos: _Pos, via: str) -> None:
     depth, prefix, _ = pos
     if isinstance(node, Leaf):
+        sep = "/" if ": " in via else ": "
         for e in node.entries:
             # An entry of type tree is a nested manifest: the root of a trie of its own.
-            stack.append((e.oid, e.type, None, via))
+            stack.append((e.oid, e.type, None, f"{via}{sep}{e.name}"))
     else:
         for nib, cid, count in node.children:
             stack.append((cid, ObjectType.TREE, (depth + 1, (*prefix, nib), count), via))

@@ -14,6 +14,7 @@ from osmo_store.eval.mockserver import MockServer
 from osmo_store.eval.runner import load_samples
 from osmo_store.eval.state import ConfigState
 from osmo_store.eval.summary import summarize
+from osmo_store.fsck import fsck
 from osmo_store.tree import iter_tree
 
 
@@ -584,6 +585,9 @@ def test_damaged_stored_results_are_computed_again(osmo_eval, server, store_path
         rollout = json.loads(repo.objects.get_typed(sample["rollout_id"], ObjectType.BLOB))
         damage(repo, sample["rollout_id"])
         damage(repo, rollout["calls"][0]["id"])
+        report = fsck(repo)  # names what each damaged object is
+        assert any(f"reachable from refs/evals/{state.record.meta['config_id']}: cache/"
+                   in p for p in report.problems), report.problems  # fmt: skip
     code, body, err = osmo_eval(fns=("other.py:length",))
     assert code == 0, err
     assert server.calls == 13 and body["session"]["computed"] == 1
