@@ -242,6 +242,9 @@ def test_fatal_errors_stop_at_once_with_a_clear_message(osmo_eval, store_path, c
         assert run(srv, "sk-right") == 0
         with Repository.open(store_path) as repo:
             [before] = list_configs(repo)
+            # --model-id keeps the endpoint out of the identity, not out of the record
+            meta = repo.objects.get_run(before.run_id).meta
+            assert meta["config"]["base_url"] == srv.base_url.rstrip("/")
         assert run(srv, "sk-wrong", "--fresh") == 1
         with Repository.open(store_path) as repo:
             [after] = list_configs(repo)

@@ -225,7 +225,7 @@ def _nonneg_int(text: str) -> int:
 def build_config(args: argparse.Namespace):
     """Everything loaded and checked before anything runs or is stored."""
     from ..eval.code import load_callable
-    from ..eval.config import EvalConfig, ModelSpec, SamplingParams
+    from ..eval.config import EvalConfig, ModelSpec, SamplingParams, endpoint_identity
     from ..eval.dataset import load_dataset
     from ..eval.scoring import EvalFn
 
@@ -259,7 +259,8 @@ def build_config(args: argparse.Namespace):
     )
     display = {
         "model": args.model,
-        "base_url": model.identity().get("endpoint") if model else None,
+        # The endpoint called, also when --model-id keeps it out of the identity.
+        "base_url": endpoint_identity(base_url) if model else None,
         "model_id": args.model_id,
         "agent": args.agent,
         "eval_fns": list(args.eval_fn),
