@@ -600,3 +600,12 @@ def test_damaged_stored_results_are_computed_again(osmo_eval, server, store_path
     code, body, err = osmo_eval(fns=("broken.py:boom",))
     assert code == 0, err
     assert "the lookup index is damaged" in caplog.text and body["summary"]["runs"] == 12
+
+
+def test_each_sample_of_a_seeded_eval_has_its_own_seed(osmo_eval, server, project) -> None:
+    """--seed S with --n 3: samples ask with seeds S, S+1, S+2 (one seed for all would make
+    the n samples one sample counted n times on a server that honours seeds)."""
+    write_rows(project / "data.jsonl", [{"user_prompt": "What is 1 + 1?", "ground_truth": "2"}])
+    code, body, _ = osmo_eval("--n", "3", "--seed", "42", "--temperature", "0.7")
+    assert code == 0 and body["summary"]["runs"] == 3
+    assert sorted(r["seed"] for r in server.requests) == [42, 43, 44]

@@ -213,6 +213,9 @@ class AgentClient:
         self._single_call = single_call
         self._caller = caller
         self._run_index = run_index
+        if params.get("seed") is not None and run_index:
+            # Sample i asks with seed + i: n samples that differ, and each replays.
+            params = {**params, "seed": params["seed"] + run_index}
         self._params = params
         self.max_turns = max_turns
         self.calls: list[CallOutcome] = [] if calls is None else calls
