@@ -97,3 +97,23 @@ def test_a_fresh_start_on_either_side_stays_isolated(tmp_path: Path) -> None:
             assert meta["isolated"] is True
         meta = _merged_meta(repo, plain, dict(plain), empty, 0, 0, ("a" * 64, "b" * 64), None)
         assert "isolated" not in meta
+
+
+def test_merged_status_is_partial_only_for_finished_shards(tmp_path: Path) -> None:
+    """Two interrupted histories merge to 'interrupted'; 'partial' means a finished shard
+    waiting for the others; a merge with every run is 'completed'."""
+    from osmo_store.eval.merge import _merged_meta
+
+    def side(status: str) -> dict:
+        return {"status": status, "session": {"updated": 1.0}, "counts": {"total": 4}}
+
+    empty: dict[str, dict[str, str]] = {name: {} for name in SUBTREES}
+    parents = ("a" * 64, "b" * 64)
+    with Repository.open(tmp_path / "s") as repo:
+        for a, b, done, want in [
+            ("interrupted", "interrupted", 2, "interrupted"),
+            ("partial", "interrupted", 2, "partial"),
+            ("partial", "partial", 4, "completed"),
+        ]:
+            meta = _merged_meta(repo, side(a), side(b), empty, done, 0, parents, None)
+            assert meta["status"] == want

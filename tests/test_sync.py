@@ -10,6 +10,7 @@ import pytest
 
 from osmo_store import ObjectType, Repository
 from osmo_store.cli.main import main
+from osmo_store.eval.catalog import history
 from osmo_store.eval.mockserver import MockServer
 from osmo_store.fsck import fsck
 from osmo_store.remotes import open_remote
@@ -106,6 +107,15 @@ def test_sharded_eval_from_three_stores_equals_one_full_run(
     assert meta["summary"]["metrics"] == full["summary"]["metrics"]
     assert meta["summary"]["pass_at_k"] == full["summary"]["pass_at_k"]
     assert len(meta["session"]["merged"]) == 2  # the merge is recorded
+    # The running score's terms cover every merged run (the next session adds to them).
+    exact = full["summary"]["metrics"]["exact"]
+    assert meta["counts"]["primary_count"] == exact["count"]
+    assert meta["counts"]["primary_sum"] == pytest.approx(exact["mean"] * exact["count"])
+    # `osmo log` lists every store's session, not only the first parent's line.
+    with Repository.open(tmp_path / "puller") as repo:
+        sessions = [r.meta for _, r in history(repo, merged["config_id"])]
+    shards = {tuple(m["config"]["shard"]) for m in sessions if "merged" not in m["session"]}
+    assert shards == {(1, 3), (2, 3), (3, 3)}, sessions
     assert_sound(remote, tmp_path / "puller")
 
 

@@ -102,15 +102,26 @@ def find_config(repo: Repository, text: str) -> str:
 
 
 def history(repo: Repository, config_id: str) -> list[tuple[ObjectId, RunRecord]]:
-    """Run records of a config, newest first, following parents (first parent)."""
+    """Run records of a config, newest first: every one its ref reaches through parents, so
+    after a merge both machines' sessions are listed (as ``git log`` lists both sides)."""
     out = []
-    oid = repo.refs.read(config_ref(config_id))
-    seen = set()
-    while oid is not None and oid not in seen:
-        seen.add(oid)
+    head = repo.refs.read(config_ref(config_id))
+    stack = [] if head is None else [head]
+    seen = set(stack)
+    while stack:
+        oid = stack.pop()
         record = repo.objects.get_run(oid)
         out.append((oid, record))
-        oid = record.parents[0] if record.parents else None
+        for parent in record.parents:
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+
+    def updated(item: tuple[ObjectId, RunRecord]) -> float:
+        session = item[1].meta.get("session") or {}
+        return float(session.get("updated") or session.get("started") or 0)
+
+    out.sort(key=updated, reverse=True)  # stable: ties keep the walk's order
     return out
 
 

@@ -21,7 +21,7 @@ from ..repo import Repository
 from ..sync import is_ancestor
 from ..tree import TreeEntry, iter_tree, tree_count, write_tree
 from .state import EVAL_REF_PREFIX, SUBTREES, ConfigState
-from .summary import summarize
+from .summary import primary_value, summarize
 
 
 def _entries(repo: Repository, tree: ObjectId) -> dict[str, ObjectId]:
@@ -117,7 +117,12 @@ def _merged_meta(
     if a.get("isolated") or b.get("isolated"):
         meta["isolated"] = True  # a --fresh start on either side goes on computing anew
     total = int(newer.get("counts", {}).get("total") or done)
-    status = "completed" if done >= total else "partial"
+    if done >= total:
+        status = "completed"
+    elif "partial" in (a.get("status"), b.get("status")):
+        status = "partial"  # finished shards, waiting for the others
+    else:
+        status = "interrupted"
     samples = [
         json.loads(repo.objects.get_typed(oid, ObjectType.BLOB))
         for name in ("samples", "failed")
@@ -135,14 +140,23 @@ def _merged_meta(
         pass_threshold=float(config.get("pass_threshold") or 1.0),
         primary=primary,
     )
-    metric = summary["metrics"].get(primary or "", {})
+    # The running score's terms, as the eval keeps them (so its next session's score
+    # covers the merged runs too).
+    values = [primary_value(s.get("scores") or {}, primary) for s in samples]
+    values = [v for v in values if v is not None]
     now = round(time.time(), 3)
     if isinstance(meta.get("config"), dict):
         meta["config"] = {**meta["config"], "shard": None}  # the merge covers every shard given
     meta.update(
         status=status,
-        counts={"total": total, "done": done, "failed": failed},
-        score=metric.get("mean"),
+        counts={
+            "total": total,
+            "done": done,
+            "failed": failed,
+            "primary_sum": float(sum(values)),
+            "primary_count": len(values),
+        },
+        score=sum(values) / len(values) if values else None,
         summary=summary,
         session={
             "started": now,
