@@ -185,11 +185,14 @@ def test_an_interrupted_fresh_start_resumes_computing_anew(
 AGENT_STEPS = 3
 
 
+@pytest.mark.parametrize("index_behind", [False, True])
 def test_an_agents_answered_calls_survive_a_sigkill_mid_rollout(
-    osmo_bin: str, tmp_path: Path, project: Path
+    osmo_bin: str, tmp_path: Path, project: Path, index_behind: bool
 ) -> None:
     """Each model call an agent makes is recorded once answered, not when its rollout ends:
-    killed while every rollout waits on its last call, the resumed eval makes only those."""
+    killed while every rollout waits on its last call, the resumed eval makes only those.
+    Also when the kill fell between the config's commit and the shared index's update (the
+    index then lacks them): a resume looks in its own config first."""
     rows = 6
     (project / "agent.py").write_text(
         "def solve(messages, row, client):\n"
@@ -220,6 +223,9 @@ def test_an_agents_answered_calls_survive_a_sigkill_mid_rollout(
         proc.communicate(timeout=30)
         release.set()
         assert recorded(store)[0] == 0  # no run finished
+        if index_behind:
+            with Repository.open(store) as repo:
+                repo.delete_ref("refs/cache/index")
         r = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         body = json.loads(r.stdout)

@@ -225,8 +225,7 @@ def _run_locked(
     # A retried run asks the model again: the answers its failed attempt got (an agent's
     # calls are recorded as they are answered) are not taken from the store.
     retried_calls = _calls_of_failed(repo, state) if options.retry_failed else frozenset()
-    only = state.trees["cache"] if isolated else None
-    lookup = StoreLookup(repo, only=only, skip=retried_calls)
+    lookup = StoreLookup(repo, state.trees["cache"], shared=not isolated, skip=retried_calls)
     caller = ModelCaller(lookup, client, config.model)
     solver = Solver(config, lookup, caller, agent)
     recorder = _open_recorder(repo, config_id, state, parents, head, failed_names, options, todo)

@@ -77,16 +77,34 @@ class Hit(NamedTuple):
 
 class StoreLookup:
     """Finds stored call/rollout blobs by key: results of this session not yet committed
-    first, then the shared index. Thread-safe."""
+    first, then the config's own ``cache`` manifest (``own``: what its earlier sessions
+    recorded, even where a crash kept them out of the index), then the shared index (unless
+    ``shared`` is false: a config started over with ``--fresh``). Thread-safe."""
 
     def __init__(
-        self, repo: Repository, only: ObjectId | None = None, skip: frozenset[str] = frozenset()
+        self,
+        repo: Repository,
+        own: ObjectId | None = None,
+        *,
+        shared: bool = True,
+        skip: frozenset[ObjectId] = frozenset(),
     ) -> None:
         self.repo = repo
-        self.index = IndexReader(repo, only)  # ``only``: see IndexReader
+        self._readers = [IndexReader(repo, only=own)] if own is not None else []
+        if shared:
+            self._readers.append(IndexReader(repo))
         self._skip = skip  # ids of blobs not to take from the store (only from this session)
         self._pending: dict[str, tuple[ObjectId, bytes]] = {}
         self._lock = threading.Lock()
+
+    def _stored_ids(self, key: str) -> list[ObjectId]:
+        """Stored candidates for ``key``, best first (called under the lock)."""
+        out: list[ObjectId] = []
+        for reader in self._readers:
+            oid = reader.get(key)
+            if oid is not None and oid not in self._skip and oid not in out:
+                out.append(oid)
+        return out
 
     def remember(self, key: str, oid: ObjectId, content: bytes) -> None:
         with self._lock:
@@ -98,16 +116,15 @@ class StoreLookup:
         if hit is not None:
             return Hit(hit[0], hit[1], True)
         with self._lock:
-            oid = self.index.get(key)
-        if oid is None or oid in self._skip:
-            return None
-        try:
-            return Hit(oid, self.repo.objects.get_typed(oid, ObjectType.BLOB), False)
-        except ObjectNotFound:
-            return None  # indexed but gone (collected, or never arrived by sync): a miss
-        except (CorruptObject, MalformedObject) as e:
-            log.warning("osmo: a stored result is damaged (%s): computing it again", e)
-            return None
+            candidates = self._stored_ids(key)
+        for oid in candidates:
+            try:
+                return Hit(oid, self.repo.objects.get_typed(oid, ObjectType.BLOB), False)
+            except ObjectNotFound:
+                continue  # listed but gone (collected, or never arrived by sync): a miss
+            except (CorruptObject, MalformedObject) as e:
+                log.warning("osmo: a stored result is damaged (%s): computing it again", e)
+        return None
 
     def find_id(self, key: str) -> tuple[ObjectId, bytes | None] | None:
         """The id for ``key``, with the content if it is pending (see ``Hit``)."""
@@ -115,8 +132,8 @@ class StoreLookup:
             hit = self._pending.get(key)
             if hit is not None:
                 return hit
-            oid = self.index.get(key)
-        return None if oid is None or oid in self._skip else (oid, None)
+            candidates = self._stored_ids(key)
+        return (candidates[0], None) if candidates else None
 
 
 class ModelCaller:
