@@ -265,9 +265,7 @@ class Recorder:
                 try:
                     new_index = update_tree(w, base, index_changes)
                 except (CorruptObject, MalformedObject) as e:
-                    # Derived data: the results are recorded in the config all the same.
-                    _log.warning("osmo: the lookup index is damaged (%s): not updating it", e)
-                    self._index_damaged = True
+                    self._index_is_damaged(e)
         self._track_pack(bulk)
         log = final or not self._logged_this_session
         status = record.meta.get("status", "")
@@ -286,10 +284,14 @@ class Recorder:
                 try:
                     update_index(self.repo, index_changes)  # another eval moved it: redo on top
                 except (CorruptObject, MalformedObject) as e:
-                    _log.warning("osmo: the lookup index is damaged (%s): not updating it", e)
-                    self._index_damaged = True
+                    self._index_is_damaged(e)
         self._consolidate()
         return run_id
+
+    def _index_is_damaged(self, e: Exception) -> None:
+        # Derived data: the results are recorded in the config all the same.
+        _log.warning("osmo: the lookup index is damaged (%s): not updating it", e)
+        self._index_damaged = True
 
     def _merge_moved_ref(self, run_id: ObjectId) -> ObjectId:
         """The config's ref moved under the eval: a pull or push merged another machine's
@@ -391,9 +393,8 @@ class IndexReader:
     A miss looks at the index again if it was last read over ``REREAD_S`` ago, so evals
     running side by side reuse what the others have recorded since they started.
 
-    With ``only`` (a config's ``cache`` tree), lookups go to that manifest instead of the
-    shared index: a config started over with ``--fresh`` reuses only what it computed itself
-    since."""
+    With ``only`` (a config's ``cache`` tree), lookups go to that fixed manifest instead of
+    the shared index (``StoreLookup`` looks in the eval's own config first)."""
 
     REREAD_S = 1.0
 
