@@ -3,7 +3,7 @@
 
 Run:  .venv/bin/python bench/bench_eval.py [--quick] [--only 123456] [--reps N] [--profile]
 
-Sections (all model calls go to osmo_store.eval.mockserver.MockServer on 127.0.0.1):
+Sections (all model calls go to osmo_store.testing.mockserver.MockServer on 127.0.0.1):
   1. end-to-end runs/s of `osmo eval`, zero-latency server, fresh store (subprocess + in-process)
   2. cost of recording the 100,000th run vs the 100th (Recorder.commit), vs a JSON-file design
   3. resume planning with 100,000 finished runs (ConfigState.load + runner._plan)
@@ -53,7 +53,6 @@ from synthetic import write_dataset as write_rows  # noqa: E402
 
 from osmo_store.backends.fsutil import fsync_dir  # noqa: E402
 from osmo_store.eval.catalog import list_configs  # noqa: E402
-from osmo_store.eval.mockserver import MockServer  # noqa: E402
 from osmo_store.eval.runner import _plan  # noqa: E402
 from osmo_store.eval.state import (  # noqa: E402
     EVAL_REF_PREFIX,
@@ -69,6 +68,7 @@ from osmo_store.eval.state import (  # noqa: E402
 from osmo_store.hashing import blake3_hex, canonical_json  # noqa: E402
 from osmo_store.objects import ObjectType, RunRecord, object_id  # noqa: E402
 from osmo_store.repo import Repository  # noqa: E402
+from osmo_store.testing.mockserver import MockServer  # noqa: E402
 from osmo_store.tree import TreeEntry, write_tree  # noqa: E402
 
 perf = time.perf_counter

@@ -39,8 +39,8 @@ if str(ROOT) not in sys.path:
 
 from osmo_store import ObjectType, Repository, RunRecord, TreeEntry, write_tree  # noqa: E402
 from osmo_store.backends import pack as pack_mod  # noqa: E402
-from osmo_store.fsck import fsck  # noqa: E402
-from osmo_store.gc import gc, stats  # noqa: E402
+from osmo_store.maintenance.fsck import fsck  # noqa: E402
+from osmo_store.maintenance.gc import gc, stats  # noqa: E402
 from osmo_store.objects import ZSTD_LEVEL  # noqa: E402
 from osmo_store.repo import STORE_VERSION  # noqa: E402
 

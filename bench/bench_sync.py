@@ -263,12 +263,12 @@ def write_dataset(path: Path, rows: int) -> None:
 
 def closure_stats(store: Path) -> dict:
     """What a push of the store's eval refs sends: every object reachable from them, by type,
-    with stored bytes (the same walk as osmo_store.sync.copy_closure against an empty
+    with stored bytes (the same walk as osmo_store.sync.transfer.copy_closure against an empty
     receiver)."""
     from osmo_store.eval.state import EVAL_REF_PREFIX
     from osmo_store.objects import decode_object
     from osmo_store.repo import Repository
-    from osmo_store.sync import _children
+    from osmo_store.sync.transfer import _children
 
     with Repository.open(store) as repo:
         refs = {n: o for n, o in repo.refs.list().items() if n.startswith(EVAL_REF_PREFIX)}
@@ -302,8 +302,8 @@ def closure_stats(store: Path) -> dict:
 def build_store(samples: int) -> tuple[Path, dict]:
     """The cached store of ``samples`` eval samples (built with a real `osmo eval` the first
     time). Returns (store path, meta)."""
-    from osmo_store.eval.mockserver import MockServer
     from osmo_store.repo import STORE_VERSION
+    from osmo_store.testing.mockserver import MockServer
 
     key = f"{CACHE_VERSION}-n{samples}"
     final = CACHE / key
@@ -364,7 +364,7 @@ def build_store(samples: int) -> tuple[Path, dict]:
         "store_format": STORE_VERSION,
         "rows": rows,
         "n": n,
-        "method": "real `osmo eval` subprocess against osmo_store.eval.mockserver.MockServer "
+        "method": "real `osmo eval` subprocess against osmo_store.testing.mockserver.MockServer "
         "(zero latency, in the bench process), --concurrency 32",
         "build_wall_s": r["wall"],
         "build_client_cpu_s": r["cpu"],
@@ -796,7 +796,7 @@ class RequestTimer:
         self.stats: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0])
 
     def __enter__(self) -> RequestTimer:
-        from osmo_store.backends import http
+        from osmo_store.http import client as http
 
         self._cls = http.HttpConnection
         self._orig = self._cls.request
@@ -855,7 +855,7 @@ UNIT_CALLS = {
     "PackReader.__contains__ (one pack)": ("backends.pack", "PackReader.__contains__"),
     "os.listdir (reload_packs)": (None, "<built-in method posix.listdir>"),
     "decode_object (decompress + BLAKE3)": ("objects", "decode_object"),
-    "iter_records (parse one record)": ("backends.http", "iter_records"),
+    "iter_records (parse one record)": ("http.client", "iter_records"),
     "PackWriter.add (one os.write)": ("backends.pack", "PackWriter.add"),
     "PackReader.read (pread)": ("backends.pack", "PackReader.read"),
     "LocalObjectStore.reload_packs (incl.)": ("backends.local", "LocalObjectStore.reload_packs"),
@@ -890,8 +890,8 @@ def _per_call(fn: Any, items: list, reps: int = 3) -> float:
 
 def unit_costs(remote: Path, k: int = 2000) -> dict[str, float]:
     """Seconds per call, measured on ``remote`` (a quiescent store holding pushed data)."""
-    from osmo_store.backends.http import encode_record, iter_records
     from osmo_store.backends.pack import PackWriter
+    from osmo_store.http.client import encode_record, iter_records
     from osmo_store.objects import decode_object
     from osmo_store.repo import Repository
 
@@ -968,7 +968,7 @@ def unit_costs(remote: Path, k: int = 2000) -> dict[str, float]:
     # has(absent) is the number of packs.
     copy = remote.parent / (remote.name + "-one-pack")
     try:
-        from osmo_store.gc import repack
+        from osmo_store.maintenance.gc import repack
 
         shutil.copytree(remote, copy)
         with Repository.open(copy) as repo:
@@ -1039,9 +1039,9 @@ def _pack_stats(store: Path) -> dict:
 def _inprocess_push(store: Path, url: str, server: Server, *, profile: bool) -> tuple[dict, Any]:
     from osmo_store.eval.merge import merge_eval_ref
     from osmo_store.eval.state import EVAL_REF_PREFIX, refresh_index
-    from osmo_store.remotes import open_remote
     from osmo_store.repo import Repository
-    from osmo_store.sync import push
+    from osmo_store.sync.remotes import open_remote
+    from osmo_store.sync.transfer import push
 
     prof = cProfile.Profile() if profile else None
     with Repository.open(store) as repo, RequestTimer() as rt:
@@ -1150,7 +1150,7 @@ def section_profile(store: Path, meta: dict, work: Path, http: dict | None = Non
             _write_profile(
                 prof,
                 "client_push",
-                f"in-process osmo_store.sync.push, main thread, wall {b['wall_s']:.2f} s",
+                f"in-process osmo_store.sync.transfer.push, main thread, wall {b['wall_s']:.2f} s",
             )
         ]
         res["profiled_push"] = b

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 port_file=$(mktemp)
-python -m osmo_store.eval.mockserver --latency 0.02 --error-rate 0.15 > "$port_file" &
+python -m osmo_store.testing.mockserver --latency 0.02 --error-rate 0.15 > "$port_file" &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; rm -f "$port_file"' EXIT
 for _ in $(seq 100); do [ -s "$port_file" ] && break; sleep 0.05; done

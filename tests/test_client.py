@@ -28,7 +28,7 @@ from osmo_store.eval.client import (
     parse_retry_after,
     resolve_api_key,
 )
-from osmo_store.eval.mockserver import ArithmeticResponder, MockServer, solve_arithmetic
+from osmo_store.testing.mockserver import ArithmeticResponder, MockServer, solve_arithmetic
 
 from .conftest import ROOT
 
@@ -430,7 +430,7 @@ def test_resolve_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_mockserver_runs_as_a_module() -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "osmo_store.eval.mockserver", "--port", str(port)],
+        [sys.executable, "-m", "osmo_store.testing.mockserver", "--port", str(port)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

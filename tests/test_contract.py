@@ -21,8 +21,8 @@ from osmo_store.refs import MemoryRefStore, RefStore
 from osmo_store.repo import STORE_FILE, default_store_path, init_store
 
 # The contract's asserts live in the library; let pytest explain their failures too.
-pytest.register_assert_rewrite("osmo_store.testing")
-from osmo_store.testing import RefStoreContract, StoreContract  # noqa: E402
+pytest.register_assert_rewrite("osmo_store.testing.contract")
+from osmo_store.testing.contract import RefStoreContract, StoreContract  # noqa: E402
 
 DAY = 24 * 3600
 

@@ -15,9 +15,9 @@ from osmo_store.backends import fsutil, pack
 from osmo_store.backends.lease import filesystem_now_ns
 from osmo_store.backends.local import LocalObjectStore
 from osmo_store.errors import CorruptObject, OsmoError
-from osmo_store.fsck import fsck
-from osmo_store.gc import gc, repack, stats
 from osmo_store.hashing import ObjectId
+from osmo_store.maintenance.fsck import fsck
+from osmo_store.maintenance.gc import gc, repack, stats
 from osmo_store.objects import frame_header, object_id
 from osmo_store.tree import Internal, TreeEntry, load_node
 

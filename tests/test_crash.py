@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from osmo_store import Repository, init_store
-from osmo_store.gc import gc
+from osmo_store.maintenance.gc import gc
 
 from .writer_worker import read_journal, ref_name, start, stderr_of, store_problems
 

@@ -10,11 +10,11 @@ import pytest
 from osmo_store import ObjectType, Repository
 from osmo_store.cli.main import main
 from osmo_store.eval.catalog import list_configs
-from osmo_store.eval.mockserver import MockServer
 from osmo_store.eval.runner import load_samples
 from osmo_store.eval.state import ConfigState
 from osmo_store.eval.summary import summarize
-from osmo_store.fsck import fsck
+from osmo_store.maintenance.fsck import fsck
+from osmo_store.testing.mockserver import MockServer
 from osmo_store.tree import iter_tree
 
 

@@ -19,9 +19,9 @@ import pytest
 
 from osmo_store import Repository
 from osmo_store.eval.catalog import list_configs
-from osmo_store.eval.mockserver import MockServer
 from osmo_store.eval.state import ConfigState
-from osmo_store.fsck import fsck
+from osmo_store.maintenance.fsck import fsck
+from osmo_store.testing.mockserver import MockServer
 from osmo_store.tree import iter_tree
 
 ROWS = 150

@@ -29,9 +29,9 @@ from pathlib import Path
 import pytest
 
 from osmo_store import ObjectType, Repository, RunRecord, TreeEntry, init_store, write_tree
-from osmo_store.fsck import fsck
-from osmo_store.gc import gc
 from osmo_store.hashing import ObjectId
+from osmo_store.maintenance.fsck import fsck
+from osmo_store.maintenance.gc import gc
 
 from .writer_worker import read_journal, seed_pool, start, stderr_of, store_problems
 
@@ -191,7 +191,7 @@ def rename(src, dst, *args, **kwargs):
 
 os.rename = rename
 from osmo_store import Repository
-from osmo_store.gc import gc
+from osmo_store.maintenance.gc import gc
 with Repository.open(store, create=False) as repo:
     gc(repo, prune="now")
 """
@@ -348,7 +348,7 @@ with Repository.open(store, create=False) as repo:
 GC_PAUSED_AFTER_WALK = r"""
 import sys, time
 from pathlib import Path
-import osmo_store.gc as gcmod
+import osmo_store.maintenance.gc as gcmod
 store, sync = Path(sys.argv[1]), Path(sys.argv[2])
 real_walk = gcmod.walk
 

@@ -20,16 +20,6 @@ import pytest
 import requests
 
 from osmo_store import ObjectType, Repository, RunRecord
-from osmo_store.backends import http
-from osmo_store.backends.http import (
-    AuthError,
-    HttpConnection,
-    HttpObjectStore,
-    HttpRefStore,
-    RemoteRefused,
-    encode_record,
-    open_http_remote,
-)
 from osmo_store.errors import (
     CorruptObject,
     ObjectNotFound,
@@ -38,14 +28,24 @@ from osmo_store.errors import (
     StoreError,
     UsageError,
 )
-from osmo_store.fsck import fsck
 from osmo_store.hashing import ObjectId
+from osmo_store.http import client as http
+from osmo_store.http.client import (
+    AuthError,
+    HttpConnection,
+    HttpObjectStore,
+    HttpRefStore,
+    RemoteRefused,
+    encode_record,
+    open_http_remote,
+)
+from osmo_store.http.server import HttpServer, make_app
+from osmo_store.maintenance.fsck import fsck
 from osmo_store.objects import encode_object, object_id
-from osmo_store.server import HttpServer, make_app
 from osmo_store.tree import encode_leaf
 
-pytest.register_assert_rewrite("osmo_store.testing")
-from osmo_store.testing import CRAFTED_IDS, RefStoreContract, StoreContract  # noqa: E402
+pytest.register_assert_rewrite("osmo_store.testing.contract")
+from osmo_store.testing.contract import CRAFTED_IDS, RefStoreContract, StoreContract  # noqa: E402
 
 TOKEN = "tok-3f9a1c0d-never-in-output"
 OCTETS = {"Content-Type": "application/octet-stream"}
@@ -251,7 +251,7 @@ def test_upload_whose_bytes_do_not_match_is_refused_whole(
     )
     assert (answer.status_code, answer.json()["error"]) == (400, "bad_object")
     # A few bytes of zstd may declare gigabytes: refused before decompressing.
-    monkeypatch.setattr("osmo_store.server.MAX_UPLOAD_OBJECT", 1000)
+    monkeypatch.setattr("osmo_store.http.server.MAX_UPLOAD_OBJECT", 1000)
     zeros_id, zeros = _blob(b"\0" * 5000)
     answer = server.post("/v1/objects/put", data=encode_record(zeros_id, zeros), headers=OCTETS)
     assert answer.status_code == 400 and "declares" in answer.json()["message"]

@@ -15,10 +15,11 @@ import zstandard
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from osmo_store import reachability, tree
+from osmo_store import tree
 from osmo_store.backends.memory import MemoryObjectStore
 from osmo_store.errors import CorruptObject, MalformedObject
 from osmo_store.hashing import ObjectId, canonical_json
+from osmo_store.maintenance import reachability
 from osmo_store.objects import (
     ObjectType,
     RunRecord,

@@ -11,8 +11,8 @@ from osmo_store.eval.state import (
     blob,
     sample_name,
 )
-from osmo_store.fsck import fsck
 from osmo_store.hashing import canonical_json
+from osmo_store.maintenance.fsck import fsck
 
 
 def result(i: int) -> SampleResult:
@@ -75,7 +75,7 @@ def test_a_commit_holds_the_writer_lease_before_its_pack_is_visible(repo: Reposi
     """Objects written without a look for a stored copy (every object of a commit with no
     results) must still be covered by the writer's lease: a `gc --prune=now` between the
     pack's publication and the ref's move must not take the new run record."""
-    from osmo_store.gc import gc
+    from osmo_store.maintenance.gc import gc
 
     config_id = "c" * 64
     Recorder(repo, config_id, ConfigState.load(repo, config_id), ()).commit(

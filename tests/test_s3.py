@@ -39,8 +39,8 @@ from osmo_store.refs import ANY
 
 from .s3server import DUMMY_CREDENTIALS, MotoServer, aws_env_fixture, moto_server_fixture
 
-pytest.register_assert_rewrite("osmo_store.testing")
-from osmo_store.testing import RefStoreContract, StoreContract  # noqa: E402
+pytest.register_assert_rewrite("osmo_store.testing.contract")
+from osmo_store.testing.contract import RefStoreContract, StoreContract  # noqa: E402
 
 moto = moto_server_fixture()
 aws_env = aws_env_fixture()

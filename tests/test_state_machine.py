@@ -18,9 +18,9 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 from osmo_store import ObjectType, Repository
 from osmo_store.backends.local import LocalObjectStore
 from osmo_store.errors import ObjectNotFound, RefConflict, RefNotFound
-from osmo_store.gc import gc, repack
 from osmo_store.hashing import ObjectId
-from osmo_store.reachability import ref_roots, walk
+from osmo_store.maintenance.gc import gc, repack
+from osmo_store.maintenance.reachability import ref_roots, walk
 from osmo_store.tree import TreeEntry, write_tree
 
 REF_NAMES = ("refs/evals/a", "refs/evals/b", "refs/tags/best")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from osmo_store import ObjectType, Repository
-from osmo_store.gc import consolidate_packs, gc
+from osmo_store.maintenance.gc import consolidate_packs, gc
 from osmo_store.refs import MemoryRefStore
 
 

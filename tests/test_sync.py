@@ -11,10 +11,10 @@ import pytest
 from osmo_store import ObjectType, Repository
 from osmo_store.cli.main import main
 from osmo_store.eval.catalog import history
-from osmo_store.eval.mockserver import MockServer
-from osmo_store.fsck import fsck
-from osmo_store.remotes import open_remote
-from osmo_store.sync import copy_closure, push
+from osmo_store.maintenance.fsck import fsck
+from osmo_store.sync.remotes import open_remote
+from osmo_store.sync.transfer import copy_closure, push
+from osmo_store.testing.mockserver import MockServer
 
 ROWS = 30
 
@@ -145,7 +145,7 @@ def test_interrupted_push_resumes_and_leaves_no_dangling_objects(
 ) -> None:
     a, remote = tmp_path / "a", tmp_path / "remote"
     run_eval(a, server, capsys)
-    import osmo_store.sync as sync
+    import osmo_store.sync.transfer as sync
 
     monkeypatch.setattr(sync, "CHUNK_OBJECTS", 7)
     real = sync._send

@@ -13,8 +13,8 @@ import pytest
 
 from osmo_store import ObjectType, Repository, RunRecord, TreeEntry, write_tree
 from osmo_store.cli.main import main
-from osmo_store.eval.mockserver import MockServer
-from osmo_store.fsck import fsck
+from osmo_store.maintenance.fsck import fsck
+from osmo_store.testing.mockserver import MockServer
 
 from .test_serve import TOKEN, ServeProcess
 

@@ -10,8 +10,8 @@ import pytest
 from osmo_store import Repository
 from osmo_store.backends.s3 import open_s3_remote
 from osmo_store.cli.main import main
-from osmo_store.eval.mockserver import MockServer
-from osmo_store.fsck import fsck
+from osmo_store.maintenance.fsck import fsck
+from osmo_store.testing.mockserver import MockServer
 
 from .s3server import aws_env_fixture, moto_server_fixture
 

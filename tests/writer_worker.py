@@ -42,9 +42,9 @@ from osmo_store import (
     update_tree,
     write_tree,
 )
-from osmo_store.fsck import fsck
 from osmo_store.hashing import ObjectId, is_oid
-from osmo_store.reachability import walk
+from osmo_store.maintenance.fsck import fsck
+from osmo_store.maintenance.reachability import walk
 
 LOST_EXIT = 3
 POOL_BIG_GROUP_EVERY = 16

@@ -4,7 +4,7 @@ A backend implements six primitives over *stored bytes* (the zstd frame of a fra
 see objects_spec.md): ``_get_raw``, ``_put_raw``, ``_has``, ``iter_ids``, ``_delete`` and
 ``close``. The public methods validate ids first, so a primitive only ever sees a
 well-formed id. Everything typed (``get``, ``put``, verification) is built here once, so a new
-backend is "implement six methods, run ``osmo_store.testing.StoreContract``".
+backend is "implement six methods, run ``osmo_store.testing.contract.StoreContract``".
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..fsck import fsck
-from ..gc import DEFAULT_PRUNE, DEFAULT_REFLOG_EXPIRE, gc, repack, stats
+from ..maintenance.fsck import fsck
+from ..maintenance.gc import DEFAULT_PRUNE, DEFAULT_REFLOG_EXPIRE, gc, repack, stats
 from ..repo import Repository
 from .common import err, human_bytes, out
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from ..eval.merge import merge_eval_ref
 from ..eval.state import EVAL_REF_PREFIX, refresh_index
-from ..remotes import add_remote, list_remotes, open_remote, remove_remote
 from ..repo import Repository
-from ..sync import SyncReport, Transfer, clone, fetch, pull, push
+from ..sync.remotes import add_remote, list_remotes, open_remote, remove_remote
+from ..sync.transfer import SyncReport, Transfer, clone, fetch, pull, push
 from .common import err, human_bytes, out
 
 DEFAULT_REMOTE = "origin"

@@ -39,7 +39,7 @@ from urllib3.exceptions import (
 
 from osmo_store.errors import OsmoError, UsageError
 
-from ..backends.http import BearerToken
+from ..http.client import BearerToken
 from .config import normalize_base_url
 
 logger = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ from filelock import Timeout as FileLockTimeout
 
 from .. import __version__
 from ..backends.local import LocalObjectStore
-from ..gc import consolidate_packs
 from ..hashing import ObjectId, canonical_json
+from ..maintenance.gc import consolidate_packs
 from ..objects import ObjectType
 from ..refs import default_who
 from ..repo import Repository

@@ -34,8 +34,8 @@ from filelock import Timeout as FileLockTimeout
 
 from ..backends.local import LocalObjectStore
 from ..errors import CorruptObject, MalformedObject, ObjectNotFound, OsmoError, RefConflict
-from ..gc import maintenance_lock
 from ..hashing import ObjectId
+from ..maintenance.gc import maintenance_lock
 from ..objects import ObjectType, RunRecord, compress_object, object_id
 from ..repo import Repository
 from ..tree import (

@@ -22,6 +22,7 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from ..backends.base import ObjectStore, StagedWriter
 from ..errors import (
     CorruptObject,
     InvalidObjectId,
@@ -38,7 +39,6 @@ from ..hashing import ObjectId, is_oid, oid_to_raw, parse_oid
 from ..objects import ObjectType, decode_object
 from ..refs import ANY, ReflogEntry, RefStore, validate_ref_name
 from ..repo import STORE_VERSION
-from .base import ObjectStore, StagedWriter
 
 API_PREFIX = "/v1"
 DEFAULT_MAX_BODY = 256 * 2**20
@@ -76,7 +76,7 @@ class RecordTooLarge(OsmoError):
     """A record stream longer than the reader's budget."""
 
 
-# --- records (shared with osmo_store.server) -------------------------------------------
+# --- records (shared with osmo_store.http.server) -------------------------------------------
 
 
 def encode_record(oid: ObjectId, data: bytes) -> bytes:

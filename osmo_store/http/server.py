@@ -34,17 +34,9 @@ from urllib.parse import parse_qs
 
 import zstandard
 
-from . import __version__
-from .backends.http import (
-    DEFAULT_MAX_BODY,
-    MAX_BATCH_IDS,
-    RecordStreamError,
-    RecordTooLarge,
-    encode_record,
-    iter_records,
-)
-from .backends.local import LocalObjectStore
-from .errors import (
+from .. import __version__
+from ..backends.local import LocalObjectStore
+from ..errors import (
     CorruptObject,
     InvalidObjectId,
     InvalidRefName,
@@ -55,11 +47,19 @@ from .errors import (
     RefNotFound,
     UsageError,
 )
-from .gc import consolidate_packs
-from .hashing import ObjectId, parse_oid
-from .objects import decode_object, stored_content_size
-from .refs import ANY, validate_ref_name
-from .repo import STORE_VERSION, Repository
+from ..hashing import ObjectId, parse_oid
+from ..maintenance.gc import consolidate_packs
+from ..objects import decode_object, stored_content_size
+from ..refs import ANY, validate_ref_name
+from ..repo import STORE_VERSION, Repository
+from .client import (
+    DEFAULT_MAX_BODY,
+    MAX_BATCH_IDS,
+    RecordStreamError,
+    RecordTooLarge,
+    encode_record,
+    iter_records,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -15,16 +15,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backends.base import ObjectStore
-from .backends.local import LocalObjectStore
-from .errors import RefConflict, RemoteError, UsageError
-from .gc import consolidate_packs
-from .hashing import ObjectId, blake3_hex
-from .objects import ObjectType, RunRecord, decode_object
-from .refs import default_who, validate_ref_name
+from ..backends.base import ObjectStore
+from ..backends.local import LocalObjectStore
+from ..errors import RefConflict, RemoteError, UsageError
+from ..hashing import ObjectId, blake3_hex
+from ..maintenance.gc import consolidate_packs
+from ..objects import ObjectType, RunRecord, decode_object
+from ..refs import default_who, validate_ref_name
+from ..repo import Repository
+from ..tree import Internal, Leaf, decode_node
 from .remotes import Remote, add_remote, open_remote
-from .repo import Repository
-from .tree import Internal, Leaf, decode_node
 
 #: refs never pushed or fetched by default: remote-tracking refs, and derived caches
 LOCAL_ONLY_PREFIXES = ("refs/remotes/", "refs/cache/")
@@ -373,7 +373,7 @@ def clone(
     progress: Progress | None = None,
 ) -> tuple[Repository, SyncReport]:
     """A new store at ``path`` with ``url`` as remote ``origin``, holding all its refs."""
-    from .repo import init_store
+    from ..repo import init_store
 
     target = Path(path).expanduser()
     if target.exists() and any(target.iterdir()):

@@ -7,12 +7,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .backends.local import LocalObjectStore
-from .errors import CorruptObject, MalformedObject
-from .hashing import ObjectId
+from ..backends.local import LocalObjectStore
+from ..errors import CorruptObject, MalformedObject
+from ..hashing import ObjectId
+from ..repo import Repository
+from ..tree import check_structure
 from .reachability import ref_roots, walk
-from .repo import Repository
-from .tree import check_structure
 
 
 @dataclass

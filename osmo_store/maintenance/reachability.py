@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from . import tree
-from .backends.base import ObjectStore
-from .errors import CorruptObject, MalformedObject, ObjectNotFound, OsmoError
-from .hashing import ObjectId
-from .objects import ObjectType, RunRecord
-from .refs import RefStore
-from .tree import Internal, Leaf, _nibble, decode_node, name_hash, node_targets
+from .. import tree
+from ..backends.base import ObjectStore
+from ..errors import CorruptObject, MalformedObject, ObjectNotFound, OsmoError
+from ..hashing import ObjectId
+from ..objects import ObjectType, RunRecord
+from ..refs import RefStore
+from ..tree import Internal, Leaf, _nibble, decode_node, name_hash, node_targets
 
 
 def ref_roots(refs: RefStore, reflog_cutoff_ns: int | None = None) -> dict[ObjectId, str]:

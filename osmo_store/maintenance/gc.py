@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
-from .backends.lease import filesystem_now_ns, live_lease_starts
-from .backends.local import LocalObjectStore
-from .errors import LockTimeout, StoreError, UsageError
-from .objects import stored_content_size
+from ..backends.lease import filesystem_now_ns, live_lease_starts
+from ..backends.local import LocalObjectStore
+from ..errors import LockTimeout, StoreError, UsageError
+from ..objects import stored_content_size
+from ..repo import Repository
 from .reachability import ref_roots, walk
-from .repo import Repository
 
 NS = 1_000_000_000
 DEFAULT_PRUNE = "2.weeks.ago"

@@ -11,12 +11,12 @@ from typing import Any
 
 from filelock import FileLock
 
-from .backends.base import ObjectStore
-from .backends.fsutil import replace_durably
-from .errors import RemoteError, UsageError
-from .hashing import ObjectId
-from .refs import RefStore
-from .repo import Repository, is_store
+from ..backends.base import ObjectStore
+from ..backends.fsutil import replace_durably
+from ..errors import RemoteError, UsageError
+from ..hashing import ObjectId
+from ..refs import RefStore
+from ..repo import Repository, is_store
 
 CONFIG_FILE = "config.json"
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -151,12 +151,12 @@ def open_remote(repo: Repository | None, spec: str, *, create: bool = False) -> 
     url = entry.get("url", spec)
     kind = remote_kind(url)
     if kind == "http":
-        from .backends.http import open_http_remote
+        from ..http.client import open_http_remote
 
         objects, refs = open_http_remote(url, _read_token(entry))
         return Remote(name, url, objects, refs)
     if kind == "s3":
-        from .backends.s3 import open_s3_remote
+        from ..backends.s3 import open_s3_remote
 
         objects, refs = open_s3_remote(url, endpoint_url=entry.get("endpoint_url"))
         return Remote(name, url, objects, refs)

@@ -21,8 +21,8 @@ from functools import cache
 import pytest
 import zstandard
 
-from .backends.base import ObjectStore
-from .errors import (
+from ..backends.base import ObjectStore
+from ..errors import (
     AmbiguousId,
     CorruptObject,
     InvalidObjectId,
@@ -33,10 +33,10 @@ from .errors import (
     RefNotFound,
     StoreError,
 )
-from .hashing import ZERO_ID, ObjectId
-from .objects import ObjectType, RunRecord, encode_object, frame_header, object_id
-from .refs import ANY, RefStore
-from .tree import TreeEntry, encode_leaf, write_tree
+from ..hashing import ZERO_ID, ObjectId
+from ..objects import ObjectType, RunRecord, encode_object, frame_header, object_id
+from ..refs import ANY, RefStore
+from ..tree import TreeEntry, encode_leaf, write_tree
 
 #: ids built to reach outside a directory if a backend used them as paths unchecked
 CRAFTED_IDS = (

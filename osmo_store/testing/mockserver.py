@@ -7,7 +7,7 @@ and retries exactly as against vLLM or OpenAI. The default responder solves arit
 example evals have realistic scores. Faults (status codes with ``Retry-After``, random 500s,
 answers slower than the client's timeout, bad keys, unknown models) are injected on demand.
 
-Run ``python -m osmo_store.eval.mockserver [--port N]`` to serve until SIGINT/SIGTERM; the first
+Run ``python -m osmo_store.testing.mockserver [--port N]`` to serve until SIGINT/SIGTERM; the first
 line on stdout is the base URL.
 """
 
@@ -581,7 +581,7 @@ class MockServer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m osmo_store.eval.mockserver",
+        prog="python -m osmo_store.testing.mockserver",
         description="Serve a mock OpenAI-compatible chat API on 127.0.0.1 until SIGINT/SIGTERM.",
     )
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")

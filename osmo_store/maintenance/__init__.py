@@ -1,0 +1,1 @@
+"""Layer 5: keeping a store healthy: reachability, fsck, gc, repack."""
