@@ -10,16 +10,16 @@ from pathlib import Path
 
 from .backends.base import ObjectStore
 from .backends.fsutil import fsync_dir, publish_no_overwrite, write_temp
+from .backends.layout import STORE_FILE, StoreLayout
 from .backends.local import LocalObjectStore
-from .backends.memory import MemoryObjectStore
+from .backends.localrefs import LocalRefStore
+from .backends.memory import MemoryObjectStore, MemoryRefStore
 from .errors import InvalidRefName, ObjectNotFound, StoreError
 from .hashing import ObjectId, is_oid_prefix
-from .refs import ANY, LocalRefStore, MemoryRefStore, RefStore, validate_ref_name
+from .refs import ANY, RefStore, validate_ref_name
 
-STORE_FILE = "osmo.json"
 STORE_FORMAT = "osmo-store"
 STORE_VERSION = 1
-_SUBDIRS = ("objects", "objects/pack", "refs", "logs", "locks", "leases")
 
 
 def default_store_path() -> Path:
@@ -38,7 +38,7 @@ def default_store_path() -> Path:
 
 
 def is_store(path: Path) -> bool:
-    return (Path(path) / STORE_FILE).is_file()
+    return StoreLayout(path).store_file.is_file()
 
 
 def init_store(path: Path) -> tuple[Path, bool]:
@@ -79,24 +79,25 @@ def init_store(path: Path) -> tuple[Path, bool]:
 
 
 def _make_subdirs(path: Path) -> None:
-    for sub in _SUBDIRS:
-        (path / sub).mkdir(parents=True, exist_ok=True)
+    for sub in StoreLayout(path).subdirs():
+        sub.mkdir(parents=True, exist_ok=True)
 
 
 def _publish_store_file(path: Path) -> bool:
     """Write ``osmo.json`` without ever leaving a temp file inside the store directory."""
     body = {"format": STORE_FORMAT, "version": STORE_VERSION}
     tmp = write_temp(path.parent, (json.dumps(body, indent=2) + "\n").encode(), prefix=".osmo-")
-    created = publish_no_overwrite(tmp, path / STORE_FILE)
+    created = publish_no_overwrite(tmp, StoreLayout(path).store_file)
     fsync_dir(path)
     return created
 
 
 def _check_format(path: Path) -> None:
+    store_file = StoreLayout(path).store_file
     try:
-        body = json.loads((path / STORE_FILE).read_text(encoding="utf-8"))
+        body = json.loads(store_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise StoreError(f"cannot read {path / STORE_FILE}: {e}") from None
+        raise StoreError(f"cannot read {store_file}: {e}") from None
     if body.get("format") != STORE_FORMAT:
         raise StoreError(f"{path} is not an osmo store")
     if body.get("version") != STORE_VERSION:
@@ -111,10 +112,17 @@ class Repository:
     """Objects and refs of one store. Moving a ref always goes through here, because this
     is where the write order is enforced: objects durable first, then the ref."""
 
-    def __init__(self, objects: ObjectStore, refs: RefStore, path: Path | None = None) -> None:
+    def __init__(
+        self, objects: ObjectStore, refs: RefStore, layout: StoreLayout | None = None
+    ) -> None:
         self.objects = objects
         self.refs = refs
-        self.path = path
+        #: where every file of a store on disk lives; None for a store in memory
+        self.layout = layout
+
+    @property
+    def path(self) -> Path | None:
+        return self.layout.root if self.layout is not None else None
 
     @classmethod
     def open(cls, path: Path | str | None = None, *, create: bool = True) -> Repository:
@@ -125,8 +133,8 @@ class Repository:
             path, _ = init_store(path)
         path = path.absolute()
         _check_format(path)
-        objects = LocalObjectStore(path / "objects", path / "leases")
-        return cls(objects, LocalRefStore(path), path)
+        layout = StoreLayout(path)
+        return cls(LocalObjectStore(layout), LocalRefStore(layout), layout)
 
     @classmethod
     def memory(cls) -> Repository:

@@ -11,13 +11,14 @@ import pytest
 import zstandard
 
 from osmo_store import ObjectType, Repository
+from osmo_store.backends.layout import StoreLayout
 from osmo_store.backends.local import LocalObjectStore
-from osmo_store.backends.memory import MemoryObjectStore
+from osmo_store.backends.memory import MemoryObjectStore, MemoryRefStore
 from osmo_store.backends.pack import PackWriter
 from osmo_store.errors import InvalidRefName, ObjectNotFound, StoreError
 from osmo_store.hashing import ObjectId
 from osmo_store.objects import frame_header, object_id
-from osmo_store.refs import MemoryRefStore, RefStore
+from osmo_store.refs import RefStore
 from osmo_store.repo import STORE_FILE, default_store_path, init_store
 
 # The contract's asserts live in the library; let pytest explain their failures too.
@@ -50,7 +51,7 @@ class TestLocalStore(_LocalFactory, StoreContract):
         return objects
 
     def make_read_only(self, store: LocalObjectStore) -> LocalObjectStore:  # type: ignore[override]
-        return LocalObjectStore(store.root, store.leases_dir, read_only=True)
+        return LocalObjectStore(store.layout, read_only=True)
 
 
 class _PackEveryPut(LocalObjectStore):
@@ -69,10 +70,10 @@ class _PackEveryPut(LocalObjectStore):
 class TestLocalPackedStore(_LocalFactory, StoreContract):
     def make_store(self) -> LocalObjectStore:
         path, _ = init_store(self._new_path())
-        return _PackEveryPut(path / "objects", path / "leases")
+        return _PackEveryPut(StoreLayout(path))
 
     def make_read_only(self, store: LocalObjectStore) -> LocalObjectStore:  # type: ignore[override]
-        return LocalObjectStore(store.root, store.leases_dir, read_only=True)
+        return LocalObjectStore(store.layout, read_only=True)
 
 
 class TestMemoryRefs(RefStoreContract):

@@ -12,6 +12,7 @@ import pytest
 
 from osmo_store import ObjectType, Repository, RunRecord, write_tree
 from osmo_store.backends import fsutil, pack
+from osmo_store.backends.layout import StoreLayout
 from osmo_store.backends.lease import filesystem_now_ns
 from osmo_store.backends.local import LocalObjectStore
 from osmo_store.errors import CorruptObject, OsmoError
@@ -460,7 +461,7 @@ def test_gc_removes_old_temp_files_only(repo: Repository, store_path: Path) -> N
 def _other_writer(store_path: Path) -> LocalObjectStore:
     """A second writer on the same store: as far as gc can tell another process, since its
     lease is a separate lease file locked through its own file description."""
-    other = LocalObjectStore(store_path / "objects", store_path / "leases")
+    other = LocalObjectStore(StoreLayout(store_path))
     other.lease()
     return other
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from osmo_store import Repository
+from osmo_store.backends.compaction import FANOUT as MERGE_FANOUT
 from osmo_store.eval.state import (
-    MERGE_FANOUT,
     ConfigState,
     Recorder,
     SampleResult,
@@ -31,9 +31,10 @@ def test_commit_packs_are_folded_in_tiers_and_nothing_is_lost(repo: Repository) 
     for i in range(commits):
         rec.commit([result(i)], lambda counts: {"counts": counts})
     # One pack per commit, folded F at a time into the next level like a base-F counter.
-    assert sorted(level for _, level in rec._packs) == [0] * (MERGE_FANOUT - 2) + [2]
+    tiers = repo.objects._tiers._packs
+    assert sorted(level for _, level in tiers) == [0] * (MERGE_FANOUT - 2) + [2]
     on_disk = {p.idx_path for p in repo.objects.packs()}
-    assert {idx for idx, _ in rec._packs} <= on_disk
+    assert {idx for idx, _ in tiers} <= on_disk
     state = ConfigState.load(repo, config_id)
     assert state.names(repo, "samples") == {sample_name(f"row{i:04d}", 0) for i in range(commits)}
     assert rec.counts == {"done": commits, "failed": 0}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from ..errors import AmbiguousId, InvalidObjectId, ObjectNotFound, StoreError
 from ..hashing import MIN_PREFIX_LEN, ObjectId, is_oid, is_oid_prefix, parse_oid
@@ -19,9 +20,16 @@ from ..objects import ObjectType, RunRecord, decode_object, encode_object
 
 
 class ObjectStore(ABC):
-    #: capability flags, as in zarr's Store
+    # Capabilities, as in zarr's Store: callers ask what a backend can do, never what class
+    # it is.
     read_only: bool = False
     supports_delete: bool = True
+    #: objects may live in packs (``repack`` folds objects into packs, gc rewrites them)
+    has_packs: bool = False
+    #: writers hold leases and freshen what they dedupe, so gc can run beside writers
+    has_leases: bool = False
+    #: the directory of the store on this machine's file system, for backends that have one
+    local_path: Path | None = None
 
     # --- the six primitives --------------------------------------------------------
 
@@ -136,6 +144,26 @@ class ObjectStore(ABC):
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Durability barrier: after it returns, every object put so far survives a power
         loss. Called before a ref is moved to point at new objects."""
+
+    # --- hooks; a backend overrides those that mean something to it ----------------
+
+    def refresh(self) -> None:  # noqa: B027 - optional hook
+        """See what other processes wrote since this store last looked (new packs)."""
+
+    def after_bulk_write(self) -> None:  # noqa: B027 - optional hook
+        """Called by whoever just wrote many objects (an eval's commit, a sync, a push the
+        server took): the backend's one chance to tidy up (the local store bounds its
+        number of packs here). Never required for correctness."""
+
+    def release_idle_lease(self, max_idle_s: float) -> bool:
+        """Let go of the writer lease if nothing was written for ``max_idle_s`` (a server
+        that runs for months must not pin gc). True if one was released."""
+        return False
+
+    def storage_problems(self, *, full: bool = False) -> tuple[list[str], list[str]]:
+        """(problems, notes) about how objects are kept, beyond each object's hash (pack
+        checksums, leftover temp files); for fsck. Default: nothing to check."""
+        return [], []
 
     def resolve_prefix(self, prefix: str) -> ObjectId:
         """Expand an abbreviated id (>= 4 hex chars) to the unique full id it names."""

@@ -20,7 +20,9 @@ from ..errors import CorruptObject, ObjectNotFound
 from ..hashing import ObjectId, is_oid, oid_to_raw, parse_oid
 from ..objects import ObjectType, decode_object, encode_object
 from .base import ObjectStore
+from .compaction import PackTiers, compact
 from .fsutil import fsync_dir, publish_no_overwrite, publish_or_freshen, write_temp
+from .layout import StoreLayout
 from .lease import WriterLease
 from .pack import PackReader, PackWriter
 
@@ -40,12 +42,18 @@ def is_pack_index_name(name: str) -> bool:
 
 
 class LocalObjectStore(ObjectStore):
-    def __init__(self, root: Path, leases_dir: Path, *, read_only: bool = False) -> None:
-        self.root = Path(root)
+    has_packs = True
+    has_leases = True
+
+    def __init__(self, layout: StoreLayout, *, read_only: bool = False) -> None:
+        self.layout = layout
+        self.local_path = layout.root
+        self.root = layout.objects
         self._root_str = str(self.root) + os.sep
-        self.pack_dir = self.root / "pack"
-        self.leases_dir = Path(leases_dir)
+        self.pack_dir = layout.packs
+        self.leases_dir = layout.leases
         self.read_only = read_only
+        self._tiers = PackTiers()
         self._packs: dict[str, PackReader] = {}
         self._lock = threading.RLock()
         self._dirty_dirs: set[Path] = set()
@@ -57,7 +65,7 @@ class LocalObjectStore(ObjectStore):
     # --- paths and packs -----------------------------------------------------------
 
     def loose_path(self, oid: ObjectId) -> Path:
-        return self.root / oid[:2] / oid[2:]
+        return self.layout.loose(oid)
 
     def _loose_str(self, oid: ObjectId) -> str:
         """``loose_path`` as a string, for the hot paths (a Path costs a parse per call)."""
@@ -86,6 +94,12 @@ class LocalObjectStore(ObjectStore):
                 except FileNotFoundError:
                     continue  # removed between listdir and open (gc, a merge)
             return changed
+
+    def refresh(self) -> None:
+        self.reload_packs()
+
+    def after_bulk_write(self) -> None:
+        compact(self, self._tiers)
 
     def packs(self) -> list[PackReader]:
         with self._lock:
@@ -185,7 +199,7 @@ class LocalObjectStore(ObjectStore):
         loose: dict[str, set[str]] = {}
         for prefix in {o[:2] for o in oids}:
             try:
-                loose[prefix] = set(os.listdir(self.root / prefix))
+                loose[prefix] = set(os.listdir(self.layout.fanout_dir(prefix)))
             except FileNotFoundError:
                 loose[prefix] = set()
         return [o for o in oids if o[2:] not in loose[o[:2]] and not any(o in p for p in packs)]
@@ -230,6 +244,31 @@ class LocalObjectStore(ObjectStore):
             if self._lease is not None:
                 self._lease.release()
                 self._lease = None
+
+    def storage_problems(self, *, full: bool = False) -> tuple[list[str], list[str]]:
+        """Pack checksums (``full``) or at least sizes, packs never indexed, and (``full``)
+        temp files a killed writer left."""
+        problems: list[str] = []
+        notes: list[str] = []
+        self.reload_packs()
+        for pack in self.packs():
+            if full:
+                problems.extend(pack.verify_checksums())
+            else:
+                size = os.stat(pack.pack_path).st_size
+                end = max((off + ln for _, off, ln in pack.entries()), default=0)
+                if size < end + 32:
+                    problems.append(f"{pack.pack_path.name}: pack is truncated")
+        names = set(_list(self.pack_dir))
+        for name in sorted(names):
+            if name.endswith(".pack") and name[:-5] + ".idx" not in names:
+                notes.append(f"pack without index (unpublished or interrupted): {name}")
+        if full:
+            for d in sorted(_list(self.root)):
+                for n in _list(self.root / d):
+                    if n.startswith(("tmp-", "gc-")):
+                        notes.append(f"leftover temporary file: {d}/{n}")
+        return problems, notes
 
     # --- durability, freshness, leases ---------------------------------------------
 
@@ -435,7 +474,7 @@ class LocalObjectStore(ObjectStore):
 
     def _ids_with_prefix(self, prefix: str) -> Iterator[ObjectId]:
         try:
-            names = os.listdir(self.root / prefix[:2])
+            names = os.listdir(self.layout.fanout_dir(prefix))
         except FileNotFoundError:
             names = []
         for n in names:
@@ -526,6 +565,8 @@ class BulkWriter:
 
     def finish(self) -> None:
         self.published = self._writer.finish()
+        if self.published is not None:
+            self.store._tiers.add(self.published)
         self.store.reload_packs()
 
     def abort(self) -> None:

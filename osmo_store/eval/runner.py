@@ -26,9 +26,7 @@ from typing import Any
 from filelock import Timeout as FileLockTimeout
 
 from .. import __version__
-from ..backends.local import LocalObjectStore
 from ..hashing import ObjectId, canonical_json
-from ..maintenance.gc import consolidate_packs
 from ..objects import ObjectType
 from ..refs import default_who
 from ..repo import Repository
@@ -384,9 +382,8 @@ def _run_locked(
         if fatal:
             raise fatal[0]
         session = recorder.last_meta["session"]
-        if isinstance(repo.objects, LocalObjectStore):
-            repo.objects.reload_packs()  # the recorder process may have written packs
-            consolidate_packs(repo.objects)  # keep the pack count bounded across many evals
+        repo.objects.refresh()  # the recorder process may have written packs
+        repo.objects.after_bulk_write()  # keep the pack count bounded across many evals
         return EvalOutcome(
             config_id, run_id, status, summary, session, interrupted,
             lambda: load_samples(repo, trees),
@@ -401,7 +398,8 @@ def _open_recorder(repo, config_id, state, parents, head, failed_names, options,
     recording runs beside the model calls, see ``recorder_proc``), else in this one."""
     use_process = options.recorder_process
     if use_process is None:
-        use_process = bool(todo) and isinstance(repo.objects, LocalObjectStore)
+        # A process of its own needs a store it can open by path.
+        use_process = bool(todo) and repo.objects.local_path is not None
     if use_process and repo.path is not None:
         try:
             return RecorderProcess(

@@ -26,16 +26,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
-from ..backends.local import LocalObjectStore
 from ..errors import CorruptObject, MalformedObject, ObjectNotFound, OsmoError, RefConflict
 from ..hashing import ObjectId
-from ..maintenance.gc import maintenance_lock
 from ..objects import ObjectType, RunRecord, compress_object, object_id
 from ..repo import Repository
 from ..tree import (
@@ -54,8 +51,6 @@ EVAL_REF_PREFIX = "refs/evals/"
 INDEX_REF = "refs/cache/index"
 _log = logging.getLogger(__name__)
 SUBTREES = ("samples", "failed", "cache", "rows")
-#: how many same-level packs a recorder folds into one (see ``Recorder._consolidate``)
-MERGE_FANOUT = 8
 
 
 class EvalLocked(OsmoError):
@@ -72,8 +67,8 @@ class StoppedWaiting(Exception):
 
 
 def eval_lock(repo: Repository, config_id: str, timeout: float) -> FileLock:
-    assert repo.path is not None
-    path = repo.path / "locks" / "evals" / f"{config_id}.lock"
+    assert repo.layout is not None
+    path = repo.layout.lock(f"evals/{config_id}")
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(path, timeout=timeout, thread_local=False)
 
@@ -200,7 +195,6 @@ class Recorder:
         self.commits = 0
         self.recorded = 0  # runs (samples) committed by this recorder
         self.counts: dict[str, int] = {}
-        self._packs: list[tuple[Path, int]] = []  # (index path, merge level), oldest first
         self.last_meta: dict[str, Any] = {}
         self._logged_this_session = False
         self._index_damaged = False
@@ -266,7 +260,6 @@ class Recorder:
                     new_index = update_tree(w, base, index_changes)
                 except (CorruptObject, MalformedObject) as e:
                     self._index_is_damaged(e)
-        self._track_pack(bulk)
         log = final or not self._logged_this_session
         status = record.meta.get("status", "")
         try:
@@ -285,7 +278,8 @@ class Recorder:
                     update_index(self.repo, index_changes)  # another eval moved it: redo on top
                 except (CorruptObject, MalformedObject) as e:
                     self._index_is_damaged(e)
-        self._consolidate()
+        # Each commit wrote a pack: the store folds them as they pile up.
+        self.repo.objects.after_bulk_write()
         return run_id
 
     def _index_is_damaged(self, e: Exception) -> None:
@@ -318,45 +312,6 @@ class Recorder:
         failed = state.count(self.repo, "failed")
         self.counts = {"done": state.count(self.repo, "samples") + failed, "failed": failed}
         return merged
-
-    def _track_pack(self, writer: object) -> None:
-        published = getattr(writer, "published", None)
-        if published is not None:
-            self._packs.append((published, 0))
-
-    def _consolidate(self) -> None:
-        """Tiered merging of the packs this recorder wrote: each commit writes a pack of
-        level 0, and whenever the newest ``MERGE_FANOUT`` packs share a level they are
-        folded into one pack of the next level (a base-F counter). A session of c commits
-        keeps at most (F - 1) packs per level, log_F(c) levels, and rewrites each object
-        at most log_F(c) times (with F = 8: 3 times in 500 commits)."""
-        objects = self.repo.objects
-        if not isinstance(objects, LocalObjectStore) or not self._mergeable():
-            return
-        lock = maintenance_lock(self.repo)
-        try:
-            lock.acquire(blocking=False)
-        except FileLockTimeout:
-            return  # gc or repack is at work; merge another time
-        try:
-            while self._mergeable():
-                level = self._packs[-1][1]
-                merge = [idx for idx, _ in self._packs[-MERGE_FANOUT:]]
-                del self._packs[-MERGE_FANOUT:]
-                by_idx = {p.idx_path: p for p in objects.packs()}
-                readers = [by_idx[idx] for idx in merge if idx in by_idx]
-                if len(readers) == 1:  # the others were folded by a repack meanwhile
-                    self._packs.append((readers[0].idx_path, level + 1))
-                elif len(readers) > 1:
-                    new_idx = objects.merge_packs(readers)
-                    if new_idx is not None:
-                        self._packs.append((new_idx, level + 1))
-        finally:
-            lock.release()
-
-    def _mergeable(self) -> bool:
-        tail = self._packs[-MERGE_FANOUT:]
-        return len(tail) == MERGE_FANOUT and all(level == tail[0][1] for _, level in tail)
 
 
 class _NewObjects:

@@ -35,7 +35,6 @@ from urllib.parse import parse_qs
 import zstandard
 
 from .. import __version__
-from ..backends.local import LocalObjectStore
 from ..errors import (
     CorruptObject,
     InvalidObjectId,
@@ -48,7 +47,6 @@ from ..errors import (
     UsageError,
 )
 from ..hashing import ObjectId, parse_oid
-from ..maintenance.gc import consolidate_packs
 from ..objects import decode_object, stored_content_size
 from ..refs import ANY, validate_ref_name
 from ..repo import STORE_VERSION, Repository
@@ -316,8 +314,7 @@ class StoreApp:
             raise HttpError(400, "bad_object", f"truncated upload: {e}", id=e.oid) from None
         # One pack (bulk) for the whole upload: published at once, after every write.
         self.repo.objects.put_many_raw(received, verified=True)  # each checked above
-        if isinstance(self.repo.objects, LocalObjectStore):
-            consolidate_packs(self.repo.objects)  # many small pushes must not mean many packs
+        self.repo.objects.after_bulk_write()  # many small pushes must not mean many packs
         return {"ok": True, "stored": len(received)}
 
     def _update_ref(self, request: _Request) -> dict[str, Any]:
@@ -698,7 +695,7 @@ def serve(
 def _keep_leases_short(repo: Repository, stop: threading.Event) -> None:
     """Let go of the writer lease once pushes stop coming, so gc is not pinned by a server
     that runs for months. Ten minutes covers a push's upload-then-ref-update sequence."""
-    if not isinstance(repo.objects, LocalObjectStore):
+    if not repo.objects.has_leases:
         return
     while not stop.wait(30.0):
         repo.objects.release_idle_lease(IDLE_LEASE_S)

@@ -3,11 +3,9 @@ everything reachable from refs and reflogs exists and is well-formed."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..backends.local import LocalObjectStore
 from ..errors import CorruptObject, MalformedObject
 from ..hashing import ObjectId
 from ..repo import Repository
@@ -55,8 +53,9 @@ def fsck(
                 report.problems.append(f"malformed {otype} {oid}: {e}")
         if progress is not None:
             progress(report.objects_checked)
-    if isinstance(objects, LocalObjectStore):
-        _check_local(objects, report, full=full)
+    problems, notes = objects.storage_problems(full=full)
+    report.problems.extend(problems)
+    report.notes.extend(notes)
 
     for name in repo.refs.damaged():
         report.problems.append(f"ref {name} does not hold an object id")
@@ -81,25 +80,3 @@ def fsck(
     if full:
         report.dangling = len(ids - result.reachable)
     return report
-
-
-def _check_local(objects: LocalObjectStore, report: FsckReport, *, full: bool) -> None:
-    objects.reload_packs()
-    for pack in objects.packs():
-        if full:
-            report.problems.extend(pack.verify_checksums())
-        else:
-            size = os.stat(pack.pack_path).st_size
-            end = max((off + ln for _, off, ln in pack.entries()), default=0)
-            if size < end + 32:
-                report.problems.append(f"{pack.pack_path.name}: pack is truncated")
-    names = set(os.listdir(objects.pack_dir)) if objects.pack_dir.is_dir() else set()
-    for name in sorted(names):
-        if name.endswith(".pack") and name[:-5] + ".idx" not in names:
-            report.notes.append(f"pack without index (unpublished or interrupted): {name}")
-    if full:
-        for d in objects.root.iterdir():
-            if d.is_dir():
-                for n in os.listdir(d):
-                    if n.startswith(("tmp-", "gc-")):
-                        report.notes.append(f"leftover temporary file: {d.name}/{n}")

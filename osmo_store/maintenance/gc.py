@@ -13,22 +13,25 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
+from ..backends.compaction import maintenance_lock
 from ..backends.lease import filesystem_now_ns, live_lease_starts
-from ..backends.local import LocalObjectStore
 from ..errors import LockTimeout, StoreError, UsageError
 from ..objects import stored_content_size
 from ..repo import Repository
 from .reachability import ref_roots, walk
 
+if TYPE_CHECKING:
+    from ..backends.local import LocalObjectStore
+
 NS = 1_000_000_000
 DEFAULT_PRUNE = "2.weeks.ago"
 DEFAULT_REFLOG_EXPIRE = "90.days.ago"
 TEMP_MAX_AGE_NS = 24 * 3600 * NS
-MAINTENANCE_LOCK_TIMEOUT = 60.0
 
 _UNITS = {
     "s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
@@ -66,24 +69,18 @@ class GcReport:
 
 
 def _local(repo: Repository) -> LocalObjectStore:
-    if not isinstance(repo.objects, LocalObjectStore):
+    """The store's objects, if they are kept the way gc and repack work on: in loose files
+    and packs, with writer leases that make a sweep safe beside writers."""
+    objects = repo.objects
+    if not (objects.has_packs and objects.has_leases) or repo.layout is None:
         raise StoreError("this operation needs a local store")
-    return repo.objects
-
-
-def maintenance_lock(repo: Repository) -> FileLock:
-    """gc and repack exclude each other (not writers: writers never wait for gc)."""
-    return _maintenance_lock_of(_local(repo))
-
-
-def _maintenance_lock_of(objects: LocalObjectStore) -> FileLock:
-    path = objects.root.parent / "locks" / "maintenance.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(path, timeout=MAINTENANCE_LOCK_TIMEOUT, thread_local=False)
+    return objects  # type: ignore[return-value]  # what has packs and leases is one
 
 
 def _locked(repo: Repository) -> FileLock:
-    lock = maintenance_lock(repo)
+    _local(repo)
+    assert repo.layout is not None
+    lock = maintenance_lock(repo.layout.maintenance_lock)
     try:
         lock.acquire()
     except FileLockTimeout:
@@ -209,29 +206,6 @@ def _remove_temp_files(objects: LocalObjectStore, cutoff: int, report: GcReport)
                     report.temp_files_removed += 1
             except FileNotFoundError:
                 continue
-
-
-def consolidate_packs(objects: LocalObjectStore, *, max_packs: int = 32) -> bool:
-    """Keep the number of packs bounded for a store that receives many small batches (a
-    server taking pushes, many evals, a pull): past ``max_packs``, fold the smaller half
-    into one pack. Skips (returns False) when gc or repack holds the maintenance lock."""
-    packs = objects.packs()
-    if len(packs) <= max_packs:
-        return False
-    lock = _maintenance_lock_of(objects)
-    try:
-        lock.acquire(blocking=False)
-    except FileLockTimeout:
-        return False
-    try:
-        objects.reload_packs()
-        packs = sorted(objects.packs(), key=lambda p: p.stored_total)
-        small = packs[: len(packs) - max_packs // 2]
-        if len(small) >= 2:
-            objects.merge_packs(small)
-        return True
-    finally:
-        lock.release()
 
 
 @dataclass

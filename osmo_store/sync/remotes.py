@@ -18,13 +18,12 @@ from ..hashing import ObjectId
 from ..refs import RefStore
 from ..repo import Repository, is_store
 
-CONFIG_FILE = "config.json"
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 def _config_path(repo: Repository) -> Path:
-    assert repo.path is not None, "remotes need a store on disk"
-    return repo.path / CONFIG_FILE
+    assert repo.layout is not None, "remotes need a store on disk"
+    return repo.layout.config_file
 
 
 def load_config(repo: Repository) -> dict[str, Any]:
@@ -43,9 +42,9 @@ def _save_config(repo: Repository, config: dict[str, Any]) -> None:
 
 
 def _config_lock(repo: Repository) -> FileLock:
-    assert repo.path is not None
-    (repo.path / "locks").mkdir(exist_ok=True)
-    return FileLock(repo.path / "locks" / "config.lock", timeout=30, thread_local=False)
+    assert repo.layout is not None
+    repo.layout.locks.mkdir(exist_ok=True)
+    return FileLock(repo.layout.config_lock, timeout=30, thread_local=False)
 
 
 def add_remote(

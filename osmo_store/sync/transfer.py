@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backends.base import ObjectStore
-from ..backends.local import LocalObjectStore
 from ..errors import RefConflict, RemoteError, UsageError
 from ..hashing import ObjectId, blake3_hex
-from ..maintenance.gc import consolidate_packs
 from ..objects import ObjectType, RunRecord, decode_object
 from ..refs import default_who, validate_ref_name
 from ..repo import Repository
@@ -136,8 +134,8 @@ def copy_closure(
         _send(dst, src.get_many_raw(chunk), report, progress)
     for chunk in _chunks(order, CHUNK_OBJECTS):
         _send(dst, ((oid, nodes[oid][0]) for oid in chunk), report, progress)
-    if report.objects and isinstance(dst, LocalObjectStore):
-        consolidate_packs(dst)  # each chunk arrived as a pack of its own
+    if report.objects:
+        dst.after_bulk_write()  # each chunk arrived as a pack of its own
     return report
 
 

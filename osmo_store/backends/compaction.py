@@ -1,0 +1,90 @@
+"""Pack compaction of the local store: how many packs it keeps, and which it folds.
+
+The store runs this itself after a bulk write (``LocalObjectStore.after_bulk_write``), the one
+place compaction is triggered from. Two rules:
+
+- *tiers*: the packs this store object wrote, oldest first, each with a level. A new pack has
+  level 0; whenever the newest ``FANOUT`` packs share a level they are folded into one pack of
+  the next level (a base-F counter). A writer that commits c times keeps at most (F - 1) packs
+  per level, log_F(c) levels, and rewrites each object at most log_F(c) times (with F = 8: 3
+  times in 500 commits), so an eval's many small commits do not become many small packs.
+- *bound*: past ``MAX_PACKS`` packs in the store (many evals, pushes received, pulls), the
+  smaller half is folded into one pack.
+
+Both skip, rather than wait, when gc or repack holds the maintenance lock: compaction is never
+needed for correctness, and a writer must never wait for gc.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from filelock import FileLock
+from filelock import Timeout as FileLockTimeout
+
+if TYPE_CHECKING:
+    from .local import LocalObjectStore
+
+FANOUT = 8
+MAX_PACKS = 32
+# gc and repack wait this long for each other; compaction never waits
+MAINTENANCE_LOCK_TIMEOUT = 60.0
+
+
+class PackTiers:
+    """The packs one store object wrote, with their merge levels (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._packs: list[tuple[Path, int]] = []  # (index path, level), oldest first
+
+    def add(self, idx_path: Path) -> None:
+        self._packs.append((idx_path, 0))
+
+    def mergeable(self) -> bool:
+        tail = self._packs[-FANOUT:]
+        return len(tail) == FANOUT and all(level == tail[0][1] for _, level in tail)
+
+    def merge(self, store: LocalObjectStore) -> None:
+        """Fold while the newest packs share a level. The caller holds the maintenance lock."""
+        while self.mergeable():
+            level = self._packs[-1][1]
+            merge = [idx for idx, _ in self._packs[-FANOUT:]]
+            del self._packs[-FANOUT:]
+            by_idx = {p.idx_path: p for p in store.packs()}
+            readers = [by_idx[idx] for idx in merge if idx in by_idx]
+            if len(readers) == 1:  # the others were folded by a repack meanwhile
+                self._packs.append((readers[0].idx_path, level + 1))
+            elif len(readers) > 1:
+                new_idx = store.merge_packs(readers)
+                if new_idx is not None:
+                    self._packs.append((new_idx, level + 1))
+
+
+def compact(store: LocalObjectStore, tiers: PackTiers, *, max_packs: int = MAX_PACKS) -> bool:
+    """Apply both rules; False if there was nothing to do or gc/repack was at work."""
+    if not tiers.mergeable() and len(store.packs()) <= max_packs:
+        return False
+    lock = maintenance_lock(store.layout.maintenance_lock)
+    try:
+        lock.acquire(blocking=False)
+    except FileLockTimeout:
+        return False
+    try:
+        tiers.merge(store)
+        store.reload_packs()
+        packs = store.packs()
+        if len(packs) > max_packs:
+            packs.sort(key=lambda p: p.stored_total)
+            small = packs[: len(packs) - max_packs // 2]
+            if len(small) >= 2:
+                store.merge_packs(small)
+        return True
+    finally:
+        lock.release()
+
+
+def maintenance_lock(path: Path, timeout: float = MAINTENANCE_LOCK_TIMEOUT) -> FileLock:
+    """gc, repack and compaction exclude each other (writers never wait for any of them)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path, timeout=timeout, thread_local=False)
