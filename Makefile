@@ -16,6 +16,7 @@ demo: $(BIN)/osmo
 
 test: $(BIN)/osmo
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 test-slow: $(BIN)/osmo

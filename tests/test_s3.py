@@ -20,10 +20,9 @@ from osmo_store.backends.s3 import (
     WORKERS,
     S3ObjectStore,
     make_s3_client,
-    open_s3_remote,
     parse_s3_url,
 )
-from osmo_store.backends.s3refs import S3RefStore
+from osmo_store.backends.s3refs import S3RefStore, open_s3_remote
 from osmo_store.errors import (
     CorruptObject,
     InvalidRefName,

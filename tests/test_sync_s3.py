@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from osmo_store import Repository
-from osmo_store.backends.s3 import open_s3_remote
+from osmo_store.backends.s3refs import open_s3_remote
 from osmo_store.cli.main import main
 from osmo_store.maintenance.fsck import fsck
 from osmo_store.testing.mockserver import MockServer

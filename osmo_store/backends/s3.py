@@ -393,18 +393,3 @@ def make_s3_client(endpoint_url: str | None = None) -> Any:
             f"invalid S3 endpoint {shown}", hint="give a URL such as http://host:9000"
         ) from None
     return client
-
-
-def open_s3_remote(
-    url: str, *, endpoint_url: str | None = None
-) -> tuple[S3ObjectStore, S3RefStore]:  # noqa: F821 - imported below (it imports this module)
-    """The object and ref stores at ``s3://BUCKET/PREFIX``, sharing one client. One request
-    checks that the bucket exists and is readable, so a wrong bucket or wrong credentials
-    fail here with a one-line error rather than in the middle of a sync."""
-    bucket, prefix = parse_s3_url(url)
-    client = make_s3_client(endpoint_url)
-    from .s3refs import S3RefStore
-
-    objects = S3ObjectStore(client, bucket, prefix)
-    objects.location.call("list_objects_v2", Prefix=objects.location.base, MaxKeys=1)
-    return objects, S3RefStore(client, bucket, prefix)

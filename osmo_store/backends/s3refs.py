@@ -1,5 +1,6 @@
 """Refs and reflogs in an S3 bucket, moved by compare-and-swap with conditional writes
-(``IfMatch`` / ``IfNoneMatch``); see ``S3RefStore``."""
+(``IfMatch`` / ``IfNoneMatch``); see ``S3RefStore``. And ``open_s3_remote``, which opens a
+bucket's objects and refs together (this module builds on ``s3``, never the reverse)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from .s3 import (
     SWAP_META,
     WORKERS,
     S3Location,
+    S3ObjectStore,
     _parallel_map,
+    make_s3_client,
+    parse_s3_url,
 )
 
 
@@ -213,3 +217,16 @@ class S3RefStore(RefStore):
 
 
 # --- opening a remote ------------------------------------------------------------------
+
+
+def open_s3_remote(
+    url: str, *, endpoint_url: str | None = None
+) -> tuple[S3ObjectStore, S3RefStore]:
+    """The object and ref stores at ``s3://BUCKET/PREFIX``, sharing one client. One request
+    checks that the bucket exists and is readable, so a wrong bucket or wrong credentials
+    fail here with a one-line error rather than in the middle of a sync."""
+    bucket, prefix = parse_s3_url(url)
+    client = make_s3_client(endpoint_url)
+    objects = S3ObjectStore(client, bucket, prefix)
+    objects.location.call("list_objects_v2", Prefix=objects.location.base, MaxKeys=1)
+    return objects, S3RefStore(client, bucket, prefix)

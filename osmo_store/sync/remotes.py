@@ -155,7 +155,7 @@ def open_remote(repo: Repository | None, spec: str, *, create: bool = False) -> 
         objects, refs = open_http_remote(url, _read_token(entry))
         return Remote(name, url, objects, refs)
     if kind == "s3":
-        from ..backends.s3 import open_s3_remote
+        from ..backends.s3refs import open_s3_remote
 
         objects, refs = open_s3_remote(url, endpoint_url=entry.get("endpoint_url"))
         return Remote(name, url, objects, refs)
