@@ -9,10 +9,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import pytest
 
+from osmo_store.backends.lease import filesystem_now_ns
 from osmo_store.testing.mockserver import ArithmeticResponder
 
 T = TypeVar("T")
@@ -93,3 +95,15 @@ class Gate:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+def wait_for_fs_clock_past(directory: Path, t_ns: int, *, timeout: float = DEADLINE) -> None:
+    """Wait until the filesystem's clock (which stamps mtimes, maybe coarsely) in
+    ``directory`` reads later than ``t_ns``: what a test needs before an mtime must come
+    strictly after another, never a sleep of a guessed length."""
+    wait_until(
+        lambda: filesystem_now_ns(directory) > t_ns,
+        what="the filesystem clock moving on",
+        timeout=timeout,
+        interval=0.001,
+    )
