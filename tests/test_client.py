@@ -31,6 +31,7 @@ from osmo_store.eval.client import (
 from osmo_store.testing.mockserver import ArithmeticResponder, MockServer, solve_arithmetic
 
 from .conftest import ROOT
+from .waiting import DEADLINE
 
 ClientFactory = Callable[..., ChatClient]
 
@@ -437,15 +438,15 @@ def test_mockserver_runs_as_a_module() -> None:
         text=True,
     )
     try:
-        ready, _, _ = select.select([proc.stdout], [], [], 10)
-        assert ready, "mock server printed nothing within 10 s"
+        ready, _, _ = select.select([proc.stdout], [], [], DEADLINE)
+        assert ready, f"mock server printed nothing within {DEADLINE:g} s"
         assert proc.stdout is not None
         base_url = proc.stdout.readline().strip()
         assert base_url == f"http://127.0.0.1:{port}/v1"
         with ChatClient(base_url, api_key=None, timeout=5) as client:
             assert client.chat(ask("What is 20 + 22?")).message["content"] == "42"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=5) == 0
+        assert proc.wait(timeout=DEADLINE) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
