@@ -31,6 +31,7 @@ from osmo_store.eval.client import (
 from osmo_store.testing.mockserver import ArithmeticResponder, MockServer, solve_arithmetic
 
 from .conftest import ROOT
+from .waiting import DEADLINE
 
 ClientFactory = Callable[..., ChatClient]
 
@@ -109,7 +110,9 @@ def test_429_honours_retry_after(server: MockServer, make_client: ClientFactory)
     assert result.message["content"] == "4"
     assert result.attempts == 2
     assert server.calls == 2
-    assert 0.28 <= elapsed < 2.0
+    # At least the server's Retry-After; the upper bound only catches a wait of minutes
+    # (bounds are generous: a loaded machine is slow, never wrong).
+    assert 0.28 <= elapsed < 30
     assert server.requests[0] == server.requests[1]  # the same request, re-sent
 
 
@@ -120,7 +123,7 @@ def test_retry_after_is_capped_at_backoff_max(
     client = make_client(server.base_url, backoff_max=0.2)
     started = time.monotonic()
     assert client.chat(ask("What is 1 + 1?")).attempts == 2
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 60  # not the 120 s the server asked for
 
 
 def test_parse_retry_after_seconds_and_http_date() -> None:
@@ -158,18 +161,18 @@ def test_retries_exhausted(server: MockServer, make_client: ClientFactory) -> No
 
 
 def test_timeout_then_success(server: MockServer, make_client: ClientFactory) -> None:
-    server.timeout_next(1, delay=3.0)
+    server.timeout_next(1, delay=60.0)
     client = make_client(server.base_url, timeout=0.3)
     started = time.monotonic()
     result = client.chat(ask("What is 10 - 4?"))
     assert result.message["content"] == "6"
     assert result.attempts == 2
     assert server.calls == 2
-    assert time.monotonic() - started < 2.0  # gave up on the slow answer, did not wait for it
+    assert time.monotonic() - started < 30  # gave up on the slow answer, did not wait for it
 
 
 def test_timeouts_exhausted_is_a_call_error(server: MockServer, make_client: ClientFactory) -> None:
-    server.timeout_next(2, delay=3.0)
+    server.timeout_next(2, delay=60.0)
     client = make_client(server.base_url, timeout=0.2, max_retries=1)
     with pytest.raises(ModelCallError) as info:
         client.chat(ask("What is 10 - 4?"))
@@ -245,10 +248,8 @@ def test_wrong_endpoint_path_is_fatal(server: MockServer, make_client: ClientFac
 def test_unreachable_endpoint_fails_fast(make_client: ClientFactory) -> None:
     port = free_port()  # bound, then closed: nothing listens there
     client = make_client(f"http://127.0.0.1:{port}/v1", api_key="sk-should-not-show", max_retries=5)
-    started = time.monotonic()
     with pytest.raises(FatalModelError) as info:
         client.chat(ask("What is 1 + 2?"))
-    assert time.monotonic() - started < 2.0
     exc = info.value
     assert exc.status is None
     assert exc.attempts == 2  # one quick retry, not the whole budget of 6
@@ -437,15 +438,15 @@ def test_mockserver_runs_as_a_module() -> None:
         text=True,
     )
     try:
-        ready, _, _ = select.select([proc.stdout], [], [], 10)
-        assert ready, "mock server printed nothing within 10 s"
+        ready, _, _ = select.select([proc.stdout], [], [], DEADLINE)
+        assert ready, f"mock server printed nothing within {DEADLINE:g} s"
         assert proc.stdout is not None
         base_url = proc.stdout.readline().strip()
         assert base_url == f"http://127.0.0.1:{port}/v1"
         with ChatClient(base_url, api_key=None, timeout=5) as client:
             assert client.chat(ask("What is 20 + 22?")).message["content"] == "42"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=5) == 0
+        assert proc.wait(timeout=DEADLINE) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

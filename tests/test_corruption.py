@@ -13,7 +13,6 @@ import pytest
 from osmo_store import ObjectType, Repository, RunRecord, write_tree
 from osmo_store.backends import fsutil, pack
 from osmo_store.backends.layout import StoreLayout
-from osmo_store.backends.lease import filesystem_now_ns
 from osmo_store.backends.local import LocalObjectStore
 from osmo_store.errors import CorruptObject, OsmoError
 from osmo_store.hashing import ObjectId
@@ -21,6 +20,8 @@ from osmo_store.maintenance.fsck import fsck
 from osmo_store.maintenance.gc import gc, repack, stats
 from osmo_store.objects import frame_header, object_id
 from osmo_store.tree import Internal, TreeEntry, load_node
+
+from .waiting import wait_for_fs_clock_past
 
 HOUR = 3600
 DAY = 24 * HOUR
@@ -474,15 +475,6 @@ def _write_in_the_past(store_path: Path, content: bytes, age: float) -> ObjectId
     return oid
 
 
-def _wait_for_fs_clock_past(store_path: Path, t_ns: int) -> None:
-    """gc deletes only what is strictly older than its cutoff, read from the filesystem's
-    clock; wait (briefly) until that clock has moved past ``t_ns``."""
-    deadline = time.monotonic() + 5
-    while filesystem_now_ns(store_path / "leases") <= t_ns:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-
-
 def test_live_lease_protects_objects_written_since_it_started(
     repo: Repository, store_path: Path
 ) -> None:
@@ -495,7 +487,8 @@ def test_live_lease_protects_objects_written_since_it_started(
         in_flight = other.put(ObjectType.BLOB, b"result the eval will reference")
         written_ns = other.loose_path(in_flight).stat().st_mtime_ns
         assert written_ns >= other.lease().start_ns
-        _wait_for_fs_clock_past(store_path, written_ns)  # prune=now would take it...
+        # gc deletes only what is strictly older than its cutoff, read from that clock
+        wait_for_fs_clock_past(store_path / "leases", written_ns)  # prune=now would take it...
         report = gc(repo, prune="now")
         assert report.objects_removed == 1  # ...but the live lease keeps it
         assert repo.objects.has(in_flight)

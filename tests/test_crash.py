@@ -142,6 +142,13 @@ def sweep_crash_points(tmp_path: Path, *, bulk: bool, sample: int | None, seed: 
     counted = run_copy(tmp_path / "count", "--kill-after-calls", str(10**9))
     assert counted.returncode == 0, counted.stderr
     calls = int(counted.stdout.split("calls ")[1])
+    # Call k must be the same instant in every run: the iteration writes the same objects
+    # (else a new fan-out dir, say, shifts the calls after it, and the last k never comes).
+    again = run_copy(tmp_path / "again", "--kill-after-calls", str(10**9))
+    assert again.stdout == counted.stdout, "the same seed made different os calls"
+    assert read_journal(tmp_path / "again" / "journal-0") == read_journal(
+        tmp_path / "count" / "journal-0"
+    ), "the same seed wrote a different run"
     points = list(range(1, calls + 1))
     if sample is not None:
         points = sorted(rng.sample(points, min(sample, len(points))))

@@ -4,6 +4,7 @@ makes exactly the missing model calls."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -11,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,12 @@ import pytest
 
 from osmo_store import Repository
 from osmo_store.eval.catalog import list_configs
-from osmo_store.eval.state import ConfigState
+from osmo_store.eval.state import INDEX_REF, ConfigState
 from osmo_store.maintenance.fsck import fsck
 from osmo_store.testing.mockserver import MockServer
-from osmo_store.tree import iter_tree
+from osmo_store.tree import iter_tree, tree_count
+
+from .waiting import Gate, wait_for_line, wait_until
 
 ROWS = 150
 
@@ -59,15 +61,13 @@ def recorded(store: Path) -> tuple[int, str]:
         return done, configs[0].status
 
 
-def wait_until_recorded(store: Path, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """Wait until the eval has recorded some runs (so a signal lands mid-eval, whatever the
-    machine's speed)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (store / "refs" / "evals").is_dir() and recorded(store)[0] > 0:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the eval recorded nothing in time")
+def wait_until_recorded(store: Path, proc: subprocess.Popen) -> None:
+    """Wait until the eval has recorded some runs."""
+    wait_until(
+        lambda: (store / "refs" / "evals").is_dir() and recorded(store)[0] > 0,
+        what="the eval recording runs",
+        proc=proc,
+    )
 
 
 def start_recording_eval(
@@ -78,12 +78,33 @@ def start_recording_eval(
     args: tuple[str, ...] = (),
     **popen: Any,
 ) -> subprocess.Popen:
-    """An `osmo eval` subprocess (text pipes), returned once it has recorded some runs."""
+    """An `osmo eval` subprocess (text pipes), returned once it has recorded some runs. To be
+    sure it is still running when the test acts, serve it through a ``Gate``."""
     proc = subprocess.Popen([*eval_cmd(osmo_bin, store, srv.base_url), *args], cwd=project,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             **popen)  # fmt: skip
     wait_until_recorded(store, proc)
     return proc
+
+
+def stopped_at_the_gate(proc: subprocess.Popen, gate: Gate) -> str:
+    """For an eval sent a stop signal while its model calls are held at ``gate``: open the
+    gate once the eval says it is stopping (so the runs in flight finish in its grace period,
+    and nothing new starts), wait for its end, and return its stderr."""
+    assert proc.stderr is not None
+    before = wait_for_line(proc.stderr, proc, "osmo: stopping")
+    gate.release()
+    _, rest = proc.communicate(timeout=60)
+    return "".join(before) + rest
+
+
+def killed(proc: subprocess.Popen) -> str:
+    """SIGKILL ``proc``; its stderr. Fails unless the kill is what ended it (an eval that
+    finished first would make the test test nothing)."""
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"the eval ended before the kill: {err}"
+    return err
 
 
 def shown_done(stderr: str) -> int:
@@ -113,15 +134,22 @@ def check_resume(osmo_bin: str, store: Path, project: Path, srv: MockServer) -> 
 
 
 def kill_once(osmo_bin: str, tmp_path: Path, project: Path, srv: MockServer, delay: float) -> None:
+    """SIGKILL an eval ``delay`` seconds after it starts: a random instant, from start-up to
+    its last commits. The last few model calls are held until the kill, so that it always
+    lands before the eval is done, however fast or slow the machine."""
     store = tmp_path / f"store-{delay:.3f}-{random.random()}"
-    proc = subprocess.Popen(eval_cmd(osmo_bin, store, srv.base_url), cwd=project,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate(timeout=30)
+    with Gate(ROWS - 8) as gate:
+        srv.responder = gate
+        proc = subprocess.Popen(eval_cmd(osmo_bin, store, srv.base_url), cwd=project,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+        # A random instant, on purpose: this is the one wait on a clock in the suite.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=delay)
+        err = killed(proc)
     done, status = recorded(store)
     assert done >= shown_done(err)  # every run shown as completed was recorded
-    assert status in ("interrupted", "completed", "none")
+    assert done < ROWS and status in ("interrupted", "none")
     check_resume(osmo_bin, store, project, srv)
 
 
@@ -144,10 +172,10 @@ def test_sigint_records_finished_runs_and_exits_130(
     osmo_bin: str, tmp_path: Path, project: Path
 ) -> None:
     store = tmp_path / "store"
-    with MockServer(latency=0.1) as srv:  # 150 runs, 4 at a time: ~4 s of work
+    with Gate(20) as gate, MockServer(responder=gate) as srv:
         proc = start_recording_eval(osmo_bin, store, srv, project)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        err = stopped_at_the_gate(proc, gate)
         assert proc.returncode == 130, err
         assert "Resume with the same command" in err
         done, status = recorded(store)
@@ -161,18 +189,16 @@ def test_an_interrupted_fresh_start_resumes_computing_anew(
     """Resuming a --fresh eval goes on computing every run anew: it does not take the runs
     it had not reached yet from the state it started over from."""
     store = tmp_path / "store"
-    with MockServer(latency=0.1) as srv:
+    with Gate(ROWS + 8) as gate, MockServer(responder=gate) as srv:
         cmd = eval_cmd(osmo_bin, store, srv.base_url)
         assert subprocess.run(cmd, cwd=project, capture_output=True, timeout=120).returncode == 0
         assert srv.calls == ROWS
         proc = subprocess.Popen([*cmd, "--fresh"], cwd=project, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
-        deadline = time.monotonic() + 30
-        while srv.calls < ROWS + 8:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.02)
+        # 8 runs done, and all 4 workers waiting on their next call
+        wait_until(lambda: gate.held == 4, what="the --fresh eval making 8 runs", proc=proc)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        err = stopped_at_the_gate(proc, gate)
         assert proc.returncode == 130 and "Resume with the same command without --fresh" in err
         done, status = recorded(store)
         assert 0 < done < ROWS and status == "interrupted"
@@ -216,17 +242,21 @@ def test_an_agents_answered_calls_survive_a_sigkill_mid_rollout(
         proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
         answered = rows * (AGENT_STEPS - 1)
-        deadline = time.monotonic() + 30
-        while cached_entries(store) < answered:  # recorded in the config's cache manifest
-            assert time.monotonic() < deadline and proc.poll() is None, "calls not recorded"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
+        wait_until(
+            lambda: cached_entries(store) >= answered,  # recorded in the config's cache manifest
+            what="the agents' answered calls being recorded",
+            proc=proc,
+        )
+        if not index_behind:  # the shared index is updated right after the config's commit
+            wait_until(lambda: index_entries(store) >= answered, what="the index update", proc=proc)
+        killed(proc)
         release.set()
         assert recorded(store)[0] == 0  # no run finished
         if index_behind:
             with Repository.open(store) as repo:
-                repo.delete_ref("refs/cache/index")
+                # Absent if the kill came before the first index update: behind all the same.
+                if repo.refs.read(INDEX_REF) is not None:
+                    repo.delete_ref(INDEX_REF)
         r = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         body = json.loads(r.stdout)
@@ -268,12 +298,12 @@ def test_a_retry_cut_short_replays_the_answers_it_got_on_resume(
         hold.set()
         proc = subprocess.Popen([*cmd, "--retry-failed"], cwd=project, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
-        deadline = time.monotonic() + 30
-        while sum(cache_answers(store)[k] != v for k, v in failed_answers.items()) < rows:
-            assert time.monotonic() < deadline and proc.poll() is None, "retry not recorded"
-            time.sleep(0.05)  # until the retry's step-0 answers are all recorded
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
+        wait_until(
+            lambda: sum(cache_answers(store)[k] != v for k, v in failed_answers.items()) == rows,
+            what="the retry's step-0 answers all being recorded",
+            proc=proc,
+        )
+        killed(proc)
         release.set()
         hold.clear()
         assert cache_answers(store).keys() == failed_answers.keys()  # same keys, new answers
@@ -292,6 +322,12 @@ def cache_answers(store: Path) -> dict[str, str]:
     with Repository.open(store) as repo:
         trees = ConfigState.from_run(repo, list_configs(repo)[0].run_id).trees
         return {e.name: e.oid for e in iter_tree(repo.objects, trees["cache"])}
+
+
+def index_entries(store: Path) -> int:
+    with Repository.open(store) as repo:
+        root = repo.refs.read(INDEX_REF)
+        return 0 if root is None else tree_count(repo.objects, root)
 
 
 def cached_entries(store: Path) -> int:
@@ -331,12 +367,12 @@ def test_a_run_that_reuses_an_answer_of_a_run_not_yet_recorded_stores_it_too(
                "--json"]  # fmt: skip
         proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
-        deadline = time.monotonic() + 30
-        while not ((store / "refs" / "evals").is_dir() and recorded(store)[0] == 2):
-            assert time.monotonic() < deadline and proc.poll() is None, "rows 2 and 3 not recorded"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
+        wait_until(
+            lambda: (store / "refs" / "evals").is_dir() and recorded(store)[0] == 2,
+            what="rows 2 and 3 being recorded",
+            proc=proc,
+        )
+        killed(proc)  # the first row is still being scored: its judge waits 30 s
         assert srv.calls == 2  # the third row's answer came from the first row's call
         with Repository.open(store) as repo:
             report = fsck(repo, full=True)
@@ -356,7 +392,7 @@ def test_a_pull_into_a_running_eval_is_merged_and_the_eval_goes_on(
     """Two machines run a shard each; one pulls the other's results while its own eval of
     the config runs. The eval merges the moved ref and completes; nothing is lost."""
     a, b = tmp_path / "a", tmp_path / "b"
-    with MockServer(latency=0.1) as srv:
+    with Gate(10) as gate, MockServer() as srv:
         cmd = eval_cmd(osmo_bin, a, srv.base_url)
         r = subprocess.run([*cmd, "--shard", "1/2"], cwd=project, capture_output=True,
                            text=True, timeout=120)  # fmt: skip
@@ -366,10 +402,12 @@ def test_a_pull_into_a_running_eval_is_merged_and_the_eval_goes_on(
         subprocess.run([*osmo, "init"], check=True, capture_output=True)
         subprocess.run([*osmo, "remote", "add", "origin", str(a)], check=True,
                        capture_output=True)  # fmt: skip
+        srv.responder = gate  # shard 2 stays running until the pull is done
         proc = start_recording_eval(osmo_bin, b, srv, project, args=("--shard", "2/2"))
         pull = subprocess.run([*osmo, "pull"], capture_output=True, text=True, timeout=60)
         assert pull.returncode == 0, pull.stderr
         assert proc.poll() is None, "the eval ended before the pull: nothing was tested"
+        gate.release()
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         body = json.loads(out)
@@ -385,8 +423,8 @@ def test_second_eval_of_same_config_waits_then_fails(
     osmo_bin: str, tmp_path: Path, project: Path
 ) -> None:
     store = tmp_path / "store"
-    with MockServer(latency=0.05) as srv:
-        first = start_recording_eval(osmo_bin, store, srv, project)
+    with Gate(8) as gate, MockServer(responder=gate) as srv:
+        first = start_recording_eval(osmo_bin, store, srv, project)  # held at the gate
         second = subprocess.run(
             eval_cmd(osmo_bin, store, srv.base_url), cwd=project, capture_output=True, text=True,
             env={**os.environ, "OSMO_LOCK_TIMEOUT": "0.5"}, timeout=60,
@@ -395,6 +433,7 @@ def test_second_eval_of_same_config_waits_then_fails(
         waiting, error = second.stderr.splitlines()[:2]
         assert waiting.startswith("osmo: another eval of config") and "up to 0.5s" in waiting
         assert error.startswith("osmo: error: another eval of config")
+        gate.release()
         first.communicate(timeout=120)
         assert first.returncode == 0
 
@@ -403,19 +442,20 @@ def test_ctrl_c_while_waiting_for_the_config_stops_at_once(
     osmo_bin: str, tmp_path: Path, project: Path
 ) -> None:
     store = tmp_path / "store"
-    with MockServer(latency=0.1) as srv:  # ~4 s of work for the first eval
-        first = start_recording_eval(osmo_bin, store, srv, project)
+    with Gate(8) as gate, MockServer(responder=gate) as srv:
+        first = start_recording_eval(osmo_bin, store, srv, project)  # held at the gate
         second = subprocess.Popen(eval_cmd(osmo_bin, store, srv.base_url), cwd=project,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env={**os.environ, "OSMO_LOCK_TIMEOUT": "60"})  # fmt: skip
+                                  env={**os.environ, "OSMO_LOCK_TIMEOUT": "600"})  # fmt: skip
         assert second.stderr is not None
-        assert second.stderr.readline().startswith("osmo: another eval of config")
+        wait_for_line(second.stderr, second, "osmo: another eval of config")
         second.send_signal(signal.SIGINT)
-        started = time.monotonic()
-        _, err = second.communicate(timeout=30)
-        assert second.returncode == 130 and time.monotonic() - started < 5, err
+        # Within the 60 s deadline, far inside its 600 s wait: Ctrl-C ended the wait.
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 130, err
         assert "interrupted while waiting for another eval of this config" in err
         assert first.poll() is None  # the first eval is not disturbed, and completes
+        gate.release()
         first.communicate(timeout=120)
         assert first.returncode == 0
         assert recorded(store) == (ROWS, "completed")
@@ -463,16 +503,12 @@ def test_rm_refuses_a_config_whose_eval_is_running(
     osmo_bin: str, tmp_path: Path, project: Path
 ) -> None:
     store = tmp_path / "store"
-    with MockServer(latency=0.05) as srv:
-        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-        proc = subprocess.Popen(eval_cmd(osmo_bin, store, srv.base_url), cwd=project, **pipes)
-        for _ in range(100):
-            if recorded(store)[0] > 0:
-                break
-            time.sleep(0.05)
+    with Gate(8) as gate, MockServer(responder=gate) as srv:
+        proc = start_recording_eval(osmo_bin, store, srv, project)  # held at the gate
         rm = subprocess.run([osmo_bin, "--store", str(store), "eval", "cache", "rm", "--all", "-y"],
                             capture_output=True, text=True, timeout=60)  # fmt: skip
         assert rm.returncode == 1 and "has an eval running" in rm.stderr
+        gate.release()
         proc.communicate(timeout=120)
         assert proc.returncode == 0
         rm = subprocess.run([osmo_bin, "--store", str(store), "eval", "cache", "rm", "--all", "-y"],
@@ -507,17 +543,12 @@ def recorder_of(pid: int) -> int:
     raise AssertionError(f"no recorder process under {pid}")
 
 
-def gone(pid: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state == "Z":  # exited, waiting to be reaped by its (dead) parent's reaper
-            return True
-        time.sleep(0.02)
-    return False
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"  # exited, waiting to be reaped by its (dead) parent's reaper
 
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
@@ -528,12 +559,12 @@ def test_a_killed_eval_takes_its_recorder_process_with_it(
     osmo_bin: str, tmp_path: Path, project: Path
 ) -> None:
     store = tmp_path / "store"
-    with MockServer(latency=0.05) as srv:
-        proc = start_recording_eval(osmo_bin, store, srv, project)
+    with Gate(8) as gate, MockServer(responder=gate) as srv:
+        proc = start_recording_eval(osmo_bin, store, srv, project)  # held at the gate
         child = recorder_of(proc.pid)
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
-        assert gone(child), "the recorder process outlived the eval"
+        killed(proc)
+        wait_until(lambda: gone(child), what="the recorder process ending with the eval")
+        gate.release()
         check_resume(osmo_bin, store, project, srv)
 
 
@@ -542,9 +573,10 @@ def test_a_dead_recorder_process_stops_the_eval_with_one_line(
     osmo_bin: str, tmp_path: Path, project: Path
 ) -> None:
     store = tmp_path / "store"
-    with MockServer(latency=0.05) as srv:
-        proc = start_recording_eval(osmo_bin, store, srv, project)
+    with Gate(8) as gate, MockServer(responder=gate) as srv:
+        proc = start_recording_eval(osmo_bin, store, srv, project)  # held at the gate
         os.kill(recorder_of(proc.pid), signal.SIGKILL)
+        gate.release()  # the next results find the recorder gone
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 1, err
         lines = [ln for ln in err.splitlines() if ln.startswith("osmo: error:")]
@@ -562,7 +594,7 @@ def test_a_stop_signal_to_all_of_the_eval_still_records_the_grace_period(
     a session of its own); `systemctl stop` (KillMode=control-group) sends SIGTERM to the
     eval and its recorder alike. Either way, what finishes in the grace period is recorded."""
     store = tmp_path / "store"
-    with MockServer(latency=0.1) as srv:  # 150 runs, 4 at a time: ~4 s of work
+    with Gate(20) as gate, MockServer(responder=gate) as srv:
         proc = start_recording_eval(osmo_bin, store, srv, project, start_new_session=True)
         child = recorder_of(proc.pid)
         if how == "ctrl-c":
@@ -570,12 +602,12 @@ def test_a_stop_signal_to_all_of_the_eval_still_records_the_grace_period(
         else:
             os.kill(proc.pid, signal.SIGTERM)
             os.kill(child, signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        err = stopped_at_the_gate(proc, gate)
         assert proc.returncode == 130, err
         done, status = recorded(store)
         assert 0 < done < ROWS and status == "interrupted"
         assert done >= shown_done(err)
-        assert gone(child)
+        wait_until(lambda: gone(child), what="the recorder process ending with the eval")
         check_resume(osmo_bin, store, project, srv)
 
 

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import pytest
 
 from osmo_store import ObjectType, Repository
 from osmo_store.http.client import AuthError, RemoteRefused, open_http_remote
+
+from .waiting import wait_for_line
 
 TOKEN = "serve-token-5d2e77b1-never-printed"
 LISTENING = re.compile(r"osmo serve: listening on (http://127\.0\.0\.1:(\d+)) \(store (.+)\)$")
@@ -27,11 +28,8 @@ class ServeProcess:
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**base, **env}
         )
-        first: list[str] = []
-        reader = threading.Thread(target=lambda: first.append(self.proc.stdout.readline()))
-        reader.start()
-        reader.join(30)
-        line = first[0].rstrip("\n") if first else ""
+        assert self.proc.stdout is not None
+        line = wait_for_line(self.proc.stdout, self.proc, "")[0].rstrip("\n")  # the first line
         match = LISTENING.match(line)
         if match is None:
             self.proc.kill()

@@ -17,6 +17,7 @@ from osmo_store.maintenance.fsck import fsck
 from osmo_store.testing.mockserver import MockServer
 
 from .test_serve import TOKEN, ServeProcess
+from .waiting import wait_until
 
 
 @pytest.fixture
@@ -76,12 +77,15 @@ def test_server_killed_mid_push_then_push_completes(
     )
     # kill the server as soon as the first pack of this push has landed
     packs = remote / "objects" / "pack"
-    for _ in range(400):
-        if packs.is_dir() and any(p.suffix == ".idx" for p in packs.iterdir()):
-            break
-        threading.Event().wait(0.01)
+    wait_until(
+        lambda: packs.is_dir() and any(p.suffix == ".idx" for p in packs.iterdir()),
+        what="the first pack of the push landing",
+        proc=client,
+        interval=0.005,
+    )
     server.proc.send_signal(signal.SIGKILL)
-    server.proc.communicate(timeout=10)
+    server.proc.communicate(timeout=60)
+    assert server.proc.returncode == -signal.SIGKILL
     out, err = client.communicate(timeout=60)
     assert client.returncode == 1, (out, err)
     assert err.startswith("osmo: error:") and "Traceback" not in err and TOKEN not in err

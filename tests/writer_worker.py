@@ -266,7 +266,9 @@ class Worker:
 
     def record(self, tree: ObjectId) -> RunRecord:
         parents = (self.head,) if self.head is not None else ()
-        meta = {"worker": self.args.id, "seq": self.seq + 1, "pid": os.getpid()}
+        # Nothing that differs between processes (no pid): the same seed on the same store
+        # must write the same objects, so that the crash sweep's k-th os call is one instant.
+        meta = {"worker": self.args.id, "seq": self.seq + 1}
         return RunRecord(tree, parents, meta)
 
     def write_manifest(self, store, written: list[tuple[ObjectId, ObjectType]]) -> ObjectId:
