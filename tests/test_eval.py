@@ -10,7 +10,10 @@ import pytest
 from osmo_store import ObjectType, Repository
 from osmo_store.cli.main import main
 from osmo_store.eval.catalog import list_configs
-from osmo_store.eval.runner import load_samples
+from osmo_store.eval.client import ChatClient
+from osmo_store.eval.config import SamplingParams
+from osmo_store.eval.prepare import prepare_eval
+from osmo_store.eval.runner import EvalOptions, load_samples, run_eval
 from osmo_store.eval.state import ConfigState
 from osmo_store.eval.summary import summarize
 from osmo_store.maintenance.fsck import fsck
@@ -609,3 +612,23 @@ def test_each_sample_of_a_seeded_eval_has_its_own_seed(osmo_eval, server, projec
     code, body, _ = osmo_eval("--n", "3", "--seed", "42", "--temperature", "0.7")
     assert code == 0 and body["summary"]["runs"] == 3
     assert sorted(r["seed"] for r in server.requests) == [42, 43, 44]
+
+
+def test_the_library_gets_the_cli_config_id_and_resumes_its_eval(
+    osmo_eval, server, store_path, project, monkeypatch
+) -> None:
+    """A program that prepares the eval through the library names the config the CLI
+    recorded (the endpoint given by --base-url there, by $OSMO_BASE_URL here), and running
+    it finds every run recorded."""
+    monkeypatch.setenv("OSMO_BASE_URL", server.base_url)
+    code, body, err = osmo_eval("--temperature", "0.5", "--n", "2", "--limit", "5")
+    assert code == 0, err
+    calls = server.calls
+    params = SamplingParams(temperature=0.5)
+    prepared = prepare_eval("data.jsonl", ["fns.py:exact"], model="mock", params=params, n=2,
+                            limit=5)  # fmt: skip
+    assert prepared.config.config_id == body["config_id"]
+    with Repository.open(store_path) as repo, ChatClient(prepared.base_url, api_key=None) as client:
+        outcome = run_eval(repo, prepared, client=client, options=EvalOptions())
+    assert outcome.config_id == body["config_id"] and outcome.status == "completed"
+    assert outcome.session["reused_samples"] == 10 and server.calls == calls

@@ -35,6 +35,7 @@ from .client import ChatClient, FatalModelError, ModelError
 from .code import USER_CODE_ERRORS, describe_error, git_state
 from .config import EvalConfig, rollout_key
 from .dataset import Dataset, Row
+from .prepare import PreparedEval
 from .recorder_proc import RecorderProcess, meta_builder
 from .scoring import EvalFn, score_all
 from .solver import CallOutcome, ModelCaller, Rollout, Solver, StoreLookup
@@ -119,14 +120,10 @@ class _Stats:
 
 def run_eval(
     repo: Repository,
-    config: EvalConfig,
-    dataset: Dataset,
-    eval_fns: list[EvalFn],
+    prepared: PreparedEval,
     *,
     client: ChatClient | None,
-    agent: Callable[..., Any] | None,
     options: EvalOptions,
-    display: dict[str, Any],
     stop: threading.Event | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_wait: Callable[[], None] | None = None,
@@ -134,12 +131,13 @@ def run_eval(
     """Run the eval. ``on_wait`` is called once if another eval of the config holds its
     lock (this one then waits up to ``options.lock_timeout`` s, or until ``stop``)."""
     stop = stop or threading.Event()
-    config_id = config.config_id
-    lock = _acquire_eval_lock(repo, config_id, options.lock_timeout, stop, on_wait)
+    config = prepared.config
+    lock = _acquire_eval_lock(repo, config.config_id, options.lock_timeout, stop, on_wait)
     try:
         return _run_locked(
-            repo, config, dataset, eval_fns, client, agent, options, display, stop, on_progress
-        )
+            repo, config, prepared.dataset, prepared.eval_fns, client, prepared.agent, options,
+            prepared.describe(options), stop, on_progress,
+        )  # fmt: skip
     finally:
         lock.release()
 
