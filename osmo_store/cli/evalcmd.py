@@ -294,9 +294,9 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
                 "(press Ctrl-C again to abort now)"
             )
         else:
-            # Everything shown as completed is committed already; abort at once.
-            err("osmo: aborted")
-            os._exit(EXIT_INTERRUPTED)
+            # Everything shown as completed is committed already: run_eval aborts without
+            # waiting for the runs in flight (they end with the process).
+            raise _Aborted
 
     # Signal handlers can only be set from the main thread (the CLI's case); a program
     # calling main() from another thread stops the eval by its own means.
@@ -321,6 +321,9 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
             if display_bar:
                 display_bar.close()
             _report(args, repo, config, outcome, prepared.dataset, display)
+    except _Aborted:
+        err("osmo: aborted")
+        return EXIT_INTERRUPTED
     finally:
         if display_bar:
             display_bar.close()
@@ -335,10 +338,12 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
             f"{display['rows'] * display['n']} runs recorded. Resume with the same command"
             + (" without --fresh." if args.fresh else ".")
         )
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)  # in-flight worker threads must not hold the exit up
+        return EXIT_INTERRUPTED
     return 0
+
+
+class _Aborted(KeyboardInterrupt):
+    """Asked to stop twice (Ctrl-C, SIGTERM): stop now, not waiting for the runs in flight."""
 
 
 def _report(args, repo: Repository, config: EvalConfig, outcome: EvalOutcome, dataset,
