@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import _thread
 import json
+import signal
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -10,11 +15,14 @@ import pytest
 from osmo_store import ObjectType, Repository
 from osmo_store.cli.main import main
 from osmo_store.eval.catalog import list_configs
-from osmo_store.eval.runner import load_samples
+from osmo_store.eval.client import ChatClient, FatalModelError
+from osmo_store.eval.config import SamplingParams
+from osmo_store.eval.prepare import prepare_eval
+from osmo_store.eval.runner import EvalOptions, load_samples, run_eval
 from osmo_store.eval.state import ConfigState
 from osmo_store.eval.summary import summarize
 from osmo_store.maintenance.fsck import fsck
-from osmo_store.testing.mockserver import MockServer
+from osmo_store.testing.mockserver import ArithmeticResponder, MockServer
 from osmo_store.tree import iter_tree
 
 
@@ -609,3 +617,131 @@ def test_each_sample_of_a_seeded_eval_has_its_own_seed(osmo_eval, server, projec
     code, body, _ = osmo_eval("--n", "3", "--seed", "42", "--temperature", "0.7")
     assert code == 0 and body["summary"]["runs"] == 3
     assert sorted(r["seed"] for r in server.requests) == [42, 43, 44]
+
+
+def test_the_library_gets_the_cli_config_id_and_resumes_its_eval(
+    osmo_eval, server, store_path, project, monkeypatch
+) -> None:
+    """A program that prepares the eval through the library names the config the CLI
+    recorded (the endpoint given by --base-url there, by $OSMO_BASE_URL here), and running
+    it finds every run recorded."""
+    monkeypatch.setenv("OSMO_BASE_URL", server.base_url)
+    code, body, err = osmo_eval("--temperature", "0.5", "--n", "2", "--limit", "5")
+    assert code == 0, err
+    calls = server.calls
+    params = SamplingParams(temperature=0.5)
+    prepared = prepare_eval("data.jsonl", ["fns.py:exact"], model="mock", params=params, n=2,
+                            limit=5)  # fmt: skip
+    assert prepared.config.config_id == body["config_id"]
+    with Repository.open(store_path) as repo, ChatClient(prepared.base_url, api_key=None) as client:
+        outcome = run_eval(repo, prepared, client=client, options=EvalOptions())
+    assert outcome.config_id == body["config_id"] and outcome.status == "completed"
+    assert outcome.session["reused_samples"] == 10 and server.calls == calls
+
+
+@pytest.fixture
+def run_in_process(store_path, project):
+    """``run_eval`` through the library against ``srv``; returns what it returned or raised
+    and the threads it left running (the mock server's own are not counted)."""
+
+    def run(srv: MockServer, on_progress=None, *, api_key=None, stop=None, grace=5.0):
+        prepared = prepare_eval("data.jsonl", ["fns.py:exact"], model="mock",
+                                base_url=srv.base_url)  # fmt: skip
+        options = EvalOptions(concurrency=4, stop_grace=grace)
+        before = set(threading.enumerate())
+        result: object
+        with (
+            Repository.open(store_path) as repo,
+            ChatClient(prepared.base_url, api_key=api_key, max_retries=0) as client,
+        ):
+            try:
+                result = run_eval(repo, prepared, client=client, options=options, stop=stop,
+                                  on_progress=on_progress)  # fmt: skip
+            except BaseException as e:  # noqa: BLE001 - the test looks at what it was
+                result = e
+            left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()
+                    and "process_request" not in t.name]  # fmt: skip
+        return result, left
+
+    return run
+
+
+def test_run_eval_returns_once_its_threads_have_ended(run_in_process) -> None:
+    with MockServer(latency=0.05) as srv:
+        outcome, left = run_in_process(srv)
+    assert outcome.status == "completed" and left == []
+
+
+def test_a_stopped_eval_waits_for_its_runs_in_flight(run_in_process) -> None:
+    """Stopped with no grace period while runs are in flight (their results are dropped):
+    run_eval still returns only once the worker threads have ended."""
+    stop = threading.Event()
+
+    def on_progress(p) -> None:
+        if p.done:
+            stop.set()
+
+    with MockServer(latency=0.5) as srv:
+        outcome, left = run_in_process(srv, on_progress, stop=stop, grace=0.0)
+    assert outcome.interrupted and 0 < outcome.summary["runs"] < 12
+    assert left == []
+
+
+def test_a_fatal_model_error_leaves_no_thread_behind(run_in_process) -> None:
+    with MockServer(latency=0.2, require_api_key="sk-right") as srv:
+        error, left = run_in_process(srv, api_key="sk-wrong")
+    assert isinstance(error, FatalModelError) and left == []
+
+
+def test_a_keyboard_interrupt_leaves_no_thread_behind(run_in_process) -> None:
+    """Ctrl-C in a program that runs the eval (the default handler: KeyboardInterrupt in
+    the main thread) while runs are in flight."""
+
+    def on_progress(p) -> None:
+        if p.done:
+            _thread.interrupt_main()
+
+    with MockServer(latency=0.5) as srv:
+        error, left = run_in_process(srv, on_progress)
+    assert isinstance(error, KeyboardInterrupt) and left == []
+
+
+def test_a_second_ctrl_c_aborts_without_waiting_for_the_calls_in_flight(
+    osmo_bin, store_path, project
+) -> None:
+    """An async agent's model calls stuck on the server: the first SIGINT stops launching,
+    the second ends the process at once (no call in flight holds its exit up)."""
+    (project / "agent.py").write_text(
+        "async def solve(messages, row, client):\n"
+        "    return messages + [await client.achat(messages)]\n"
+    )
+    release = threading.Event()
+    answer = ArithmeticResponder()
+
+    def responder(request: dict) -> str:
+        if int(request["messages"][-1]["content"].split()[2]) >= 4:
+            release.wait(120)  # stuck until the test ends
+        return answer(request)
+
+    with MockServer(responder=responder) as srv:
+        proc = subprocess.Popen(
+            [osmo_bin, "--store", str(store_path), "eval", "-d", "data.jsonl", "--model", "m",
+             "--base-url", srv.base_url, "--agent", "agent.py:solve", "--eval-fn",
+             "fns.py:exact", "--concurrency", "2", "-q"],
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while srv.calls < 6:  # rows 0-3 answered, two stuck
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGINT)
+            assert proc.stderr is not None
+            assert "osmo: stopping" in proc.stderr.readline() + proc.stderr.readline()
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=30)  # long before the stuck calls could return
+        finally:
+            release.set()
+            proc.kill()
+            proc.wait()
+        assert code == 130 and "osmo: aborted" in proc.stderr.read()

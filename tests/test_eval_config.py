@@ -35,7 +35,7 @@ BASE = [
 
 def config_for(*extra: str, base: list[str] | None = None) -> EvalConfig:
     args = build_parser().parse_args(["eval", *(BASE if base is None else base), *extra])
-    return build_config(args)[0]
+    return build_config(args).config
 
 
 def replaced(flag: str, value: str) -> list[str]:

@@ -13,18 +13,17 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..hashing import blake3_hex, canonical_json
+from ..eval.config import DEFAULT_BASE_URL
 from .common import EXIT_INTERRUPTED, err, open_repo, out
 
 if TYPE_CHECKING:
     from ..eval.config import EvalConfig
+    from ..eval.prepare import PreparedEval
     from ..eval.runner import EvalOutcome
     from ..repo import Repository
 
 # The eval machinery (requests, the runner) is imported when an eval runs, not when any
 # osmo command starts: CLI start-up time is part of every `osmo eval cache ls`.
-
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -222,12 +221,11 @@ def _nonneg_int(text: str) -> int:
     return v
 
 
-def build_config(args: argparse.Namespace):
-    """Everything loaded and checked before anything runs or is stored."""
-    from ..eval.code import load_callable
-    from ..eval.config import EvalConfig, ModelSpec, SamplingParams, endpoint_identity
-    from ..eval.dataset import load_dataset
-    from ..eval.scoring import EvalFn
+def build_config(args: argparse.Namespace) -> PreparedEval:
+    """The flags as the library's inputs: everything loaded and checked before anything
+    runs or is stored."""
+    from ..eval.config import SamplingParams
+    from ..eval.prepare import prepare_eval
 
     if not args.dataset:
         raise UsageError("no dataset: give -d FILE", hint="see osmo eval --help")
@@ -235,46 +233,19 @@ def build_config(args: argparse.Namespace):
         raise UsageError("give --model NAME or --agent MODULE:ATTR")
     if not args.eval_fn:
         raise UsageError("give at least one --eval-fn MODULE:FN")
-    dataset = load_dataset(args.dataset, limit=args.limit, offset=args.offset)
-    if not dataset.rows:
-        raise UsageError(f"{args.dataset}: no rows selected (offset {args.offset})")
-    agent, agent_ref = load_callable(args.agent, "agent") if args.agent else (None, None)
-    eval_fns = [EvalFn.wrap(*load_callable(spec, "eval function")) for spec in args.eval_fn]
-    names = [f.name for f in eval_fns]
-    if len(set(names)) != len(names):
-        raise UsageError(f"two eval functions share a name: {', '.join(names)}")
-    base_url = args.base_url or os.environ.get("OSMO_BASE_URL") or DEFAULT_BASE_URL
-    model = ModelSpec(args.model, base_url, args.model_id) if args.model else None
-    params = SamplingParams(args.temperature, args.max_tokens, args.top_p, args.seed)
-    selected = blake3_hex(canonical_json([r.key for r in dataset.rows]))
-    config = EvalConfig(
-        model=model,
-        agent=agent_ref,
-        eval_fns=tuple(f.ref for f in eval_fns),
-        params=params,
+    return prepare_eval(
+        args.dataset,
+        args.eval_fn,
+        model=args.model or None,
+        base_url=args.base_url,
+        model_id=args.model_id,
+        agent=args.agent,
+        params=SamplingParams(args.temperature, args.max_tokens, args.top_p, args.seed),
         n=args.n,
         max_turns=args.max_turns,
-        dataset_fingerprint=selected,
-        dataset_path=str(dataset.path),
+        limit=args.limit,
+        offset=args.offset,
     )
-    display = {
-        "model": args.model,
-        # The endpoint called, also when --model-id keeps it out of the identity.
-        "base_url": endpoint_identity(base_url) if model else None,
-        "model_id": args.model_id,
-        "agent": args.agent,
-        "eval_fns": list(args.eval_fn),
-        "dataset": str(dataset.path),
-        "rows": len(dataset.rows),
-        "offset": args.offset,
-        "limit": args.limit,
-        "n": args.n,
-        "params": params.as_request_fields(),
-        "max_turns": args.max_turns,
-        "pass_threshold": args.pass_threshold,
-        "shard": list(args.shard) if args.shard else None,
-    }
-    return config, dataset, eval_fns, agent, display
 
 
 def cmd_eval(args: argparse.Namespace, repo: None) -> int:
@@ -289,12 +260,13 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
     recorder = os.environ.get("OSMO_RECORDER", "auto")
     if recorder not in ("auto", "process", "thread"):
         raise UsageError(f"OSMO_RECORDER must be auto, process or thread, not {recorder!r}")
-    config, dataset, eval_fns, agent, display = build_config(args)
+    prepared = build_config(args)
+    config = prepared.config
     _check_output_paths(args, config.config_id[:12])
     client = None
     if config.model is not None:
         client = ChatClient(
-            config.model.base_url or DEFAULT_BASE_URL,
+            prepared.base_url,
             api_key=resolve_api_key(args.api_key),
             timeout=args.timeout,
             max_retries=args.max_retries,
@@ -309,6 +281,7 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
         shard=args.shard,
         recorder_process={"auto": None, "process": True, "thread": False}[recorder],
     )
+    display = prepared.describe(options)
     stop = threading.Event()
     interrupts = {"count": 0}
 
@@ -321,9 +294,9 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
                 "(press Ctrl-C again to abort now)"
             )
         else:
-            # Everything shown as completed is committed already; abort at once.
-            err("osmo: aborted")
-            os._exit(EXIT_INTERRUPTED)
+            # Everything shown as completed is committed already: run_eval aborts without
+            # waiting for the runs in flight (they end with the process).
+            raise _Aborted
 
     # Signal handlers can only be set from the main thread (the CLI's case); a program
     # calling main() from another thread stops the eval by its own means.
@@ -335,8 +308,7 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
         with open_repo(args) as repo:
             try:
                 outcome = run_eval(
-                    repo, config, dataset, eval_fns,
-                    client=client, agent=agent, options=options, display=display, stop=stop,
+                    repo, prepared, client=client, options=options, stop=stop,
                     on_progress=display_bar.update if display_bar else None,
                     on_wait=None if args.quiet else functools.partial(
                         err, f"osmo: another eval of config {config.config_id[:12]} is "
@@ -348,7 +320,10 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
                 return EXIT_INTERRUPTED
             if display_bar:
                 display_bar.close()
-            _report(args, repo, config, outcome, dataset, display)
+            _report(args, repo, config, outcome, prepared.dataset, display)
+    except _Aborted:
+        err("osmo: aborted")
+        return EXIT_INTERRUPTED
     finally:
         if display_bar:
             display_bar.close()
@@ -363,10 +338,12 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
             f"{display['rows'] * display['n']} runs recorded. Resume with the same command"
             + (" without --fresh." if args.fresh else ".")
         )
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)  # in-flight worker threads must not hold the exit up
+        return EXIT_INTERRUPTED
     return 0
+
+
+class _Aborted(KeyboardInterrupt):
+    """Asked to stop twice (Ctrl-C, SIGTERM): stop now, not waiting for the runs in flight."""
 
 
 def _report(args, repo: Repository, config: EvalConfig, outcome: EvalOutcome, dataset,

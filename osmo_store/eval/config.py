@@ -9,6 +9,7 @@ returns wrong results silently (the worst bug this product can have).
 from __future__ import annotations
 
 import functools
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +21,17 @@ from ..hashing import blake3_hex, canonical_json
 #: bumped whenever what a key covers changes; old keys then simply stop matching
 KEY_SCHEMA_VERSION = 1
 
+#: the model endpoint when neither the caller nor ``$OSMO_BASE_URL`` names one
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
 #: request fields that never change what a model returns (transport and bookkeeping)
 _NON_IDENTITY_REQUEST_FIELDS = frozenset({"stream", "stream_options", "user", "model"})
+
+
+def resolve_base_url(explicit: str | None) -> str:
+    """``explicit``, else ``$OSMO_BASE_URL``, else the OpenAI API. Part of a model's
+    identity, so resolved in the library rather than by each caller."""
+    return explicit or os.environ.get("OSMO_BASE_URL") or DEFAULT_BASE_URL
 
 
 def normalize_base_url(base_url: str) -> str:

@@ -94,7 +94,13 @@ class Dataset:
     path: Path
     rows: list[Row]
     total_rows: int
-    fingerprint: str
+    fingerprint: str  # of every row in the file (provenance)
+
+    @property
+    def selection_fingerprint(self) -> str:
+        """Of the selected rows (after offset/limit), by content: a config's dataset
+        identity, so a copy of the file, or the same rows at another path, is the same."""
+        return blake3_hex(canonical_json([r.key for r in self.rows]))
 
 
 def load_dataset(path: str | Path, *, limit: int | None = None, offset: int = 0) -> Dataset:

@@ -20,7 +20,7 @@ from ..refs import default_who
 from ..repo import Repository
 from ..sync.transfer import is_ancestor
 from ..tree import TreeEntry, iter_tree, tree_count, write_tree
-from .state import EVAL_REF_PREFIX, SUBTREES, ConfigState
+from .configstate import EVAL_REF_PREFIX, SUBTREES, ConfigState
 from .summary import primary_value, summarize
 
 

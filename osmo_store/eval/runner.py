@@ -4,7 +4,8 @@ record results by group commit, and finish with a summary.
 Threads: the caller's thread plans and launches; C worker threads produce rollouts and
 scores; one committer thread records finished runs (see ``state.Recorder``) and only then
 reports them as done. A stop request (first SIGINT) stops launching, gives in-flight runs
-a grace period, and commits what finished.
+a grace period, commits what finished, and waits for the rest: ``run_eval`` never leaves a
+thread of its own running, unless the caller aborts (a KeyboardInterrupt after a stop).
 """
 
 from __future__ import annotations
@@ -12,11 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import platform
 import queue
-import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,16 +22,16 @@ from typing import Any
 
 from filelock import Timeout as FileLockTimeout
 
-from .. import __version__
 from ..hashing import ObjectId, canonical_json
 from ..objects import ObjectType
-from ..refs import default_who
 from ..repo import Repository
 from ..tree import iter_tree
 from .client import ChatClient, FatalModelError, ModelError
-from .code import USER_CODE_ERRORS, describe_error, git_state
+from .code import USER_CODE_ERRORS, describe_error
 from .config import EvalConfig, rollout_key
-from .dataset import Dataset, Row
+from .dataset import Row
+from .prepare import PreparedEval
+from .provenance import provenance
 from .recorder_proc import RecorderProcess, meta_builder
 from .scoring import EvalFn, score_all
 from .solver import CallOutcome, ModelCaller, Rollout, Solver, StoreLookup
@@ -119,27 +116,27 @@ class _Stats:
 
 def run_eval(
     repo: Repository,
-    config: EvalConfig,
-    dataset: Dataset,
-    eval_fns: list[EvalFn],
+    prepared: PreparedEval,
     *,
     client: ChatClient | None,
-    agent: Callable[..., Any] | None,
     options: EvalOptions,
-    display: dict[str, Any],
     stop: threading.Event | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_wait: Callable[[], None] | None = None,
 ) -> EvalOutcome:
     """Run the eval. ``on_wait`` is called once if another eval of the config holds its
-    lock (this one then waits up to ``options.lock_timeout`` s, or until ``stop``)."""
+    lock (this one then waits up to ``options.lock_timeout`` s, or until ``stop``).
+
+    It returns, or raises, once the threads it started have ended: after a stop, the runs
+    in flight are recorded if they finish within ``options.stop_grace`` s, and waited for
+    (their results dropped) if not. The one exception is a KeyboardInterrupt after a stop
+    request (a second Ctrl-C): that aborts at once, leaving the runs in flight to daemon
+    threads that end with the process."""
     stop = stop or threading.Event()
-    config_id = config.config_id
+    config_id = prepared.config.config_id
     lock = _acquire_eval_lock(repo, config_id, options.lock_timeout, stop, on_wait)
     try:
-        return _run_locked(
-            repo, config, dataset, eval_fns, client, agent, options, display, stop, on_progress
-        )
+        return _EvalRun(repo, prepared, client, options, stop, on_progress).run()
     finally:
         lock.release()
 
@@ -197,200 +194,257 @@ def _calls_of_failed(repo: Repository, state: ConfigState) -> frozenset[ObjectId
     return frozenset(ids)
 
 
-def _run_locked(
-    repo, config, dataset, eval_fns, client, agent, options, display, stop, on_progress
-):
-    config_id = config.config_id
-    started = time.time()
-    state = ConfigState.load(repo, config_id)
-    # Started over with --fresh (in this session or one it resumes): reuse nothing but what
-    # the config computed itself since, so every run is computed anew.
-    isolated = options.fresh or bool(state.record and state.record.meta.get("isolated"))
-    if options.fresh and state.run_id is not None:
-        # Start over: the old state stays reachable through the reflog until it expires.
-        head = state.run_id
-        state = ConfigState.empty(repo)
-        parents: tuple = ()
-    else:
-        parents = (state.run_id,) if state.run_id else ()
-        head = state.run_id
-    rows = [r for r in dataset.rows if in_shard(r.key, options.shard)]
-    todo, n_done, n_failed, failed_names = _plan(state, repo, rows, config.n, options.retry_failed)
-    total = len(dataset.rows) * config.n
-    stats = _Stats()
-    stats.reused_samples = n_done
+class _EvalRun:
+    """One session of one config, its lock held. The launching thread plans, runs the
+    workers, and finishes (summary, final commit); the committer thread records what the
+    workers deliver. The fields are what they share."""
 
-    # A retried run asks the model again: the answers its failed attempt got (an agent's
-    # calls are recorded as they are answered) are not taken from the store.
-    retried_calls = _calls_of_failed(repo, state) if options.retry_failed else frozenset()
-    lookup = StoreLookup(repo, state.trees["cache"], shared=not isolated, skip=retried_calls)
-    caller = ModelCaller(lookup, client, config.model)
-    solver = Solver(config, lookup, caller, agent)
-    recorder = _open_recorder(repo, config_id, state, parents, head, failed_names, options, todo)
-    try:
-        primary = eval_fns[0].name if eval_fns else None
-        progress = Progress(total=total, done=n_done + n_failed, failed=n_failed, reused=n_done)
-
-        base_meta = {
+    def __init__(
+        self,
+        repo: Repository,
+        prepared: PreparedEval,
+        client: ChatClient | None,
+        options: EvalOptions,
+        stop: threading.Event,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> None:
+        self.repo = repo
+        self.config = config = prepared.config
+        self.config_id = config.config_id
+        self.dataset = prepared.dataset
+        self.options = options
+        self.stop = stop
+        self.on_progress = on_progress
+        self.started = time.time()
+        state = ConfigState.load(repo, self.config_id)
+        # Started over with --fresh (in this session or one it resumes): reuse nothing but
+        # what the config computed itself since, so every run is computed anew.
+        isolated = options.fresh or bool(state.record and state.record.meta.get("isolated"))
+        self.head = state.run_id
+        if options.fresh and state.run_id is not None:
+            # Start over: the old state stays reachable through the reflog until it expires.
+            state = ConfigState.empty(repo)
+        self.state = state
+        self.parents: tuple[ObjectId, ...] = (state.run_id,) if state.run_id else ()
+        rows = [r for r in self.dataset.rows if in_shard(r.key, options.shard)]
+        self.todo, n_done, n_failed, self.failed_names = _plan(
+            state, repo, rows, config.n, options.retry_failed
+        )
+        self.total = len(self.dataset.rows) * config.n
+        self.stats = _Stats()
+        self.stats.reused_samples = n_done
+        self.primary = prepared.eval_fns[0].name if prepared.eval_fns else None
+        self.progress = Progress(
+            total=self.total, done=n_done + n_failed, failed=n_failed, reused=n_done
+        )
+        # A retried run asks the model again: the answers its failed attempt got (an agent's
+        # calls are recorded as they are answered) are not taken from the store.
+        retried = _calls_of_failed(repo, state) if options.retry_failed else frozenset()
+        lookup = StoreLookup(repo, state.trees["cache"], shared=not isolated, skip=retried)
+        self.caller = ModelCaller(lookup, client, config.model)
+        solver = Solver(config, lookup, self.caller, prepared.agent)
+        self.base_meta: dict[str, Any] = {
             "kind": "osmo.eval",
             "schema": SCHEMA,
-            "config_id": config_id,
+            "config_id": self.config_id,
             "identity": config.identity(),
-            "config": display,
+            "config": prepared.describe(options),
             "provenance": None,  # filled in by the first commit, off the launching path
         }
         if isolated:
-            base_meta["isolated"] = True
-        prev_counts = (
+            self.base_meta["isolated"] = True
+        self.prev_counts = (
             state.record.meta.get("counts", {}) if state.record and not options.fresh else {}
         )
-
-        def meta(status: str, summary: dict | None = None) -> Callable[[dict[str, int]], dict]:
-            """The run record's metadata as of now; the commit adds the manifest counts."""
-            return meta_builder(_meta(status, summary))
-
-        def _meta(status: str, summary: dict | None) -> dict[str, Any]:
-            counts: dict[str, Any] = {"total": total}
-            if base_meta["provenance"] is None:  # git calls: not worth delaying the runs for
-                base_meta["provenance"] = _provenance(config, dataset, started)
-            m = dict(base_meta)
-            m["status"] = status
-            m["counts"] = counts
-            with stats.lock:
-                psum = stats.primary_sum + prev_counts.get("primary_sum", 0.0)
-                pcount = stats.primary_count + prev_counts.get("primary_count", 0)
-            counts["primary_sum"] = psum
-            counts["primary_count"] = pcount
-            m["score"] = psum / pcount if pcount else None
-            m["session"] = {
-                "started": round(started, 3),
-                "updated": round(time.time(), 3),
-                "reused_samples": stats.reused_samples,
-                "reused_rollouts": stats.reused_rollouts,
-                "computed": stats.computed,
-                "model_calls": caller.calls_made,
-                "retry_failed": options.retry_failed,
-                "fresh": options.fresh,
-            }
-            if summary is not None:
-                m["summary"] = summary
-            return m
-
-        # Workers append finished runs; the committer wakes once per commit interval (or when
-        # the workers are done) and takes them all. Waking it per result cost a hand-off of the
-        # interpreter per run.
-        results: queue.SimpleQueue[SampleResult] = queue.SimpleQueue()
-        workers_done = threading.Event()
-        commit_error: list[BaseException] = []
+        # Workers append finished runs; the committer wakes once per commit interval (or
+        # when the workers are done) and takes them all. Waking it per result cost a
+        # hand-off of the interpreter per run.
+        self.results: queue.SimpleQueue[SampleResult] = queue.SimpleQueue()
+        self.workers_done = threading.Event()
+        self.commit_error: BaseException | None = None
         # The summary of the runs recorded in this session is built as they are committed;
         # only runs recorded before it are read back at the end.
-        summary_of_session = SummaryBuilder(
-            n=config.n, pass_threshold=options.pass_threshold, primary=primary
+        self.summary = SummaryBuilder(
+            n=config.n, pass_threshold=options.pass_threshold, primary=self.primary
         )
-        recorded_now: set[str] = set()
-        if agent is not None:
-            caller.record_now = lambda c: results.put(
+        self.recorded_now: set[str] = set()
+        if prepared.agent is not None:
+            self.caller.record_now = lambda c: self.results.put(
                 SampleResult.objects_only([PendingObject("cache", c.key, c.content, c.oid)])
             )
-
-        def committer() -> None:
-            first = True
-            while True:
-                end = workers_done.wait(0 if first else options.commit_interval)
-                batch: list[SampleResult] = []
-                with contextlib.suppress(queue.Empty):
-                    while True:
-                        batch.append(results.get_nowait())
-                if batch or first:
-                    try:
-                        recorder.commit(batch, meta("in_progress"))
-                    except BaseException as e:  # noqa: BLE001 - surfaced to the main thread
-                        commit_error.append(e)
-                        stop.set()
-                        return
-                    first = False
-                    for res in batch:
-                        if not res.name:
-                            continue  # an agent's model call, recorded ahead of its run
-                        _update_progress(progress, res, primary, options.pass_threshold)
-                        summary_of_session.add(res.body)
-                        recorded_now.add(res.name)
-                    if on_progress:
-                        on_progress(progress)
-                if end:
-                    return
-
-        commit_thread = threading.Thread(target=committer, name="osmo-committer", daemon=True)
-        commit_thread.start()
-
-        workers = Workers(
-            todo,
+        eval_fns = prepared.eval_fns
+        self.workers = Workers(
+            self.todo,
             options.concurrency,
             stop,
-            results.put,
-            lambda row, i: _execute(config, solver, eval_fns, row, i, stats),
+            self.results.put,
+            lambda row, i: _execute(config, solver, eval_fns, row, i, self.stats),
         )
+        self.committer = threading.Thread(
+            target=self._commit_loop, name="osmo-committer", daemon=True
+        )
+        self.recorder: Recorder | RecorderProcess | None = None
+
+    def run(self) -> EvalOutcome:
+        abort = False
+        self.recorder = _open_recorder(
+            self.repo, self.config_id, self.state, self.parents, self.head,
+            self.failed_names, self.options, self.todo,
+        )  # fmt: skip
         try:
-            interrupted = workers.run(options.stop_grace)
+            interrupted = self._run_workers()
+            return self._finish(interrupted)
+        except KeyboardInterrupt:
+            # Interrupted after a stop request: the caller asked twice, and will not wait
+            # for the runs in flight.
+            abort = self.stop.is_set()
+            raise
         finally:
-            workers_done.set()
-            commit_thread.join()
-        fatal = workers.fatal
-        interrupted = interrupted and not fatal and not commit_error
-        if workers.error is not None:
-            raise workers.error
-        if commit_error:
-            raise commit_error[0]
-        if fatal and recorder.commits <= 1 and recorder.recorded == 0:
+            self._end_threads(wait_for_runs=not abort)
+            if isinstance(self.recorder, RecorderProcess):
+                self.recorder.close()
+
+    def _run_workers(self) -> bool:
+        """Run the plan with the committer recording as results arrive; True if stopped
+        before every run was recorded."""
+        self.committer.start()
+        try:
+            interrupted = self.workers.run(self.options.stop_grace)
+        finally:
+            self.workers_done.set()
+            self.committer.join()
+        fatal = self.workers.fatal
+        if self.workers.error is not None:
+            raise self.workers.error
+        if self.commit_error is not None:
+            raise self.commit_error
+        assert self.recorder is not None
+        if fatal and self.recorder.commits <= 1 and self.recorder.recorded == 0:
             # An error every run would hit (a bad key, a wrong URL) and nothing recorded (not
             # even an agent's call: only the opening commit): put the config back as it was,
             # so a mistyped command leaves no empty config behind.
-            ref = config_ref(config_id)
-            if head is None:
-                repo.delete_ref(ref, recorder.head, message="eval stopped before any run")
+            ref = config_ref(self.config_id)
+            message = "eval stopped before any run"
+            if self.head is None:
+                self.repo.delete_ref(ref, self.recorder.head, message=message)
             else:
-                repo.update_ref(ref, head, recorder.head, message="eval stopped before any run")
+                self.repo.update_ref(ref, self.head, self.recorder.head, message=message)
             raise fatal[0]
+        return interrupted and not fatal
 
-        complete = not interrupted and not fatal and recorder.counts.get("done", 0) >= total
+    def _commit_loop(self) -> None:
+        """The committer thread: the opening commit at once, then one per interval."""
+        assert self.recorder is not None
+        first = True
+        while True:
+            end = self.workers_done.wait(0 if first else self.options.commit_interval)
+            batch: list[SampleResult] = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    batch.append(self.results.get_nowait())
+            if batch or first:
+                try:
+                    self.recorder.commit(batch, self._meta("in_progress"))
+                except BaseException as e:  # noqa: BLE001 - surfaced to the main thread
+                    self.commit_error = e
+                    self.workers.halt()
+                    return
+                first = False
+                for res in batch:
+                    if not res.name:
+                        continue  # an agent's model call, recorded ahead of its run
+                    _update_progress(self.progress, res, self.primary, self.options.pass_threshold)
+                    self.summary.add(res.body)
+                    self.recorded_now.add(res.name)
+                if self.on_progress:
+                    self.on_progress(self.progress)
+            if end:
+                return
+
+    def _finish(self, interrupted: bool) -> EvalOutcome:
+        """The session's summary and final commit; a fatal error is raised after it."""
+        recorder = self.recorder
+        assert recorder is not None
+        fatal = self.workers.fatal
+        complete = not interrupted and not fatal and recorder.counts.get("done", 0) >= self.total
         if complete:
             status = "completed"
-        elif options.shard and not interrupted and not fatal:
+        elif self.options.shard and not interrupted and not fatal:
             status = "partial"  # this shard is done; the others come by sync
         else:
             status = "interrupted"
         trees = dict(recorder.trees)
-        previous = state.record.meta.get("summary") if state.record else None
-        if (
-            recorder.recorded == 0
-            and previous
-            and previous.get("pass_threshold") == options.pass_threshold
-            and previous.get("primary_metric") == primary
-        ):
-            summary = dict(previous)  # nothing new recorded: the stored summary still holds
-        else:
-            # Runs recorded before this session are read back; none if it recorded them all.
-            if recorder.counts.get("done", 0) > len(recorded_now):
-                for sub in ("samples", "failed"):
-                    for e in iter_tree(repo.objects, trees[sub]):
-                        if e.name not in recorded_now:
-                            body = json.loads(repo.objects.get_typed(e.oid, ObjectType.BLOB))
-                            summary_of_session.add(body)
-            summary = summary_of_session.result()
-        summary["wall_time_s"] = round(time.time() - started, 3)
-        run_id = recorder.commit([], meta(status, summary), final=True)
+        summary = self._summary(trees)
+        summary["wall_time_s"] = round(time.time() - self.started, 3)
+        run_id = recorder.commit([], self._meta(status, summary), final=True)
         if fatal:
             raise fatal[0]
         session = recorder.last_meta["session"]
-        repo.objects.refresh()  # the recorder process may have written packs
-        repo.objects.after_bulk_write()  # keep the pack count bounded across many evals
+        self.repo.objects.refresh()  # the recorder process may have written packs
+        self.repo.objects.after_bulk_write()  # keep the pack count bounded across many evals
+        repo = self.repo
         return EvalOutcome(
-            config_id, run_id, status, summary, session, interrupted,
+            self.config_id, run_id, status, summary, session, interrupted,
             lambda: load_samples(repo, trees),
         )  # fmt: skip
-    finally:
-        if isinstance(recorder, RecorderProcess):
-            recorder.close()
+
+    def _summary(self, trees: dict[str, ObjectId]) -> dict[str, Any]:
+        assert self.recorder is not None
+        record = self.state.record
+        previous = record.meta.get("summary") if record else None
+        if (
+            self.recorder.recorded == 0
+            and previous
+            and previous.get("pass_threshold") == self.options.pass_threshold
+            and previous.get("primary_metric") == self.primary
+        ):
+            return dict(previous)  # nothing new recorded: the stored summary still holds
+        # Runs recorded before this session are read back; none if it recorded them all.
+        if self.recorder.counts.get("done", 0) > len(self.recorded_now):
+            for sub in ("samples", "failed"):
+                for e in iter_tree(self.repo.objects, trees[sub]):
+                    if e.name not in self.recorded_now:
+                        body = json.loads(self.repo.objects.get_typed(e.oid, ObjectType.BLOB))
+                        self.summary.add(body)
+        return self.summary.result()
+
+    def _meta(
+        self, status: str, summary: dict[str, Any] | None = None
+    ) -> Callable[[dict[str, int]], dict[str, Any]]:
+        """The run record's metadata as of now; the commit adds the manifest counts."""
+        if self.base_meta["provenance"] is None:  # git calls: not worth delaying the runs for
+            self.base_meta["provenance"] = provenance(self.config, self.dataset, self.started)
+        stats = self.stats
+        with stats.lock:
+            psum = stats.primary_sum + self.prev_counts.get("primary_sum", 0.0)
+            pcount = stats.primary_count + self.prev_counts.get("primary_count", 0)
+        m = dict(self.base_meta)
+        m["status"] = status
+        m["counts"] = {"total": self.total, "primary_sum": psum, "primary_count": pcount}
+        m["score"] = psum / pcount if pcount else None
+        m["session"] = {
+            "started": round(self.started, 3),
+            "updated": round(time.time(), 3),
+            "reused_samples": stats.reused_samples,
+            "reused_rollouts": stats.reused_rollouts,
+            "computed": stats.computed,
+            "model_calls": self.caller.calls_made,
+            "retry_failed": self.options.retry_failed,
+            "fresh": self.options.fresh,
+        }
+        if summary is not None:
+            m["summary"] = summary
+        return meta_builder(m)
+
+    def _end_threads(self, *, wait_for_runs: bool) -> None:
+        """However the session ends: nothing more is launched or recorded, the committer
+        has made its last commit, and (unless aborting) the runs in flight have ended."""
+        self.workers.halt()
+        self.workers_done.set()
+        if self.committer.is_alive():
+            self.committer.join()
+        if wait_for_runs:
+            self.workers.join()
 
 
 def _open_recorder(repo, config_id, state, parents, head, failed_names, options, todo):
@@ -501,47 +555,3 @@ def _cached(key: str, content: bytes | None, oid: ObjectId, reused: bool) -> Pen
     # Content that comes with a reused result was made by another run of this session, which
     # may be recorded first: look for the copy before writing another.
     return PendingObject("cache", key, content, oid, may_exist=reused and content is not None)
-
-
-def _provenance(config: EvalConfig, dataset: Dataset, started: float) -> dict[str, Any]:
-    code = {}
-    for ref in ([config.agent] if config.agent else []) + list(config.eval_fns):
-        code[ref.spec] = {
-            "fingerprint": ref.fingerprint,
-            "source": ref.source,
-            "git": git_state(ref.source),
-        }
-    return {
-        "osmo_version": __version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "host": socket.gethostname(),
-        "user": default_who(),
-        "pid": os.getpid(),
-        "started": round(started, 3),
-        "argv": redact_argv(sys.argv[1:]),
-        "dataset": {
-            "path": str(dataset.path),
-            "fingerprint": dataset.fingerprint,
-            "rows_total": dataset.total_rows,
-            "rows_selected": len(dataset.rows),
-        },
-        "code": code,
-    }
-
-
-def redact_argv(argv: list[str]) -> list[str]:
-    """The command line as provenance, without secrets."""
-    out, hide = [], False
-    for a in argv:
-        if hide:
-            out.append("***")
-            hide = False
-        elif a == "--api-key":
-            out.append(a)
-            hide = True
-        elif a.startswith("--api-key="):
-            out.append("--api-key=***")
-        else:
-            out.append(a)
-    return out

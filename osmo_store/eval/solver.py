@@ -4,6 +4,8 @@ the store first (cached by the request that produced it), single-flighted, and r
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import dataclasses
 import inspect
 import logging
@@ -253,7 +255,31 @@ class AgentClient:
         return dict(outcome.message)
 
     async def achat(self, messages: list[dict[str, Any]], **overrides: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(self.chat, messages, **overrides)
+        # In a daemon thread of its own, not asyncio.to_thread: the loop's executor threads
+        # hold the interpreter's exit until their call returns, so an eval aborted with
+        # calls in flight would not exit.
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[dict[str, Any]] = loop.create_future()
+        context = contextvars.copy_context()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if answer.done():  # the agent stopped waiting (cancelled)
+                return
+            if error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(result)
+
+        def call() -> None:
+            try:
+                result, error = context.run(self.chat, messages, **overrides), None
+            except BaseException as e:  # noqa: BLE001 - raised in the agent, where it awaits
+                result, error = None, e
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=call, name="osmo-agent-call", daemon=True).start()
+        return await answer
 
 
 def _validate_messages(value: Any) -> list[dict[str, Any]]:

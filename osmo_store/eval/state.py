@@ -35,22 +35,13 @@ from ..errors import CorruptObject, MalformedObject, ObjectNotFound, OsmoError, 
 from ..hashing import ObjectId
 from ..objects import ObjectType, RunRecord, compress_object, object_id
 from ..repo import Repository
-from ..tree import (
-    TreeEntry,
-    TreeReader,
-    empty_tree,
-    iter_names,
-    list_tree,
-    tree_count,
-    update_tree,
-    write_tree,
-)
+from ..tree import TreeEntry, TreeReader, empty_tree, tree_count, update_tree, write_tree
 from ..tree import iter_tree as _iter_tree
+from .configstate import EVAL_REF_PREFIX, SUBTREES, ConfigState, config_ref
+from .merge import merge_configs
 
-EVAL_REF_PREFIX = "refs/evals/"
 INDEX_REF = "refs/cache/index"
 _log = logging.getLogger(__name__)
-SUBTREES = ("samples", "failed", "cache", "rows")
 
 
 class EvalLocked(OsmoError):
@@ -83,49 +74,8 @@ def is_eval_running(repo: Repository, config_id: str) -> bool:
     return False
 
 
-def config_ref(config_id: str) -> str:
-    return EVAL_REF_PREFIX + config_id
-
-
 def sample_name(row_key: str, run_index: int) -> str:
     return f"{row_key}.{run_index}"
-
-
-@dataclass
-class ConfigState:
-    """A config's state as of one run record (or nothing yet)."""
-
-    run_id: ObjectId | None
-    record: RunRecord | None
-    trees: dict[str, ObjectId]
-
-    @classmethod
-    def empty(cls, repo: Repository) -> ConfigState:
-        empty = empty_tree(repo.objects)
-        return cls(None, None, {name: empty for name in SUBTREES})
-
-    @classmethod
-    def load(cls, repo: Repository, config_id: str) -> ConfigState:
-        run_id = repo.refs.read(config_ref(config_id))
-        return cls.empty(repo) if run_id is None else cls.from_run(repo, run_id)
-
-    @classmethod
-    def from_run(cls, repo: Repository, run_id: ObjectId) -> ConfigState:
-        record = repo.objects.get_run(run_id)
-        entries = {e.name: e.oid for e in list_tree(repo.objects, record.tree)}
-        empty = None
-        trees = {}
-        for name in SUBTREES:
-            if name not in entries:
-                empty = empty or empty_tree(repo.objects)
-            trees[name] = entries.get(name) or empty
-        return cls(run_id, record, trees)
-
-    def names(self, repo: Repository, subtree: str) -> set[str]:
-        return set(iter_names(repo.objects, self.trees[subtree]))
-
-    def count(self, repo: Repository, subtree: str) -> int:
-        return tree_count(repo.objects, self.trees[subtree])
 
 
 @dataclass
@@ -291,8 +241,6 @@ class Recorder:
         """The config's ref moved under the eval: a pull or push merged another machine's
         results into it. Merge this commit with what is there now and go on from the merge
         (later commits build on the merged state), as the sync layer merges."""
-        from .merge import merge_configs  # merge builds on this module
-
         while True:
             current = self.repo.refs.read(self.ref)
             merged = run_id if current is None else merge_configs(self.repo, run_id, current)

@@ -16,9 +16,11 @@ class Workers:
     (``deliver``). No per-run future or wake-up of the launching thread: at high rates
     those hand-offs were a large share of the eval's CPU.
 
-    A stop request (or a fatal model error) launches nothing new; ``run`` then waits up to
-    ``grace`` seconds for the runs in flight. Results that finish later are dropped: they
-    are not recorded, so resuming runs them again.
+    A stop request (the caller's ``stop``, a fatal model error, or ``halt``) launches
+    nothing new; ``run`` then waits up to ``grace`` seconds for the runs in flight. Results
+    that finish later are dropped: they are not recorded, so resuming runs them again.
+    ``join`` waits for the threads themselves (a run in flight ends when its model call or
+    agent returns).
     """
 
     def __init__(
@@ -34,17 +36,29 @@ class Workers:
         self._delivered = 0
         self._count = min(max(1, concurrency), len(todo))
         self._stop = stop
+        # Our own reasons to stop (a fatal error, the caller's halt): the caller's event
+        # stays the caller's, set only when it asks.
+        self._halted = threading.Event()
         self._deliver = deliver
         self._execute = execute
         self._lock = threading.Lock()
         self._closed = False  # set when the grace period is over: deliver nothing more
         self._idle = threading.Event()
         self._active = 0
+        self._threads: list[threading.Thread] = []
         self.fatal: list[FatalModelError] = []
         self.error: BaseException | None = None  # an unexpected failure (a bug): re-raised
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set() or self._halted.is_set()
+
+    def halt(self) -> None:
+        """Launch nothing more (in-flight runs go on, and are delivered until ``run`` ends)."""
+        self._halted.set()
+
     def _next(self) -> tuple[Any, int] | None:
-        if self._stop.is_set():
+        if self.stopping:
             return None
         with self._lock:
             return next(self._todo, None)
@@ -57,12 +71,12 @@ class Workers:
                 except FatalModelError as e:
                     with self._lock:
                         self.fatal.append(e)
-                    self._stop.set()
+                    self.halt()
                     return
-                except BaseException as e:  # noqa: BLE001 - re-raised by run()
+                except BaseException as e:  # noqa: BLE001 - re-raised by the caller
                     with self._lock:
                         self.error = self.error or e
-                    self._stop.set()
+                    self.halt()
                     return
                 with self._lock:
                     if self._closed:
@@ -78,23 +92,31 @@ class Workers:
     def run(self, grace: float) -> bool:
         """Run everything (or until stopped); True if stopped before every run was
         delivered. Whatever ends it (an exception included), no run is launched or
-        delivered after it returns."""
+        delivered after it returns; the threads may still be finishing (``join``)."""
         if self._count == 0:
             return False
         try:
             with self._lock:
                 self._active = self._count
             for k in range(self._count):
-                threading.Thread(target=self._work, name=f"osmo-run-{k}", daemon=True).start()
+                thread = threading.Thread(target=self._work, name=f"osmo-run-{k}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
             # Short waits keep the main thread responsive to signal handlers.
-            while not self._idle.wait(0.1) and not self._stop.is_set():
+            while not self._idle.wait(0.1) and not self.stopping:
                 pass
-            if self._stop.is_set():
+            stopped = self.stopping
+            if stopped:
                 self._idle.wait(grace)
-        except BaseException:
-            self._stop.set()  # e.g. KeyboardInterrupt from a default SIGINT handler
-            raise
         finally:
+            self.halt()
             with self._lock:
                 self._closed = True
-        return self._stop.is_set() and self._delivered < self._total
+        return stopped and self._delivered < self._total
+
+    def join(self) -> None:
+        """Wait until every worker thread has ended. Short waits, so that a signal handler
+        (a second Ctrl-C) can still interrupt the wait."""
+        for thread in self._threads:
+            while thread.is_alive():
+                thread.join(0.1)

@@ -1,0 +1,60 @@
+"""A config's state in the store: ``refs/evals/<config-id>`` names a run record whose tree
+holds four manifests, ``samples``, ``failed``, ``cache`` and ``rows`` (``state`` describes
+them and how results are recorded).
+
+It sits below both the recorder (``state``) and ``merge``: the recorder merges a ref that
+moved under it, and a merge reads configs' states, so neither may be the other's base.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..hashing import ObjectId
+from ..objects import RunRecord
+from ..repo import Repository
+from ..tree import empty_tree, iter_names, list_tree, tree_count
+
+EVAL_REF_PREFIX = "refs/evals/"
+SUBTREES = ("samples", "failed", "cache", "rows")
+
+
+def config_ref(config_id: str) -> str:
+    return EVAL_REF_PREFIX + config_id
+
+
+@dataclass
+class ConfigState:
+    """A config's state as of one run record (or nothing yet)."""
+
+    run_id: ObjectId | None
+    record: RunRecord | None
+    trees: dict[str, ObjectId]
+
+    @classmethod
+    def empty(cls, repo: Repository) -> ConfigState:
+        empty = empty_tree(repo.objects)
+        return cls(None, None, {name: empty for name in SUBTREES})
+
+    @classmethod
+    def load(cls, repo: Repository, config_id: str) -> ConfigState:
+        run_id = repo.refs.read(config_ref(config_id))
+        return cls.empty(repo) if run_id is None else cls.from_run(repo, run_id)
+
+    @classmethod
+    def from_run(cls, repo: Repository, run_id: ObjectId) -> ConfigState:
+        record = repo.objects.get_run(run_id)
+        entries = {e.name: e.oid for e in list_tree(repo.objects, record.tree)}
+        empty = None
+        trees = {}
+        for name in SUBTREES:
+            if name not in entries:
+                empty = empty or empty_tree(repo.objects)
+            trees[name] = entries.get(name) or empty
+        return cls(run_id, record, trees)
+
+    def names(self, repo: Repository, subtree: str) -> set[str]:
+        return set(iter_names(repo.objects, self.trees[subtree]))
+
+    def count(self, repo: Repository, subtree: str) -> int:
+        return tree_count(repo.objects, self.trees[subtree])

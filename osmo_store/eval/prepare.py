@@ -1,0 +1,112 @@
+"""An eval loaded and checked before anything runs: its identity (``EvalConfig``) and what
+runs it. ``osmo eval`` and a program calling the library both come through
+``prepare_eval``, so the same inputs give the same config id whoever runs the eval.
+
+    from osmo_store import Repository
+    from osmo_store.eval.client import ChatClient, resolve_api_key
+    from osmo_store.eval.prepare import prepare_eval
+    from osmo_store.eval.runner import EvalOptions, run_eval
+
+    prepared = prepare_eval("data.jsonl", ["fns.py:exact"], model="m", base_url=url)
+    key = resolve_api_key(None)
+    with Repository.open(path) as repo, ChatClient(prepared.base_url, api_key=key) as client:
+        outcome = run_eval(repo, prepared, client=client, options=EvalOptions())
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError
+from .code import load_callable
+from .config import EvalConfig, ModelSpec, SamplingParams, endpoint_identity, resolve_base_url
+from .dataset import Dataset, load_dataset
+from .scoring import EvalFn
+
+if TYPE_CHECKING:
+    from .runner import EvalOptions
+
+
+@dataclass(frozen=True)
+class PreparedEval:
+    """What ``run_eval`` needs: the config (identity), the rows, the loaded user code, the
+    endpoint to call, and the inputs as given (shown and recorded with every run record,
+    never hashed)."""
+
+    config: EvalConfig
+    dataset: Dataset
+    eval_fns: list[EvalFn]
+    agent: Callable[..., Any] | None
+    base_url: str
+    given: dict[str, Any]
+
+    def describe(self, options: EvalOptions) -> dict[str, Any]:
+        """The config as shown to the user and recorded in run records: the inputs as
+        given, and the options that change what a summary says but not the results."""
+        shown = dict(self.given)
+        shown["pass_threshold"] = options.pass_threshold
+        shown["shard"] = list(options.shard) if options.shard else None
+        return shown
+
+
+def prepare_eval(
+    dataset: str | Path,
+    eval_fns: Sequence[str],
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    model_id: str | None = None,
+    agent: str | None = None,
+    params: SamplingParams | None = None,
+    n: int = 1,
+    max_turns: int | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> PreparedEval:
+    """Load the dataset and the user code (``MODULE:ATTR`` or ``file.py:ATTR`` specs) and
+    compute the config's identity. Raises ``UsageError``, ``DatasetError`` or
+    ``CodeLoadError`` for input that cannot run, before anything is stored."""
+    if model is None and agent is None:
+        raise UsageError("an eval needs a model or an agent")
+    if not eval_fns:
+        raise UsageError("an eval needs at least one eval function")
+    loaded = load_dataset(dataset, limit=limit, offset=offset)
+    if not loaded.rows:
+        raise UsageError(f"{dataset}: no rows selected (offset {offset})")
+    agent_fn, agent_ref = load_callable(agent, "agent") if agent else (None, None)
+    fns = [EvalFn.wrap(*load_callable(spec, "eval function")) for spec in eval_fns]
+    names = [f.name for f in fns]
+    if len(set(names)) != len(names):
+        raise UsageError(f"two eval functions share a name: {', '.join(names)}")
+    url = resolve_base_url(base_url)
+    spec = ModelSpec(model, url, model_id) if model else None
+    params = params or SamplingParams()
+    config = EvalConfig(
+        model=spec,
+        agent=agent_ref,
+        eval_fns=tuple(f.ref for f in fns),
+        params=params,
+        n=n,
+        max_turns=max_turns,
+        dataset_fingerprint=loaded.selection_fingerprint,
+        dataset_path=str(loaded.path),
+    )
+    given = {
+        "model": model,
+        # The endpoint called, also when a model id keeps it out of the identity.
+        "base_url": endpoint_identity(url) if spec else None,
+        "model_id": model_id,
+        "agent": agent,
+        "eval_fns": list(eval_fns),
+        "dataset": str(loaded.path),
+        "rows": len(loaded.rows),
+        "offset": offset,
+        "limit": limit,
+        "n": n,
+        "params": params.as_request_fields(),
+        "max_turns": max_turns,
+    }
+    return PreparedEval(config, loaded, fns, agent_fn, url, given)
