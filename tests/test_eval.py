@@ -25,6 +25,8 @@ from osmo_store.maintenance.fsck import fsck
 from osmo_store.testing.mockserver import ArithmeticResponder, MockServer
 from osmo_store.tree import iter_tree
 
+from .waiting import Gate
+
 
 @pytest.fixture
 def server():
@@ -684,6 +686,26 @@ def test_a_stopped_eval_waits_for_its_runs_in_flight(run_in_process) -> None:
     with MockServer(latency=0.5) as srv:
         outcome, left = run_in_process(srv, on_progress, stop=stop, grace=0.0)
     assert outcome.interrupted and 0 < outcome.summary["runs"] < 12
+    assert left == []
+
+
+def test_a_stopped_eval_records_every_run_in_flight(run_in_process) -> None:
+    """The first Ctrl-C (``stop``) launches nothing new, and every answer already asked
+    for is recorded when it arrives: it was paid for. The calls in flight are held at a
+    gate until well after the stop, so they arrive when the eval is already stopping."""
+    stop = threading.Event()
+    gate = Gate(answered=3)
+
+    def on_progress(p) -> None:
+        if p.done >= 3 and not stop.is_set():
+            stop.set()
+            threading.Timer(0.5, gate.release).start()
+
+    with gate, MockServer(responder=gate) as srv:
+        outcome, left = run_in_process(srv, on_progress, stop=stop, grace=None)
+        asked = srv.calls
+    assert outcome.interrupted and 3 < asked < 12
+    assert outcome.summary["runs"] == asked  # nothing answered was dropped
     assert left == []
 
 

@@ -290,8 +290,8 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
         if interrupts["count"] == 1:
             stop.set()
             err(
-                "\nosmo: stopping: recording the runs that finish in the next few seconds "
-                "(press Ctrl-C again to abort now)"
+                "\nosmo: stopping: recording the runs in flight as they finish "
+                "(press Ctrl-C again to abandon them)"
             )
         else:
             # Everything shown as completed is committed already: run_eval aborts without

@@ -62,7 +62,9 @@ class EvalOptions:
     pass_threshold: float = 1.0
     lock_timeout: float = 30.0
     commit_interval: float = 0.2
-    stop_grace: float = 5.0
+    #: after a stop, how long to wait for the runs in flight; each one that ends in time is
+    #: recorded (it was paid for). None: wait for them all.
+    stop_grace: float | None = None
     #: (index, count), 1-based: run only rows whose key falls in shard ``index`` of ``count``
     shard: tuple[int, int] | None = None
     #: record in a child process (True), in a thread of this one (False), or decide (None)
@@ -128,10 +130,10 @@ def run_eval(
     lock (this one then waits up to ``options.lock_timeout`` s, or until ``stop``).
 
     It returns, or raises, once the threads it started have ended: after a stop, the runs
-    in flight are recorded if they finish within ``options.stop_grace`` s, and waited for
-    (their results dropped) if not. The one exception is a KeyboardInterrupt after a stop
-    request (a second Ctrl-C): that aborts at once, leaving the runs in flight to daemon
-    threads that end with the process."""
+    in flight are recorded as they finish (within ``options.stop_grace`` s if set, else
+    all of them; later ones are waited for and dropped). The one exception is a
+    KeyboardInterrupt after a stop request (a second Ctrl-C): that aborts at once, leaving
+    the runs in flight to daemon threads that end with the process."""
     stop = stop or threading.Event()
     config_id = prepared.config.config_id
     lock = _acquire_eval_lock(repo, config_id, options.lock_timeout, stop, on_wait)

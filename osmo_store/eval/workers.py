@@ -17,8 +17,9 @@ class Workers:
     those hand-offs were a large share of the eval's CPU.
 
     A stop request (the caller's ``stop``, a fatal model error, or ``halt``) launches
-    nothing new; ``run`` then waits up to ``grace`` seconds for the runs in flight. Results
-    that finish later are dropped: they are not recorded, so resuming runs them again.
+    nothing new; ``run`` then delivers the runs in flight as they finish (they were paid
+    for), for up to ``grace`` seconds if given. Results that finish later are dropped: they
+    are not recorded, so resuming runs them again.
     ``join`` waits for the threads themselves (a run in flight ends when its model call or
     agent returns).
     """
@@ -89,7 +90,7 @@ class Workers:
                 if self._active == 0:
                     self._idle.set()
 
-    def run(self, grace: float) -> bool:
+    def run(self, grace: float | None) -> bool:
         """Run everything (or until stopped); True if stopped before every run was
         delivered. Whatever ends it (an exception included), no run is launched or
         delivered after it returns; the threads may still be finishing (``join``)."""
@@ -107,12 +108,19 @@ class Workers:
                 pass
             stopped = self.stopping
             if stopped:
-                self._idle.wait(grace)
+                self._wait_idle(grace)
         finally:
             self.halt()
             with self._lock:
                 self._closed = True
         return stopped and self._delivered < self._total
+
+    def _wait_idle(self, grace: float | None) -> None:
+        if grace is not None:
+            self._idle.wait(grace)
+            return
+        while not self._idle.wait(0.1):  # short waits: a second Ctrl-C still gets through
+            pass
 
     def join(self) -> None:
         """Wait until every worker thread has ended. Short waits, so that a signal handler
