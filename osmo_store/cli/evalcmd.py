@@ -282,7 +282,7 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
         return args.cache_func(args)
     from ..eval.client import ChatClient, resolve_api_key
     from ..eval.runner import EvalOptions, run_eval
-    from ..eval.state import StoppedWaiting
+    from ..errors import StoppedWaiting
     from .progress import ProgressDisplay
 
     lock_timeout = _lock_timeout()
