@@ -1,8 +1,9 @@
 """One exception hierarchy for the whole library.
 
-The CLI maps every ``OsmoError`` to a one-line message and exit code 1; anything else is a bug
-and gets a traceback. Subclasses carry the facts (``oid``, ``name``...) as attributes so callers
-can act on them without parsing messages; ``hint`` is an optional "what to do next" line.
+The CLI maps every ``OsmoError`` to a one-line message (and its hint) and exit code 1;
+anything else is a bug and is reported as one (the traceback is shown with ``--debug``).
+Subclasses carry the facts (``oid``, ``name``...) as attributes so callers can act on them
+without parsing messages; ``hint`` is an optional "what to do next" line.
 """
 
 from __future__ import annotations
@@ -98,6 +99,18 @@ class RefConflict(OsmoError):
         self.name = name
         self.expected = expected
         self.actual = actual
+
+
+class CorruptRef(OsmoError):
+    """A ref whose stored value cannot be read: it names something, but not what."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(
+            f"damaged ref {name}: {reason}",
+            hint="run: osmo fsck (nothing is deleted while a ref is damaged)",
+        )
+        self.name = name
+        self.reason = reason
 
 
 # --- the store and its callers ---

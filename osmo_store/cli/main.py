@@ -127,32 +127,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             with open_repo(args) as repo:
                 return args.func(args, repo)
         return args.func(args, None)
-    except OsmoError as e:
+    except KeyboardInterrupt:
         if args.debug:
             traceback.print_exc()
-        err(f"osmo: error: {e}")
-        if e.hint:
-            err(f"hint: {e.hint}")
-        return EXIT_ERROR
-    except KeyboardInterrupt:
         err("osmo: interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError as e:
         if not _stdout_closed():  # some other pipe: an error like any other
-            if args.debug:
-                traceback.print_exc()
-            err(f"osmo: error: {e.strerror or e}")
-            return EXIT_ERROR
+            return report_error(e, debug=args.debug)
         # Output piped into `head` and closed: not an error. Point stdout at devnull so
         # the interpreter's final flush does not complain.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except OSError as e:
-        if args.debug:
-            traceback.print_exc()
+    except Exception as e:  # noqa: BLE001 - the one place an error becomes what users see
+        return report_error(e, debug=args.debug)
+
+
+def report_error(e: Exception, *, debug: bool) -> int:
+    """Tell the user about ``e``: the traceback only with ``--debug``, then always one line
+    (``osmo: error: ...``) and, when there is one, a hint line. Returns the exit code."""
+    if debug:
+        traceback.print_exception(e)
+    if isinstance(e, OsmoError):
+        message, hint = str(e), e.hint
+    elif isinstance(e, OSError):
         where = f": {e.filename}" if e.filename else ""
-        err(f"osmo: error: {e.strerror or e}{where}")
-        return EXIT_ERROR
+        message, hint = f"{e.strerror or e}{where}", None
+    else:  # not raised on purpose: a bug, whose traceback is what a report needs
+        message = f"internal error: {type(e).__name__}: {e}"
+        hint = "this is a bug in osmo: run again with --debug to see where, and report it"
+    lines = message.splitlines()
+    err(f"osmo: error: {lines[0] if lines else type(e).__name__}")
+    if hint:
+        err(f"hint: {hint}")
+    return EXIT_ERROR
 
 
 def _stdout_closed() -> bool:
