@@ -1,8 +1,9 @@
 """One exception hierarchy for the whole library.
 
-The CLI maps every ``OsmoError`` to a one-line message and exit code 1; anything else is a bug
-and gets a traceback. Subclasses carry the facts (``oid``, ``name``...) as attributes so callers
-can act on them without parsing messages; ``hint`` is an optional "what to do next" line.
+The CLI maps every ``OsmoError`` to a one-line message (and its hint) and exit code 1;
+anything else is a bug and is reported as one (the traceback is shown with ``--debug``).
+Subclasses carry the facts (``oid``, ``name``...) as attributes so callers can act on them
+without parsing messages; ``hint`` is an optional "what to do next" line.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ class OsmoError(Exception):
         super().__init__(message)
         if hint is not None:
             self.hint = hint
+
+
+# --- ids and objects ---
 
 
 class InvalidObjectId(OsmoError, ValueError):
@@ -67,6 +71,9 @@ class MalformedObject(OsmoError, ValueError):
     """Content that is not a valid encoding of its declared type (trees, run records)."""
 
 
+# --- refs ---
+
+
 class InvalidRefName(OsmoError, ValueError):
     def __init__(self, name: str, reason: str) -> None:
         super().__init__(f"invalid ref name {name!r}: {reason}")
@@ -94,6 +101,21 @@ class RefConflict(OsmoError):
         self.actual = actual
 
 
+class CorruptRef(OsmoError):
+    """A ref whose stored value cannot be read: it names something, but not what."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(
+            f"damaged ref {name}: {reason}",
+            hint="run: osmo fsck (nothing is deleted while a ref is damaged)",
+        )
+        self.name = name
+        self.reason = reason
+
+
+# --- the store and its callers ---
+
+
 class StoreError(OsmoError):
     """Problems with the store as a whole: not a store, unsupported format, read-only, locked."""
 
@@ -107,6 +129,98 @@ class LockTimeout(StoreError):
 
 class UsageError(OsmoError, ValueError):
     """Bad arguments given to a library function by a user (ages, names, sizes)."""
+
+
+# --- eval ---
+
+
+class DatasetError(OsmoError):
+    """A dataset that cannot be loaded. ``where`` is ``file:LINE``, ``file item N`` or
+    ``file row N`` when one row is at fault, else None; the message always starts with it
+    (or with the file when no row is)."""
+
+    def __init__(
+        self, reason: str, *, path: str, where: str | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(f"{where or path}: {reason}", hint=hint)
+        self.path = path
+        self.where = where
+        self.reason = reason
+
+
+class CodeLoadError(OsmoError):
+    """An agent or eval function given as ``MODULE:NAME`` or ``file.py:NAME`` that cannot be
+    loaded."""
+
+
+class ModelError(OsmoError):
+    """A model call that did not produce an answer. ``status`` is the last HTTP status, if any."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, attempts: int = 1, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.attempts = attempts
+
+
+class FatalModelError(ModelError):
+    """A failure that every call would hit (key, model, endpoint): stop the eval."""
+
+
+class ModelCallError(ModelError):
+    """A failure of this call only: record it as a failed run and carry on."""
+
+
+class NoModelConfigured(FatalModelError):
+    """Every run would hit it: stops the eval at once."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the agent called client.chat() but no model was given",
+            hint="pass --model NAME (and --base-url URL) along with --agent",
+        )
+
+
+class AgentError(OsmoError):
+    """The agent raised or returned something that is not a list of messages."""
+
+
+class ScoringError(OsmoError, ValueError):
+    """An eval function returned something that is not a score (recorded as that run's
+    scoring error, never as a zero)."""
+
+
+class EvalLocked(OsmoError):
+    def __init__(self, config_id: str, timeout: float) -> None:
+        super().__init__(
+            f"another eval of config {config_id[:12]} is running (waited {timeout:g}s)",
+            hint="wait for it to finish, or raise OSMO_LOCK_TIMEOUT",
+        )
+        self.config_id = config_id
+
+
+class StoppedWaiting(Exception):
+    """The eval was asked to stop while it waited for another eval of its config.
+
+    Not an ``OsmoError``: nothing failed, the caller asked for it (like KeyboardInterrupt),
+    so code that reports every ``OsmoError`` as a failure must not catch it."""
+
+
+class RecorderDied(OsmoError):
+    """The eval's recorder process ended before the eval did."""
+
+
+class ConfigNotFound(OsmoError):
+    def __init__(self, text: str) -> None:
+        super().__init__(f"no eval config matches {text!r}", hint="list them: osmo eval cache ls")
+
+
+class ConfigRunning(OsmoError):
+    """A config that cannot be removed while an eval of it runs."""
+
+
+# --- remotes and sync ---
 
 
 class RemoteError(OsmoError):
@@ -124,3 +238,7 @@ class RemoteError(OsmoError):
         super().__init__(message, hint=hint)
         self.status = status
         self.code = code
+
+
+class PushRejected(RemoteError):
+    """A push that would move a remote ref to a run record that does not descend from it."""

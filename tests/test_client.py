@@ -18,12 +18,9 @@ from typing import Any
 import pytest
 import requests
 
-from osmo_store.errors import OsmoError, UsageError
+from osmo_store.errors import FatalModelError, ModelCallError, ModelError, OsmoError, UsageError
 from osmo_store.eval.client import (
     ChatClient,
-    FatalModelError,
-    ModelCallError,
-    ModelError,
     normalize_base_url,
     parse_retry_after,
     resolve_api_key,

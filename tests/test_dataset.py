@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from osmo_store.errors import OsmoError, UsageError
-from osmo_store.eval.dataset import Dataset, DatasetError, Row, load_dataset
+from osmo_store.errors import DatasetError, OsmoError, UsageError
+from osmo_store.eval.dataset import Dataset, Row, load_dataset
 from osmo_store.hashing import blake3_hex, canonical_json
 
 ROWS: list[dict[str, Any]] = [

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from ..errors import UsageError
+from ..errors import AmbiguousId, ConfigNotFound, CorruptRef, ObjectNotFound, UsageError
 from ..eval.catalog import (
     STATUSES,
     dataset_label,
@@ -16,10 +16,11 @@ from ..eval.catalog import (
     list_configs,
     remove_configs,
 )
+from ..eval.state import EVAL_REF_PREFIX
 from ..objects import ObjectType, RunRecord
 from ..repo import Repository
 from ..tree import list_tree
-from .common import err, open_repo, out
+from .common import EXIT_ERROR, err, open_repo, out
 from .maintenance import add_gc_arguments, cmd_gc
 
 
@@ -78,12 +79,21 @@ def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
 
 
+def check_eval_refs(repo: Repository) -> None:
+    """Stop at a damaged config ref. The ref store lists only refs that hold an id, so a
+    damaged one would pass for a removed (or unknown) config instead of a damaged one."""
+    for name in repo.refs.damaged():
+        if name.startswith(EVAL_REF_PREFIX):
+            raise CorruptRef(name, "does not hold an object id")
+
+
 def cmd_dir(args: argparse.Namespace, repo: Repository) -> int:
     out(str(repo.path))
     return 0
 
 
 def cmd_ls(args: argparse.Namespace, repo: Repository) -> int:
+    check_eval_refs(repo)
     configs = list_configs(repo, model=args.model, dataset=args.dataset, status=args.status)
     if args.json:
         rows = [
@@ -129,6 +139,7 @@ def cmd_rm(args: argparse.Namespace, repo: Repository) -> int:
         raise UsageError("--all removes every config: do not combine it with IDs or filters")
     if not (args.all or filtered or args.ids):
         raise UsageError("say what to remove: config IDs, filters, or --all")
+    check_eval_refs(repo)
     if args.ids:
         wanted = {find_config(repo, t) for t in args.ids}
         configs = [c for c in list_configs(repo) if c.config_id in wanted]
@@ -149,13 +160,14 @@ def cmd_rm(args: argparse.Namespace, repo: Repository) -> int:
         answer = input(f"remove {len(configs)} config(s)? [y/N] ").strip().lower()
         if answer not in ("y", "yes"):
             err("osmo: nothing removed")
-            return 1
+            return EXIT_ERROR
     n = remove_configs(repo, [c.config_id for c in configs])
     out(f"removed {n} config(s); run `osmo eval cache gc` to free their space")
     return 0
 
 
 def cmd_log(args: argparse.Namespace, repo: Repository) -> int:
+    check_eval_refs(repo)
     config_id = find_config(repo, args.config)
     entries = history(repo, config_id)
     if args.json:
@@ -184,8 +196,17 @@ def cmd_log(args: argparse.Namespace, repo: Repository) -> int:
 def cmd_show(args: argparse.Namespace, repo: Repository) -> int:
     try:
         oid = repo.resolve(args.id)
-    except Exception:  # noqa: BLE001 - fall back to eval config ids
-        oid = repo.refs.read(f"refs/evals/{find_config(repo, args.id)}")
+    except (ObjectNotFound, AmbiguousId) as not_an_object:
+        # Perhaps an eval config id (prefix). Only "no such object" leads here: damage
+        # anywhere is reported as such, never taken for a name that is not there.
+        check_eval_refs(repo)
+        try:
+            config_id = find_config(repo, args.id)
+        except ConfigNotFound:
+            if isinstance(not_an_object, AmbiguousId):
+                raise not_an_object from None
+            raise
+        oid = repo.refs.read(f"{EVAL_REF_PREFIX}{config_id}")
     otype, content = repo.objects.get(oid)
     if otype is ObjectType.BLOB:
         try:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from ..repo import Repository
+if TYPE_CHECKING:
+    from ..repo import Repository
 
+# Every exit status osmo uses. Bad arguments exit with 2, from argparse.
 EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
+EXIT_ERROR = 1  # an error (one line, maybe a hint), or a check that found problems
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM, as a shell reports SIGINT
 
 
 def human_bytes(n: float) -> str:
@@ -36,4 +39,6 @@ def err(line: str) -> None:
 def open_repo(args: argparse.Namespace) -> Repository:
     """The store named by ``--store``, else ``$OSMO_STORE``, else the default store;
     created on first use."""
+    from ..repo import Repository  # here, not above: `osmo --version` needs no store
+
     return Repository.open(getattr(args, "store", None))

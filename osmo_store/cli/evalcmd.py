@@ -251,9 +251,9 @@ def build_config(args: argparse.Namespace) -> PreparedEval:
 def cmd_eval(args: argparse.Namespace, repo: None) -> int:
     if args.eval_command:
         return args.cache_func(args)
+    from ..errors import StoppedWaiting
     from ..eval.client import ChatClient, resolve_api_key
     from ..eval.runner import EvalOptions, run_eval
-    from ..eval.state import StoppedWaiting
     from .progress import ProgressDisplay
 
     lock_timeout = _lock_timeout()

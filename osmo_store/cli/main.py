@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import logging
 import os
 import select
@@ -13,7 +14,6 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import OsmoError
-from . import cachecmd, evalcmd, maintenance, plumbing, servecmd, synccmd
 from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, err, open_repo
 
 DESCRIPTION = "osmo: a content-addressed store for LLM evaluation results."
@@ -23,8 +23,56 @@ EPILOG = (
 )
 
 
-def build_parser(width: int | None = None) -> argparse.ArgumentParser:
-    """The whole CLI. ``width`` fixes the help width (the docs are generated at 88)."""
+#: The top-level commands each command module registers, in the order ``osmo --help`` lists
+#: them. A command module imports the library it needs (the store, the eval runner, the HTTP
+#: client...), so only the module of the command being run is imported.
+COMMAND_MODULES = {
+    "plumbing": (
+        "init", "hash-object", "cat-file", "ls-tree",
+        "update-ref", "delete-ref", "show-ref", "reflog",
+    ),
+    "maintenance": ("fsck", "repack", "cache"),
+    "evalcmd": ("eval",),
+    "cachecmd": ("log", "show"),
+    "servecmd": ("serve",),
+    "synccmd": ("remote", "push", "fetch", "pull", "clone"),
+}  # fmt: skip
+
+
+class _Peek(argparse.ArgumentParser):
+    """Finds the command in a command line without knowing any command's arguments."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ValueError(message)
+
+
+def modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
+    """The command modules that parsing ``argv`` needs: the named command's, none for a bare
+    ``--version``, and all of them otherwise (help, or a usage error that lists commands)."""
+    peek = _Peek(add_help=False)
+    peek.add_argument("-h", "--help", action="store_true")
+    peek.add_argument("--version", action="store_true")
+    peek.add_argument("--store")
+    peek.add_argument("--debug", action="store_true")
+    peek.add_argument("command", nargs="?")
+    try:
+        known, _ = peek.parse_known_args(argv)
+    except ValueError:
+        return tuple(COMMAND_MODULES)
+    if not known.help:
+        for module, commands in COMMAND_MODULES.items():
+            if known.command in commands:
+                return (module,)
+        if known.command is None and known.version:
+            return ()
+    return tuple(COMMAND_MODULES)
+
+
+def build_parser(
+    width: int | None = None, modules: Sequence[str] = tuple(COMMAND_MODULES)
+) -> argparse.ArgumentParser:
+    """The CLI with the commands of ``modules`` (default: all). ``width`` fixes the help
+    width (the docs are generated at 88)."""
     fmt = (
         functools.partial(argparse.HelpFormatter, width=width) if width else argparse.HelpFormatter
     )
@@ -52,19 +100,25 @@ def build_parser(width: int | None = None) -> argparse.ArgumentParser:
     )
 
     sub = sub_parsers(parser, "command")
-    plumbing.register(sub, common)
-    maintenance.register(sub, common)
-    cache = sub.add_parser("cache", parents=[common], help="store-wide maintenance: gc, stats")
-    maintenance.register_cache(sub_parsers(cache, "cache_command"), common)
-    evalcmd.register(sub, common)
-    cachecmd.register_history(sub, common)
-    servecmd.register(sub, common)
-    synccmd.register(sub, common)
+    for name in COMMAND_MODULES:
+        if name not in modules:
+            continue
+        module = importlib.import_module(f".{name}", __package__)
+        if name == "maintenance":
+            module.register(sub, common)
+            cache = sub.add_parser(
+                "cache", parents=[common], help="store-wide maintenance: gc, stats"
+            )
+            module.register_cache(sub_parsers(cache, "cache_command"), common)
+        elif name == "cachecmd":
+            module.register_history(sub, common)
+        else:
+            module.register(sub, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(modules=modules_for(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
@@ -73,32 +127,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             with open_repo(args) as repo:
                 return args.func(args, repo)
         return args.func(args, None)
-    except OsmoError as e:
+    except KeyboardInterrupt:
         if args.debug:
             traceback.print_exc()
-        err(f"osmo: error: {e}")
-        if e.hint:
-            err(f"hint: {e.hint}")
-        return EXIT_ERROR
-    except KeyboardInterrupt:
         err("osmo: interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError as e:
         if not _stdout_closed():  # some other pipe: an error like any other
-            if args.debug:
-                traceback.print_exc()
-            err(f"osmo: error: {e.strerror or e}")
-            return EXIT_ERROR
+            return report_error(e, debug=args.debug)
         # Output piped into `head` and closed: not an error. Point stdout at devnull so
         # the interpreter's final flush does not complain.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except OSError as e:
-        if args.debug:
-            traceback.print_exc()
+    except Exception as e:  # noqa: BLE001 - the one place an error becomes what users see
+        return report_error(e, debug=args.debug)
+
+
+def report_error(e: Exception, *, debug: bool) -> int:
+    """Tell the user about ``e``: the traceback only with ``--debug``, then always one line
+    (``osmo: error: ...``) and, when there is one, a hint line. Returns the exit code."""
+    if debug:
+        traceback.print_exception(e)
+    if isinstance(e, OsmoError):
+        message, hint = str(e), e.hint
+    elif isinstance(e, OSError):
         where = f": {e.filename}" if e.filename else ""
-        err(f"osmo: error: {e.strerror or e}{where}")
-        return EXIT_ERROR
+        message, hint = f"{e.strerror or e}{where}", None
+    else:  # not raised on purpose: a bug, whose traceback is what a report needs
+        message = f"internal error: {type(e).__name__}: {e}"
+        hint = "this is a bug in osmo: run again with --debug to see where, and report it"
+    lines = message.splitlines()
+    err(f"osmo: error: {lines[0] if lines else type(e).__name__}")
+    if hint:
+        err(f"hint: {hint}")
+    return EXIT_ERROR
 
 
 def _stdout_closed() -> bool:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import CorruptRef
 from ..maintenance.fsck import fsck
 from ..maintenance.gc import DEFAULT_PRUNE, DEFAULT_REFLOG_EXPIRE, gc, repack, stats
 from ..repo import Repository
-from .common import err, human_bytes, out
+from .common import EXIT_ERROR, err, human_bytes, out
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -74,7 +75,7 @@ def cmd_fsck(args: argparse.Namespace, repo: Repository) -> int:
         summary += f", {report.dangling} dangling"
     if report.problems:
         err(f"{summary}: {len(report.problems)} problem(s)")
-        return 1
+        return EXIT_ERROR
     out(f"{summary}: ok")
     return 0
 
@@ -89,6 +90,10 @@ def cmd_repack(args: argparse.Namespace, repo: Repository) -> int:
 
 
 def cmd_gc(args: argparse.Namespace, repo: Repository) -> int:
+    # A damaged ref is listed as absent: what only it reaches would look unreachable.
+    damaged = repo.refs.damaged()
+    if damaged:
+        raise CorruptRef(damaged[0], "does not hold an object id")
     r = gc(repo, prune=args.prune, reflog_expire=args.expire_reflog, dry_run=args.dry_run)
     verb = "would remove" if r.dry_run else "removed"
     out(

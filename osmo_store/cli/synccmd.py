@@ -11,7 +11,7 @@ from ..eval.state import EVAL_REF_PREFIX, refresh_index
 from ..repo import Repository
 from ..sync.remotes import add_remote, list_remotes, open_remote, remove_remote
 from ..sync.transfer import SyncReport, Transfer, clone, fetch, pull, push
-from .common import err, human_bytes, out
+from .common import EXIT_ERROR, EXIT_OK, err, human_bytes, out
 
 DEFAULT_REMOTE = "origin"
 
@@ -138,7 +138,7 @@ def cmd_push(args: argparse.Namespace, repo: Repository) -> int:
     finally:
         remote.close()
     _summary("pushed", f"to {remote.label}", report)
-    return 1 if report.rejected else 0
+    return EXIT_ERROR if report.rejected else EXIT_OK
 
 
 def cmd_fetch(args: argparse.Namespace, repo: Repository) -> int:
@@ -161,7 +161,7 @@ def cmd_pull(args: argparse.Namespace, repo: Repository) -> int:
     finally:
         remote.close()
     _summary("pulled", f"from {remote.label}", report)
-    return 1 if report.rejected else 0
+    return EXIT_ERROR if report.rejected else EXIT_OK
 
 
 def cmd_clone(args: argparse.Namespace, repo: None) -> int:

@@ -7,22 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import AmbiguousId, OsmoError
+from ..errors import AmbiguousId, ConfigNotFound, ConfigRunning
 from ..hashing import ObjectId
 from ..objects import RunRecord
 from ..repo import Repository
 from .state import EVAL_REF_PREFIX, config_ref, is_eval_running, rebuild_index
 
 STATUSES = ("in_progress", "completed", "interrupted", "partial")
-
-
-class ConfigNotFound(OsmoError):
-    def __init__(self, text: str) -> None:
-        super().__init__(f"no eval config matches {text!r}", hint="list them: osmo eval cache ls")
-
-
-class ConfigRunning(OsmoError):
-    pass
 
 
 @dataclass

@@ -37,7 +37,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from osmo_store.errors import OsmoError, UsageError
+from osmo_store.errors import FatalModelError, ModelCallError, ModelError, UsageError
 
 from ..http.client import BearerToken
 from .config import normalize_base_url
@@ -51,25 +51,6 @@ API_KEY_ENV_VARS = ("OSMO_API_KEY", "OPENAI_API_KEY")
 # minutes to report.
 MAX_CONNECT_TIMEOUT = 10.0
 _EXCERPT_CHARS = 200
-
-
-class ModelError(OsmoError):
-    """A model call that did not produce an answer. ``status`` is the last HTTP status, if any."""
-
-    def __init__(
-        self, message: str, *, status: int | None = None, attempts: int = 1, hint: str | None = None
-    ) -> None:
-        super().__init__(message, hint=hint)
-        self.status = status
-        self.attempts = attempts
-
-
-class FatalModelError(ModelError):
-    """A failure that every call would hit (key, model, endpoint): stop the eval."""
-
-
-class ModelCallError(ModelError):
-    """A failure of this call only: record it as a failed run and carry on."""
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import OsmoError
+from ..errors import CodeLoadError
 from ..hashing import blake3_hex
 from .config import CodeRef
-
-
-class CodeLoadError(OsmoError):
-    pass
-
 
 # What user code (an agent, an eval function, a module they import) may raise that makes
 # its run fail rather than the eval: any exception, and exit()/sys.exit(), which in a worker

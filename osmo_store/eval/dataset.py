@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import OsmoError, UsageError
+from ..errors import DatasetError, UsageError
 from ..hashing import blake3_hex, canonical_json
 
 KEY_LEN = 32
@@ -61,20 +61,6 @@ _BOM = b"\xef\xbb\xbf"
 _PARQUET_BATCH_ROWS = 8192
 _COLUMN_NAMES = ("user_prompt", "messages", "system_prompt", "ground_truth")
 _MAX_NAMES_SHOWN = 20
-
-
-class DatasetError(OsmoError):
-    """A dataset that cannot be loaded. ``where`` is ``file:LINE``, ``file item N`` or
-    ``file row N`` when one row is at fault, else None; the message always starts with it
-    (or with the file when no row is)."""
-
-    def __init__(
-        self, reason: str, *, path: str, where: str | None = None, hint: str | None = None
-    ) -> None:
-        super().__init__(f"{where or path}: {reason}", hint=hint)
-        self.path = path
-        self.where = where
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

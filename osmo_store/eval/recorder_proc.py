@@ -30,16 +30,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import OsmoError
+from ..errors import OsmoError, RecorderDied
 from ..hashing import ObjectId
 from ..repo import Repository
 from .state import ConfigState, PendingObject, Recorder, SampleResult
 
 log = logging.getLogger(__name__)
-
-
-class RecorderDied(OsmoError):
-    pass
 
 
 # The child's first lines: the same osmo_store as ours, however we were imported, and not

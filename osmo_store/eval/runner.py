@@ -22,11 +22,12 @@ from typing import Any
 
 from filelock import Timeout as FileLockTimeout
 
+from ..errors import EvalLocked, FatalModelError, ModelError, StoppedWaiting
 from ..hashing import ObjectId, canonical_json
 from ..objects import ObjectType
 from ..repo import Repository
 from ..tree import iter_tree
-from .client import ChatClient, FatalModelError, ModelError
+from .client import ChatClient
 from .code import USER_CODE_ERRORS, describe_error
 from .config import EvalConfig, rollout_key
 from .dataset import Row
@@ -37,11 +38,9 @@ from .scoring import EvalFn, score_all
 from .solver import CallOutcome, ModelCaller, Rollout, Solver, StoreLookup
 from .state import (
     ConfigState,
-    EvalLocked,
     PendingObject,
     Recorder,
     SampleResult,
-    StoppedWaiting,
     blob,
     config_ref,
     eval_lock,

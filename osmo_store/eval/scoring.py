@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ScoringError
 from .code import USER_CODE_ERRORS, describe_error
 from .config import CodeRef
 
@@ -34,10 +35,6 @@ class EvalFn:
         except (TypeError, ValueError):
             params = []
         return cls(fn, ref, bool(params) and params[0] == FULL_SIGNATURE_FIRST_PARAM)
-
-
-class ScoringError(Exception):
-    pass
 
 
 def final_text(messages: list[dict[str, Any]]) -> str:

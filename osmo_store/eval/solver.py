@@ -16,30 +16,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..errors import CorruptObject, MalformedObject, ObjectNotFound, OsmoError
+from ..errors import AgentError, CorruptObject, MalformedObject, NoModelConfigured, ObjectNotFound
 from ..hashing import ObjectId, canonical_json
 from ..objects import ObjectType, object_id
 from ..repo import Repository
-from .client import ChatClient, FatalModelError
+from .client import ChatClient
 from .config import EvalConfig, ModelSpec, call_key
 from .state import IndexReader
 
 SCHEMA = 1
 log = logging.getLogger(__name__)
-
-
-class AgentError(OsmoError):
-    """The agent raised or returned something that is not a list of messages."""
-
-
-class NoModelConfigured(FatalModelError):
-    """Every run would hit it: stops the eval at once."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "the agent called client.chat() but no model was given",
-            hint="pass --model NAME (and --base-url URL) along with --agent",
-        )
 
 
 @dataclass

@@ -31,7 +31,7 @@ from typing import Any
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
-from ..errors import CorruptObject, MalformedObject, ObjectNotFound, OsmoError, RefConflict
+from ..errors import CorruptObject, MalformedObject, ObjectNotFound, RefConflict
 from ..hashing import ObjectId
 from ..objects import ObjectType, RunRecord, compress_object, object_id
 from ..repo import Repository
@@ -42,19 +42,6 @@ from .merge import merge_configs
 
 INDEX_REF = "refs/cache/index"
 _log = logging.getLogger(__name__)
-
-
-class EvalLocked(OsmoError):
-    def __init__(self, config_id: str, timeout: float) -> None:
-        super().__init__(
-            f"another eval of config {config_id[:12]} is running (waited {timeout:g}s)",
-            hint="wait for it to finish, or raise OSMO_LOCK_TIMEOUT",
-        )
-        self.config_id = config_id
-
-
-class StoppedWaiting(Exception):
-    """The eval was asked to stop while it waited for another eval of its config."""
 
 
 def eval_lock(repo: Repository, config_id: str, timeout: float) -> FileLock:

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .client import FatalModelError
+from ..errors import FatalModelError
 
 
 class Workers:

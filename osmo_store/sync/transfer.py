@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backends.base import ObjectStore
-from ..errors import RefConflict, RemoteError, UsageError
+from ..errors import PushRejected, RefConflict, RemoteError, UsageError
 from ..hashing import ObjectId, blake3_hex
 from ..objects import ObjectType, RunRecord, decode_object
 from ..refs import default_who, validate_ref_name
@@ -27,10 +27,6 @@ from .remotes import Remote, add_remote, open_remote
 #: refs never pushed or fetched by default: remote-tracking refs, and derived caches
 LOCAL_ONLY_PREFIXES = ("refs/remotes/", "refs/cache/")
 CHUNK_OBJECTS = 2000
-
-
-class PushRejected(RemoteError):
-    pass
 
 
 #: merge(repo, ref name, ours, theirs) -> merged id, or None when that ref does not merge
