@@ -14,7 +14,7 @@ from osmo_store import ObjectType, Repository, RunRecord, write_tree
 from osmo_store.backends import fsutil, pack
 from osmo_store.backends.layout import StoreLayout
 from osmo_store.backends.local import LocalObjectStore
-from osmo_store.errors import CorruptObject, OsmoError
+from osmo_store.errors import CorruptObject, CorruptRef, OsmoError
 from osmo_store.hashing import ObjectId
 from osmo_store.maintenance.fsck import fsck
 from osmo_store.maintenance.gc import gc, repack, stats
@@ -427,6 +427,19 @@ def test_gc_keeps_what_only_the_reflog_reaches(repo: Repository) -> None:
     assert report.objects_removed == 2
     assert set(repo.objects.iter_ids()) == {second}
     assert repo.refs.reflog("refs/evals/x") == []
+
+
+def test_gc_stops_at_a_damaged_ref(repo: Repository, store_path: Path) -> None:
+    """A ref file that no longer holds an id is not an absent ref: gc (the library, not
+    only the CLI) refuses to run, and what the ref named stays, even with no reflog left."""
+    target = repo.objects.put(ObjectType.BLOB, b"only the damaged ref names this")
+    repo.update_ref("refs/evals/x", target)
+    gc(repo, prune="now", reflog_expire="now")  # the reflog is gone now
+    StoreLayout(store_path).ref("refs/evals/x").write_bytes(b"\x00garbage\n")
+    _age_all(repo, DAY)
+    with pytest.raises(CorruptRef, match="refs/evals/x"):
+        gc(repo, prune="now", reflog_expire="now")
+    assert repo.objects.has(target)
 
 
 def test_gc_rewrites_packs_without_unreachable_objects(repo: Repository) -> None:

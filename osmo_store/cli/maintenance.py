@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import CorruptRef
 from ..maintenance.fsck import fsck
 from ..maintenance.gc import DEFAULT_PRUNE, DEFAULT_REFLOG_EXPIRE, gc, repack, stats
 from ..repo import Repository
@@ -90,10 +89,6 @@ def cmd_repack(args: argparse.Namespace, repo: Repository) -> int:
 
 
 def cmd_gc(args: argparse.Namespace, repo: Repository) -> int:
-    # A damaged ref is listed as absent: what only it reaches would look unreachable.
-    damaged = repo.refs.damaged()
-    if damaged:
-        raise CorruptRef(damaged[0], "does not hold an object id")
     r = gc(repo, prune=args.prune, reflog_expire=args.expire_reflog, dry_run=args.dry_run)
     verb = "would remove" if r.dry_run else "removed"
     out(

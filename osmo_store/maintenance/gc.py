@@ -20,7 +20,7 @@ from filelock import Timeout as FileLockTimeout
 
 from ..backends.compaction import maintenance_lock
 from ..backends.lease import filesystem_now_ns, live_lease_starts
-from ..errors import LockTimeout, StoreError, UsageError
+from ..errors import CorruptRef, LockTimeout, StoreError, UsageError
 from ..objects import stored_content_size
 from ..repo import Repository
 from .reachability import ref_roots, walk
@@ -123,6 +123,11 @@ def gc(
         leases = live_lease_starts(objects.leases_dir)
         # Delete only what is strictly older than ``cutoff`` (-1: never prune by age).
         cutoff = -1 if prune_s is None else min([start - int(prune_s * NS), start, *leases])
+        # The ref store lists only refs that hold an id: what a damaged ref alone reaches
+        # would look unreachable. A ref that cannot be parsed stops gc; it is never absent.
+        damaged = repo.refs.damaged()
+        if damaged:
+            raise CorruptRef(damaged[0], "does not hold an object id")
         roots = ref_roots(repo.refs, None if expire_s is None else start - int(expire_s * NS))
         reachable = walk(objects, roots).reachable
         report.reachable = len(reachable)
