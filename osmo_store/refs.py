@@ -7,10 +7,8 @@ a user can always find where a ref used to point.
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
-import socket
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -58,6 +56,10 @@ def validate_ref_name(name: str) -> str:
 
 
 def default_who() -> str:
+    # Imported here: only writers ask, and socket is a noticeable part of start-up.
+    import getpass
+    import socket
+
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry for this uid in some containers

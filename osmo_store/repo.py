@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -62,6 +61,8 @@ def init_store(path: Path) -> tuple[Path, bool]:
         try:
             os.rename(tmp, path)
         except OSError:
+            import shutil  # here: rare, and shutil is a noticeable part of start-up
+
             shutil.rmtree(tmp, ignore_errors=True)
             if is_store(path):
                 return path, False

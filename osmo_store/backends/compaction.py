@@ -20,8 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from filelock import FileLock
-from filelock import Timeout as FileLockTimeout
+from ..errors import LockTimeout
+from .locking import FileLock
 
 if TYPE_CHECKING:
     from .local import LocalObjectStore
@@ -68,7 +68,7 @@ def compact(store: LocalObjectStore, tiers: PackTiers, *, max_packs: int = MAX_P
     lock = maintenance_lock(store.layout.maintenance_lock)
     try:
         lock.acquire(blocking=False)
-    except FileLockTimeout:
+    except LockTimeout:
         return False
     try:
         tiers.merge(store)
@@ -87,4 +87,5 @@ def compact(store: LocalObjectStore, tiers: PackTiers, *, max_packs: int = MAX_P
 def maintenance_lock(path: Path, timeout: float = MAINTENANCE_LOCK_TIMEOUT) -> FileLock:
     """gc, repack and compaction exclude each other (writers never wait for any of them)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(path, timeout=timeout, thread_local=False)
+    what = "store maintenance (another gc or repack is running)"
+    return FileLock(path, timeout=timeout, what=what)

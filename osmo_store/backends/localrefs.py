@@ -7,14 +7,12 @@ import contextlib
 import os
 from pathlib import Path
 
-from filelock import FileLock
-from filelock import Timeout as FileLockTimeout
-
-from ..errors import InvalidRefName, LockTimeout
+from ..errors import InvalidRefName
 from ..hashing import ObjectId, is_oid
 from ..refs import REF_LOCK_TIMEOUT, ReflogEntry, RefStore, validate_ref_name
 from .fsutil import fsync_dir, replace_durably, write_all
 from .layout import REFLOG_SUFFIX, StoreLayout
+from .locking import FileLock
 
 
 class LocalRefStore(RefStore):
@@ -36,7 +34,7 @@ class LocalRefStore(RefStore):
         path.parent.mkdir(parents=True, exist_ok=True)
         # A new FileLock per use: each holds its own fd, so threads of one process exclude
         # each other too (flock is per open file description). The kernel drops it on death.
-        return FileLock(path, timeout=self.lock_timeout, thread_local=False)
+        return FileLock(path, timeout=self.lock_timeout, what=f"ref {name}")
 
     def read(self, name: str) -> ObjectId | None:
         try:
@@ -66,28 +64,25 @@ class LocalRefStore(RefStore):
         self, name: str, new: ObjectId | None, expected: object, entry: ReflogEntry | None
     ) -> None:
         path = self._path(name)
-        try:
-            with self._lock(name):
-                current = self.read(name)
-                self._check(name, current, new, expected)
-                try:
-                    if entry is not None:
-                        full = ReflogEntry(current, new, entry.time_ns, entry.who, entry.message)
-                        self._append_log(name, full)
-                    if new is None:
-                        path.unlink()
-                        # Another ref's deletion may have removed the emptied folder already.
-                        with contextlib.suppress(FileNotFoundError):
-                            fsync_dir(path.parent)
-                        _remove_empty_parents(path.parent, self.layout.refs)
-                    else:
-                        self._write_ref(path, new)
-                except (NotADirectoryError, IsADirectoryError, FileExistsError):
-                    raise InvalidRefName(
-                        name, "a name cannot be both a ref and a folder of refs"
-                    ) from None
-        except FileLockTimeout:
-            raise LockTimeout(f"ref {name}", self.lock_timeout) from None
+        with self._lock(name):
+            current = self.read(name)
+            self._check(name, current, new, expected)
+            try:
+                if entry is not None:
+                    full = ReflogEntry(current, new, entry.time_ns, entry.who, entry.message)
+                    self._append_log(name, full)
+                if new is None:
+                    path.unlink()
+                    # Another ref's deletion may have removed the emptied folder already.
+                    with contextlib.suppress(FileNotFoundError):
+                        fsync_dir(path.parent)
+                    _remove_empty_parents(path.parent, self.layout.refs)
+                else:
+                    self._write_ref(path, new)
+            except (NotADirectoryError, IsADirectoryError, FileExistsError):
+                raise InvalidRefName(
+                    name, "a name cannot be both a ref and a folder of refs"
+                ) from None
 
     @staticmethod
     def _write_ref(path: Path, new: ObjectId) -> None:

@@ -16,7 +16,7 @@ from ..eval.catalog import (
     list_configs,
     remove_configs,
 )
-from ..eval.state import EVAL_REF_PREFIX
+from ..eval.configstate import EVAL_REF_PREFIX
 from ..objects import ObjectType, RunRecord
 from ..repo import Repository
 from ..tree import list_tree

@@ -13,7 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..eval.config import DEFAULT_BASE_URL
+from ..eval import DEFAULT_BASE_URL
 from .common import EXIT_INTERRUPTED, err, open_repo, out
 
 if TYPE_CHECKING:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
-import logging
 import os
 import select
 import sys
-import traceback
 from collections.abc import Sequence
 
 from .. import __version__
@@ -121,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(modules=modules_for(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.debug:
+        import logging  # here: a noticeable part of start-up, needed only with --debug
+
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
     try:
         if getattr(args, "needs_repo", True):
@@ -129,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args, None)
     except KeyboardInterrupt:
         if args.debug:
+            import traceback
+
             traceback.print_exc()
         err("osmo: interrupted")
         return EXIT_INTERRUPTED
@@ -147,6 +149,8 @@ def report_error(e: Exception, *, debug: bool) -> int:
     """Tell the user about ``e``: the traceback only with ``--debug``, then always one line
     (``osmo: error: ...``) and, when there is one, a hint line. Returns the exit code."""
     if debug:
+        import traceback
+
         traceback.print_exception(e)
     if isinstance(e, OsmoError):
         message, hint = str(e), e.hint

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
-from ..maintenance.fsck import fsck
-from ..maintenance.gc import DEFAULT_PRUNE, DEFAULT_REFLOG_EXPIRE, gc, repack, stats
-from ..repo import Repository
+from ..maintenance import DEFAULT_PRUNE, DEFAULT_REFLOG_EXPIRE
 from .common import EXIT_ERROR, err, human_bytes, out
+
+if TYPE_CHECKING:
+    from ..repo import Repository
+
+# Each command imports its part of the library when it runs: `eval cache ls` builds this
+# module's arguments (for `eval cache gc`) but never runs gc.
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -61,6 +66,8 @@ def add_gc_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_fsck(args: argparse.Namespace, repo: Repository) -> int:
+    from ..maintenance.fsck import fsck
+
     report = fsck(repo, full=args.full)
     for p in report.problems:
         out(f"error: {p}")
@@ -80,6 +87,8 @@ def cmd_fsck(args: argparse.Namespace, repo: Repository) -> int:
 
 
 def cmd_repack(args: argparse.Namespace, repo: Repository) -> int:
+    from ..maintenance.gc import repack
+
     r = repack(repo, all_packs=args.all_packs)
     out(
         f"packed {r.objects_packed} objects, removed {r.loose_removed} loose files; "
@@ -89,6 +98,8 @@ def cmd_repack(args: argparse.Namespace, repo: Repository) -> int:
 
 
 def cmd_gc(args: argparse.Namespace, repo: Repository) -> int:
+    from ..maintenance.gc import gc
+
     r = gc(repo, prune=args.prune, reflog_expire=args.expire_reflog, dry_run=args.dry_run)
     verb = "would remove" if r.dry_run else "removed"
     out(
@@ -108,6 +119,8 @@ def cmd_gc(args: argparse.Namespace, repo: Repository) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, repo: Repository) -> int:
+    from ..maintenance.gc import stats
+
     s = stats(repo)
     body = {
         "path": str(repo.path),

@@ -11,7 +11,7 @@ from ..errors import AmbiguousId, ConfigNotFound, ConfigRunning
 from ..hashing import ObjectId
 from ..objects import RunRecord
 from ..repo import Repository
-from .state import EVAL_REF_PREFIX, config_ref, is_eval_running, rebuild_index
+from .configstate import EVAL_REF_PREFIX, config_ref, is_eval_running
 
 STATUSES = ("in_progress", "completed", "interrupted", "partial")
 
@@ -127,6 +127,11 @@ def remove_configs(repo: Repository, config_ids: list[str]) -> int:
         repo.delete_ref(ref, message="eval cache rm")
         repo.refs.expire_reflog(ref, 1 << 62)
     if config_ids:
+        # Imported here: the recorder's module (and the merge it builds on) is most of what
+        # `osmo eval cache ls` would otherwise load at start-up, for the one command that
+        # needs it.
+        from .state import rebuild_index
+
         rebuild_index(repo)
     return len(config_ids)
 

@@ -17,12 +17,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import UsageError
 from ..hashing import blake3_hex, canonical_json
+from . import DEFAULT_BASE_URL
 
 #: bumped whenever what a key covers changes; old keys then simply stop matching
 KEY_SCHEMA_VERSION = 1
-
-#: the model endpoint when neither the caller nor ``$OSMO_BASE_URL`` names one
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 #: request fields that never change what a model returns (transport and bookkeeping)
 _NON_IDENTITY_REQUEST_FIELDS = frozenset({"stream", "stream_options", "user", "model"})

@@ -1,6 +1,7 @@
 """A config's state in the store: ``refs/evals/<config-id>`` names a run record whose tree
 holds four manifests, ``samples``, ``failed``, ``cache`` and ``rows`` (``state`` describes
-them and how results are recorded).
+them and how results are recorded); ``locks/evals/<config-id>.lock`` is held while an eval
+of it runs.
 
 It sits below both the recorder (``state``) and ``merge``: the recorder merges a ref that
 moved under it, and a merge reads configs' states, so neither may be the other's base.
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..backends.locking import FileLock
+from ..errors import LockTimeout
 from ..hashing import ObjectId
 from ..objects import RunRecord
 from ..repo import Repository
@@ -21,6 +24,23 @@ SUBTREES = ("samples", "failed", "cache", "rows")
 
 def config_ref(config_id: str) -> str:
     return EVAL_REF_PREFIX + config_id
+
+
+def eval_lock(repo: Repository, config_id: str, timeout: float) -> FileLock:
+    assert repo.layout is not None
+    path = repo.layout.lock(f"evals/{config_id}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path, timeout=timeout, what=f"the eval of config {config_id[:12]}")
+
+
+def is_eval_running(repo: Repository, config_id: str) -> bool:
+    lock = eval_lock(repo, config_id, 0)
+    try:
+        lock.acquire(blocking=False)
+    except LockTimeout:
+        return True
+    lock.release()
+    return False
 
 
 @dataclass

@@ -20,9 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from filelock import Timeout as FileLockTimeout
-
-from ..errors import EvalLocked, FatalModelError, ModelError, StoppedWaiting
+from ..errors import EvalLocked, FatalModelError, LockTimeout, ModelError, StoppedWaiting
 from ..hashing import ObjectId, canonical_json
 from ..objects import ObjectType
 from ..repo import Repository
@@ -30,6 +28,7 @@ from ..tree import iter_tree
 from .client import ChatClient
 from .code import USER_CODE_ERRORS, describe_error
 from .config import EvalConfig, rollout_key
+from .configstate import eval_lock
 from .dataset import Row
 from .prepare import PreparedEval
 from .provenance import provenance
@@ -43,7 +42,6 @@ from .state import (
     SampleResult,
     blob,
     config_ref,
-    eval_lock,
     sample_name,
 )
 from .summary import SummaryBuilder, primary_value
@@ -155,7 +153,7 @@ def _acquire_eval_lock(repo, config_id, timeout, stop, on_wait):
             # Short tries keep a stop request prompt (a negative timeout would block forever).
             left = deadline - time.monotonic()
             lock.acquire(timeout=max(0.0, min(0.1, left)) if waiting else 0)
-        except FileLockTimeout:
+        except LockTimeout:
             if time.monotonic() >= deadline:
                 raise EvalLocked(config_id, timeout) from None
             if not waiting and on_wait is not None:

@@ -28,9 +28,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from filelock import FileLock
-from filelock import Timeout as FileLockTimeout
-
 from ..errors import CorruptObject, MalformedObject, ObjectNotFound, RefConflict
 from ..hashing import ObjectId
 from ..objects import ObjectType, RunRecord, compress_object, object_id
@@ -42,23 +39,6 @@ from .merge import merge_configs
 
 INDEX_REF = "refs/cache/index"
 _log = logging.getLogger(__name__)
-
-
-def eval_lock(repo: Repository, config_id: str, timeout: float) -> FileLock:
-    assert repo.layout is not None
-    path = repo.layout.lock(f"evals/{config_id}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(path, timeout=timeout, thread_local=False)
-
-
-def is_eval_running(repo: Repository, config_id: str) -> bool:
-    lock = eval_lock(repo, config_id, 0)
-    try:
-        lock.acquire(blocking=False)
-    except FileLockTimeout:
-        return True
-    lock.release()
-    return False
 
 
 def sample_name(row_key: str, run_index: int) -> str:

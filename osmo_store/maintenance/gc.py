@@ -15,22 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from filelock import FileLock
-from filelock import Timeout as FileLockTimeout
-
 from ..backends.compaction import maintenance_lock
 from ..backends.lease import filesystem_now_ns, live_lease_starts
-from ..errors import CorruptRef, LockTimeout, StoreError, UsageError
+from ..backends.locking import FileLock
+from ..errors import CorruptRef, StoreError, UsageError
 from ..objects import stored_content_size
 from ..repo import Repository
+from . import DEFAULT_PRUNE, DEFAULT_REFLOG_EXPIRE
 from .reachability import ref_roots, walk
 
 if TYPE_CHECKING:
     from ..backends.local import LocalObjectStore
 
 NS = 1_000_000_000
-DEFAULT_PRUNE = "2.weeks.ago"
-DEFAULT_REFLOG_EXPIRE = "90.days.ago"
 TEMP_MAX_AGE_NS = 24 * 3600 * NS
 
 _UNITS = {
@@ -81,12 +78,7 @@ def _locked(repo: Repository) -> FileLock:
     _local(repo)
     assert repo.layout is not None
     lock = maintenance_lock(repo.layout.maintenance_lock)
-    try:
-        lock.acquire()
-    except FileLockTimeout:
-        raise LockTimeout(
-            "store maintenance (another gc or repack is running)", lock.timeout
-        ) from None
+    lock.acquire()
     return lock
 
 

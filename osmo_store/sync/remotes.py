@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from ..backends.base import ObjectStore
 from ..backends.fsutil import replace_durably
+from ..backends.locking import FileLock
 from ..errors import RemoteError, UsageError
 from ..hashing import ObjectId
 from ..refs import RefStore
@@ -44,7 +43,7 @@ def _save_config(repo: Repository, config: dict[str, Any]) -> None:
 def _config_lock(repo: Repository) -> FileLock:
     assert repo.layout is not None
     repo.layout.locks.mkdir(exist_ok=True)
-    return FileLock(repo.layout.config_lock, timeout=30, thread_local=False)
+    return FileLock(repo.layout.config_lock, timeout=30, what="the store's settings")
 
 
 def add_remote(
