@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from osmo_store import ObjectType, Repository
-from osmo_store.http.client import AuthError, RemoteRefused, open_http_remote
+from osmo_store.errors import AuthError, RemoteRefused
+from osmo_store.http.client import open_http_remote
 
 TOKEN = "serve-token-5d2e77b1-never-printed"
 LISTENING = re.compile(r"osmo serve: listening on (http://127\.0\.0\.1:(\d+)) \(store (.+)\)$")
