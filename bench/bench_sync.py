@@ -855,7 +855,7 @@ UNIT_CALLS = {
     "PackReader.__contains__ (one pack)": ("backends.pack", "PackReader.__contains__"),
     "os.listdir (reload_packs)": (None, "<built-in method posix.listdir>"),
     "decode_object (decompress + BLAKE3)": ("objects", "decode_object"),
-    "iter_records (parse one record)": ("http.client", "iter_records"),
+    "iter_records (parse one record)": ("http.protocol", "iter_records"),
     "PackWriter.add (one os.write)": ("backends.pack", "PackWriter.add"),
     "PackReader.read (pread)": ("backends.pack", "PackReader.read"),
     "LocalObjectStore.reload_packs (incl.)": ("backends.local", "LocalObjectStore.reload_packs"),
@@ -891,7 +891,7 @@ def _per_call(fn: Any, items: list, reps: int = 3) -> float:
 def unit_costs(remote: Path, k: int = 2000) -> dict[str, float]:
     """Seconds per call, measured on ``remote`` (a quiescent store holding pushed data)."""
     from osmo_store.backends.pack import PackWriter
-    from osmo_store.http.client import encode_record, iter_records
+    from osmo_store.http.protocol import encode_record, iter_records
     from osmo_store.objects import decode_object
     from osmo_store.repo import Repository
 

@@ -242,3 +242,41 @@ class RemoteError(OsmoError):
 
 class PushRejected(RemoteError):
     """A push that would move a remote ref to a run record that does not descend from it."""
+
+
+# --- HTTP ---
+
+
+class AuthError(RemoteError):
+    """The server wants a token we did not send, or refused the one we sent (401)."""
+
+
+class RemoteRefused(RemoteError, StoreError):
+    """The server understood and refused (403): it is read-only, or append-only and the
+    update would delete a ref or move it backwards. ``code`` says which."""
+
+
+class RecordStreamError(OsmoError):
+    """A record stream that ends inside a record. ``oid``: the record's id, if its header
+    was read."""
+
+    def __init__(self, message: str, oid: str | None = None) -> None:
+        super().__init__(message)
+        self.oid = oid
+
+
+class RecordTooLarge(OsmoError):
+    """A record stream longer than the reader's budget."""
+
+
+class HttpError(OsmoError):
+    """An error answer the server sends: HTTP status, error code (``osmo_store.http.
+    protocol``), a one-line message, extra JSON fields and extra headers."""
+
+    def __init__(self, status: int, code: str, message: str, **fields: object) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fields = fields
+        self.headers: list[tuple[str, str]] = []

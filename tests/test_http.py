@@ -11,6 +11,8 @@ import json
 import logging
 import random
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,25 +23,26 @@ import requests
 
 from osmo_store import ObjectType, Repository, RunRecord
 from osmo_store.errors import (
+    AuthError,
     CorruptObject,
+    InvalidObjectId,
+    InvalidRefName,
     ObjectNotFound,
+    OsmoError,
     RefConflict,
+    RefNotFound,
     RemoteError,
+    RemoteRefused,
     StoreError,
     UsageError,
 )
 from osmo_store.hashing import ObjectId
 from osmo_store.http import client as http
-from osmo_store.http.client import (
-    AuthError,
-    HttpConnection,
-    HttpObjectStore,
-    HttpRefStore,
-    RemoteRefused,
-    encode_record,
-    open_http_remote,
-)
-from osmo_store.http.server import HttpServer, make_app
+from osmo_store.http import protocol as wire
+from osmo_store.http.app import make_app
+from osmo_store.http.client import HttpConnection, HttpObjectStore, HttpRefStore, open_http_remote
+from osmo_store.http.protocol import encode_record
+from osmo_store.http.serve import HttpServer
 from osmo_store.maintenance.fsck import fsck
 from osmo_store.objects import encode_object, object_id
 from osmo_store.tree import encode_leaf
@@ -251,7 +254,7 @@ def test_upload_whose_bytes_do_not_match_is_refused_whole(
     )
     assert (answer.status_code, answer.json()["error"]) == (400, "bad_object")
     # A few bytes of zstd may declare gigabytes: refused before decompressing.
-    monkeypatch.setattr("osmo_store.http.server.MAX_UPLOAD_OBJECT", 1000)
+    monkeypatch.setattr("osmo_store.http.app.MAX_UPLOAD_OBJECT", 1000)
     zeros_id, zeros = _blob(b"\0" * 5000)
     answer = server.post("/v1/objects/put", data=encode_record(zeros_id, zeros), headers=OCTETS)
     assert answer.status_code == 400 and "declares" in answer.json()["message"]
@@ -578,3 +581,42 @@ def test_concurrent_pushes_and_ref_updates(serve: Callable[..., RunningServer]) 
     report = fsck(repo, full=True)
     assert report.ok, report.problems
     assert not [n for n in report.notes if "temp" in n], report.notes
+
+
+def test_the_server_side_imports_nothing_from_the_client() -> None:
+    """The wire protocol has one home (protocol.py): the server's modules, loaded in a fresh
+    interpreter, do not pull in the client backend."""
+    script = (
+        "import json, sys\n"
+        "import osmo_store.http.app, osmo_store.http.serve, osmo_store.http.auth\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('osmo_store.'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    loaded = set(json.loads(done.stdout))
+    assert {"osmo_store.http.app", "osmo_store.http.serve", "osmo_store.http.protocol"} <= loaded
+    assert "osmo_store.http.client" not in loaded
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        InvalidObjectId("xyz"),
+        InvalidRefName("refs/a..b", "contains '..'"),
+        ObjectNotFound("ab" * 32),
+        RefNotFound("refs/gone"),
+        RefConflict("refs/x", "cd" * 32, None),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_the_error_table_maps_an_exception_there_and_back(exc: OsmoError) -> None:
+    """The server's answer for a library error, read by the client, is the same error."""
+    answer = wire.error_for_exception(exc)
+    body = json.loads(json.dumps(wire.error_body(answer)))
+    back = wire.error_from_answer(
+        wire.ErrorAnswer(answer.status, answer.code, answer.message, body, "http://h", False)
+    )
+    assert type(back) is type(exc)
+    assert str(back) == str(exc)
+    assert vars(back) == vars(exc)

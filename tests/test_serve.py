@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from osmo_store import ObjectType, Repository
-from osmo_store.http.client import AuthError, RemoteRefused, open_http_remote
+from osmo_store.errors import AuthError, RemoteRefused
+from osmo_store.http.client import open_http_remote
 
 from .waiting import wait_for_line
 

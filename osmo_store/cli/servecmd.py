@@ -76,7 +76,7 @@ def read_token(args: argparse.Namespace) -> str | None:
             raise UsageError(f"token file {path} is empty")
     else:
         token = os.environ.get("OSMO_TOKEN") or None
-    from ..http.server import validate_token
+    from ..http.auth import validate_token
 
     return validate_token(token)
 
@@ -95,7 +95,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, _repo: Repository | None) -> int:
-    from ..http.server import serve
+    from ..http.serve import serve
 
     token = read_token(args)
     root = args.root if args.root is not None else getattr(args, "store", None)

@@ -19,16 +19,16 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timezone
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
-from requests.utils import get_encoding_from_headers
 from urllib3.exceptions import (
     ConnectTimeoutError,
     DecodeError,
@@ -39,7 +39,7 @@ from urllib3.exceptions import (
 
 from osmo_store.errors import FatalModelError, ModelCallError, ModelError, UsageError
 
-from ..http.client import BearerToken
+from ..http.auth import BearerToken
 from .config import normalize_base_url
 
 logger = logging.getLogger(__name__)
@@ -69,59 +69,34 @@ class ChatResult:
     attempts: int
 
 
-class _EndpointAdapter(HTTPAdapter):
-    """requests' pooled adapter for a client that sends every request to one URL with the
-    same proxies and TLS settings: the per-call work whose answer never changes (finding
-    the connection pool, the request target, the TLS settings of the pool) is done on the
-    first call only, and responses are built without cookie extraction (the prepared
-    request never sends cookies back). This was a fifth of the client's CPU per call."""
+class _Answer:
+    """An HTTP answer with its whole body read."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._conn: Any = None
-        self._conn_key: tuple | None = None
-        self._url: tuple[str | None, str] | None = None
+    __slots__ = ("body", "headers", "reason", "status")
 
-    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):  # type: ignore[no-untyped-def]
-        key = (request.url, verify, tuple(sorted((proxies or {}).items())), cert)
-        if self._conn is None or self._conn_key != key:
-            self._conn = super().get_connection_with_tls_context(request, verify, proxies, cert)
-            self._conn_key = key
-            super().cert_verify(self._conn, request.url, verify, cert)
-        return self._conn
+    def __init__(self, status: int, reason: str, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # case-insensitive, as requests gives them
+        self.body = body
 
-    def cert_verify(self, conn, url, verify, cert) -> None:  # type: ignore[no-untyped-def]
-        pass  # done with the pool's lookup above, when the settings can have changed
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
 
-    def request_url(self, request, proxies) -> str:  # type: ignore[no-untyped-def]
-        if self._url is None or self._url[0] != request.url:
-            self._url = (request.url, super().request_url(request, proxies))
-        return self._url[1]
-
-    def build_response(self, req, resp) -> requests.Response:  # type: ignore[no-untyped-def]
-        response = requests.Response()
-        response.status_code = resp.status
-        response.headers = CaseInsensitiveDict(resp.headers)
-        response.encoding = get_encoding_from_headers(response.headers)
-        response.raw = resp
-        response.reason = resp.reason
-        response.url = req.url
-        response.request = req
-        response.connection = self
-        return response
-
-    def close(self) -> None:
-        self._conn = None
-        super().close()
+    def json(self) -> Any:
+        """The body as JSON (bytes: UTF-8/16/32 detected as RFC 8259 says); ValueError if
+        it is not JSON."""
+        return json.loads(self.body)
 
 
-def _read_body(response: requests.Response) -> None:
+def _read_body(response: requests.Response) -> bytes:
     """Read the whole body now, where transport errors are caught and retried, and so the
     connection goes back to the pool whatever the caller does with the answer. One read of
     the raw stream: ``Response.content`` reads it through a generator of 10 KB chunks, which
     was a tenth of the client's CPU per call. Errors are mapped as ``content`` maps them."""
     try:
-        body = response.raw.read(decode_content=True)
+        return response.raw.read(decode_content=True) or b""
     except ProtocolError as e:
         raise requests.exceptions.ChunkedEncodingError(e) from e
     except DecodeError as e:
@@ -132,9 +107,6 @@ def _read_body(response: requests.Response) -> None:
         raise requests.exceptions.SSLError(e) from e
     finally:
         response.raw.release_conn()
-    # What ``Response.content`` stores once it has read the body (so .text/.json() work).
-    response._content = body or b""
-    response._content_consumed = True
 
 
 def resolve_api_key(explicit: str | None) -> str | None:
@@ -204,7 +176,7 @@ class ChatClient:
         self.backoff_max = backoff_max
         self._api_key = api_key or None
         self._session = requests.Session()
-        adapter = _EndpointAdapter(
+        adapter = HTTPAdapter(
             pool_connections=pool_size, pool_maxsize=pool_size, pool_block=True, max_retries=0
         )
         self._session.mount("http://", adapter)
@@ -215,14 +187,20 @@ class ChatClient:
         # was a quarter of the CPU of a fast eval.
         self._session.trust_env = False
         self._proxies = requests.utils.get_environ_proxies(self.chat_url)
-        self._verify: bool | str = (
-            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        )
+        # TLS settings matter only for https or through a proxy. For plain http they are
+        # left out: with a CA bundle path, requests would stat it on every call.
+        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        uses_tls = urlsplit(self.chat_url).scheme == "https" or bool(self._proxies)
+        self._verify: bool | str = (ca_bundle or True) if uses_tls else True
         if self._api_key is not None:
             self._session.auth = BearerToken(self._api_key)
-        self._template = self._session.prepare_request(
+        # Every call goes to the same URL with the same headers (the session's defaults and
+        # auth): prepared once.
+        template = self._session.prepare_request(
             requests.Request("POST", self.chat_url, headers={"Content-Type": "application/json"})
         )
+        self._url = template.url
+        self._headers = dict(template.headers)
         self._adapter = self._session.get_adapter(self.chat_url)
         # Set once any HTTP answer arrives. Until then a refused connection means a wrong URL
         # or a server that is not running, and we fail fast; afterwards it may be a restart.
@@ -230,23 +208,26 @@ class ChatClient:
         self._closed = False
         self._rng = random.Random()
 
-    def _send(self, request: dict[str, Any]) -> requests.Response:
-        """POST through the session's pooled adapter, from a request prepared once: the
+    def _send(self, request: dict[str, Any]) -> _Answer:
+        """POST through the session's pooled adapter, with headers merged once: the
         per-call work of ``Session.post`` (merging settings, cookies, hooks, auth) is the
         same for every call and was most of the client's CPU at high concurrency.
         Redirects are not followed (a redirected POST would come back as a GET)."""
-        prepared = self._template.copy()
         body = json.dumps(request).encode("utf-8")
-        prepared.body = body
+        prepared = requests.PreparedRequest()
+        prepared.method = "POST"
+        prepared.url = self._url
+        prepared.headers = CaseInsensitiveDict(self._headers)
         prepared.headers["Content-Length"] = str(len(body))
+        prepared.body = body
         response = self._adapter.send(
             prepared,
             timeout=(min(self.timeout, MAX_CONNECT_TIMEOUT), self.timeout),
             verify=self._verify,
             proxies=self._proxies,
         )
-        _read_body(response)
-        return response
+        body = _read_body(response)
+        return _Answer(response.status_code, response.reason or "", response.headers, body)
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "unset"
@@ -277,9 +258,9 @@ class ChatClient:
                 problem, wait = self._transport_failure(exc, attempts), None
             else:
                 self._reached = True
-                if 200 <= response.status_code < 300:
+                if 200 <= response.status < 300:
                     return self._result(response, time.monotonic() - started, attempts)
-                status = response.status_code
+                status = response.status
                 problem, wait = self._http_failure(response, attempts)
             if attempts > self.max_retries:
                 self._fail(
@@ -335,9 +316,9 @@ class ChatClient:
             attempts=attempts,
         )
 
-    def _http_failure(self, response: requests.Response, attempts: int) -> tuple[str, float | None]:
+    def _http_failure(self, response: _Answer, attempts: int) -> tuple[str, float | None]:
         """Describe a retryable HTTP error and the server's requested wait, or raise."""
-        status = response.status_code
+        status = response.status
         code, excerpt = _error_excerpt(response)
         problem = f"HTTP {status}: {excerpt}"
         if status in FATAL_STATUSES or (status == 429 and code == "insufficient_quota"):
@@ -372,10 +353,10 @@ class ChatClient:
             )
         return problem, self._retry_after(response)
 
-    def _result(self, response: requests.Response, latency: float, attempts: int) -> ChatResult:
-        status = response.status_code
+    def _result(self, response: _Answer, latency: float, attempts: int) -> ChatResult:
+        status = response.status
         try:
-            data = json.loads(response.content)  # bytes: UTF-8/16/32 detected as RFC 8259 says
+            data = response.json()
         except ValueError:
             data = None
         if not isinstance(data, dict):
@@ -412,7 +393,7 @@ class ChatClient:
 
     # -- helpers --
 
-    def _retry_after(self, response: requests.Response) -> float | None:
+    def _retry_after(self, response: _Answer) -> float | None:
         wait = None
         millis = response.headers.get("retry-after-ms")  # OpenAI's finer-grained variant
         if millis:
@@ -459,7 +440,7 @@ def _error_text(data: Any) -> str:
     return _short(str(error)) if error is not None else ""
 
 
-def _error_excerpt(response: requests.Response) -> tuple[str | None, str]:
+def _error_excerpt(response: _Answer) -> tuple[str | None, str]:
     """(error code, short message) of an error response, whatever its body looks like."""
     try:
         data = response.json()

@@ -1,9 +1,10 @@
 """The HTTP backend: an ObjectStore and a RefStore that talk to ``osmo serve``.
 
-Wire protocol: docs/protocol.md. Objects travel as records ``id(32 raw bytes) | u32be
-length | stored bytes``; everything else is JSON. Every object is verified on this side too
-(before an upload, and by ``get`` after a download), so a broken or hostile server can
-refuse work but never hand us wrong bytes under a right id.
+Wire protocol: docs/protocol.md; its routes, limits, record framing and error codes come
+from ``protocol.py``. Objects travel as records; everything else is JSON. The server
+verifies every upload; every download is verified on this side (by ``get``, or by the
+caller of ``get_many_raw``), so a broken or hostile server can refuse work but never hand
+us wrong bytes under a right id.
 
 The token is sent as ``Authorization: Bearer ...`` by an auth object, never put in a URL,
 a repr or an exception message.
@@ -11,39 +12,26 @@ a repr or an exception message.
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.auth import AuthBase
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..backends.base import ObjectStore, StagedWriter
-from ..errors import (
-    CorruptObject,
-    InvalidObjectId,
-    InvalidRefName,
-    ObjectNotFound,
-    OsmoError,
-    RefConflict,
-    RefNotFound,
-    RemoteError,
-    StoreError,
-    UsageError,
-)
-from ..hashing import ObjectId, is_oid, oid_to_raw, parse_oid
-from ..objects import ObjectType, decode_object
+from ..errors import RecordStreamError, RemoteError, StoreError, UsageError
+from ..hashing import ObjectId, is_oid, parse_oid
+from ..objects import ObjectType
 from ..refs import ANY, ReflogEntry, RefStore, validate_ref_name
 from ..repo import STORE_VERSION
+from . import protocol as wire
+from .auth import BearerToken
+from .protocol import DEFAULT_MAX_BODY, encode_record, iter_records
 
-API_PREFIX = "/v1"
-DEFAULT_MAX_BODY = 256 * 2**20
-#: most ids one request may carry (missing / get) or records one upload may hold
-MAX_BATCH_IDS = 50_000
+# How the client splits batches: its own choice, within the protocol's MAX_BATCH_IDS.
 MISSING_CHUNK = 10_000
 GET_CHUNK = 10_000
 PUT_CHUNK_OBJECTS = 20_000
@@ -51,93 +39,8 @@ PUT_CHUNK_BYTES = 32 * 2**20
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 300.0
 
-RECORD_HEAD = struct.Struct(">32sI")
-MAX_RECORD_LEN = 2**32 - 1
-
-
-class AuthError(RemoteError):
-    """The server wants a token we did not send, or refused the one we sent (401)."""
-
-
-class RemoteRefused(RemoteError, StoreError):
-    """The server understood and refused (403): it is read-only, or append-only and the
-    update would delete a ref or move it backwards. ``code`` says which."""
-
-
-class RecordStreamError(OsmoError):
-    """A record stream that ends inside a record."""
-
-    def __init__(self, message: str, oid: ObjectId | None = None) -> None:
-        super().__init__(message)
-        self.oid = oid
-
-
-class RecordTooLarge(OsmoError):
-    """A record stream longer than the reader's budget."""
-
-
-# --- records (shared with osmo_store.http.server) -------------------------------------------
-
-
-def encode_record(oid: ObjectId, data: bytes) -> bytes:
-    if len(data) > MAX_RECORD_LEN:
-        raise StoreError(f"object {oid} is {len(data)} bytes stored; records hold < 4 GiB")
-    return RECORD_HEAD.pack(oid_to_raw(oid), len(data)) + data
-
-
-def read_exact(read: Callable[[int], bytes], n: int) -> bytes:
-    """Up to ``n`` bytes: fewer only at the end of the stream."""
-    parts = []
-    while n > 0:
-        chunk = read(min(n, 1 << 20))
-        if not chunk:
-            break
-        parts.append(chunk)
-        n -= len(chunk)
-    return b"".join(parts)
-
-
-def iter_records(
-    read: Callable[[int], bytes], budget: int | None = None
-) -> Iterator[tuple[ObjectId, bytes]]:
-    """Parse records until the stream ends cleanly between two records. A record whose
-    length would take the total past ``budget`` raises RecordTooLarge before its bytes are
-    read (so a forged length cannot make us allocate 4 GiB); a stream that ends inside a
-    record raises RecordStreamError."""
-    used = 0
-    while True:
-        head = read_exact(read, RECORD_HEAD.size)
-        if not head:
-            return
-        if len(head) < RECORD_HEAD.size:
-            raise RecordStreamError("stream ends inside a record header")
-        raw, length = RECORD_HEAD.unpack(head)
-        oid = ObjectId(raw.hex())
-        used += RECORD_HEAD.size + length
-        if budget is not None and used > budget:
-            raise RecordTooLarge(f"records exceed {budget} bytes")
-        data = read_exact(read, length)
-        if len(data) < length:
-            raise RecordStreamError(f"stream ends inside object {oid}", oid)
-        yield oid, data
-
 
 # --- the connection --------------------------------------------------------------------
-
-
-class BearerToken(AuthBase):
-    """Bearer auth as an auth object rather than a session header: requests then skips
-    ~/.netrc, which would otherwise replace the header with basic auth."""
-
-    def __init__(self, token: str) -> None:
-        self._header = f"Bearer {token}"
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = self._header
-        return request
-
-    def __repr__(self) -> str:
-        return "BearerToken(***)"
 
 
 def normalize_server_url(url: str) -> str:
@@ -162,13 +65,13 @@ class HttpConnection:
 
     def __init__(self, url: str, token: str | None = None, *, pool_size: int = 16) -> None:
         self.url = normalize_server_url(url)
-        self._api = self.url + API_PREFIX
+        self._api = self.url + wire.API_PREFIX
         self._has_token = bool(token)
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._session.headers.update({"User-Agent": "osmo-store"})
+        self._session.headers.update({"User-Agent": wire.USER_AGENT})
         if token:
             self._session.auth = BearerToken(token)
 
@@ -189,7 +92,7 @@ class HttpConnection:
         stream: bool = False,
     ) -> requests.Response:
         """Send one request; a non-200 answer raises the matching library error."""
-        headers = {"Content-Type": "application/octet-stream"} if data is not None else None
+        headers = {wire.CONTENT_TYPE: wire.RECORDS_TYPE} if data is not None else None
         try:
             response = self._session.request(
                 method,
@@ -231,8 +134,8 @@ class HttpConnection:
 
     def info(self) -> dict[str, Any]:
         """``GET /v1/info``, checked to come from an osmo server of our store format."""
-        info = self.get_json("/info")
-        if info.get("server") != "osmo":
+        info = self.get_json(wire.INFO)
+        if info.get("server") != wire.SERVER_NAME:
             raise RemoteError(f"{self.url} is not an osmo server")
         if info.get("store_format") != STORE_VERSION:
             raise RemoteError(
@@ -243,7 +146,6 @@ class HttpConnection:
         return info
 
     def _raise_for(self, response: requests.Response) -> None:
-        status = response.status_code
         try:
             body = response.json()
         except ValueError:
@@ -254,45 +156,8 @@ class HttpConnection:
         message = body.get("message")
         if not isinstance(message, str):
             message = " ".join(response.text[:200].split()) or response.reason or ""
-        if status == 401:
-            problem = "refused the token" if self._has_token else "needs a token"
-            raise AuthError(
-                f"the osmo server at {self.url} {problem}",
-                status=401,
-                code=code,
-                hint="set OSMO_TOKEN or --token-file",
-            )
-        if status == 403:
-            raise RemoteRefused(f"{self.url}: {message}", status=403, code=code)
-        if code == "not_found" and is_oid(body.get("id")):
-            raise ObjectNotFound(body["id"])
-        if code == "ref_not_found" and isinstance(body.get("name"), str):
-            raise RefNotFound(body["name"])
-        if code == "conflict" and isinstance(body.get("name"), str):
-            expected = body.get("expected")
-            current = body.get("current")
-            raise RefConflict(
-                body["name"],
-                expected if is_oid(expected) else None,
-                current if is_oid(current) else None,
-            )
-        if code == "invalid_id":
-            raise InvalidObjectId(str(body.get("id", "")))
-        if code == "invalid_ref_name":
-            name = str(body.get("name", ""))
-            raise InvalidRefName(name, message.removeprefix(f"invalid ref name {name!r}: "))
-        if code == "bad_object" and is_oid(body.get("id")):
-            raise CorruptObject(body["id"], f"refused by the server: {message}")
-        if status == 413:
-            raise RemoteError(
-                f"the osmo server at {self.url} refused a request as too large: {message}",
-                status=413,
-                code=code,
-            )
-        if status == 404 and code is None:
-            raise RemoteError(f"{self.url} is not an osmo server (404)", status=404)
-        raise RemoteError(
-            f"the osmo server at {self.url} answered {status}: {message}", status=status, code=code
+        raise wire.error_from_answer(
+            wire.ErrorAnswer(response.status_code, code, message, body, self.url, self._has_token)
         )
 
 
@@ -360,14 +225,14 @@ class HttpObjectStore(ObjectStore):
             records.close()
 
     def _put_raw(self, oid: ObjectId, data: bytes) -> None:
-        self._upload([(oid, data)], verify=False)
+        self._upload([(oid, data)])
 
     def _has(self, oid: ObjectId) -> bool:
         return not self._missing([oid])
 
     def iter_ids(self) -> Iterator[ObjectId]:
         url = self.connection.url
-        response = self.connection.request("GET", "/objects", stream=True)
+        response = self.connection.request("GET", wire.OBJECTS, stream=True)
         try:
             for line in response.iter_lines(chunk_size=1 << 16):
                 if line:
@@ -392,7 +257,7 @@ class HttpObjectStore(ObjectStore):
         return out
 
     def _missing(self, chunk: list[ObjectId]) -> list[ObjectId]:
-        body = self.connection.post_json("/objects/missing", {"ids": chunk})
+        body = self.connection.post_json(wire.OBJECTS_MISSING, {"ids": chunk})
         answer = body.get("missing")
         if not isinstance(answer, list):
             raise RemoteError(f"the osmo server at {self.connection.url} sent no 'missing' list")
@@ -406,7 +271,9 @@ class HttpObjectStore(ObjectStore):
 
     def _fetch(self, chunk: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
         url = self.connection.url
-        response = self.connection.request("POST", "/objects/get", json={"ids": chunk}, stream=True)
+        response = self.connection.request(
+            "POST", wire.OBJECTS_GET, json={"ids": chunk}, stream=True
+        )
         try:
             records = iter_records(response.raw.read)
             for want in chunk:
@@ -433,7 +300,7 @@ class HttpObjectStore(ObjectStore):
         (objects of earlier requests stay, unreferenced, if a later one fails), which is
         harmless: nothing names them until a ref is moved."""
         self._check_writable()
-        return self._upload(items, verify=False)  # the server verifies every object
+        return self._upload(items)
 
     def put_many(self, objects: Iterable[tuple[ObjectType, bytes]]) -> list[ObjectId]:
         with self.bulk() as w:
@@ -447,14 +314,12 @@ class HttpObjectStore(ObjectStore):
         yield writer
         writer.finish()
 
-    def _upload(self, items: Iterable[tuple[ObjectId, bytes]], *, verify: bool) -> int:
+    def _upload(self, items: Iterable[tuple[ObjectId, bytes]]) -> int:
         limit = min(PUT_CHUNK_BYTES, self.max_body)
         batch: list[bytes] = []
         size = n = 0
         for oid, data in items:
             oid = parse_oid(oid)
-            if verify:
-                decode_object(oid, data)
             record = encode_record(oid, data)
             if len(record) > self.max_body:
                 raise RemoteError(
@@ -472,7 +337,7 @@ class HttpObjectStore(ObjectStore):
         return n
 
     def _send(self, records: list[bytes]) -> None:
-        self.connection.request("POST", "/objects/put", data=b"".join(records)).close()
+        self.connection.request("POST", wire.OBJECTS_PUT, data=b"".join(records)).close()
 
 
 class _UploadingWriter(StagedWriter):
@@ -482,7 +347,7 @@ class _UploadingWriter(StagedWriter):
     store: HttpObjectStore
 
     def finish(self) -> None:
-        self.store._upload(self._pending.items(), verify=False)
+        self.store._upload(self._pending.items())
         self._pending.clear()
 
 
@@ -503,12 +368,12 @@ class HttpRefStore(RefStore):
         self.connection.close()
 
     def read(self, name: str) -> ObjectId | None:
-        body = self.connection.get_json("/refs", {"name": validate_ref_name(name)})
+        body = self.connection.get_json(wire.REFS, {"name": validate_ref_name(name)})
         return self._refs(body).get(name)
 
     def list(self, prefix: str = "refs/") -> dict[str, ObjectId]:
         return dict(
-            sorted(self._refs(self.connection.get_json("/refs", {"prefix": prefix})).items())
+            sorted(self._refs(self.connection.get_json(wire.REFS, {"prefix": prefix})).items())
         )
 
     def _refs(self, body: dict[str, Any]) -> dict[str, ObjectId]:
@@ -521,11 +386,11 @@ class HttpRefStore(RefStore):
         self, name: str, new: ObjectId | None, expected: object, entry: ReflogEntry | None
     ) -> None:
         self.connection.post_json(
-            "/refs/update",
+            wire.REFS_UPDATE,
             {
                 "name": name,
                 "new": new,
-                "expected": "*" if expected is ANY else expected,
+                "expected": wire.EXPECT_ANY if expected is ANY else expected,
                 "who": entry.who if entry else "",
                 "message": entry.message if entry else "",
                 "log": entry is not None,
@@ -533,7 +398,7 @@ class HttpRefStore(RefStore):
         )
 
     def reflog(self, name: str) -> list[ReflogEntry]:
-        body = self.connection.get_json("/reflog", {"name": validate_ref_name(name)})
+        body = self.connection.get_json(wire.REFLOG, {"name": validate_ref_name(name)})
         entries = body.get("entries")
         if not isinstance(entries, list):
             raise RemoteError(f"the osmo server at {self.connection.url} sent no reflog")
@@ -554,7 +419,7 @@ class HttpRefStore(RefStore):
             ) from None
 
     def reflog_names(self) -> list[str]:
-        names = self.connection.get_json("/reflogs").get("names")
+        names = self.connection.get_json(wire.REFLOGS).get("names")
         if not isinstance(names, list):
             raise RemoteError(f"the osmo server at {self.connection.url} sent no reflog names")
         return sorted(str(n) for n in names)
