@@ -28,7 +28,7 @@ from osmo_store.eval.client import (
 from osmo_store.testing.mockserver import ArithmeticResponder, MockServer, solve_arithmetic
 
 from .conftest import ROOT
-from .waiting import DEADLINE
+from .waiting import DEADLINE, wait_until
 
 ClientFactory = Callable[..., ChatClient]
 
@@ -536,3 +536,27 @@ def test_gzip_chunked_and_cut_short_bodies(make_client: ClientFactory) -> None:
         assert srv.requests == 4
     finally:
         srv.close()
+
+
+def test_mock_server_settles_only_once_a_dead_clients_request_is_counted() -> None:
+    """A client that sends a request and dies at once (as a SIGKILLed eval does) leaves it
+    on the wire: ``calls`` may not count it yet, and ``settled`` says so until it does."""
+    gate = threading.Event()
+
+    def responder(request: dict) -> str:
+        gate.wait(DEADLINE)
+        return "ok"
+
+    with MockServer(responder=responder) as srv:
+        host, port = srv.base_url.split("//")[1].split("/")[0].split(":")
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            f"\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
+        )
+        sock.close()  # the client is gone; its request is not
+        assert not srv.settled()  # open (being answered) or waiting to be accepted
+        gate.set()
+        wait_until(srv.settled, what="the server to finish with the dead client")
+        assert srv.calls == 1

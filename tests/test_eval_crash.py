@@ -121,6 +121,9 @@ def check_resume(osmo_bin: str, store: Path, project: Path, srv: MockServer) -> 
     with Repository.open(store) as repo:
         report = fsck(repo)
         assert report.ok, report.problems
+    # A killed eval's last requests may still be on their way into the server (read and
+    # counted after its death): count from when they all are.
+    wait_until(srv.settled, what="the mock server to have read every request sent so far")
     before = srv.calls
     r = subprocess.run(eval_cmd(osmo_bin, store, srv.base_url), cwd=project,
                        capture_output=True, text=True, timeout=120)  # fmt: skip

@@ -21,6 +21,7 @@ import json
 import logging
 import random
 import re
+import select
 import signal
 import socket
 import socketserver
@@ -263,6 +264,7 @@ class _HTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], mock: MockServer) -> None:
         self.mock = mock
         self._connections: set[socket.socket] = set()
+        self._accepting = 0  # accept() calls under way
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
 
@@ -276,12 +278,30 @@ class _HTTPServer(ThreadingHTTPServer):
         # Clients that gave up (timeouts) make writes fail; that is expected, not worth stderr.
         logger.debug("mock server: error serving %s", client_address, exc_info=True)
 
-    def track(self, conn: socket.socket, *, active: bool) -> None:
+    def forget(self, conn: socket.socket) -> None:
         with self._connections_lock:
-            if active:
+            self._connections.discard(conn)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        # Tracked from the accept on, not from when the handler thread starts, so that
+        # ``settled`` never misses a connection that has left the backlog.
+        with self._connections_lock:
+            self._accepting += 1
+        try:
+            conn, address = super().get_request()
+            with self._connections_lock:
                 self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
+            return conn, address
+        finally:
+            with self._connections_lock:
+                self._accepting -= 1
+
+    def settled(self) -> bool:
+        """No client connection open and none waiting to be accepted. The backlog is looked
+        at first: a connection that leaves it afterwards is being accepted or tracked."""
+        waiting, _, _ = select.select([self.socket], [], [], 0)
+        with self._connections_lock:
+            return not waiting and not self._accepting and not self._connections
 
     def drop_connections(self) -> None:
         """Wake handler threads blocked reading idle keep-alive connections, so close() is quick."""
@@ -301,15 +321,11 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _HTTPServer
 
-    def setup(self) -> None:
-        super().setup()
-        self.server.track(self.connection, active=True)
-
     def finish(self) -> None:
         try:
             super().finish()
         finally:
-            self.server.track(self.connection, active=False)
+            self.server.forget(self.connection)
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
@@ -520,6 +536,13 @@ class MockServer:
             self._timeouts.extend([delay] * count)
 
     # -- counters --
+
+    def settled(self) -> bool:
+        """True once every request that clients have sent has been counted in ``calls``:
+        no connection is open and none waits to be accepted. A client killed with requests
+        on the wire leaves them to be read after its death; wait for this (with a deadline)
+        before reading ``calls`` to count what a later client asks."""
+        return self._httpd.settled()
 
     @property
     def calls(self) -> int:
