@@ -150,10 +150,11 @@ class ObjectStore(ABC):
     def refresh(self) -> None:  # noqa: B027 - optional hook
         """See what other processes wrote since this store last looked (new packs)."""
 
-    def after_bulk_write(self) -> None:  # noqa: B027 - optional hook
+    def after_bulk_write(self, *, more_coming: bool = False) -> None:  # noqa: B027
         """Called by whoever just wrote many objects (an eval's commit, a sync, a push the
         server took): the backend's one chance to tidy up (the local store bounds its
-        number of packs here). Never required for correctness."""
+        number of packs here). ``more_coming``: the writer will write again soon (an eval's
+        group commits), so only cheap tidying now. Never required for correctness."""
 
     def release_idle_lease(self, max_idle_s: float) -> bool:
         """Let go of the writer lease if nothing was written for ``max_idle_s`` (a server

@@ -9,7 +9,7 @@ place compaction is triggered from. Two rules:
   per level, log_F(c) levels, and rewrites each object at most log_F(c) times (with F = 8: 3
   times in 500 commits), so an eval's many small commits do not become many small packs.
 - *bound*: past ``MAX_PACKS`` packs in the store (many evals, pushes received, pulls), the
-  smaller half is folded into one pack.
+  smaller half is folded into one pack; not between an eval's commits, only at its end.
 
 Both skip, rather than wait, when gc or repack holds the maintenance lock: compaction is never
 needed for correctness, and a writer must never wait for gc.
@@ -61,9 +61,15 @@ class PackTiers:
                     self._packs.append((new_idx, level + 1))
 
 
-def compact(store: LocalObjectStore, tiers: PackTiers, *, max_packs: int = MAX_PACKS) -> bool:
-    """Apply both rules; False if there was nothing to do or gc/repack was at work."""
-    if not tiers.mergeable() and len(store.packs()) <= max_packs:
+def compact(
+    store: LocalObjectStore, tiers: PackTiers, *, bound: bool = True, max_packs: int = MAX_PACKS
+) -> bool:
+    """Apply the tiers rule, and the bound unless ``bound`` is false; False if there was
+    nothing to do or gc/repack was at work. A writer between two of its commits (an eval
+    recording answers) passes ``bound=False``: folding half of a big store's packs could
+    hold up its next commit for long, and the bound is kept when it is done."""
+    over = bound and len(store.packs()) > max_packs
+    if not tiers.mergeable() and not over:
         return False
     lock = maintenance_lock(store.layout.maintenance_lock)
     try:
@@ -72,6 +78,8 @@ def compact(store: LocalObjectStore, tiers: PackTiers, *, max_packs: int = MAX_P
         return False
     try:
         tiers.merge(store)
+        if not bound:
+            return True
         store.reload_packs()
         packs = store.packs()
         if len(packs) > max_packs:

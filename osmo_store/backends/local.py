@@ -98,8 +98,8 @@ class LocalObjectStore(ObjectStore):
     def refresh(self) -> None:
         self.reload_packs()
 
-    def after_bulk_write(self) -> None:
-        compact(self, self._tiers)
+    def after_bulk_write(self, *, more_coming: bool = False) -> None:
+        compact(self, self._tiers, bound=not more_coming)
 
     def packs(self) -> list[PackReader]:
         with self._lock:

@@ -195,8 +195,9 @@ class Recorder:
                     update_index(self.repo, index_changes)  # another eval moved it: redo on top
                 except (CorruptObject, MalformedObject) as e:
                     self._index_is_damaged(e)
-        # Each commit wrote a pack: the store folds them as they pile up.
-        self.repo.objects.after_bulk_write()
+        # Each commit wrote a pack: the store folds them as they pile up (the bound on the
+        # store's pack count waits for the eval's end, see run_eval).
+        self.repo.objects.after_bulk_write(more_coming=True)
         return run_id
 
     def _index_is_damaged(self, e: Exception) -> None:
