@@ -94,6 +94,5 @@ def compact(
 
 def maintenance_lock(path: Path, timeout: float = MAINTENANCE_LOCK_TIMEOUT) -> FileLock:
     """gc, repack and compaction exclude each other (writers never wait for any of them)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     what = "store maintenance (another gc or repack is running)"
     return FileLock(path, timeout=timeout, what=what)

@@ -31,7 +31,6 @@ class LocalRefStore(RefStore):
 
     def _lock(self, name: str) -> FileLock:
         path = self.layout.lock(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
         # A new FileLock per use: each holds its own fd, so threads of one process exclude
         # each other too (flock is per open file description). The kernel drops it on death.
         return FileLock(path, timeout=self.lock_timeout, what=f"ref {name}")

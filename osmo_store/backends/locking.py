@@ -34,7 +34,11 @@ class FileLock:
             raise RuntimeError(f"lock {self.path} is already held by this object")
         wait = 0.0 if not blocking else self.timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the first lock of its folder (locks/refs/..., evals/)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             while True:
                 try:
@@ -54,10 +58,6 @@ class FileLock:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)  # closing the last descriptor of the description drops the lock
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
 
     def __enter__(self) -> FileLock:
         self.acquire()

@@ -29,7 +29,6 @@ def config_ref(config_id: str) -> str:
 def eval_lock(repo: Repository, config_id: str, timeout: float) -> FileLock:
     assert repo.layout is not None
     path = repo.layout.lock(f"evals/{config_id}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(path, timeout=timeout, what=f"the eval of config {config_id[:12]}")
 
 

@@ -42,7 +42,6 @@ def _save_config(repo: Repository, config: dict[str, Any]) -> None:
 
 def _config_lock(repo: Repository) -> FileLock:
     assert repo.layout is not None
-    repo.layout.locks.mkdir(exist_ok=True)
     return FileLock(repo.layout.config_lock, timeout=30, what="the store's settings")
 
 
