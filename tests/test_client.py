@@ -560,3 +560,66 @@ def test_mock_server_settles_only_once_a_dead_clients_request_is_counted() -> No
         gate.set()
         wait_until(srv.settled, what="the server to finish with the dead client")
         assert srv.calls == 1
+
+
+class _ForwardProxy:
+    """A plain HTTP forward proxy on 127.0.0.1: takes absolute-URI requests, passes them on
+    and counts them (what ``http_proxy`` points at in a company network)."""
+
+    def __init__(self) -> None:
+        import http.client
+        import http.server
+
+        proxy = self
+        self.seen: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                proxy.seen.append(self.path)
+                parts = self.path.split("/", 3)  # http:, '', host:port, rest
+                upstream = http.client.HTTPConnection(parts[2], timeout=DEADLINE)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                upstream.request("POST", "/" + parts[3], body=body, headers=headers)
+                answer = upstream.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                self.send_header("Content-Type", answer.getheader("Content-Type", ""))
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                upstream.close()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.mark.parametrize("bypass", [False, True])
+def test_calls_go_through_the_environments_proxy_unless_no_proxy_says_not(
+    server: MockServer,
+    make_client: ClientFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    bypass: bool,
+) -> None:
+    proxy = _ForwardProxy()
+    try:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("http_proxy", proxy.url)
+        if bypass:
+            monkeypatch.setenv("no_proxy", "127.0.0.1")
+        client = make_client(server.base_url)
+        assert client.chat(ask("6 * 7")).message["content"] == "42"
+        expected = [] if bypass else [f"{server.base_url}/chat/completions"]
+        assert proxy.seen == expected
+        assert len(server.requests) == 1
+    finally:
+        proxy.close()

@@ -19,27 +19,25 @@ import math
 import os
 import random
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timezone
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
-import requests
 import urllib3
-from requests.adapters import HTTPAdapter
-from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import (
     ConnectTimeoutError,
-    DecodeError,
+    HTTPError,
     NewConnectionError,
     ProtocolError,
-    ReadTimeoutError,
+    SSLError,
 )
+from urllib3.exceptions import TimeoutError as _TimeoutError
 
 from osmo_store.errors import FatalModelError, ModelCallError, ModelError, UsageError
 
-from ..http.auth import BearerToken
 from .config import normalize_base_url
 
 logger = logging.getLogger(__name__)
@@ -77,7 +75,7 @@ class _Answer:
     def __init__(self, status: int, reason: str, headers: Mapping[str, str], body: bytes) -> None:
         self.status = status
         self.reason = reason
-        self.headers = headers  # case-insensitive, as requests gives them
+        self.headers = headers  # case-insensitive, as urllib3 gives them
         self.body = body
 
     @property
@@ -88,25 +86,6 @@ class _Answer:
         """The body as JSON (bytes: UTF-8/16/32 detected as RFC 8259 says); ValueError if
         it is not JSON."""
         return json.loads(self.body)
-
-
-def _read_body(response: requests.Response) -> bytes:
-    """Read the whole body now, where transport errors are caught and retried, and so the
-    connection goes back to the pool whatever the caller does with the answer. One read of
-    the raw stream: ``Response.content`` reads it through a generator of 10 KB chunks, which
-    was a tenth of the client's CPU per call. Errors are mapped as ``content`` maps them."""
-    try:
-        return response.raw.read(decode_content=True) or b""
-    except ProtocolError as e:
-        raise requests.exceptions.ChunkedEncodingError(e) from e
-    except DecodeError as e:
-        raise requests.exceptions.ContentDecodingError(e) from e
-    except ReadTimeoutError as e:
-        raise requests.exceptions.ConnectionError(e) from e
-    except urllib3.exceptions.SSLError as e:
-        raise requests.exceptions.SSLError(e) from e
-    finally:
-        response.raw.release_conn()
 
 
 def resolve_api_key(explicit: str | None) -> str | None:
@@ -175,33 +154,19 @@ class ChatClient:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self._api_key = api_key or None
-        self._session = requests.Session()
-        adapter = HTTPAdapter(
-            pool_connections=pool_size, pool_maxsize=pool_size, pool_block=True, max_retries=0
-        )
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._session.headers.update({"Accept": "application/json", "User-Agent": "osmo-store"})
-        # Read the environment's proxy and CA settings once, not on every request: with
-        # trust_env on, requests re-scans os.environ and stats ~/.netrc per call, which
-        # was a quarter of the CPU of a fast eval.
-        self._session.trust_env = False
-        self._proxies = requests.utils.get_environ_proxies(self.chat_url)
-        # TLS settings matter only for https or through a proxy. For plain http they are
-        # left out: with a CA bundle path, requests would stat it on every call.
-        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        uses_tls = urlsplit(self.chat_url).scheme == "https" or bool(self._proxies)
-        self._verify: bool | str = (ca_bundle or True) if uses_tls else True
+        self._pool = _Pool(self.chat_url, pool_size)
+        # One request target and one set of headers for every call: the pool is this
+        # endpoint's own (or a proxy's, which takes the absolute URL).
+        self._target = self.chat_url if self._pool.proxied else _path_of(self.chat_url)
+        self._headers = {
+            "User-Agent": "osmo-store",
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+            "Content-Type": "application/json",
+        }
         if self._api_key is not None:
-            self._session.auth = BearerToken(self._api_key)
-        # Every call goes to the same URL with the same headers (the session's defaults and
-        # auth): prepared once.
-        template = self._session.prepare_request(
-            requests.Request("POST", self.chat_url, headers={"Content-Type": "application/json"})
-        )
-        self._url = template.url
-        self._headers = dict(template.headers)
-        self._adapter = self._session.get_adapter(self.chat_url)
+            self._headers["Authorization"] = f"Bearer {self._api_key}"
+        self._timeout = urllib3.Timeout(connect=min(timeout, MAX_CONNECT_TIMEOUT), read=timeout)
         # Set once any HTTP answer arrives. Until then a refused connection means a wrong URL
         # or a server that is not running, and we fail fast; afterwards it may be a restart.
         self._reached = False
@@ -209,25 +174,21 @@ class ChatClient:
         self._rng = random.Random()
 
     def _send(self, request: dict[str, Any]) -> _Answer:
-        """POST through the session's pooled adapter, with headers merged once: the
-        per-call work of ``Session.post`` (merging settings, cookies, hooks, auth) is the
-        same for every call and was most of the client's CPU at high concurrency.
-        Redirects are not followed (a redirected POST would come back as a GET)."""
-        body = json.dumps(request).encode("utf-8")
-        prepared = requests.PreparedRequest()
-        prepared.method = "POST"
-        prepared.url = self._url
-        prepared.headers = CaseInsensitiveDict(self._headers)
-        prepared.headers["Content-Length"] = str(len(body))
-        prepared.body = body
-        response = self._adapter.send(
-            prepared,
-            timeout=(min(self.timeout, MAX_CONNECT_TIMEOUT), self.timeout),
-            verify=self._verify,
-            proxies=self._proxies,
+        """POST through the pool and read the whole answer, so transport errors surface here
+        (where they are retried) and the connection goes back to the pool whatever the caller
+        does next. Redirects are not followed (a redirected POST would come back as a GET)."""
+        response = self._pool.urlopen(
+            "POST",
+            self._target,
+            body=json.dumps(request).encode("utf-8"),
+            headers=self._headers,
+            retries=False,
+            redirect=False,
+            timeout=self._timeout,
+            preload_content=True,
+            decode_content=True,
         )
-        body = _read_body(response)
-        return _Answer(response.status_code, response.reason or "", response.headers, body)
+        return _Answer(response.status, response.reason or "", response.headers, response.data)
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "unset"
@@ -241,7 +202,7 @@ class ChatClient:
 
     def close(self) -> None:
         self._closed = True
-        self._session.close()
+        self._pool.close()
 
     def chat(self, request: dict[str, Any]) -> ChatResult:
         """Send one chat completion request, retrying transient failures."""
@@ -253,7 +214,7 @@ class ChatClient:
             started = time.monotonic()
             try:
                 response = self._send(request)
-            except requests.RequestException as exc:
+            except HTTPError as exc:
                 status = None
                 problem, wait = self._transport_failure(exc, attempts), None
             else:
@@ -283,9 +244,9 @@ class ChatClient:
 
     # -- classification --
 
-    def _transport_failure(self, exc: requests.RequestException, attempts: int) -> str:
+    def _transport_failure(self, exc: HTTPError, attempts: int) -> str:
         """Describe a retryable failure without an HTTP answer, or raise if it is final."""
-        if isinstance(exc, requests.exceptions.SSLError):
+        if isinstance(exc, SSLError):
             self._fail(
                 FatalModelError,
                 f"TLS error talking to {self.chat_url}: {_short(str(exc))}",
@@ -306,9 +267,9 @@ class ChatClient:
                     hint="is the model server running? check --base-url",
                 )
             return problem
-        if isinstance(exc, requests.exceptions.Timeout):
+        if isinstance(exc, _TimeoutError):
             return f"no response within {self.timeout:g}s"
-        if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+        if isinstance(exc, ProtocolError):  # reset or closed mid-answer: a restart, perhaps
             return f"connection lost: {_os_reason(exc)}"
         self._fail(
             ModelCallError,
@@ -424,6 +385,54 @@ class ChatClient:
         raise kind(self._redact(message), status=status, attempts=attempts, hint=hint)
 
 
+class _Pool:
+    """The connections to one endpoint: urllib3's pool for it, or a proxy's when the
+    environment names one for it (``https_proxy``, ``http_proxy``, ``all_proxy``, minus
+    ``no_proxy``, read once). ``proxied`` says whether requests go by absolute URL."""
+
+    def __init__(self, url: str, pool_size: int) -> None:
+        parts = urlsplit(url)
+        proxy = None
+        if not urllib.request.proxy_bypass(parts.hostname or ""):
+            proxies = urllib.request.getproxies()
+            proxy = proxies.get(parts.scheme) or proxies.get("all")
+        tls: dict[str, Any] = {}
+        if parts.scheme == "https" or proxy:
+            # requests' CA choice, so a working setup keeps working: the bundle named in the
+            # environment, else certifi's (installed with requests).
+            import certifi
+
+            tls["ca_certs"] = (
+                os.environ.get("REQUESTS_CA_BUNDLE")
+                or os.environ.get("CURL_CA_BUNDLE")
+                or certifi.where()
+            )
+        # block=True: callers beyond pool_size wait for a free connection instead of
+        # opening throwaway ones; retries are ours (ChatClient.chat).
+        options: dict[str, Any] = {"maxsize": pool_size, "block": True, "retries": False, **tls}
+        self.proxied = proxy is not None
+        if proxy is None:
+            self._manager: Any = urllib3.connection_from_url(url, **options)
+        elif proxy.startswith("socks"):
+            from urllib3.contrib.socks import SOCKSProxyManager  # needs PySocks, as in requests
+
+            self._manager = SOCKSProxyManager(proxy, num_pools=1, **options)
+        else:
+            self._manager = urllib3.ProxyManager(proxy, num_pools=1, **options)
+        self.urlopen = self._manager.urlopen
+
+    def close(self) -> None:
+        if isinstance(self._manager, urllib3.PoolManager):
+            self._manager.clear()
+        else:
+            self._manager.close()
+
+
+def _path_of(url: str) -> str:
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
 def _short(text: str) -> str:
     """One line of at most ``_EXCERPT_CHARS`` characters."""
     line = " ".join(text.split())
@@ -453,7 +462,7 @@ def _error_excerpt(response: _Answer) -> tuple[str | None, str]:
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and what it wraps: requests and urllib3 nest the real error in args/reason."""
+    """``exc`` and what it wraps: urllib3 nests the real error in args/reason."""
     seen: set[int] = set()
     stack: list[BaseException] = [exc]
     while stack:
@@ -469,20 +478,13 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 def _is_connect_failure(exc: BaseException) -> bool:
     """True if no connection was made (refused, DNS, unreachable, connect timeout)."""
-    return any(
-        isinstance(e, (NewConnectionError, ConnectTimeoutError, requests.exceptions.ConnectTimeout))
-        for e in _causes(exc)
-    )
+    return any(isinstance(e, (NewConnectionError, ConnectTimeoutError)) for e in _causes(exc))
 
 
 def _os_reason(exc: BaseException) -> str:
     """The operating system's words for a network failure ("Connection refused")."""
     for cause in _causes(exc):
-        if (
-            isinstance(cause, OSError)
-            and cause.strerror
-            and not isinstance(cause, requests.RequestException)
-        ):
+        if isinstance(cause, OSError) and cause.strerror:
             return cause.strerror
         if isinstance(cause, ConnectTimeoutError) and "timed out" in str(cause):
             return "connection timed out"
