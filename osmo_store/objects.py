@@ -9,9 +9,9 @@ every decode re-hashes. See objects_spec.md for the byte-level rules.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 import blake3
 import zstandard
@@ -118,14 +118,27 @@ def stored_content_size(data: bytes) -> int:
     return max(zstandard.frame_content_size(data), 0)
 
 
-@dataclass(frozen=True)
-class RunRecord:
+class _RunRecordFields(NamedTuple):
+    tree: ObjectId
+    parents: tuple[ObjectId, ...]
+    meta: dict[str, Any]
+
+
+# The core's value types are NamedTuples, not dataclasses: `dataclasses` (with `inspect`)
+# was a tenth of the start-up of every `osmo` command.
+class RunRecord(_RunRecordFields):
     """A commit-like record: the manifest tree it describes, its parents, and metadata
     (config, provenance, status, summary) as a JSON object."""
 
-    tree: ObjectId
-    parents: tuple[ObjectId, ...] = ()
-    meta: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        tree: ObjectId,
+        parents: Iterable[ObjectId] = (),
+        meta: dict[str, Any] | None = None,
+    ) -> RunRecord:
+        return super().__new__(cls, tree, tuple(parents), {} if meta is None else meta)
 
     def to_content(self) -> bytes:
         return canonical_json({"tree": self.tree, "parents": list(self.parents), "meta": self.meta})

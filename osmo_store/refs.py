@@ -11,7 +11,7 @@ import os
 import re
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import InvalidRefName, RefConflict, RefNotFound
 from .hashing import ZERO_ID, ObjectId, is_oid
@@ -67,8 +67,7 @@ def default_who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-@dataclass(frozen=True)
-class ReflogEntry:
+class ReflogEntry(NamedTuple):
     old: ObjectId | None
     new: ObjectId | None
     time_ns: int

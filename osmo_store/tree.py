@@ -17,8 +17,7 @@ objects_spec.md, "tree".
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import blake3
 
@@ -40,8 +39,7 @@ class NodeStore(Protocol):
     def put(self, otype: ObjectType, content: bytes) -> ObjectId: ...
 
 
-@dataclass(frozen=True)
-class TreeEntry:
+class TreeEntry(NamedTuple):
     name: str
     type: ObjectType
     oid: ObjectId
@@ -99,14 +97,12 @@ def _get_varint(buf: bytes, pos: int) -> tuple[int, int]:
 _Item = tuple[bytes, bytes, ObjectType, ObjectId]
 
 
-@dataclass(frozen=True)
-class Leaf:
+class Leaf(NamedTuple):
     depth: int
     entries: tuple[TreeEntry, ...]
 
 
-@dataclass(frozen=True)
-class Internal:
+class Internal(NamedTuple):
     depth: int
     children: tuple[tuple[int, ObjectId, int], ...]  # (nibble, child id, entry count)
 

@@ -9,6 +9,7 @@ import os
 import select
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .. import __version__
 from ..errors import OsmoError
@@ -47,7 +48,9 @@ class _Peek(argparse.ArgumentParser):
 def modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
     """The command modules that parsing ``argv`` needs: the named command's, none for a bare
     ``--version``, and all of them otherwise (help, or a usage error that lists commands)."""
-    peek = _Peek(add_help=False)
+    # It never prints help: a fixed width spares the terminal lookup (see _help_width).
+    fixed = functools.partial(argparse.HelpFormatter, width=80)
+    peek = _Peek(add_help=False, formatter_class=fixed)
     peek.add_argument("-h", "--help", action="store_true")
     peek.add_argument("--version", action="store_true")
     peek.add_argument("--store")
@@ -66,30 +69,47 @@ def modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(COMMAND_MODULES)
 
 
+def _help_width() -> int:
+    """The width argparse would give help: ``$COLUMNS``, else the terminal's, else 80, less
+    2. Computed here once because argparse sizes a new formatter in every ``add_argument``
+    (to check metavars) through ``shutil``, whose import (bz2, lzma) was 2 ms of every start."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return (columns or 80) - 2
+
+
 def build_parser(
     width: int | None = None, modules: Sequence[str] = tuple(COMMAND_MODULES)
 ) -> argparse.ArgumentParser:
     """The CLI with the commands of ``modules`` (default: all). ``width`` fixes the help
     width (the docs are generated at 88)."""
-    fmt = (
-        functools.partial(argparse.HelpFormatter, width=width) if width else argparse.HelpFormatter
-    )
+    fmt = functools.partial(argparse.HelpFormatter, width=width or _help_width())
+
+    class Parser(argparse.ArgumentParser):
+        """Every parser of the CLI formats help at one width: subcommands' parsers, made by
+        ``add_subparsers`` anywhere, are of their parent's class."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("formatter_class", fmt)
+            super().__init__(*args, **kwargs)
 
     def sub_parsers(p: argparse.ArgumentParser, dest: str) -> argparse._SubParsersAction:
-        s = p.add_subparsers(dest=dest, metavar="COMMAND", required=True)
-        orig = s.add_parser
-        s.add_parser = lambda *a, **k: orig(*a, formatter_class=fmt, **k)  # type: ignore[method-assign]
-        return s
+        return p.add_subparsers(dest=dest, metavar="COMMAND", required=True)
 
-    parser = argparse.ArgumentParser(
-        prog="osmo", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt
-    )
+    parser = Parser(prog="osmo", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"osmo {__version__}")
     parser.add_argument("--store", metavar="PATH", help="store to use (overrides $OSMO_STORE)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     # Every command accepts --store and --debug after its name too. SUPPRESS keeps a
     # subcommand's unset option from overwriting the value given before the command.
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument(
         "--store", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )

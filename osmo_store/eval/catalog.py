@@ -3,9 +3,8 @@ id prefix, history, and removal."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import AmbiguousId, ConfigNotFound, ConfigRunning
 from ..hashing import ObjectId
@@ -16,8 +15,7 @@ from .configstate import EVAL_REF_PREFIX, config_ref, is_eval_running
 STATUSES = ("in_progress", "completed", "interrupted", "partial")
 
 
-@dataclass
-class ConfigInfo:
+class ConfigInfo(NamedTuple):
     config_id: str
     run_id: ObjectId
     meta: dict[str, Any]

@@ -9,7 +9,7 @@ moved under it, and a merge reads configs' states, so neither may be the other's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..backends.locking import FileLock
 from ..errors import LockTimeout
@@ -42,8 +42,7 @@ def is_eval_running(repo: Repository, config_id: str) -> bool:
     return False
 
 
-@dataclass
-class ConfigState:
+class ConfigState(NamedTuple):
     """A config's state as of one run record (or nothing yet)."""
 
     run_id: ObjectId | None

@@ -25,7 +25,6 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
@@ -211,7 +210,7 @@ class StoreApp:
         if name is None:
             raise wire.error(wire.BAD_REQUEST, "the 'name' query parameter is required")
         # ReflogEntry's fields are the protocol's: old, new, time_ns, who, message.
-        return {"entries": [asdict(e) for e in self.repo.refs.reflog(validate_ref_name(name))]}
+        return {"entries": [e._asdict() for e in self.repo.refs.reflog(validate_ref_name(name))]}
 
     def _reflogs(self, request: _Request) -> dict[str, Any]:
         return {"names": self.repo.refs.reflog_names()}
