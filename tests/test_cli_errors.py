@@ -140,6 +140,20 @@ def test_importing_the_cli_loads_no_command_and_no_store() -> None:
         "osmo_store.cli.main", "osmo_store.cli.common"}  # fmt: skip
 
 
+def test_listing_configs_loads_no_heavy_standard_module(store_path: Path) -> None:
+    """Start-up of `osmo eval cache ls`: dataclasses (with inspect, ast, dis), shutil (with
+    bz2, lzma) and requests cost milliseconds each and are not needed to list configs."""
+    code = (
+        "import json, sys\nfrom osmo_store.cli.main import main\n"
+        f"code = main(['--store', {str(store_path)!r}, 'eval', 'cache', 'ls'])\n"
+        "print(json.dumps([code, sorted(sys.modules)]))\n"
+    )
+    output = subprocess.check_output([sys.executable, "-c", code], text=True)
+    exit_code, loaded = json.loads(output.splitlines()[-1])
+    assert exit_code == 0
+    assert not {"dataclasses", "inspect", "shutil", "requests", "logging"} & set(loaded)
+
+
 def test_each_command_loads_only_its_module() -> None:
     assert modules_for(["--version"]) == ()
     assert modules_for(["--store", "x", "eval", "cache", "ls"]) == ("evalcmd",)
