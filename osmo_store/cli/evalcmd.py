@@ -47,8 +47,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     d.add_argument(
         "--model-id",
         metavar="ID",
-        help="name the model's identity yourself: the cache then survives the "
-        "endpoint moving (default identity: model name + endpoint)",
+        help="name the endpoint part of the model's identity yourself: the cache then "
+        "survives the endpoint moving (the model name always counts)",
     )
     d.add_argument(
         "--agent",
@@ -62,6 +62,22 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         default=[],
         help="scoring function (repeatable); (solution_str, ground_truth, "
         "extra_info) or (messages, ground_truth, metadata)",
+    )
+    d.add_argument(
+        "--key-env",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="an environment variable the agent or eval functions read: its value joins "
+        "their cache key (repeatable; unset counts as a value)",
+    )
+    d.add_argument(
+        "--key-file",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="a file the agent or eval functions read: its content joins their cache key "
+        "(repeatable)",
     )
     s = p.add_argument_group("sampling")
     s.add_argument(
@@ -245,6 +261,8 @@ def build_config(args: argparse.Namespace) -> PreparedEval:
         max_turns=args.max_turns,
         limit=args.limit,
         offset=args.offset,
+        key_env=args.key_env,
+        key_files=args.key_file,
     )
 
 
