@@ -217,3 +217,24 @@ def test_comment_and_whitespace_edits_are_not_code_changes(osmo_eval, project) -
     )
     again = osmo_eval()
     assert again.config_id == first.config_id and again.calls == 0 and again.rescored == 0
+
+
+def test_calls_retried_attempts_and_failed_attempts_are_counted_apart(
+    osmo_eval, server: MockServer
+) -> None:
+    before = server.calls
+    # Two 500s: the first call is answered at its third attempt.
+    server.fail_next(500, count=2, retry_after=0)
+    ok = osmo_eval("--max-retries", "3", "--concurrency", "1")
+    assert ok.code == 0, ok.err
+    s = ok.body["session"]
+    assert (s["model_calls"], s["retried_attempts"], s["failed_attempts"]) == (ROWS, 2, 2)
+    assert s["failed_calls"] == 0
+    assert server.calls - before == s["model_calls"] + s["failed_attempts"]
+    # Two more 500s with one retry: one call fails for good after two attempts.
+    server.fail_next(500, count=2, retry_after=0)
+    failed = osmo_eval("--max-retries", "1", "--concurrency", "1", "--n", "2")
+    s = failed.body["session"]
+    assert (s["model_calls"], s["failed_calls"]) == (ROWS - 1, 1)
+    assert (s["retried_attempts"], s["failed_attempts"]) == (1, 2)
+    assert failed.calls == s["model_calls"] + s["failed_attempts"]

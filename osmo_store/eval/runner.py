@@ -428,6 +428,9 @@ class _EvalRun:
             "reused_rollouts": stats.reused_rollouts,
             "computed": stats.computed,
             "model_calls": self.caller.calls_made,
+            "retried_attempts": self.caller.retried_attempts,
+            "failed_attempts": self.caller.failed_attempts,
+            "failed_calls": self.caller.failed_calls,
             "retry_failed": self.options.retry_failed,
             "fresh": self.options.fresh,
         }
