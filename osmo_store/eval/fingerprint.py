@@ -12,6 +12,7 @@ costs a few stat calls.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.machinery
 import importlib.metadata
 import io
@@ -98,9 +99,10 @@ class _Walk:
         self.files: dict[str, FileFingerprint] = {}
         self.packages: dict[str, str] = {}
         self._labels: set[str] = set()
+        self._followed: set[str] = set()
 
     def visit(self, module: str, path: str) -> None:
-        path = str(Path(path).resolve())
+        path = _real(path)
         if path in self.files:
             return
         facts = file_facts(path)
@@ -116,8 +118,9 @@ class _Walk:
 
     def _follow(self, name: str) -> None:
         top = name.partition(".")[0]
-        if not top or top == _OSMO_TOP or _is_stdlib_name(top):
+        if not top or top == _OSMO_TOP or _is_stdlib_name(top) or name in self._followed:
             return
+        self._followed.add(name)
         found = _find(name)
         if found is None or not found.origin or not os.path.isfile(found.origin):
             return
@@ -131,7 +134,7 @@ class _Walk:
         if found.origin.endswith((".py", ".pyw")):
             self.visit(name, found.origin)
         else:  # a compiled module of the user's: its bytes are all there is to hash
-            path = str(Path(found.origin).resolve())
+            path = _real(found.origin)
             digest = blake3_hex(Path(path).read_bytes())
             self.files.setdefault(path, FileFingerprint(name, digest, path))
 
@@ -197,13 +200,19 @@ def _stdlib_roots() -> tuple[str, ...]:
 _STDLIB_ROOTS = _stdlib_roots()
 
 
+@functools.lru_cache(maxsize=8192)  # a path's real path does not change within a walk
+def _real(path: str) -> str:
+    return os.path.realpath(path)
+
+
+@functools.lru_cache(maxsize=8192)  # where a file lies never changes its kind
 def _classify(origin: str) -> str:
     """``installed`` (in a site-packages folder), ``stdlib`` or ``user``. Installed comes
     first: site-packages usually lies inside the standard library's folder."""
     parts = Path(origin).parts
     if any(p in _INSTALLED_DIRS for p in parts):
         return "installed"
-    resolved = str(Path(origin).resolve())
+    resolved = _real(origin)
     if any(resolved.startswith(root + os.sep) for root in _STDLIB_ROOTS):
         return "stdlib"
     return "user"
@@ -212,18 +221,22 @@ def _classify(origin: str) -> str:
 def _distribution(top: str, origin: str) -> tuple[str, str]:
     """The installed distribution that provides the import name ``top``, with its version;
     a module no distribution claims counts by its content."""
-    mapping = _packages_distributions()
+    mapping, versions = _installed()
     for dist in mapping.get(top, ()):
-        try:
-            return dist, importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
+        if dist not in versions:
+            try:
+                versions[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                versions[dist] = None
+        if versions[dist] is not None:
+            return dist, versions[dist]
     return f"module:{top}", blake3_hex(Path(origin).read_bytes())
 
 
-def _packages_distributions() -> dict[str, list[str]]:
-    """``importlib.metadata.packages_distributions()``, computed again only when a folder of
-    installed packages on ``sys.path`` changed (an install or upgrade changes its mtime)."""
+def _installed() -> tuple[dict[str, list[str]], dict[str, str | None]]:
+    """``importlib.metadata.packages_distributions()`` and the versions looked up so far,
+    both forgotten when a folder of installed packages on ``sys.path`` changes (an install
+    or upgrade changes its mtime): reading a distribution's metadata costs a millisecond."""
     stamp = []
     for entry in sys.path:
         if entry and Path(entry).name in _INSTALLED_DIRS:
@@ -234,11 +247,12 @@ def _packages_distributions() -> dict[str, list[str]]:
     key = tuple(stamp)
     with _cache_lock:
         if _dists_cache.get("key") == key:
-            return _dists_cache["value"]
-    value = importlib.metadata.packages_distributions()
+            return _dists_cache["mapping"], _dists_cache["versions"]
+    mapping = importlib.metadata.packages_distributions()
+    versions: dict[str, str | None] = {}
     with _cache_lock:
-        _dists_cache.update(key=key, value=value)
-    return value
+        _dists_cache.update(key=key, mapping=mapping, versions=versions)
+    return mapping, versions
 
 
 def file_facts(path: str) -> _FileFacts:
