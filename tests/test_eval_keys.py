@@ -28,6 +28,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "    return solution_str.strip() == ground_truth\n"
     )
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OSMO_RECORDER", "thread")  # no recorder process per eval: faster
     yield tmp_path
     forget_modules_under(tmp_path)
 

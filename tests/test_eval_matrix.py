@@ -96,6 +96,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         "    return float(solution_str.strip() == ground_truth) * fakepkg.SCALE\n",
     )
     monkeypatch.syspath_prepend(str(site))
+    # Recording in the eval's process: 88 evals here, each would start a recorder process.
+    monkeypatch.setenv("OSMO_RECORDER", "thread")
     monkeypatch.chdir(p)
     yield p
     forget_modules_under(tmp_path)
