@@ -101,8 +101,10 @@ def main() -> None:
     print(f"files fingerprinted: {files}; packages: {packages}")
     print(f"cold (first call, every file read):  {cold * 1000:8.2f} ms")
     print(f"warm (median of {args.reps}):              {warm * 1000:8.2f} ms")
-    print(f"{'PASS' if warm <= 0.020 else 'MISS'}  warm fingerprint of an agent importing "
-          f"{args.modules} user modules <= 20 ms: {warm * 1000:.2f} ms")
+    print(
+        f"{'PASS' if warm <= 0.020 else 'MISS'}  warm fingerprint of an agent importing "
+        f"{args.modules} user modules <= 20 ms: {warm * 1000:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -73,7 +73,11 @@ def make_runner(store: Path, server: MockServer, project: Path, capsys) -> Calla
         data: str = "data.jsonl",
     ) -> Rerun:
         forget_modules_under(project)
-        args = ["--store", str(store), "eval", "-d", data, "-q", "--json", "--max-retries", "0"]
+        # ``explain`` (the eval's sub-command) comes right after ``eval``.
+        sub = [argv[0]] if argv[:1] == ("explain",) else []
+        argv = argv[len(sub) :]
+        args = ["--store", str(store), "eval", *sub, "-d", data, "-q", "--json"]
+        args += ["--max-retries", "0"]
         if model is not None:
             args += ["--model", model, "--base-url", base_url or server.base_url]
         for f in fns:

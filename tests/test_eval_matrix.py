@@ -252,6 +252,13 @@ def test_one_change_reruns_exactly_what_it_must(
         monkeypatch.setenv(k, v)
     after = case.before if case.after is None else case.after
     url = case.after_url(server.base_url) if case.after_url else None
-    again = run(*after, fns=case.after_fns or case.fns, model=case.after_model, base_url=url)
+    fns = case.after_fns or case.fns
+    explained = run("explain", *after, fns=fns, model=case.after_model, base_url=url)
+    assert explained.code == 0 and explained.calls == 0, explained.err
+    again = run(*after, fns=fns, model=case.after_model, base_url=url)
     assert again.code == 0, again.err
     assert (again.calls, again.rescored) == (case.calls, case.rescored), again.body["session"]
+    # What explain said the run would do is what it did.
+    plan = explained.body["plan"]
+    assert explained.body["config_id"] == again.config_id
+    assert (plan["rescore"], plan["compute"]) == (again.rescored, again.computed)

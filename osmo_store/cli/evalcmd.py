@@ -32,9 +32,20 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         parents=[common],
         help="run a dataset through a model or agent, score it, record every run",
         description="Run an eval on the store; re-running resumes and reuses stored results. "
-        "`osmo eval cache ...` manages stored configs.",
+        "`osmo eval cache ...` manages stored configs; `osmo eval explain ...` shows what a "
+        "run would reuse and why.",
     )
     p.set_defaults(func=cmd_eval, needs_repo=False)
+    add_eval_arguments(p)
+    csub = p.add_subparsers(dest="eval_command", metavar="COMMAND")
+    from . import cachecmd, explaincmd
+
+    cachecmd.register_eval_cache(csub, common)
+    explaincmd.register_explain(csub, common, add_eval_arguments, build_config)
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``osmo eval``, which ``osmo eval explain`` takes too."""
     d = p.add_argument_group("data and solver")
     d.add_argument("-d", "--dataset", metavar="FILE", help=".jsonl, .json, .csv or .parquet")
     d.add_argument("--model", metavar="NAME", help="model name sent to the endpoint")
@@ -151,11 +162,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     o.add_argument("-o", "--output", metavar="FILE", help="one JSON file: config, summary, runs")
     o.add_argument("--json", action="store_true", help="print the summary as JSON")
     o.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-
-    csub = p.add_subparsers(dest="eval_command", metavar="COMMAND")
-    from . import cachecmd
-
-    cachecmd.register_eval_cache(csub, common)
 
 
 def _positive_int(text: str) -> int:
