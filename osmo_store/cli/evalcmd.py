@@ -149,6 +149,18 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="re-run exactly the failed runs; a failure is replaced only by a success",
     )
+    upgrade = r.add_mutually_exclusive_group()
+    upgrade.add_argument(
+        "--adopt-old-keys",
+        action="store_true",
+        help="runs of this eval recorded by an older osmo (older key schema): take them as "
+        "results of this config, as they are",
+    )
+    upgrade.add_argument(
+        "--recompute",
+        action="store_true",
+        help="runs of this eval recorded by an older osmo: compute them anew",
+    )
     o = p.add_argument_group("output")
     o.add_argument(
         "--log-samples",
@@ -330,6 +342,8 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
     display_bar = None if args.quiet else ProgressDisplay(sys.stderr)
     try:
         with open_repo(args) as repo:
+            if not args.fresh:
+                _check_older_keys(args, repo, prepared, lock_timeout)
             try:
                 outcome = run_eval(
                     repo, prepared, client=client, options=options, stop=stop,
@@ -364,6 +378,22 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
         )
         return EXIT_INTERRUPTED
     return 0
+
+
+def _check_older_keys(args, repo: Repository, prepared: PreparedEval, lock_timeout: float) -> None:
+    """Before anything runs: configs of this command recorded under an older key schema are
+    adopted or recomputed as the user chose, or the eval stops to ask (once: the choice
+    makes this config, and a stored config is never asked about)."""
+    from ..eval.upgrade import adopt, older_configs, refuse_older
+
+    found = older_configs(repo, prepared)
+    if not found or args.recompute:
+        return
+    if not args.adopt_old_keys:
+        raise refuse_older(found)
+    adopt(repo, prepared, found[0], lock_timeout)
+    if not args.quiet:
+        err(f"osmo: adopted the runs of config {found[0].config_id[:12]} (older key schema)")
 
 
 class _Aborted(KeyboardInterrupt):

@@ -27,6 +27,12 @@ if TYPE_CHECKING:
 #: declared environment variables and files are keyed.
 KEY_SCHEMA_VERSION = 2
 
+#: what each schema changed, for the notice a newer osmo gives about configs of older ones
+KEY_SCHEMA_CHANGES = {
+    2: "cover the modules your code imports, the installed packages it uses, declared "
+    "dependencies and the model name under --model-id",
+}
+
 #: request fields that never change what a model returns (transport and bookkeeping)
 _NON_IDENTITY_REQUEST_FIELDS = frozenset({"stream", "stream_options", "user", "model"})
 
