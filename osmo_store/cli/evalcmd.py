@@ -351,6 +351,9 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
                     on_wait=None if args.quiet else functools.partial(
                         err, f"osmo: another eval of config {config.config_id[:12]} is "
                         f"running; waiting up to {lock_timeout:g}s for it to finish"),
+                    on_shared_wait=None if args.quiet else functools.partial(
+                        err, "osmo: another eval is computing runs this one needs (the same "
+                        "solver): waiting for them rather than paying twice"),
                 )  # fmt: skip
             except StoppedWaiting:
                 err("osmo: interrupted while waiting for another eval of this config; "

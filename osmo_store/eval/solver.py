@@ -101,6 +101,13 @@ class StoreLookup:
                 out.append(oid)
         return out
 
+    def refresh(self) -> None:
+        """Read the shared index again now: another eval has just recorded something."""
+        with self._lock:
+            for reader in self._readers:
+                if reader.shared:
+                    reader.refresh()
+
     def remember(self, key: str, oid: ObjectId, content: bytes) -> None:
         with self._lock:
             self._pending[key] = (oid, content)
