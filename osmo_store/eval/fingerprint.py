@@ -323,15 +323,26 @@ def file_facts(path: str) -> _FileFacts:
 
 
 def token_digest(source: bytes) -> str:
-    """BLAKE3 of the file's tokens without comments, blank lines and layout. Token types are
-    written by name and an f-string as one string token (its source text), as Python 3.11
-    tokenizes it: 3.12 splits f-strings into parts, and the digest must not change with the
-    Python version. Source that does not tokenize counts byte for byte."""
+    """BLAKE3 of the file's tokens without comments, blank lines and layout (see
+    ``token_parts``); source that does not tokenize counts byte for byte."""
+    parts = token_parts(source)
+    if parts is None:
+        return blake3_hex(b"raw\x00", source)
+    return blake3_hex("\x1e".join(parts).encode("utf-8"))
+
+
+def token_parts(source: bytes) -> list[str] | None:
+    """The tokens that make the code, or None if it does not tokenize. Token types are
+    written by name, layout tokens without their text, and an f-string as one string token
+    (its source text), as Python 3.11 tokenizes it: 3.12 splits f-strings into parts, and
+    the digest must not change with the Python version. (Standard library only: a test runs
+    it under every Python it finds.)"""
     try:
         text = source.decode(tokenize.detect_encoding(io.BytesIO(source).readline)[0])
     except (SyntaxError, UnicodeDecodeError, LookupError):
-        return blake3_hex(b"raw\x00", source)
-    lines = text.splitlines(keepends=True)
+        return None
+    # The lines as the tokenizer reads them (split at "\n" only), for f-string spans.
+    lines = io.StringIO(text).readlines()
     out: list[str] = []
     fstring_depth = 0
     fstring_start = (0, 0)
@@ -357,8 +368,8 @@ def token_digest(source: bytes) -> str:
             else:
                 out.append(f"{kind}\x00{tok.string}")
     except (tokenize.TokenError, SyntaxError):
-        return blake3_hex(b"raw\x00", source)
-    return blake3_hex("\x1e".join(out).encode("utf-8"))
+        return None
+    return out
 
 
 def _span(lines: list[str], start: tuple[int, int], end: tuple[int, int]) -> str:
