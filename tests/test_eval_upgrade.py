@@ -77,3 +77,14 @@ def test_recompute_computes_anew_and_is_not_asked_again(osmo_eval, recorded_by_o
 def test_another_command_is_not_asked_about(osmo_eval, recorded_by_older_osmo) -> None:
     other = osmo_eval("--n", "1")
     assert other.code == 0 and other.calls == ROWS
+
+
+def test_under_a_model_id_a_moved_endpoint_is_still_the_same_command(
+    osmo_eval, monkeypatch, server
+) -> None:
+    with monkeypatch.context() as m:
+        m.setattr(config_module, "KEY_SCHEMA_VERSION", config_module.KEY_SCHEMA_VERSION - 1)
+        assert osmo_eval("--model-id", "mine").code == 0
+    moved = server.base_url.replace("127.0.0.1", "localhost")
+    asked = osmo_eval("--model-id", "mine", base_url=moved)
+    assert asked.code == 1 and asked.calls == 0 and "--adopt-old-keys" in asked.err

@@ -39,7 +39,9 @@ def older_configs(repo: Repository, prepared: PreparedEval) -> list[ConfigInfo]:
         if dataset.get("fingerprint") != prepared.dataset.fingerprint:
             continue
         given = info.meta.get("config", {})
-        if all(given.get(k) == prepared.given.get(k) for k in _SAME_COMMAND):
+        # Under a --model-id the endpoint may move (the point of naming it): not compared.
+        same = [k for k in _SAME_COMMAND if not (k == "base_url" and prepared.given["model_id"])]
+        if all(given.get(k) == prepared.given.get(k) for k in same):
             out.append(info)
     return out
 
