@@ -2,7 +2,7 @@
 # The main job, end to end, offline: serve a scripted OpenAI-compatible model on 127.0.0.1
 # (osmo's mock server: arithmetic with some deliberate mistakes and 20 ms latency), run the
 # example agent + eval functions over examples/arithmetic.jsonl (240 rows x 2 samples) on
-# the default store (--model-id names the model, so the cache survives the server port
+# the default store (--model-id names the endpoint, so the cache survives the server port
 # changing between runs), then run the same command again: the second run is served entirely
 # from the store, with zero model calls.
 set -euo pipefail

@@ -191,6 +191,22 @@ class ScoringError(OsmoError, ValueError):
     scoring error, never as a zero)."""
 
 
+class OlderKeys(OsmoError):
+    """Runs of this eval were recorded under an older key schema: the user chooses, once,
+    before anything runs, to adopt them as they are or to compute them anew."""
+
+    def __init__(self, runs: int, configs: list[str], schema: int, why: str) -> None:
+        super().__init__(
+            f"{runs} runs of this eval were recorded by an older osmo (key schema {schema}, "
+            f"config {', '.join(c[:12] for c in configs)}); keys now {why}, so a run would "
+            "compute them again",
+            hint="--adopt-old-keys takes them as results of this config as they are; "
+            "--recompute computes them anew",
+        )
+        self.runs = runs
+        self.configs = configs
+
+
 class EvalLocked(OsmoError):
     def __init__(self, config_id: str, timeout: float) -> None:
         super().__init__(

@@ -293,7 +293,7 @@ def test_agent_multi_turn_calls_are_each_cached(osmo_eval, server, project) -> N
     assert code == 0 and server.calls == 24
     assert body["summary"]["metrics"]["exact"]["mean"] == 0.0  # final answer is always 2
     # Agent code changes, same calls: every model call is served from the store.
-    (project / "agent.py").write_text((project / "agent.py").read_text() + "\n# v2\n")
+    (project / "agent.py").write_text((project / "agent.py").read_text() + "\nVERSION = 2\n")
     code, body, _ = osmo_eval("--agent", "agent.py:solve")
     assert code == 0 and server.calls == 24 and body["session"]["computed"] == 12
 

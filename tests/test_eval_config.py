@@ -141,14 +141,14 @@ def test_dataset_same_content_other_file_same_id(project: Path) -> None:
 
 def test_eval_code_edit_changes_the_id(project: Path) -> None:
     base = config_for().config_id
-    (project / "fns.py").write_text("def em(s, gt, extra):\n    return s == gt  # edited\n")
+    (project / "fns.py").write_text("def em(s, gt, extra):\n    return s == gt.strip()\n")
     assert config_for().config_id != base
 
 
 def test_agent_code_edit_changes_the_id(project: Path) -> None:
     base = config_for("--agent", "agent.py:run").config_id
     (project / "agent.py").write_text(
-        "def run(messages, row, client):\n    return messages + [client.chat(messages)]\n\n# v2\n"
+        "def run(messages, row, client):\n    return messages + [client.chat(messages)]\n\nV = 2\n"
     )
     assert config_for("--agent", "agent.py:run").config_id != base
 

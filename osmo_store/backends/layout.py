@@ -62,3 +62,8 @@ class StoreLayout:
         ``maintenance``, ``config``. Ref names start with ``refs/``, so they never meet the
         others."""
         return self.locks / f"{name}.lock"
+
+    def rollout_claim(self, key: str) -> Path:
+        """An eval's claim on a rollout in flight (``eval.claims``), fanned out by the key's
+        first two hex digits (after its kind letter)."""
+        return self.lock(f"rollouts/{key[1:3]}/{key}")

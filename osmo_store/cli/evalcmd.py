@@ -32,9 +32,20 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         parents=[common],
         help="run a dataset through a model or agent, score it, record every run",
         description="Run an eval on the store; re-running resumes and reuses stored results. "
-        "`osmo eval cache ...` manages stored configs.",
+        "`osmo eval cache ...` manages stored configs; `osmo eval explain ...` shows what a "
+        "run would reuse and why.",
     )
     p.set_defaults(func=cmd_eval, needs_repo=False)
+    add_eval_arguments(p)
+    csub = p.add_subparsers(dest="eval_command", metavar="COMMAND")
+    from . import cachecmd, explaincmd
+
+    cachecmd.register_eval_cache(csub, common)
+    explaincmd.register_explain(csub, common, add_eval_arguments, build_config)
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``osmo eval``, which ``osmo eval explain`` takes too."""
     d = p.add_argument_group("data and solver")
     d.add_argument("-d", "--dataset", metavar="FILE", help=".jsonl, .json, .csv or .parquet")
     d.add_argument("--model", metavar="NAME", help="model name sent to the endpoint")
@@ -47,8 +58,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     d.add_argument(
         "--model-id",
         metavar="ID",
-        help="name the model's identity yourself: the cache then survives the "
-        "endpoint moving (default identity: model name + endpoint)",
+        help="name the endpoint part of the model's identity yourself: the cache then "
+        "survives the endpoint moving (the model name always counts)",
     )
     d.add_argument(
         "--agent",
@@ -62,6 +73,22 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         default=[],
         help="scoring function (repeatable); (solution_str, ground_truth, "
         "extra_info) or (messages, ground_truth, metadata)",
+    )
+    d.add_argument(
+        "--key-env",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="an environment variable the agent or eval functions read: its value joins "
+        "their cache key (repeatable; unset counts as a value)",
+    )
+    d.add_argument(
+        "--key-file",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="a file the agent or eval functions read: its content joins their cache key "
+        "(repeatable)",
     )
     s = p.add_argument_group("sampling")
     s.add_argument(
@@ -122,6 +149,18 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         action="store_true",
         help="re-run exactly the failed runs; a failure is replaced only by a success",
     )
+    upgrade = r.add_mutually_exclusive_group()
+    upgrade.add_argument(
+        "--adopt-old-keys",
+        action="store_true",
+        help="runs of this eval recorded by an older osmo (older key schema): take them as "
+        "results of this config, as they are",
+    )
+    upgrade.add_argument(
+        "--recompute",
+        action="store_true",
+        help="runs of this eval recorded by an older osmo: compute them anew",
+    )
     o = p.add_argument_group("output")
     o.add_argument(
         "--log-samples",
@@ -135,11 +174,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     o.add_argument("-o", "--output", metavar="FILE", help="one JSON file: config, summary, runs")
     o.add_argument("--json", action="store_true", help="print the summary as JSON")
     o.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-
-    csub = p.add_subparsers(dest="eval_command", metavar="COMMAND")
-    from . import cachecmd
-
-    cachecmd.register_eval_cache(csub, common)
 
 
 def _positive_int(text: str) -> int:
@@ -245,6 +279,8 @@ def build_config(args: argparse.Namespace) -> PreparedEval:
         max_turns=args.max_turns,
         limit=args.limit,
         offset=args.offset,
+        key_env=args.key_env,
+        key_files=args.key_file,
     )
 
 
@@ -306,6 +342,8 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
     display_bar = None if args.quiet else ProgressDisplay(sys.stderr)
     try:
         with open_repo(args) as repo:
+            if not args.fresh:
+                _check_older_keys(args, repo, prepared, lock_timeout)
             try:
                 outcome = run_eval(
                     repo, prepared, client=client, options=options, stop=stop,
@@ -313,6 +351,9 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
                     on_wait=None if args.quiet else functools.partial(
                         err, f"osmo: another eval of config {config.config_id[:12]} is "
                         f"running; waiting up to {lock_timeout:g}s for it to finish"),
+                    on_shared_wait=None if args.quiet else functools.partial(
+                        err, "osmo: another eval is computing runs this one needs (the same "
+                        "solver): waiting for them rather than paying twice"),
                 )  # fmt: skip
             except StoppedWaiting:
                 err("osmo: interrupted while waiting for another eval of this config; "
@@ -340,6 +381,22 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
         )
         return EXIT_INTERRUPTED
     return 0
+
+
+def _check_older_keys(args, repo: Repository, prepared: PreparedEval, lock_timeout: float) -> None:
+    """Before anything runs: configs of this command recorded under an older key schema are
+    adopted or recomputed as the user chose, or the eval stops to ask (once: the choice
+    makes this config, and a stored config is never asked about)."""
+    from ..eval.upgrade import adopt, older_configs, refuse_older
+
+    found = older_configs(repo, prepared)
+    if not found or args.recompute:
+        return
+    if not args.adopt_old_keys:
+        raise refuse_older(found)
+    adopt(repo, prepared, found[0], lock_timeout)
+    if not args.quiet:
+        err(f"osmo: adopted the runs of config {found[0].config_id[:12]} (older key schema)")
 
 
 class _Aborted(KeyboardInterrupt):

@@ -35,6 +35,11 @@ def print_summary(config: EvalConfig, outcome: EvalOutcome, display: dict[str, A
         f"{sess['reused_rollouts']} rollouts reused from the store, {sess['computed']} computed, "
         f"{sess['model_calls']} model calls"
     )
+    out(
+        f"attempts {sess['retried_attempts']} retried, "
+        f"{sess['failed_attempts']} failed (no answer), "
+        f"{sess['failed_calls']} calls failed for good"
+    )
     if s["metrics"]:
         width = max(12, *(len(m) for m in s["metrics"]))
         out("")

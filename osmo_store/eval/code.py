@@ -1,20 +1,27 @@
 """Loading user code (agents, eval functions) by ``MODULE:ATTR`` or ``file.py:ATTR``, with a
-fingerprint of the code that produced a result and, for provenance, its git state."""
+fingerprint of the code that produced a result, the values of what it declares it depends
+on, and, for provenance, its git state."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import inspect
+import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import CodeLoadError
 from ..hashing import blake3_hex
 from .config import CodeRef
+from .fingerprint import fingerprint_code
+from .keys import ENV_ATTR, FILES_ATTR
+
+#: the prefix of the module name a ``file.py:ATTR`` spec is imported under
+_FILE_MODULE_PREFIX = "_osmo_user_"
 
 # What user code (an agent, an eval function, a module they import) may raise that makes
 # its run fail rather than the eval: any exception, and exit()/sys.exit(), which in a worker
@@ -29,10 +36,19 @@ def describe_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def load_callable(spec: str, what: str) -> tuple[Callable[..., Any], CodeRef]:
-    """Import ``spec`` and return the callable and its CodeRef. The fingerprint is the
-    BLAKE3 of the defining module's source file, so editing anything in that file (a
-    helper, a constant) counts as a code change; code in other files does not."""
+def load_callable(
+    spec: str,
+    what: str,
+    *,
+    key_env: Sequence[str] = (),
+    key_files: Sequence[tuple[str, Path]] = (),
+) -> tuple[Callable[..., Any], CodeRef]:
+    """Import ``spec`` and return the callable and its CodeRef. The fingerprint covers the
+    file that defines the object (found from the object: a re-export or a package
+    ``__init__`` is not where the code is), the module it was named by, and every module of
+    the user's they import, transitively. ``key_env`` and ``key_files`` (``(name as typed,
+    path)``) are dependencies declared for it on the command line, added to those the
+    object declares itself (``osmo_store.eval.keys.depends_on``)."""
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
         raise CodeLoadError(f"{what} {spec!r} must look like MODULE:NAME or path/to/file.py:NAME")
@@ -44,13 +60,81 @@ def load_callable(spec: str, what: str) -> tuple[Callable[..., Any], CodeRef]:
             raise CodeLoadError(f"{what} {spec!r}: {target} has no attribute {attr!r}")
     if not callable(obj):
         raise CodeLoadError(f"{what} {spec!r} is not callable")
-    source_file = _source_file(module)
-    if source_file is not None:
-        code = Path(source_file).read_bytes()
-        fingerprint = blake3_hex(code)
+    roots = [r for r in (_defining_file(obj), _module_file(module)) if r is not None]
+    if roots:
+        code = fingerprint_code(roots)
+        fingerprint = code.digest
     else:  # built-in or compiled: its name and version are all we can identify
+        code = None
         fingerprint = blake3_hex(f"{module.__name__}:{getattr(module, '__version__', '')}".encode())
-    return obj, CodeRef(spec=spec, attr=attr, fingerprint=fingerprint, source=source_file)
+    source = roots[0][1] if roots else None
+    depends = declared_values(obj, source, key_env, key_files)
+    return obj, CodeRef(spec, attr, fingerprint, source, depends, code)
+
+
+def declared_values(
+    obj: Any,
+    source: str | None,
+    key_env: Sequence[str],
+    key_files: Sequence[tuple[str, Path]],
+) -> tuple[tuple[str, str], ...]:
+    """``env:NAME`` and ``file:NAME`` to a digest of the value or content, for what the
+    command line and the object declare. An unset variable is ``unset`` and a missing file
+    ``missing``: both are states the results may depend on, not errors. Values are hashed
+    so that a secret in a variable never reaches the store."""
+    env = [*key_env, *_names(obj, ENV_ATTR)]
+    here = Path(source).parent if source else Path.cwd()
+    files = [*key_files, *((n, here / n) for n in _names(obj, FILES_ATTR))]
+    out: dict[str, str] = {}
+    for name in env:
+        value = os.environ.get(name)
+        out[f"env:{name}"] = "unset" if value is None else blake3_hex(value.encode())
+    for name, path in files:
+        try:
+            out[f"file:{name}"] = blake3_hex(path.read_bytes())
+        except FileNotFoundError:
+            out[f"file:{name}"] = "missing"
+        except OSError as e:
+            raise CodeLoadError(f"declared file {name}: {e.strerror or e}") from None
+    return tuple(sorted(out.items()))
+
+
+def _names(obj: Any, attribute: str) -> list[str]:
+    value = getattr(obj, attribute, ())
+    if isinstance(value, str):
+        value = (value,)
+    return [str(v) for v in value]
+
+
+def _defining_file(obj: Any) -> tuple[str, str] | None:
+    """``(module name, file)`` of the code that defines ``obj``: a function or class itself
+    (what a decorator wraps, if it says so), else the class of a callable instance."""
+    target = obj if inspect.isfunction(obj) or inspect.isclass(obj) else type(obj)
+    if inspect.ismethod(obj):
+        target = obj.__func__
+    if inspect.isfunction(target):
+        target = inspect.unwrap(target)
+    try:
+        f = inspect.getsourcefile(target)
+    except TypeError:
+        return None
+    if not f or not Path(f).is_file():
+        return None
+    return _label(getattr(target, "__module__", None) or "", f), str(Path(f).resolve())
+
+
+def _module_file(module: Any) -> tuple[str, str] | None:
+    f = _source_file(module)
+    return (_label(module.__name__, f), f) if f else None
+
+
+def _label(module_name: str, path: str) -> str:
+    """A module's name as its fingerprint lists it: a ``file.py:ATTR`` module's own name
+    holds a digest of its path, so it is named by its file's stem (its folder is on
+    ``sys.path``, so that is also the name it imports by)."""
+    if not module_name or module_name.startswith(_FILE_MODULE_PREFIX):
+        return Path(path).stem
+    return module_name
 
 
 def _import(target: str, what: str, spec: str):
@@ -58,7 +142,7 @@ def _import(target: str, what: str, spec: str):
         path = Path(target).expanduser().resolve()
         if not path.is_file():
             raise CodeLoadError(f"{what} {spec!r}: no such file {target}")
-        name = f"_osmo_user_{blake3_hex(str(path).encode())[:16]}_{path.stem}"
+        name = f"{_FILE_MODULE_PREFIX}{blake3_hex(str(path).encode())[:16]}_{path.stem}"
         if name in sys.modules:
             return sys.modules[name]
         module_spec = importlib.util.spec_from_file_location(name, path)

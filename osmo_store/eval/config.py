@@ -12,15 +12,26 @@ import functools
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import UsageError
 from ..hashing import blake3_hex, canonical_json
 from . import DEFAULT_BASE_URL
 
-#: bumped whenever what a key covers changes; old keys then simply stop matching
-KEY_SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from .fingerprint import CodeFingerprint
+
+#: bumped whenever what a key covers changes. 2: code fingerprints cover imported user
+#: modules and installed packages, the model name is always in the model identity, and
+#: declared environment variables and files are keyed.
+KEY_SCHEMA_VERSION = 2
+
+#: what each schema changed, for the notice a newer osmo gives about configs of older ones
+KEY_SCHEMA_CHANGES = {
+    2: "cover the modules your code imports, the installed packages it uses, declared "
+    "dependencies and the model name under --model-id",
+}
 
 #: request fields that never change what a model returns (transport and bookkeeping)
 _NON_IDENTITY_REQUEST_FIELDS = frozenset({"stream", "stream_options", "user", "model"})
@@ -84,29 +95,37 @@ def endpoint_identity(url: str) -> str:
 class ModelSpec:
     name: str
     base_url: str | None = None
-    #: a user-chosen identity; when given, the endpoint is no longer part of the identity
-    #: (e.g. a vLLM server moved to another host keeps its cache because the user says so)
+    #: a user-chosen name for the endpoint part of the identity (e.g. a vLLM server moved
+    #: to another host keeps its cache because the user says so); never the model name,
+    #: which is always keyed: one id looped over models must not serve a's answers as b's
     model_id: str | None = None
 
     def identity(self) -> dict[str, Any]:
         if self.model_id:
-            return {"model_id": self.model_id}
+            return {"model": self.name, "endpoint_id": self.model_id}
         url = endpoint_identity(self.base_url) if self.base_url else None
         return {"model": self.name, "endpoint": url}
 
 
 @dataclass(frozen=True)
 class CodeRef:
-    """A user callable: how it was named (for display) and a fingerprint of its code."""
+    """A user callable: how it was named (for display), a fingerprint of its code (the file
+    defining it and every user module it imports) and the values of what it declares it
+    depends on (``env:NAME`` and ``file:NAME`` to a digest, or ``unset``/``missing``)."""
 
     spec: str
     attr: str
     fingerprint: str
-    source: str | None = None  # source file path, for provenance
+    source: str | None = None  # the defining file's path, for provenance
+    depends: tuple[tuple[str, str], ...] = ()
+    code: CodeFingerprint | None = field(default=None, compare=False)  # per file, provenance
 
     def identity(self) -> dict[str, Any]:
         # The spec as typed ("./m.py:f" vs "/abs/m.py:f") is not identity; the code is.
-        return {"attr": self.attr, "code": self.fingerprint}
+        out: dict[str, Any] = {"attr": self.attr, "code": self.fingerprint}
+        if self.depends:
+            out["depends"] = dict(self.depends)
+        return out
 
 
 @dataclass(frozen=True)
@@ -148,9 +167,7 @@ class EvalConfig:
         return {
             "schema": KEY_SCHEMA_VERSION,
             "solver": self.solver_identity(),
-            "eval_fns": sorted(
-                (f.identity() for f in self.eval_fns), key=lambda d: (d["attr"], d["code"])
-            ),
+            "eval_fns": sorted((f.identity() for f in self.eval_fns), key=canonical_json),
             "n": self.n,
             "dataset": self.dataset_fingerprint,
         }

@@ -85,8 +85,9 @@ class Dataset:
     @property
     def selection_fingerprint(self) -> str:
         """Of the selected rows (after offset/limit), by content: a config's dataset
-        identity, so a copy of the file, or the same rows at another path, is the same."""
-        return blake3_hex(canonical_json([r.key for r in self.rows]))
+        identity, so a copy of the file, or the same rows at another path, is the same.
+        Order is not identity: the same rows reordered give the same results."""
+        return blake3_hex(canonical_json(sorted(r.key for r in self.rows)))
 
 
 def load_dataset(path: str | Path, *, limit: int | None = None, offset: int = 0) -> Dataset:

@@ -167,6 +167,9 @@ def _merged_meta(
             "reused_rollouts": 0,
             "computed": 0,
             "model_calls": 0,
+            "retried_attempts": 0,
+            "failed_attempts": 0,
+            "failed_calls": 0,
         },
     )
     return meta

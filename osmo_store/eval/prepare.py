@@ -65,10 +65,14 @@ def prepare_eval(
     max_turns: int | None = None,
     limit: int | None = None,
     offset: int = 0,
+    key_env: Sequence[str] = (),
+    key_files: Sequence[str] = (),
 ) -> PreparedEval:
     """Load the dataset and the user code (``MODULE:ATTR`` or ``file.py:ATTR`` specs) and
-    compute the config's identity. Raises ``UsageError``, ``DatasetError`` or
-    ``CodeLoadError`` for input that cannot run, before anything is stored."""
+    compute the config's identity. ``key_env`` and ``key_files`` name environment variables
+    and files the user code depends on: their values join the key of the agent and of every
+    eval function. Raises ``UsageError``, ``DatasetError`` or ``CodeLoadError`` for input
+    that cannot run, before anything is stored."""
     if model is None and agent is None:
         raise UsageError("an eval needs a model or an agent")
     if not eval_fns:
@@ -76,8 +80,14 @@ def prepare_eval(
     loaded = load_dataset(dataset, limit=limit, offset=offset)
     if not loaded.rows:
         raise UsageError(f"{dataset}: no rows selected (offset {offset})")
-    agent_fn, agent_ref = load_callable(agent, "agent") if agent else (None, None)
-    fns = [EvalFn.wrap(*load_callable(spec, "eval function")) for spec in eval_fns]
+    files = []
+    for name in key_files:
+        if not Path(name).is_file():
+            raise UsageError(f"--key-file {name}: no such file")
+        files.append((name, Path(name)))
+    declared = {"key_env": tuple(key_env), "key_files": tuple(files)}
+    agent_fn, agent_ref = load_callable(agent, "agent", **declared) if agent else (None, None)
+    fns = [EvalFn.wrap(*load_callable(spec, "eval function", **declared)) for spec in eval_fns]
     names = [f.name for f in fns]
     if len(set(names)) != len(names):
         raise UsageError(f"two eval functions share a name: {', '.join(names)}")
@@ -108,5 +118,7 @@ def prepare_eval(
         "n": n,
         "params": params.as_request_fields(),
         "max_turns": max_turns,
+        "key_env": list(key_env),
+        "key_files": list(key_files),
     }
     return PreparedEval(config, loaded, fns, agent_fn, url, given)

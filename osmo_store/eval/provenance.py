@@ -1,6 +1,6 @@
 """Where a result came from, recorded with every run record: osmo and Python versions,
 host, user, the command line (without secrets), the dataset, and the user code with its
-fingerprint and git state."""
+fingerprint, each file and installed package it covers, and its git state."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def provenance(config: EvalConfig, dataset: Dataset, started: float) -> dict[str
             "fingerprint": ref.fingerprint,
             "source": ref.source,
             "git": git_state(ref.source),
+            **(ref.code.describe() if ref.code else {"files": {}, "packages": {}}),
+            "depends": dict(ref.depends),
         }
     return {
         "osmo_version": __version__,

@@ -25,6 +25,7 @@ from ..hashing import ObjectId, canonical_json
 from ..objects import ObjectType
 from ..repo import Repository
 from ..tree import iter_tree
+from .claims import RolloutClaims
 from .client import ChatClient
 from .code import USER_CODE_ERRORS, describe_error
 from .config import EvalConfig, rollout_key
@@ -108,6 +109,7 @@ class _Stats:
         self.reused_samples = 0  # already recorded in this config
         self.reused_rollouts = 0  # found in the store (another config, or earlier work)
         self.computed = 0  # new rollouts
+        self.waited = 0  # rollouts another eval was computing: waited for, not paid twice
         self.failed = 0
         self.primary_sum = 0.0
         self.primary_count = 0
@@ -122,9 +124,11 @@ def run_eval(
     stop: threading.Event | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_wait: Callable[[], None] | None = None,
+    on_shared_wait: Callable[[], None] | None = None,
 ) -> EvalOutcome:
     """Run the eval. ``on_wait`` is called once if another eval of the config holds its
-    lock (this one then waits up to ``options.lock_timeout`` s, or until ``stop``).
+    lock (this one then waits up to ``options.lock_timeout`` s, or until ``stop``);
+    ``on_shared_wait`` once if it first waits for a rollout another eval is computing.
 
     It returns, or raises, once the threads it started have ended: after a stop, the runs
     in flight are recorded as they finish (within ``options.stop_grace`` s if set, else
@@ -135,7 +139,7 @@ def run_eval(
     config_id = prepared.config.config_id
     lock = _acquire_eval_lock(repo, config_id, options.lock_timeout, stop, on_wait)
     try:
-        return _EvalRun(repo, prepared, client, options, stop, on_progress).run()
+        return _EvalRun(repo, prepared, client, options, stop, on_progress, on_shared_wait).run()
     finally:
         lock.release()
 
@@ -206,6 +210,7 @@ class _EvalRun:
         options: EvalOptions,
         stop: threading.Event,
         on_progress: Callable[[Progress], None] | None,
+        on_shared_wait: Callable[[], None] | None = None,
     ) -> None:
         self.repo = repo
         self.config = config = prepared.config
@@ -241,6 +246,14 @@ class _EvalRun:
         retried = _calls_of_failed(repo, state) if options.retry_failed else frozenset()
         lookup = StoreLookup(repo, state.trees["cache"], shared=not isolated, skip=retried)
         self.caller = ModelCaller(lookup, client, config.model)
+        # Rollouts in flight are claimed across the store's evals (see ``claims``); a config
+        # started over with --fresh takes nothing from others, so it waits for none.
+        layout = repo.layout
+        self.claims = (
+            RolloutClaims(layout.rollout_claim, stop, on_shared_wait)
+            if layout is not None and not isolated
+            else None
+        )
         solver = Solver(config, lookup, self.caller, prepared.agent)
         self.base_meta: dict[str, Any] = {
             "kind": "osmo.eval",
@@ -277,7 +290,7 @@ class _EvalRun:
             options.concurrency,
             stop,
             self.results.put,
-            lambda row, i: _execute(config, solver, eval_fns, row, i, self.stats),
+            lambda row, i: _execute(config, solver, eval_fns, row, i, self.stats, self.claims),
         )
         self.committer = threading.Thread(
             target=self._commit_loop, name="osmo-committer", daemon=True
@@ -300,6 +313,8 @@ class _EvalRun:
             raise
         finally:
             self._end_threads(wait_for_runs=not abort)
+            if self.claims is not None:
+                self.claims.release_all()
             if isinstance(self.recorder, RecorderProcess):
                 self.recorder.close()
 
@@ -352,6 +367,8 @@ class _EvalRun:
                 for res in batch:
                     if not res.name:
                         continue  # an agent's model call, recorded ahead of its run
+                    if self.claims is not None:
+                        self.claims.release(res.name)  # recorded, and in the shared index
                     _update_progress(self.progress, res, self.primary, self.options.pass_threshold)
                     self.summary.add(res.body)
                     self.recorded_now.add(res.name)
@@ -427,7 +444,11 @@ class _EvalRun:
             "reused_samples": stats.reused_samples,
             "reused_rollouts": stats.reused_rollouts,
             "computed": stats.computed,
+            "waited_for_other_evals": stats.waited,
             "model_calls": self.caller.calls_made,
+            "retried_attempts": self.caller.retried_attempts,
+            "failed_attempts": self.caller.failed_attempts,
+            "failed_calls": self.caller.failed_calls,
             "retry_failed": self.options.retry_failed,
             "fresh": self.options.fresh,
         }
@@ -491,11 +512,23 @@ def _execute(
     row: Row,
     run_index: int,
     stats: _Stats,
+    claims: RolloutClaims | None,
 ) -> SampleResult:
     key = rollout_key(config, row.key, run_index)
     objects: list[PendingObject] = [blob(row.key, "rows", canonical_json(row.data))]
     calls: list[CallOutcome] = []  # the rollout's model calls, as it makes them
     rollout: Rollout | None = solver.reuse(key)
+    waited = (
+        rollout is None
+        and claims is not None
+        and claims.acquire(sample_name(row.key, run_index), key)
+    )
+    if waited:
+        # Another eval was computing it: it is recorded now, unless that eval failed.
+        solver.lookup.refresh()
+        rollout = solver.reuse(key)
+        with stats.lock:
+            stats.waited += 1
     error = None
     if rollout is not None:
         with stats.lock:

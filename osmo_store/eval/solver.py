@@ -16,7 +16,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..errors import AgentError, CorruptObject, MalformedObject, NoModelConfigured, ObjectNotFound
+from ..errors import (
+    AgentError,
+    CorruptObject,
+    MalformedObject,
+    ModelError,
+    NoModelConfigured,
+    ObjectNotFound,
+)
 from ..hashing import ObjectId, canonical_json
 from ..objects import ObjectType, object_id
 from ..repo import Repository
@@ -94,6 +101,13 @@ class StoreLookup:
                 out.append(oid)
         return out
 
+    def refresh(self) -> None:
+        """Read the shared index again now: another eval has just recorded something."""
+        with self._lock:
+            for reader in self._readers:
+                if reader.shared:
+                    reader.refresh()
+
     def remember(self, key: str, oid: ObjectId, content: bytes) -> None:
         with self._lock:
             self._pending[key] = (oid, content)
@@ -135,7 +149,13 @@ class ModelCaller:
         self.model = model
         self._inflight: dict[str, Future[CallOutcome]] = {}
         self._lock = threading.Lock()
+        # Counted apart, so that what was paid for is visible: answered calls, the attempts
+        # beyond each call's first, the attempts that got no answer (each one a request the
+        # endpoint may have billed), and the calls that failed for good.
         self.calls_made = 0
+        self.retried_attempts = 0
+        self.failed_attempts = 0
+        self.failed_calls = 0
         # Set for agents: each new answer goes to the recorder at once (then the outcome
         # carries no content), so a rollout cut short by a crash does not pay for it again.
         self.record_now: Callable[[CallOutcome], None] | None = None
@@ -168,9 +188,18 @@ class ModelCaller:
 
     def _real_call(self, key: str, request: dict[str, Any]) -> CallOutcome:
         started = time.time()
-        result = self.client.chat(request)  # type: ignore[union-attr]
+        try:
+            result = self.client.chat(request)  # type: ignore[union-attr]
+        except ModelError as e:
+            with self._lock:
+                self.failed_calls += 1
+                self.failed_attempts += e.attempts
+                self.retried_attempts += e.attempts - 1
+            raise
         with self._lock:
             self.calls_made += 1
+            self.failed_attempts += result.attempts - 1
+            self.retried_attempts += result.attempts - 1
         body = {
             "schema": SCHEMA,
             "kind": "call",
