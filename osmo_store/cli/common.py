@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 # Every exit status osmo uses. Bad arguments exit with 2, from argparse.
 EXIT_OK = 0
 EXIT_ERROR = 1  # an error (one line, maybe a hint), or a check that found problems
+EXIT_ALL_FAILED = 3  # an eval ran to its end, and every one of its runs failed
+EXIT_BELOW_THRESHOLD = 4  # an eval's primary score is below --fail-under
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM, as a shell reports SIGINT
 
 

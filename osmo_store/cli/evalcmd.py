@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from ..eval import DEFAULT_BASE_URL
-from .common import EXIT_INTERRUPTED, err, open_repo, out
+from .common import (
+    EXIT_ALL_FAILED,
+    EXIT_BELOW_THRESHOLD,
+    EXIT_INTERRUPTED,
+    err,
+    open_repo,
+    out,
+)
 
 if TYPE_CHECKING:
     from ..eval.config import EvalConfig
@@ -134,6 +141,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     o.add_argument("--output-path", metavar="DIR", help="write results JSON and samples JSONL here")
     o.add_argument("-o", "--output", metavar="FILE", help="one JSON file: config, summary, runs")
     o.add_argument("--json", action="store_true", help="print the summary as JSON")
+    o.add_argument(
+        "--fail-under",
+        type=_finite_float,
+        metavar="SCORE",
+        help=f"exit {EXIT_BELOW_THRESHOLD} when the primary score (its mean over scored runs) "
+        "is below SCORE, for CI",
+    )
     o.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
     csub = p.add_subparsers(dest="eval_command", metavar="COMMAND")
@@ -322,7 +336,9 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
                 display_bar.close()
             _report(args, repo, config, outcome, prepared.dataset, display)
     except _Aborted:
-        err("osmo: aborted")
+        err("osmo: aborted: the runs in flight were abandoned; every run shown as done is "
+            "recorded")  # fmt: skip
+        err("hint: resume with the same command" + (" without --fresh" if args.fresh else ""))
         return EXIT_INTERRUPTED
     finally:
         if display_bar:
@@ -339,6 +355,30 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
             + (" without --fresh." if args.fresh else ".")
         )
         return EXIT_INTERRUPTED
+    return _exit_status(args, outcome.summary)
+
+
+def _exit_status(args: argparse.Namespace, summary: dict[str, Any]) -> int:
+    """A finished eval's exit status (see docs/eval.md), with a hint for failed runs."""
+    runs, failed = summary["runs"], summary["failed"]
+    if runs and failed == runs:
+        err(f"osmo: every run failed ({failed} of {runs}); the causes are listed above")
+        err("hint: fix the cause, then re-run the failed runs with the same command and "
+            "--retry-failed")  # fmt: skip
+        return EXIT_ALL_FAILED
+    if failed:
+        runs_failed = f"{failed} run failed" if failed == 1 else f"{failed} runs failed"
+        err(f"hint: {runs_failed}; re-run only those with the same command and --retry-failed")
+    if args.fail_under is not None:
+        score = summary.get("primary_score")
+        if score is None:
+            err(f"osmo: no run has a {summary['primary_metric']} score to compare with "
+                f"--fail-under {args.fail_under:g}")  # fmt: skip
+            return EXIT_BELOW_THRESHOLD
+        if score < args.fail_under:
+            err(f"osmo: {summary['primary_metric']} {score:.4f} is below --fail-under "
+                f"{args.fail_under:g}")  # fmt: skip
+            return EXIT_BELOW_THRESHOLD
     return 0
 
 

@@ -396,6 +396,7 @@ class _EvalRun:
             and previous
             and previous.get("pass_threshold") == self.options.pass_threshold
             and previous.get("primary_metric") == self.primary
+            and "primary_score" in previous  # else written before summaries had it
         ):
             return dict(previous)  # nothing new recorded: the stored summary still holds
         # Runs recorded before this session are read back; none if it recorded them all.
