@@ -151,9 +151,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     o.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
     csub = p.add_subparsers(dest="eval_command", metavar="COMMAND")
-    from . import cachecmd
+    from . import cachecmd, evalviews
 
     cachecmd.register_eval_cache(csub, common)
+    evalviews.register(csub, common)
 
 
 def _positive_int(text: str) -> int:

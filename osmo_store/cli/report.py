@@ -9,12 +9,12 @@ from typing import Any
 
 from ..eval.config import EvalConfig
 from ..eval.dataset import Dataset, Row
-from ..eval.failures import describe_cause
 from ..eval.runner import EvalOutcome
 from ..eval.scoring import final_text
 from ..objects import ObjectType
 from ..repo import Repository
 from .common import out
+from .summarytext import model_calls_text, print_failures, print_scores
 
 
 def print_summary(config: EvalConfig, outcome: EvalOutcome, display: dict[str, Any]) -> None:
@@ -34,65 +34,14 @@ def print_summary(config: EvalConfig, outcome: EvalOutcome, display: dict[str, A
     out(
         f"store    {sess['reused_samples']} reused from this config, "
         f"{sess['reused_rollouts']} rollouts reused from the store, {sess['computed']} computed, "
-        + _model_calls(sess, s)
+        + model_calls_text(sess, s)
     )
-    if s["metrics"]:
-        width = max(12, *(len(m) for m in s["metrics"]))
-        out("")
-        cols = " ".join(f"{c:>7}" for c in ("mean", "std", "min", "max", "median", "n"))
-        out(f"{'metric':<{width}}  {cols}")
-        for m, d in s["metrics"].items():
-            out(
-                f"{m:<{width}}  {d['mean']:7.4f} {d['std']:7.4f} {d['min']:7.4f} "
-                f"{d['max']:7.4f} {d['median']:7.4f} {d['count']:7d}"
-            )
-    if s["pass_at_k"]:
-        out("")
-        out(
-            "  ".join(f"{k} {v:.4f}" for k, v in s["pass_at_k"].items())
-            + f"   (pass: {s['primary_metric']} >= {s['pass_threshold']:g})"
-        )
+    print_scores(s)
     print_failures(s, outcome.config_id)
     tokens = s.get("tokens") or {}
     tok = ", ".join(f"{k.replace('_tokens', '')} {v:,}" for k, v in sorted(tokens.items()))
     out("")
     out(f"tokens   {tok or '-'}   wall {s.get('wall_time_s', 0):.1f}s")
-
-
-def _model_calls(session: dict[str, Any], summary: dict[str, Any]) -> str:
-    """The model calls answered in this session. Calls whose every attempt failed are not
-    among them: when runs failed and none was answered, "0 model calls" would read as "no
-    call was attempted", so the failures below speak for themselves."""
-    calls = session.get("model_calls", 0)
-    if calls == 0 and summary.get("failed"):
-        return "no model call answered"
-    return f"{calls} model calls"
-
-
-def print_failures(summary: dict[str, Any], config_id: str) -> None:
-    """Failed runs by cause and scoring errors by eval function, each cause with its count
-    and a command that shows an example run."""
-    failures = summary.get("failure_groups") or []
-    scoring = summary.get("scoring_error_groups") or {}
-    if failures:
-        out("")
-        out(f"failures ({summary.get('failed', 0)} runs):")
-        for g in failures:
-            out(f"  {g['count']} x {describe_cause(g)}")
-            out(f"      example: {show_row_command(config_id, g['example'])}")
-    if scoring:
-        out("")
-        out("scoring errors:")
-        for fn, groups in scoring.items():
-            for g in groups:
-                out(f"  {fn}: {g['count']} x {g['message']}")
-                out(f"      example: {show_row_command(config_id, g['example'])}")
-
-
-def show_row_command(config_id: str, sample: str) -> str:
-    """The command that shows one stored run (``sample``: ``<row-key>.<run>``)."""
-    row, _, run = sample.rpartition(".")
-    return f"osmo eval show {config_id[:12]} --row {row[:12]}.{run}"
 
 
 def sample_lines(repo: Repository, outcome: EvalOutcome, rows: dict[str, Row]) -> list[dict]:

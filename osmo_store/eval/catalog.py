@@ -62,10 +62,8 @@ def list_configs(
     for name, run_id in repo.refs.list(EVAL_REF_PREFIX).items():
         record = repo.objects.get_run(run_id)
         meta = record.meta
-        st = meta.get("status", "?")
         config_id = name[len(EVAL_REF_PREFIX) :]
-        if st == "in_progress" and not is_eval_running(repo, config_id):
-            st = "interrupted"  # its process died (kill -9, power loss) mid-run
+        st = config_status(repo, config_id, meta)
         info = ConfigInfo(config_id, run_id, meta, st)
         if model and model.lower() not in info.model.lower():
             continue
@@ -76,6 +74,15 @@ def list_configs(
         out.append(info)
     out.sort(key=lambda c: c.updated, reverse=True)
     return out
+
+
+def config_status(repo: Repository, config_id: str, meta: dict[str, Any]) -> str:
+    """The status a run record says, except that an eval "in progress" whose process is
+    gone (kill -9, power loss) was interrupted."""
+    st = meta.get("status", "?")
+    if st == "in_progress" and not is_eval_running(repo, config_id):
+        return "interrupted"
+    return st
 
 
 def find_config(repo: Repository, text: str) -> str:

@@ -16,6 +16,7 @@ from ..objects import ObjectType
 from ..repo import Repository
 from ..tree import TreeReader, iter_tree
 from .configstate import ConfigState, config_ref
+from .scoring import final_text
 
 _MIN_KEY_PREFIX = 4
 
@@ -96,6 +97,33 @@ class StoredConfig:
     def call(self, call_id: ObjectId) -> dict[str, Any]:
         """A model call blob: ``request``, ``response``, ``latency_s``, ``attempts``."""
         return self._json(call_id)
+
+    def view(self, ref: SampleRef, *, calls: bool = False) -> dict[str, Any]:
+        """One sample as people read it: the row (position, key, data), the run, its status,
+        the conversation and answer, scores, errors, usage, and (``calls``) each model call's
+        request and response. A failed run has no conversation; its calls are the ones it
+        made before failing."""
+        sample = self.sample(ref)
+        rollout = self.rollout(sample)
+        messages = rollout["messages"] if rollout else None
+        view: dict[str, Any] = {
+            "index": ref.index,
+            "row": ref.row,
+            "run": ref.run,
+            "status": sample.get("status"),
+            "data": self.row_data(ref.row),
+            "messages": messages,
+            "solution": final_text(messages) if messages else None,
+            "scores": sample.get("scores") or {},
+            "scoring_errors": sample.get("scoring_errors") or {},
+            "error": sample.get("error"),
+            "usage": sample.get("usage") or (rollout or {}).get("usage"),
+            "latency_s": (rollout or {}).get("latency_s"),
+        }
+        if calls:
+            made = (rollout or {}).get("calls") or sample.get("calls") or []
+            view["calls"] = [{"key": c["key"], "id": c["id"], **self.call(c["id"])} for c in made]
+        return view
 
     def find(self, text: str) -> list[SampleRef]:
         """The samples ``text`` names: ``INDEX`` (the row's 0-based position in the dataset
