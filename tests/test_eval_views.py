@@ -3,7 +3,6 @@ installed CLI in a subprocess, the mock model server on 127.0.0.1."""
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys

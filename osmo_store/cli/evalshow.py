@@ -86,8 +86,9 @@ def _print_config(stored: StoredConfig, status: str) -> None:
         f"n={given.get('n', '?')})")  # fmt: skip
     out(f"params   {describe_params(given)}")
     if not s:
-        out(f"runs     {counts.get('done', 0)}/{counts.get('total', 0)} recorded, "
-            f"{counts.get('failed', 0)} failed (no summary yet: the eval did not finish)")  # fmt: skip
+        done = f"{counts.get('done', 0)}/{counts.get('total', 0)}"
+        out(f"runs     {done} recorded, {counts.get('failed', 0)} failed (no summary yet: "
+            "the eval did not finish)")  # fmt: skip
         return
     ok = s["runs"] - s["failed"]
     out(f"runs     {counts.get('done', s['runs'])}/{counts.get('total', s['runs'])} recorded: "

@@ -51,7 +51,7 @@ class StoredConfig:
         assert self.state.record is not None
         self.meta: dict[str, Any] = self.state.record.meta
         self._reader = TreeReader(repo.objects)
-        self._indexes: dict[str, int] | None | bool = False  # False: not looked for yet
+        self._indexes: dict[str, int] | bool | None = False  # False: not looked for yet
 
     @property
     def summary(self) -> dict[str, Any]:
