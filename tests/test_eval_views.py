@@ -100,3 +100,59 @@ def test_show_of_something_missing_is_a_one_line_error(evals) -> None:
     assert "Traceback" not in done.stderr
     done = osmo(evals["project"], "eval", "show", "ffffffff")
     assert done.returncode == 1 and "no eval config matches" in done.stderr
+
+
+# -- diff --
+
+
+def test_diff_reports_a_seeded_regression_with_its_sign_and_interval(evals) -> None:
+    done = osmo(evals["project"], "eval", "diff", evals["good"][:8], evals["worse"][:8],
+                "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    r = json.loads(done.stdout)
+    # The worse model got some rows wrong and none right that the good one missed.
+    wrong = len(r["changes"])
+    assert 0 < wrong < ROWS and all(c["delta"] == -1.0 for c in r["changes"])
+    assert r["pairs"] == ROWS and r["difference"] == pytest.approx(-wrong / ROWS)
+    lo, hi = r["ci"]
+    assert lo <= r["difference"] <= hi < 0  # the interval excludes "no difference"
+    assert r["test"]["name"] == "McNemar exact"
+    assert r["test"]["a_only"] == wrong and r["test"]["b_only"] == 0
+    assert r["test"]["p_value"] == pytest.approx(2 * 0.5**wrong)
+    # Swapped, the same difference with the other sign: an improvement.
+    back = json.loads(osmo(evals["project"], "eval", "diff", evals["worse"], evals["good"],
+                           "--json").stdout)  # fmt: skip
+    assert back["difference"] == pytest.approx(wrong / ROWS)
+    assert back["ci"][0] > 0 and back["test"]["p_value"] == r["test"]["p_value"]
+
+
+def test_diff_text_lists_regressions_first(evals) -> None:
+    done = osmo(evals["project"], "eval", "diff", evals["good"][:8], evals["worse"][:8])
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "B - A  -0." in text and "% CI [-0." in text
+    assert "worse, 0 better (regressions first)" in text
+    table = text[text.index("   ROW"):].splitlines()[1:]
+    assert table and all(line.rstrip().endswith("-1.0000") for line in table)
+
+
+def test_diff_counts_failed_runs_as_unscored(evals) -> None:
+    done = osmo(evals["project"], "eval", "diff", evals["good"][:8], evals["broken"][:8])
+    assert done.returncode == 1
+    assert f"config {evals['broken'][:12]} has no scored run" in done.stderr
+    assert f"hint: see why: osmo eval show {evals['broken'][:12]}" in done.stderr
+
+
+def test_paired_statistics_match_known_values() -> None:
+    from osmo_store.eval.stats import bootstrap_ci, mcnemar_exact, sign_flip_test
+
+    # McNemar exact: 10 discordant pairs split 1/9, two-sided p = 2 * P(X <= 1), X~B(10, .5)
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * 11 / 1024)
+    assert mcnemar_exact(5, 5) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 3000) < 1e-300 or mcnemar_exact(0, 3000) == 0.0
+    # No difference anywhere: the interval is a point, and the test sees nothing.
+    assert bootstrap_ci([(0.0, 1)] * 30) == (0.0, 0.0)
+    assert sign_flip_test([0.0] * 30) == 1.0
+    # Every row better by 1: the interval is [1, 1] and p is as small as 2000 draws allow.
+    assert bootstrap_ci([(1.0, 1)] * 30) == (1.0, 1.0)
+    assert sign_flip_test([1.0] * 30) == pytest.approx(1 / 2001)

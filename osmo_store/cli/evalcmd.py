@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from ..eval import DEFAULT_BASE_URL
+from .argtypes import finite_float, nonneg_int, positive_float, positive_int
 from .common import (
     EXIT_ALL_FAILED,
     EXIT_BELOW_THRESHOLD,
@@ -72,22 +73,22 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     s = p.add_argument_group("sampling")
     s.add_argument(
-        "--n", type=_positive_int, default=1, metavar="N", help="runs per row (default 1)"
+        "--n", type=positive_int, default=1, metavar="N", help="runs per row (default 1)"
     )
     s.add_argument(
         "--pass-threshold",
-        type=_finite_float,
+        type=finite_float,
         default=1.0,
         metavar="T",
         help="a run passes when its primary score >= T (default 1.0)",
     )
-    s.add_argument("--temperature", type=_finite_float, metavar="X")
-    s.add_argument("--max-tokens", type=_positive_int, metavar="N")
-    s.add_argument("--top-p", type=_finite_float, metavar="X")
+    s.add_argument("--temperature", type=finite_float, metavar="X")
+    s.add_argument("--max-tokens", type=positive_int, metavar="N")
+    s.add_argument("--top-p", type=finite_float, metavar="X")
     s.add_argument("--seed", type=int, metavar="N")
-    s.add_argument("--max-turns", type=_positive_int, metavar="N", help="passed to the agent")
-    s.add_argument("--limit", type=_nonneg_int, metavar="N", help="only the first N rows")
-    s.add_argument("--offset", type=_nonneg_int, default=0, metavar="N", help="skip N rows")
+    s.add_argument("--max-turns", type=positive_int, metavar="N", help="passed to the agent")
+    s.add_argument("--limit", type=nonneg_int, metavar="N", help="only the first N rows")
+    s.add_argument("--offset", type=nonneg_int, default=0, metavar="N", help="skip N rows")
     r = p.add_argument_group("running")
     r.add_argument(
         "--shard",
@@ -98,21 +99,21 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     r.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=8,
         metavar="C",
         help="runs in flight (default 8)",
     )
     r.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         default=60.0,
         metavar="S",
         help="per model request, seconds (default 60)",
     )
     r.add_argument(
         "--max-retries",
-        type=_nonneg_int,
+        type=nonneg_int,
         default=5,
         metavar="R",
         help="retries on 429/5xx/timeouts (default 5)",
@@ -143,7 +144,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     o.add_argument("--json", action="store_true", help="print the summary as JSON")
     o.add_argument(
         "--fail-under",
-        type=_finite_float,
+        type=finite_float,
         metavar="SCORE",
         help=f"exit {EXIT_BELOW_THRESHOLD} when the primary score (its mean over scored runs) "
         "is below SCORE, for CI",
@@ -155,30 +156,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     cachecmd.register_eval_cache(csub, common)
     evalviews.register(csub, common)
-
-
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _finite_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    v = _finite_float(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v
 
 
 def _check_output_paths(args: argparse.Namespace, short: str) -> None:
@@ -227,13 +204,6 @@ def _shard(text: str) -> tuple[int, int]:
     if not sep or count < 1 or not 1 <= index <= count:
         raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N, got {text!r}")
     return index, count
-
-
-def _nonneg_int(text: str) -> int:
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
 
 
 def build_config(args: argparse.Namespace) -> PreparedEval:

@@ -7,6 +7,7 @@ import argparse
 import importlib
 from collections.abc import Callable
 
+from .argtypes import nonneg_int, positive_int, probability
 from .common import open_repo
 
 
@@ -38,3 +39,43 @@ def register(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     which.add_argument("--failed", action="store_true", help="list the failed samples")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(cache_func=_run("evalshow", "cmd_show"))
+
+    p = csub.add_parser(
+        "diff",
+        parents=[common],
+        help="compare two configs run for run: changes, mean difference with a CI, a test",
+        description="Compare config B with config A on the runs they share (same row by "
+        "content, same run index): rows whose score changed (regressions first), the mean "
+        "difference B - A with a paired bootstrap confidence interval (rows resampled), a "
+        "paired test (McNemar's exact test for 0/1 scores, else a sign-flip permutation "
+        "test), and the rows only one of them has.",
+    )
+    p.add_argument("a", metavar="A", help="config id or unique prefix (the baseline)")
+    p.add_argument("b", metavar="B", help="config id or unique prefix (compared with A)")
+    p.add_argument(
+        "--metric", metavar="NAME", help="metric to compare (default: A's primary metric)"
+    )
+    p.add_argument(
+        "--confidence",
+        type=probability,
+        default=0.95,
+        metavar="C",
+        help="confidence level of the interval (default 0.95)",
+    )
+    p.add_argument(
+        "--resamples",
+        type=positive_int,
+        default=2000,
+        metavar="N",
+        help="bootstrap and permutation resamples (default 2000)",
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="of the resampling (default 0)")
+    p.add_argument(
+        "--limit",
+        type=nonneg_int,
+        default=20,
+        metavar="N",
+        help="changed rows listed (default 20; 0: all)",
+    )
+    p.add_argument("--json", action="store_true", help="print as JSON (every changed row)")
+    p.set_defaults(cache_func=_run("evaldiff", "cmd_diff"))

@@ -138,8 +138,15 @@ def primary_value(scores: dict[str, Any], primary: str | None) -> float | None:
         return None
     v = scores[primary]
     if isinstance(v, dict):
-        for name in ("score", "pass", "correct", "accuracy"):
-            if name in v:
-                return v[name]
-        return v[min(v)] if v else None
+        key = primary_entry(v)
+        return None if key is None else v[key]
     return v
+
+
+def primary_entry(score: dict[str, Any]) -> str | None:
+    """The entry of a dict score that stands for it: "score", "pass", "correct" or
+    "accuracy", else the alphabetically first."""
+    for name in ("score", "pass", "correct", "accuracy"):
+        if name in score:
+            return name
+    return min(score) if score else None
