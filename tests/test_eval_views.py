@@ -3,6 +3,7 @@ installed CLI in a subprocess, the mock model server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -156,3 +157,61 @@ def test_paired_statistics_match_known_values() -> None:
     # Every row better by 1: the interval is [1, 1] and p is as small as 2000 draws allow.
     assert bootstrap_ci([(1.0, 1)] * 30) == (1.0, 1.0)
     assert sign_flip_test([1.0] * 30) == pytest.approx(1 / 2001)
+
+
+# -- export --
+
+
+def test_export_csv_has_one_row_per_sample_with_flat_scores(evals) -> None:
+    project = evals["project"]
+    done = osmo(project, "eval", "export", evals["worse"][:8], "-o", "out/worse.csv")
+    assert done.returncode == 0, done.stderr
+    assert "wrote 40 samples" in done.stdout and "out/worse.csv" in done.stdout
+    with open(project / "out" / "worse.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == ROWS and [int(r["index"]) for r in rows] == list(range(ROWS))
+    assert rows[3]["prompt"] == "What is 3 + 4?" and rows[3]["ground_truth"] == "7"
+    assert {r["score/exact"] for r in rows} == {"1.0", "0.0"}
+    assert sum(r["score/exact"] == "1.0" for r in rows) == sum(
+        r["solution"] == r["ground_truth"] for r in rows)  # fmt: skip
+    assert json.loads(rows[0]["messages"])[-1]["role"] == "assistant"
+
+
+def test_export_jsonl_and_parquet_hold_the_same_records(evals) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    project = evals["project"]
+    assert osmo(project, "eval", "export", evals["broken"], "-o", "b.jsonl").returncode == 0
+    done = osmo(project, "eval", "export", evals["broken"], "-o", "b.data", "--format",
+                "parquet")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(x) for x in (project / "b.jsonl").read_text().splitlines()]
+    table = pq.read_table(project / "b.data").to_pylist()
+    assert len(lines) == len(table) == ROWS
+    assert lines[0]["status"] == "failed" and lines[0]["error_status"] == 500
+    assert [x["row"] for x in lines] == [x["row"] for x in table]
+    assert table[0]["error_message"] == lines[0]["error_message"]
+    assert json.loads(table[0]["data"]) == lines[0]["data"]
+
+
+def test_export_refuses_a_suffix_it_cannot_write(evals) -> None:
+    done = osmo(evals["project"], "eval", "export", evals["good"][:8], "-o", "x.xlsx")
+    assert done.returncode == 1 and "x.xlsx: cannot tell the format" in done.stderr
+    assert "hint: use .jsonl, .csv or .parquet" in done.stderr
+    assert not (evals["project"] / "x.xlsx").exists()
+
+
+def test_eval_output_csv_writes_csv_and_says_where(evals) -> None:
+    project = evals["project"]
+    store = str(project / "store-o")
+    with MockServer() as srv:
+        argv = ["eval", "-d", "data.jsonl", "--model", "m", "--base-url", srv.base_url,
+                "--eval-fn", "fns.py:exact", "-q", "--store", store]  # fmt: skip
+        refused = osmo(project, *argv, "-o", "results.xlsx")
+        assert refused.returncode == 1 and "results.xlsx" in refused.stderr
+        assert srv.calls == 0  # refused before anything ran
+        done = osmo(project, *argv, "-o", "results.csv", "--log-samples", "s.jsonl")
+    assert done.returncode == 0, done.stderr
+    assert "osmo: wrote results.csv" in done.stderr and "osmo: wrote s.jsonl" in done.stderr
+    with open(project / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == ROWS and rows[0]["score/exact"] == "1.0"

@@ -140,7 +140,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "in --output-path if given)",
     )
     o.add_argument("--output-path", metavar="DIR", help="write results JSON and samples JSONL here")
-    o.add_argument("-o", "--output", metavar="FILE", help="one JSON file: config, summary, runs")
+    o.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="FILE.json: one JSON file (config, summary, runs); FILE.jsonl, .csv or .parquet: "
+        "one row per sample, as osmo eval export writes",
+    )
     o.add_argument("--json", action="store_true", help="print the summary as JSON")
     o.add_argument(
         "--fail-under",
@@ -163,6 +169,10 @@ def _check_output_paths(args: argparse.Namespace, short: str) -> None:
     (``short``: the config id as the file names osmo chooses carry it)."""
     from pathlib import Path
 
+    if args.output:
+        from .report import output_format
+
+        output_format(args.output)  # a suffix it cannot write is refused now, not after
     wanted = [(args.output_path, "--output-path", True), (args.output, "-o", False)]
     if args.output_path:
         for name in (f"results-{short}.json", f"samples-{short}.jsonl"):

@@ -79,3 +79,17 @@ def register(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     )
     p.add_argument("--json", action="store_true", help="print as JSON (every changed row)")
     p.set_defaults(cache_func=_run("evaldiff", "cmd_diff"))
+
+    p = csub.add_parser(
+        "export",
+        parents=[common],
+        help="write a config's samples as a table: jsonl, csv or parquet",
+        description="Write one row per sample (row index and key, run, status, prompt, "
+        "ground truth, solution, a score/<metric> column per metric, errors, usage, the "
+        "row's data and the conversation) to FILE; the format comes from its suffix "
+        "(.jsonl, .csv, .parquet) or --format.",
+    )
+    p.add_argument("config", metavar="CONFIG", help="config id or unique prefix")
+    p.add_argument("-o", "--output", metavar="FILE", required=True, help="file to write")
+    p.add_argument("--format", choices=("jsonl", "csv", "parquet"), help="default: by suffix")
+    p.set_defaults(cache_func=_run("evalexport", "cmd_export"))

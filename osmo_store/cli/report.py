@@ -13,7 +13,7 @@ from ..eval.runner import EvalOutcome
 from ..eval.scoring import final_text
 from ..objects import ObjectType
 from ..repo import Repository
-from .common import out
+from .common import err, out
 from .summarytext import model_calls_text, print_failures, print_scores
 
 
@@ -79,11 +79,12 @@ def write_outputs(
     dataset: Dataset,
     display: dict[str, Any],
 ) -> None:
+    """Write the files the output flags ask for, and say where each one went (on stderr:
+    stdout may be the --json summary)."""
     short = outcome.config_id[:12]
-    want_samples = args.log_samples is not None or args.output_path or args.output
-    if not want_samples:
-        return
-    lines = sample_lines(repo, outcome, {r.key: r for r in dataset.rows})
+    table = args.output and output_format(args.output) != "json"
+    want_lines = args.log_samples is not None or args.output_path or (args.output and not table)
+    lines = sample_lines(repo, outcome, {r.key: r for r in dataset.rows}) if want_lines else []
     results = {
         "config_id": outcome.config_id,
         "run": outcome.run_id,
@@ -93,6 +94,7 @@ def write_outputs(
         "session": outcome.session,
         "summary": outcome.summary,
     }
+    written: list[Path] = []
     if args.output_path:
         d = Path(args.output_path)
         d.mkdir(parents=True, exist_ok=True)
@@ -100,6 +102,7 @@ def write_outputs(
             json.dumps(results, indent=2, sort_keys=True) + "\n"
         )
         _write_jsonl(d / f"samples-{short}.jsonl", lines)
+        written += [d / f"results-{short}.json", d / f"samples-{short}.jsonl"]
     if args.log_samples is not None:
         target = (
             Path(args.log_samples)
@@ -107,11 +110,31 @@ def write_outputs(
             else (Path(args.output_path or ".") / f"samples-{short}.jsonl")
         )
         _write_jsonl(target, lines)
-    if args.output:
+        written.append(target)
+    if table:
+        from ..eval.export import sample_records, write_records
+        from ..eval.results import StoredConfig
+
+        stored = StoredConfig(repo, outcome.config_id, outcome.run_id)
+        write_records(sample_records(stored), args.output, output_format(args.output))
+        written.append(Path(args.output))
+    elif args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(
             json.dumps({**results, "runs": lines}, indent=2, sort_keys=True) + "\n"
         )
+        written.append(Path(args.output))
+    for path in dict.fromkeys(written):
+        err(f"osmo: wrote {path}")
+
+
+def output_format(path: str) -> str:
+    """What ``osmo eval -o FILE`` writes: ``.json``, one JSON document (config, summary,
+    runs); otherwise a table of samples in the format of the suffix (see ``export``).
+    Raises ``UsageError`` for a suffix that is neither."""
+    from ..eval.export import check_format
+
+    return "json" if Path(path).suffix.lower() == ".json" else check_format(path)
 
 
 def _write_jsonl(path: Path, lines: list[dict]) -> None:
