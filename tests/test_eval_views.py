@@ -215,3 +215,43 @@ def test_eval_output_csv_writes_csv_and_says_where(evals) -> None:
     with open(project / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == ROWS and rows[0]["score/exact"] == "1.0"
+
+
+# -- verify --
+
+
+def test_verify_rescores_every_sample_without_a_model(evals) -> None:
+    # Every server of the fixture is closed: a model call could not be answered.
+    done = osmo(evals["project"], "eval", "verify", evals["worse"][:8])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{ROWS} of {ROWS} samples agree" in done.stdout
+    # loaded from the file the eval recorded, wherever verify runs
+    assert f"eval fn  exact  ({evals['project'] / 'fns.py'}:exact): same code as the eval" in (
+        done.stdout)  # fmt: skip
+
+
+def test_verify_reports_scores_that_come_out_differently(evals) -> None:
+    project = evals["project"]
+    (project / "lenient.py").write_text(
+        "def exact(solution_str, ground_truth, extra_info):\n"
+        "    return 1.0  # every answer right\n"
+    )
+    done = osmo(project, "eval", "verify", evals["worse"][:8], "--eval-fn", "lenient.py:exact",
+                "--json")  # fmt: skip
+    assert done.returncode == 1
+    r = json.loads(done.stdout)
+    wrong = json.loads(osmo(project, "eval", "diff", evals["good"], evals["worse"],
+                            "--json").stdout)["changes"]  # fmt: skip
+    assert len(r["disagreements"]) == len(wrong) > 0 and r["agreed"] == ROWS - len(wrong)
+    assert {d["row"] for d in r["disagreements"]} == {c["row"] for c in wrong}
+    assert all(d["stored"] == 0.0 and d["now"] == 1.0 for d in r["disagreements"])
+    assert r["eval_fns"][0]["changed"] is True
+    text = osmo(project, "eval", "verify", evals["worse"][:8], "--eval-fn", "lenient.py:exact")
+    assert "code changed since the eval" in text.stdout and "scores disagree:" in text.stdout
+    assert "stored 0.0, now 1.0" in text.stdout
+
+
+def test_verify_skips_failed_runs(evals) -> None:
+    done = osmo(evals["project"], "eval", "verify", evals["broken"][:8])
+    assert done.returncode == 0
+    assert f"0 of 0 samples agree with their stored scores; {ROWS} failed runs" in done.stdout

@@ -8,7 +8,7 @@ import importlib
 from collections.abc import Callable
 
 from .argtypes import nonneg_int, positive_int, probability
-from .common import open_repo
+from .common import EXIT_ERROR, open_repo
 
 
 def _run(module: str, name: str) -> Callable[[argparse.Namespace], int]:
@@ -93,3 +93,29 @@ def register(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p.add_argument("-o", "--output", metavar="FILE", required=True, help="file to write")
     p.add_argument("--format", choices=("jsonl", "csv", "parquet"), help="default: by suffix")
     p.set_defaults(cache_func=_run("evalexport", "cmd_export"))
+
+    p = csub.add_parser(
+        "verify",
+        parents=[common],
+        help="re-score the stored samples with the current eval functions, no model call",
+        description="Re-score every stored sample of CONFIG with its eval functions as they "
+        "are now (or those given with --eval-fn), without calling any model, and compare with "
+        f"the stored scores. Exits {EXIT_ERROR} if any score disagrees.",
+    )
+    p.add_argument("config", metavar="CONFIG", help="config id or unique prefix")
+    p.add_argument(
+        "--eval-fn",
+        metavar="MODULE:FN",
+        action="append",
+        default=[],
+        help="score with these instead of the config's own (repeatable); compared by name",
+    )
+    p.add_argument(
+        "--limit",
+        type=nonneg_int,
+        default=20,
+        metavar="N",
+        help="disagreements listed (default 20; 0: all)",
+    )
+    p.add_argument("--json", action="store_true", help="print as JSON (every disagreement)")
+    p.set_defaults(cache_func=_run("evalverify", "cmd_verify"))
