@@ -149,6 +149,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     o.add_argument("--json", action="store_true", help="print the summary as JSON")
     o.add_argument(
+        "--label",
+        metavar="NAME",
+        help="name the config (shown and filtered by osmo eval cache ls; kept by later runs)",
+    )
+    o.add_argument(
         "--fail-under",
         type=finite_float,
         metavar="SCORE",
@@ -247,6 +252,7 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
     if args.eval_command:
         return args.cache_func(args)
     from ..errors import StoppedWaiting
+    from ..eval.catalog import check_label
     from ..eval.client import ChatClient, resolve_api_key
     from ..eval.runner import EvalOptions, run_eval
     from .progress import ProgressDisplay
@@ -275,6 +281,7 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
         lock_timeout=lock_timeout,
         shard=args.shard,
         recorder_process={"auto": None, "process": True, "thread": False}[recorder],
+        label=check_label(args.label) if args.label else None,
     )
     display = prepared.describe(options)
     stop = threading.Event()

@@ -184,3 +184,14 @@ def _print_failed(stored: StoredConfig, failed: list[dict[str, Any]]) -> None:
 
 def _json(obj: Any) -> None:
     out(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True))
+
+
+def cmd_label(args: argparse.Namespace, repo: Repository) -> int:
+    from ..eval.catalog import set_label
+
+    check_eval_refs(repo)
+    config_id = find_config(repo, args.config)
+    set_label(repo, config_id, args.name)
+    name = args.name.strip()
+    out(f"config {config_id[:12]} " + (f"labelled {name!r}" if name else "has no label now"))
+    return 0

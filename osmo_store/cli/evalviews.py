@@ -119,3 +119,14 @@ def register(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     )
     p.add_argument("--json", action="store_true", help="print as JSON (every disagreement)")
     p.set_defaults(cache_func=_run("evalverify", "cmd_verify"))
+
+    p = csub.add_parser(
+        "label",
+        parents=[common],
+        help="name a config (shown and filtered by osmo eval cache ls)",
+        description='Name a config; an empty NAME ("") removes its name. The name is kept '
+        "by later runs of the config and shown by osmo eval cache ls, show and diff.",
+    )
+    p.add_argument("config", metavar="CONFIG", help="config id or unique prefix")
+    p.add_argument("name", metavar="NAME", help="one line, at most 100 characters")
+    p.set_defaults(cache_func=_run("evalshow", "cmd_label"))

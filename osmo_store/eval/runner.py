@@ -66,6 +66,8 @@ class EvalOptions:
     shard: tuple[int, int] | None = None
     #: record in a child process (True), in a thread of this one (False), or decide (None)
     recorder_process: bool | None = None
+    #: a name for the config, shown by `eval cache ls` (None: keep the one it has)
+    label: str | None = None
 
 
 def in_shard(row_key: str, shard: tuple[int, int] | None) -> bool:
@@ -220,6 +222,7 @@ class _EvalRun:
         # what the config computed itself since, so every run is computed anew.
         isolated = options.fresh or bool(state.record and state.record.meta.get("isolated"))
         self.head = state.run_id
+        label = options.label or (state.record.meta.get("label") if state.record else None)
         if options.fresh and state.run_id is not None:
             # Start over: the old state stays reachable through the reflog until it expires.
             state = ConfigState.empty(repo)
@@ -252,6 +255,8 @@ class _EvalRun:
         }
         if isolated:
             self.base_meta["isolated"] = True
+        if label:
+            self.base_meta["label"] = label
         self.prev_counts = (
             state.record.meta.get("counts", {}) if state.record and not options.fresh else {}
         )
