@@ -174,10 +174,6 @@ def _check_output_paths(args: argparse.Namespace, short: str) -> None:
     (``short``: the config id as the file names osmo chooses carry it)."""
     from pathlib import Path
 
-    if args.output:
-        from .report import output_format
-
-        output_format(args.output)  # a suffix it cannot write is refused now, not after
     wanted = [(args.output_path, "--output-path", True), (args.output, "-o", False)]
     if args.output_path:
         for name in (f"results-{short}.json", f"samples-{short}.jsonl"):
@@ -197,6 +193,10 @@ def _check_output_paths(args: argparse.Namespace, short: str) -> None:
             raise UsageError(f"{flag} {text}: {existing} is not a directory")
         if not os.access(existing, os.W_OK):
             raise UsageError(f"{flag} {text}: permission denied")
+    if args.output:
+        from .report import output_format
+
+        output_format(args.output)  # a suffix it cannot write is refused now, not after
 
 
 def _lock_timeout() -> float:

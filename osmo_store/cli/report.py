@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
 from ..eval.config import EvalConfig
 from ..eval.dataset import Dataset, Row
 from ..eval.runner import EvalOutcome
@@ -132,9 +133,17 @@ def output_format(path: str) -> str:
     """What ``osmo eval -o FILE`` writes: ``.json``, one JSON document (config, summary,
     runs); otherwise a table of samples in the format of the suffix (see ``export``).
     Raises ``UsageError`` for a suffix that is neither."""
-    from ..eval.export import check_format
+    from ..eval.export import FORMATS, check_format
 
-    return "json" if Path(path).suffix.lower() == ".json" else check_format(path)
+    suffix = Path(path).suffix.lower()
+    if suffix == ".json":
+        return "json"
+    if suffix not in FORMATS:
+        raise UsageError(f"-o {path}: cannot tell the format from the suffix "
+                         f"{Path(path).suffix or '(none)'!r}",
+                         hint="use .json (one JSON document), or .jsonl, .csv or .parquet "
+                         "(one row per sample)")  # fmt: skip
+    return check_format(path)
 
 
 def _write_jsonl(path: Path, lines: list[dict]) -> None:
