@@ -13,7 +13,7 @@ class FakeTTY(io.StringIO):
 
 def test_terminal_gets_a_live_bar_redrawn_in_place() -> None:
     stream = FakeTTY()
-    display = ProgressDisplay(stream)
+    display = ProgressDisplay(stream, columns=120)
     display.update(Progress(total=10, done=2, failed=1, passed=1, scored=1))
     display.update(Progress(total=10, done=5, failed=1, passed=3, scored=4))
     display.close()

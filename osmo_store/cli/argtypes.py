@@ -46,6 +46,13 @@ def positive_float(text: str) -> float:
     return v
 
 
+def nonneg_float(text: str) -> float:
+    v = finite_float(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return v
+
+
 def probability(text: str) -> float:
     """A number strictly between 0 and 1 (a confidence level)."""
     v = finite_float(text)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from ..eval import DEFAULT_BASE_URL
-from .argtypes import finite_float, nonneg_int, positive_float, positive_int
+from .argtypes import finite_float, nonneg_float, nonneg_int, positive_float, positive_int
 from .common import (
     EXIT_ALL_FAILED,
     EXIT_BELOW_THRESHOLD,
@@ -82,10 +82,24 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         metavar="T",
         help="a run passes when its primary score >= T (default 1.0)",
     )
-    s.add_argument("--temperature", type=finite_float, metavar="X")
-    s.add_argument("--max-tokens", type=positive_int, metavar="N")
-    s.add_argument("--top-p", type=finite_float, metavar="X")
-    s.add_argument("--seed", type=int, metavar="N")
+    s.add_argument(
+        "--temperature", type=finite_float, metavar="X", help="sent to the model (default: its own)"
+    )
+    s.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        metavar="N",
+        help="longest answer, in tokens, sent to the model (default: its own)",
+    )
+    s.add_argument(
+        "--top-p", type=finite_float, metavar="X", help="nucleus sampling, sent to the model"
+    )
+    s.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="sample i asks with seed N + i, so the n samples differ and each replays",
+    )
     s.add_argument("--max-turns", type=positive_int, metavar="N", help="passed to the agent")
     s.add_argument("--limit", type=nonneg_int, metavar="N", help="only the first N rows")
     s.add_argument("--offset", type=nonneg_int, default=0, metavar="N", help="skip N rows")
@@ -161,6 +175,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "is below SCORE, for CI",
     )
     o.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    o.add_argument(
+        "--progress-interval",
+        type=nonneg_float,
+        default=5.0,
+        metavar="S",
+        help="off a terminal, print a progress line every S seconds (default 5; 0: at every "
+        "commit)",
+    )
 
     csub = p.add_subparsers(dest="eval_command", metavar="COMMAND")
     from . import cachecmd, evalviews
@@ -305,7 +327,8 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
     handle = threading.current_thread() is threading.main_thread()
     old_int = signal.signal(signal.SIGINT, on_signal) if handle else None
     old_term = signal.signal(signal.SIGTERM, on_signal) if handle else None
-    display_bar = None if args.quiet else ProgressDisplay(sys.stderr)
+    display_bar = None if args.quiet else ProgressDisplay(
+        sys.stderr, interval=args.progress_interval)  # fmt: skip
     try:
         with open_repo(args) as repo:
             try:

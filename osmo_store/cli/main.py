@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
 import importlib
 import os
+import re
 import select
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .. import __version__
 from ..errors import OsmoError
@@ -25,16 +28,51 @@ EPILOG = (
 #: them. A command module imports the library it needs (the store, the eval runner, the HTTP
 #: client...), so only the module of the command being run is imported.
 COMMAND_MODULES = {
+    "evalcmd": ("eval",),  # the main job: listed first
     "plumbing": (
         "init", "hash-object", "cat-file", "ls-tree",
         "update-ref", "delete-ref", "show-ref", "reflog",
     ),
     "maintenance": ("fsck", "repack", "cache"),
-    "evalcmd": ("eval",),
     "cachecmd": ("log", "show"),
     "servecmd": ("serve",),
     "synccmd": ("remote", "push", "fetch", "pull", "clone"),
 }  # fmt: skip
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with messages for people: a mistyped command gets "did you mean", a missing
+    one says how to list them (Python 3.12's ``suggest_on_error`` is not there on 3.10-11),
+    and usage reads ``COMMAND [ARGS]`` rather than argparse's ``COMMAND ...``."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        sub = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        names = list(sub.choices) if sub is not None else []
+        bad = re.match(r"argument (\S+): invalid choice: '([^']*)'", message)
+        if bad and sub is not None and bad.group(1) in (sub.metavar, sub.dest):
+            given = bad.group(2)
+            close = _suggest(given, names)
+            advice = f"did you mean {close!r}?" if close else f"{self.prog} --help lists them"
+            message = f"{given!r} is not a command of {self.prog}: {advice}"
+        elif names and "the following arguments are required: COMMAND" in message:
+            message = f"give a command, such as {names[0]}: {self.prog} --help lists them"
+        super().error(message)
+
+    def format_usage(self) -> str:
+        return super().format_usage().replace(" COMMAND ...", " COMMAND [ARGS]")
+
+    def format_help(self) -> str:
+        return super().format_help().replace(" COMMAND ...", " COMMAND [ARGS]")
+
+
+def _suggest(given: str, names: Sequence[str]) -> str | None:
+    """The command ``given`` was most likely meant to be: the same letters swapped
+    (``sl`` for ``ls``), else the closest spelling."""
+    for name in names:
+        if sorted(name) == sorted(given):
+            return name
+    close = difflib.get_close_matches(given, names, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 class _Peek(argparse.ArgumentParser):
@@ -81,9 +119,7 @@ def build_parser(
         s.add_parser = lambda *a, **k: orig(*a, formatter_class=fmt, **k)  # type: ignore[method-assign]
         return s
 
-    parser = argparse.ArgumentParser(
-        prog="osmo", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt
-    )
+    parser = Parser(prog="osmo", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"osmo {__version__}")
     parser.add_argument("--store", metavar="PATH", help="store to use (overrides $OSMO_STORE)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
