@@ -40,7 +40,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         parents=[common],
         help="run a dataset through a model or agent, score it, record every run",
         description="Run an eval on the store; re-running resumes and reuses stored results. "
-        "`osmo eval cache ...` manages stored configs.",
+        "`osmo eval cache ...` manages stored configs; show, diff, export, verify and label "
+        f"look at them. Exit status: 0 when the eval ran to its end, {EXIT_ALL_FAILED} when "
+        f"every run failed, {EXIT_BELOW_THRESHOLD} when the score is below --fail-under, "
+        f"{EXIT_INTERRUPTED} when interrupted, 1 on an error, 2 for bad arguments.",
     )
     p.set_defaults(func=cmd_eval, needs_repo=False)
     d = p.add_argument_group("data and solver")
