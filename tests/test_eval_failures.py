@@ -111,3 +111,26 @@ def test_exit_codes_are_distinct() -> None:
     codes = [common.EXIT_OK, common.EXIT_ERROR, 2, EXIT_ALL_FAILED, EXIT_BELOW_THRESHOLD,
              common.EXIT_INTERRUPTED]  # fmt: skip
     assert len(set(codes)) == len(codes)
+
+
+def test_causes_that_differ_only_in_numbers_are_one_group() -> None:
+    from osmo_store.eval.failures import MAX_GROUPS, group_failures
+
+    def failed(row: str, message: str, status: int | None = 500) -> dict:
+        return {"row": row, "run": 0, "status": "failed",
+                "error": {"type": "model_error", "status": status, "message": message}}  # fmt: skip
+
+    samples = [failed(f"r{i:02d}", f"HTTP 500 after {i} attempts at port {9000 + i}")
+               for i in range(5)]  # fmt: skip
+    samples.append(failed("x", "HTTP 500 after 1 attempts at port 9001", status=503))
+    samples.append({"row": "ok", "run": 0, "status": "ok", "scoring_errors": {"f": "E: 1"}})
+    result = group_failures(reversed(samples))  # the order read does not change the example
+    assert [(g["count"], g["status"]) for g in result["failures"]] == [(5, 500), (1, 503)]
+    assert result["failures"][0]["example"] == "r00.0"
+    assert result["failures"][0]["message"] == "HTTP 500 after 0 attempts at port 9000"
+    assert result["scoring_errors"] == {"f": [{"count": 1, "message": "E: 1",
+                                               "example": "ok.0"}]}  # fmt: skip
+    many = group_failures(failed(f"r{i}", f"cause {chr(65 + i)}") for i in range(MAX_GROUPS + 5))
+    groups = many["failures"]
+    assert len(groups) == MAX_GROUPS and sum(g["count"] for g in groups) == MAX_GROUPS + 5
+    assert groups[-1]["message"] == "(6 other causes)" and groups[-1]["type"] == "other"
