@@ -134,3 +134,27 @@ def test_causes_that_differ_only_in_numbers_are_one_group() -> None:
     groups = many["failures"]
     assert len(groups) == MAX_GROUPS and sum(g["count"] for g in groups) == MAX_GROUPS + 5
     assert groups[-1]["message"] == "(6 other causes)" and groups[-1]["type"] == "other"
+
+
+def test_show_groups_the_failures_of_a_summary_recorded_without_groups(
+    osmo_bin, project
+) -> None:
+    """Stores written before summaries had failure groups: `eval show` groups from samples."""
+    from osmo_store import Repository, RunRecord
+    from osmo_store.eval.configstate import config_ref
+
+    with MockServer(fail_rate=1.0) as srv:
+        done = run_eval(osmo_bin, project, srv, "--json")
+    config_id = json.loads(done.stdout)["config_id"]
+    with Repository.open(project / "store") as repo:
+        head = repo.refs.read(config_ref(config_id))
+        record = repo.objects.get_run(head)
+        summary = {k: v for k, v in record.meta["summary"].items()
+                   if k not in ("failure_groups", "scoring_error_groups")}  # fmt: skip
+        meta = {**record.meta, "summary": summary}
+        old = repo.objects.put_run(RunRecord(record.tree, (head,), meta))
+        repo.update_ref(config_ref(config_id), old, head)
+    shown = subprocess.run([osmo_bin, "--store", str(project / "store"), "eval", "show",
+                            config_id[:8]], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert f"{ROWS} x model_error 500" in shown.stdout

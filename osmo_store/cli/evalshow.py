@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from ..eval.catalog import config_status, find_config
-from ..eval.failures import describe_cause
+from ..eval.failures import describe_cause, group_failures
 from ..eval.results import SampleRef, StoredConfig
 from ..repo import Repository
 from .cachecmd import check_eval_refs
@@ -94,7 +94,17 @@ def _print_config(stored: StoredConfig, status: str) -> None:
     out(f"runs     {counts.get('done', s['runs'])}/{counts.get('total', s['runs'])} recorded: "
         f"{ok} ok, {s['failed']} failed, {s['scoring_errors']} with scoring errors")  # fmt: skip
     print_scores(s)
-    print_failures(s, stored.config_id)
+    print_failures(_with_groups(stored, s), stored.config_id)
+
+
+def _with_groups(stored: StoredConfig, summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary with its failure groups; a summary recorded before summaries had them
+    gets them from the samples."""
+    if "failure_groups" in summary or not (summary.get("failed") or summary.get("scoring_errors")):
+        return summary
+    groups = group_failures(sample for _, sample in stored.samples())
+    return {**summary, "failure_groups": groups["failures"],
+            "scoring_error_groups": groups["scoring_errors"]}  # fmt: skip
 
 
 def _print_sample(stored: StoredConfig, v: dict[str, Any]) -> None:
