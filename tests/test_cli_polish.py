@@ -120,3 +120,14 @@ def test_the_mock_server_on_a_busy_port_is_a_one_line_error() -> None:
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().startswith(f"mockserver: error: port {port} on 127.0.0.1")
+
+
+def test_the_package_metadata_builds_without_a_deprecation_banner() -> None:
+    """setuptools >= 77 warns, on every install, about a license given as a TOML table."""
+    import tomllib
+
+    from .conftest import ROOT
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert isinstance(meta["project"]["license"], str)
+    assert any(r.startswith("setuptools>=77") for r in meta["build-system"]["requires"])
