@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import UsageError
 from .results import StoredConfig
+from .summary import metric_values  # the summary's flattening, so the names agree
 
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 #: columns every export has, in this order; metric, error and usage columns follow
@@ -49,8 +50,6 @@ def sample_records(stored: StoredConfig) -> list[dict[str, Any]]:
 def flat_record(config_id: str, v: dict[str, Any]) -> dict[str, Any]:
     """A sample view (``StoredConfig.view``) as one flat record: ``score/<metric>``,
     ``scoring_error/<fn>``, ``error_type|status|message`` and ``usage/<name>`` columns."""
-    from .summary import metric_values  # the summary's flattening, so the names agree
-
     messages = v["messages"]
     prompt = next((m.get("content") for m in reversed(messages or []) if m.get("role") == "user"),
                   None)  # fmt: skip
