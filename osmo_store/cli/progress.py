@@ -57,11 +57,12 @@ class ProgressDisplay:
 
     def line(self, p: Progress) -> str:
         parts = self.parts(p)
+        # As shown: count, rate, ETA, pass, failed, reused (``parts`` is by importance).
+        order = [i for i in (0, 4, 1, 3, 2, 5) if i < len(parts)]
         if not self.tty:
-            return " | ".join(parts)
+            return " | ".join(parts[i] for i in order)
         # The last column is left free: some terminals wrap a line that fills it.
         room = self.columns - 1
-        order = [0, 4, 1, 3, 2, 5][: len(parts)]  # as shown: count, rate, ETA, pass, failed...
         while True:
             text = " | ".join(parts[i] for i in order)
             bar = min(self.BAR_WIDTH, room - len(text) - 3)
