@@ -88,3 +88,17 @@ def test_a_label_is_set_kept_filtered_and_removed(project) -> None:
     assert ls(project, "--label", "base")[1:] == []
     bad = osmo(project, "eval", "label", a[:8], "two\nlines")
     assert bad.returncode == 1 and "one line" in bad.stderr
+
+
+def test_diff_pairs_runs_by_index_and_counts_the_rest(project) -> None:
+    with MockServer() as srv:
+        one = run_eval(project, srv, "--eval-fn", "fns.py:exact", "--temperature", "0.5")
+        three = run_eval(project, srv, "--eval-fn", "fns.py:exact", "--temperature", "0.5",
+                         "--n", "3")  # fmt: skip
+    done = osmo(project, "eval", "diff", one[:8], three[:8], "--json")
+    assert done.returncode == 0, done.stderr
+    r = json.loads(done.stdout)
+    assert r["pairs"] == 4 and r["unpaired_runs"] == {"a": 0, "b": 8}
+    assert r["difference"] == 0 and r["ci"] == [0, 0] and r["test"]["p_value"] == 1.0
+    text = osmo(project, "eval", "diff", one[:8], three[:8]).stdout
+    assert "no partner (n differs): 0 in A, 8 in B" in text and "no row's exact changed" in text

@@ -34,6 +34,9 @@ def _print(r: dict[str, Any], limit: int) -> None:
     out(f"B  {_name(r['b'])}  {m} {r['b']['mean']:.4f}")
     out(f"{r['pairs']} runs of {r['rows']} rows compared; not scored (failed or a scoring "
         f"error): {r['unscored']['a']} in A, {r['unscored']['b']} in B")  # fmt: skip
+    if any(r["unpaired_runs"].values()):
+        u = r["unpaired_runs"]
+        out(f"runs of shared rows with no partner (n differs): {u['a']} in A, {u['b']} in B")
     lo, hi = r["ci"]
     out("")
     out(f"B - A  {r['difference']:+.4f}   {100 * r['confidence']:g}% CI [{lo:+.4f}, {hi:+.4f}]  "

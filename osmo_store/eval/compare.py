@@ -42,6 +42,10 @@ def compare(
     rows_a = {ref.row: ref.index for ref, _ in samples_a.values()}
     rows_b = {ref.row: ref.index for ref, _ in samples_b.values()}
     shared = sorted(set(values_a) & set(values_b))
+    # Runs of a row both configs have, but of a run index only one has (n differs).
+    both_rows = set(rows_a) & set(rows_b)
+    unpaired = {"a": _unpaired(values_a, values_b, both_rows),
+                "b": _unpaired(values_b, values_a, both_rows)}  # fmt: skip
     by_row: dict[str, list[tuple[float, float]]] = defaultdict(list)
     unscored = {"a": 0, "b": 0}
     for name in shared:
@@ -80,6 +84,7 @@ def compare(
         "resamples": resamples,
         "test": _test(pairs, [d for d, _ in clusters], resamples, seed),
         "unscored": unscored,
+        "unpaired_runs": unpaired,
         "only_in_a": _only(rows_a, rows_b),
         "only_in_b": _only(rows_b, rows_a),
         "changes": changes,
@@ -134,6 +139,10 @@ def _test(pairs: list[tuple[float, float]], row_deltas: list[float], resamples: 
                 "a_only": a_only, "b_only": b_only}  # fmt: skip
     return {"name": "sign-flip permutation", "p_value": sign_flip_test(
         row_deltas, resamples=resamples, seed=seed)}  # fmt: skip
+
+
+def _unpaired(mine: dict[str, Any], theirs: dict[str, Any], rows: set[str]) -> int:
+    return sum(1 for name in mine if name not in theirs and name.rpartition(".")[0] in rows)
 
 
 def _only(mine: dict[str, int | None], theirs: dict[str, int | None]) -> list[dict[str, Any]]:
