@@ -131,3 +131,22 @@ def test_the_package_metadata_builds_without_a_deprecation_banner() -> None:
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert isinstance(meta["project"]["license"], str)
     assert any(r.startswith("setuptools>=77") for r in meta["build-system"]["requires"])
+
+
+def test_a_store_path_that_is_not_a_store_is_an_error(osmo_bin, tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("OSMO_CREATE")
+    typo = tmp_path / "stroe"
+    done = osmo(osmo_bin, "eval", "cache", "ls", store=typo)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"osmo: error: no osmo store at {typo}")
+    assert f"osmo init {typo}" in done.stderr and "--create" in done.stderr
+    assert not typo.exists()  # nothing was made
+    assert osmo(osmo_bin, "--create", "eval", "cache", "ls", store=typo).returncode == 0
+    assert osmo(osmo_bin, "eval", "cache", "ls", store=typo).returncode == 0  # a store now
+    made = tmp_path / "made"
+    assert osmo(osmo_bin, "init", str(made)).returncode == 0
+    assert osmo(osmo_bin, "show-ref", store=made).returncode == 0
+    # The default store (no --store) is still made on first use.
+    default = subprocess.run([osmo_bin, "eval", "cache", "ls"], capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+    assert default.returncode == 0, default.stderr

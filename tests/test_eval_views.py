@@ -39,9 +39,10 @@ def evals(tmp_path_factory: pytest.TempPathFactory) -> dict:
                "broken": MockServer(fail_rate=1.0)}  # fmt: skip
     try:
         for name, srv in servers.items():
-            done = osmo(project, "eval", "-d", "data.jsonl", "--model", name, "--base-url",
-                        srv.base_url, "--eval-fn", "fns.py:exact", "--max-retries", "0",
-                        "--json", "-q")  # fmt: skip
+            # --create: module fixtures run before conftest sets OSMO_CREATE
+            done = osmo(project, "--create", "eval", "-d", "data.jsonl", "--model", name,
+                        "--base-url", srv.base_url, "--eval-fn", "fns.py:exact",
+                        "--max-retries", "0", "--json", "-q")  # fmt: skip
             assert done.returncode in (0, 3), done.stderr
             ids[name] = json.loads(done.stdout)["config_id"]
     finally:

@@ -20,7 +20,8 @@ from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, err, open_repo
 DESCRIPTION = "osmo: a content-addressed store for LLM evaluation results."
 EPILOG = (
     "The store is --store PATH, else $OSMO_STORE, else the user cache dir "
-    "(~/.cache/osmo on Linux); it is created on first use."
+    "(~/.cache/osmo on Linux). The default store is created on first use; a --store PATH "
+    "must be a store already (osmo init PATH), unless --create is given."
 )
 
 
@@ -90,6 +91,7 @@ def modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
     peek.add_argument("--version", action="store_true")
     peek.add_argument("--store")
     peek.add_argument("--debug", action="store_true")
+    peek.add_argument("--create", action="store_true")
     peek.add_argument("command", nargs="?")
     try:
         known, _ = peek.parse_known_args(argv)
@@ -123,6 +125,12 @@ def build_parser(
     parser.add_argument("--version", action="version", version=f"osmo {__version__}")
     parser.add_argument("--store", metavar="PATH", help="store to use (overrides $OSMO_STORE)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument(
+        "--create",
+        action="store_true",
+        help="create the --store PATH if it is not a store yet (else an error: a typo "
+        "would start an empty store; $OSMO_CREATE=1 does the same)",
+    )
     # Every command accepts --store and --debug after its name too. SUPPRESS keeps a
     # subcommand's unset option from overwriting the value given before the command.
     common = argparse.ArgumentParser(add_help=False)
@@ -131,6 +139,9 @@ def build_parser(
     )
     common.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    common.add_argument(
+        "--create", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
 
     sub = sub_parsers(parser, "command")
