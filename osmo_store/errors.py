@@ -224,10 +224,6 @@ class SampleNotFound(OsmoError, LookupError):
     """A row or run asked for (``osmo eval show --row``) that a config does not hold."""
 
 
-class ResultsDisagree(OsmoError):
-    """Two sets of results that should agree do not (``osmo eval verify``)."""
-
-
 # --- remotes and sync ---
 
 
