@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import functools
 import importlib
 import os
@@ -69,6 +68,8 @@ class Parser(argparse.ArgumentParser):
 def _suggest(given: str, names: Sequence[str]) -> str | None:
     """The command ``given`` was most likely meant to be: the same letters swapped
     (``sl`` for ``ls``), else the closest spelling."""
+    import difflib  # here: only a mistyped command needs it, not every start
+
     for name in names:
         if sorted(name) == sorted(given):
             return name
