@@ -53,6 +53,9 @@ def main() -> None:
         for k, v in os.environ.items()
         if not k.startswith("OSMO_") and k != "PYTHONDONTWRITEBYTECODE"
     }
+    # `--store PATH` names a new store: osmo makes it only when asked (the variable, unlike
+    # --create, is understood by the older code --compare times too).
+    env["OSMO_CREATE"] = "1"
     sources = {"installed": env}
     if args.compare:
         # PYTHONPATH comes before the editable install's finder on the import path.

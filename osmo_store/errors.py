@@ -236,6 +236,10 @@ class ConfigRunning(OsmoError):
     """A config that cannot be removed while an eval of it runs."""
 
 
+class SampleNotFound(OsmoError, LookupError):
+    """A row or run asked for (``osmo eval show --row``) that a config does not hold."""
+
+
 # --- remotes and sync ---
 
 

@@ -165,7 +165,7 @@ class Repository:
         try:
             return self._resolve_ref("refs/" + spec)
         except (ObjectNotFound, InvalidRefName):
-            raise ObjectNotFound(spec) from None
+            raise _not_found(spec) from None
 
     def _resolve_ref(self, name: str) -> ObjectId:
         oid = self.refs.read(validate_ref_name(name))
@@ -197,3 +197,16 @@ class Repository:
         self, name: str, expected: object = ANY, *, message: str = "", who: str | None = None
     ) -> None:
         self.refs.delete(name, expected, message=message, who=who)
+
+
+def _not_found(spec: str) -> ObjectNotFound:
+    """ObjectNotFound for what a user typed, with a hint saying why nothing matched."""
+    e = ObjectNotFound(spec)
+    if is_oid_prefix(spec.lower()):
+        e.hint = (f"no object id starts with {spec!r}, and no ref is named so "
+                  "(refs: osmo show-ref; eval configs: osmo eval cache ls)")  # fmt: skip
+    elif all(c in "0123456789abcdefABCDEF" for c in spec):
+        e.hint = "an id prefix needs at least 4 hex characters"
+    else:
+        e.hint = "give an object id (or a prefix of at least 4 hex characters) or a ref name"
+    return e

@@ -31,6 +31,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith("OSMO_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    # Tests make stores on the fly with --store PATH; a test of the check unsets this.
+    monkeypatch.setenv("OSMO_CREATE", "1")
 
 
 @pytest.fixture

@@ -766,4 +766,6 @@ def test_a_second_ctrl_c_aborts_without_waiting_for_the_calls_in_flight(
             release.set()
             proc.kill()
             proc.wait()
-        assert code == 130 and "osmo: aborted" in proc.stderr.read()
+        stderr = proc.stderr.read()
+    assert code == 130 and "osmo: aborted" in stderr
+    assert "hint: resume with the same command" in stderr

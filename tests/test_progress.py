@@ -13,7 +13,7 @@ class FakeTTY(io.StringIO):
 
 def test_terminal_gets_a_live_bar_redrawn_in_place() -> None:
     stream = FakeTTY()
-    display = ProgressDisplay(stream)
+    display = ProgressDisplay(stream, columns=120)
     display.update(Progress(total=10, done=2, failed=1, passed=1, scored=1))
     display.update(Progress(total=10, done=5, failed=1, passed=3, scored=4))
     display.close()
@@ -33,3 +33,11 @@ def test_pipe_gets_plain_lines_without_control_characters() -> None:
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2 and all(line.startswith("osmo: ") for line in lines)
     assert "\r" not in stream.getvalue() and "4/4 runs" in lines[-1]
+
+
+def test_fields_keep_their_order_off_a_terminal() -> None:
+    stream = io.StringIO()
+    ProgressDisplay(stream).update(Progress(total=4, done=4, failed=1, reused=2))
+    line = stream.getvalue()
+    fields = ["runs/s", "ETA", "pass", "failed", "reused"]
+    assert sorted(fields, key=line.index) == fields

@@ -10,6 +10,7 @@ import time
 from ..errors import AmbiguousId, ConfigNotFound, CorruptRef, ObjectNotFound, UsageError
 from ..eval.catalog import (
     STATUSES,
+    ConfigInfo,
     dataset_label,
     find_config,
     history,
@@ -62,9 +63,15 @@ def register_history(sub: argparse._SubParsersAction, common: argparse.ArgumentP
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label", metavar="TEXT", help="label contains TEXT (any case)")
     p.add_argument("--model", metavar="TEXT", help="model or agent contains TEXT (any case)")
     p.add_argument("--dataset", metavar="TEXT", help="dataset path contains TEXT (any case)")
     p.add_argument("--status", choices=STATUSES)
+
+
+def _filtered(repo: Repository, args: argparse.Namespace) -> list[ConfigInfo]:
+    return list_configs(repo, model=args.model, dataset=args.dataset, status=args.status,
+                        label=args.label)  # fmt: skip
 
 
 def _with_repo(fn):
@@ -94,14 +101,18 @@ def cmd_dir(args: argparse.Namespace, repo: Repository) -> int:
 
 def cmd_ls(args: argparse.Namespace, repo: Repository) -> int:
     check_eval_refs(repo)
-    configs = list_configs(repo, model=args.model, dataset=args.dataset, status=args.status)
+    configs = _filtered(repo, args)
     if args.json:
         rows = [
             {
                 "config_id": c.config_id,
                 "run": c.run_id,
+                "label": c.label,
                 "model": c.model,
                 "dataset": c.dataset,
+                "eval_fns": c.eval_fns,
+                "n": c.n,
+                "params": c.params,
                 "status": c.status,
                 "done": c.counts.get("done"),
                 "total": c.counts.get("total"),
@@ -113,14 +124,22 @@ def cmd_ls(args: argparse.Namespace, repo: Repository) -> int:
         ]
         out(json.dumps(rows, indent=2))
         return 0
-    header = ("CONFIG", "MODEL", "DATASET", "STATUS", "RUNS", "FAILED", "SCORE", "UPDATED")
+    differing = _differing_params(configs)
+    header = ("CONFIG", "LABEL", "MODEL", "DATASET", "EVAL FNS", "N",
+              *(("PARAMS",) if differing else ()), "STATUS", "RUNS", "FAILED", "SCORE",
+              "UPDATED")  # fmt: skip
     table = [header]
     for c in configs:
         score = c.score
+        params = " ".join(f"{k}={c.params[k]}" for k in differing if k in c.params) or "-"
         table.append((
             c.config_id[:12],
+            c.label or "-",
             c.model,
             dataset_label(c.dataset),
+            ",".join(c.eval_fns) or "-",
+            str(c.n or "-"),
+            *((params,) if differing else ()),
             c.status,
             f"{c.counts.get('done', 0)}/{c.counts.get('total', 0)}",
             str(c.counts.get("failed", 0)),
@@ -133,8 +152,16 @@ def cmd_ls(args: argparse.Namespace, repo: Repository) -> int:
     return 0
 
 
+def _differing_params(configs: list[ConfigInfo]) -> list[str]:
+    """The sampling parameters whose values are not the same in every config listed (a
+    parameter one config sets and another leaves out differs): the ones that tell configs
+    apart."""
+    names = sorted({k for c in configs for k in c.params})
+    return [k for k in names if len({json.dumps(c.params.get(k)) for c in configs}) > 1]
+
+
 def cmd_rm(args: argparse.Namespace, repo: Repository) -> int:
-    filtered = args.model or args.dataset or args.status
+    filtered = args.model or args.dataset or args.status or args.label
     if args.all and (filtered or args.ids):
         raise UsageError("--all removes every config: do not combine it with IDs or filters")
     if not (args.all or filtered or args.ids):
@@ -144,11 +171,10 @@ def cmd_rm(args: argparse.Namespace, repo: Repository) -> int:
         wanted = {find_config(repo, t) for t in args.ids}
         configs = [c for c in list_configs(repo) if c.config_id in wanted]
         if filtered:
-            keep = {c.config_id for c in list_configs(
-                repo, model=args.model, dataset=args.dataset, status=args.status)}  # fmt: skip
+            keep = {c.config_id for c in _filtered(repo, args)}
             configs = [c for c in configs if c.config_id in keep]
     else:
-        configs = list_configs(repo, model=args.model, dataset=args.dataset, status=args.status)
+        configs = _filtered(repo, args)
     if not configs:
         out("nothing to remove")
         return 0

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from ..eval import DEFAULT_BASE_URL
-from .common import EXIT_INTERRUPTED, err, open_repo, out
+from .argtypes import finite_float, nonneg_float, nonneg_int, positive_float, positive_int
+from .common import (
+    EXIT_ALL_FAILED,
+    EXIT_BELOW_THRESHOLD,
+    EXIT_INTERRUPTED,
+    err,
+    open_repo,
+    out,
+)
 
 if TYPE_CHECKING:
     from ..eval.config import EvalConfig
@@ -32,15 +40,19 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         parents=[common],
         help="run a dataset through a model or agent, score it, record every run",
         description="Run an eval on the store; re-running resumes and reuses stored results. "
-        "`osmo eval cache ...` manages stored configs; `osmo eval explain ...` shows what a "
-        "run would reuse and why.",
+        "`osmo eval cache ...` manages stored configs; show, diff, export, verify and label "
+        "look at them; `osmo eval explain ...` shows what a run would reuse and why. Exit "
+        f"status: 0 when the eval ran to its end, {EXIT_ALL_FAILED} when every run failed, "
+        f"{EXIT_BELOW_THRESHOLD} when the score is below --fail-under, {EXIT_INTERRUPTED} when "
+        "interrupted, 1 on an error, 2 for bad arguments.",
     )
     p.set_defaults(func=cmd_eval, needs_repo=False)
     add_eval_arguments(p)
     csub = p.add_subparsers(dest="eval_command", metavar="COMMAND")
-    from . import cachecmd, explaincmd
+    from . import cachecmd, evalviews, explaincmd
 
     cachecmd.register_eval_cache(csub, common)
+    evalviews.register(csub, common)
     explaincmd.register_explain(csub, common, add_eval_arguments, build_config)
 
 
@@ -92,22 +104,36 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     )
     s = p.add_argument_group("sampling")
     s.add_argument(
-        "--n", type=_positive_int, default=1, metavar="N", help="runs per row (default 1)"
+        "--n", type=positive_int, default=1, metavar="N", help="runs per row (default 1)"
     )
     s.add_argument(
         "--pass-threshold",
-        type=_finite_float,
+        type=finite_float,
         default=1.0,
         metavar="T",
         help="a run passes when its primary score >= T (default 1.0)",
     )
-    s.add_argument("--temperature", type=_finite_float, metavar="X")
-    s.add_argument("--max-tokens", type=_positive_int, metavar="N")
-    s.add_argument("--top-p", type=_finite_float, metavar="X")
-    s.add_argument("--seed", type=int, metavar="N")
-    s.add_argument("--max-turns", type=_positive_int, metavar="N", help="passed to the agent")
-    s.add_argument("--limit", type=_nonneg_int, metavar="N", help="only the first N rows")
-    s.add_argument("--offset", type=_nonneg_int, default=0, metavar="N", help="skip N rows")
+    s.add_argument(
+        "--temperature", type=finite_float, metavar="X", help="sent to the model (default: its own)"
+    )
+    s.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        metavar="N",
+        help="longest answer, in tokens, sent to the model (default: its own)",
+    )
+    s.add_argument(
+        "--top-p", type=finite_float, metavar="X", help="nucleus sampling, sent to the model"
+    )
+    s.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="sample i asks with seed N + i, so the n samples differ and each replays",
+    )
+    s.add_argument("--max-turns", type=positive_int, metavar="N", help="passed to the agent")
+    s.add_argument("--limit", type=nonneg_int, metavar="N", help="only the first N rows")
+    s.add_argument("--offset", type=nonneg_int, default=0, metavar="N", help="skip N rows")
     r = p.add_argument_group("running")
     r.add_argument(
         "--shard",
@@ -118,21 +144,21 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     )
     r.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=8,
         metavar="C",
         help="runs in flight (default 8)",
     )
     r.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         default=60.0,
         metavar="S",
         help="per model request, seconds (default 60)",
     )
     r.add_argument(
         "--max-retries",
-        type=_nonneg_int,
+        type=nonneg_int,
         default=5,
         metavar="R",
         help="retries on 429/5xx/timeouts (default 5)",
@@ -171,33 +197,35 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
         "in --output-path if given)",
     )
     o.add_argument("--output-path", metavar="DIR", help="write results JSON and samples JSONL here")
-    o.add_argument("-o", "--output", metavar="FILE", help="one JSON file: config, summary, runs")
+    o.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="FILE.json: one JSON file (config, summary, runs); FILE.jsonl, .csv or .parquet: "
+        "one row per sample, as osmo eval export writes",
+    )
     o.add_argument("--json", action="store_true", help="print the summary as JSON")
+    o.add_argument(
+        "--label",
+        metavar="NAME",
+        help="name the config (shown and filtered by osmo eval cache ls; kept by later runs)",
+    )
+    o.add_argument(
+        "--fail-under",
+        type=finite_float,
+        metavar="SCORE",
+        help=f"exit {EXIT_BELOW_THRESHOLD} when the primary score (its mean over scored runs) "
+        "is below SCORE, for CI",
+    )
     o.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-
-
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _finite_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    v = _finite_float(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v
+    o.add_argument(
+        "--progress-interval",
+        type=nonneg_float,
+        default=5.0,
+        metavar="S",
+        help="off a terminal, print a progress line every S seconds (default 5; 0: at every "
+        "commit)",
+    )
 
 
 def _check_output_paths(args: argparse.Namespace, short: str) -> None:
@@ -224,6 +252,10 @@ def _check_output_paths(args: argparse.Namespace, short: str) -> None:
             raise UsageError(f"{flag} {text}: {existing} is not a directory")
         if not os.access(existing, os.W_OK):
             raise UsageError(f"{flag} {text}: permission denied")
+    if args.output:
+        from .report import output_format
+
+        output_format(args.output)  # a suffix it cannot write is refused now, not after
 
 
 def _lock_timeout() -> float:
@@ -246,13 +278,6 @@ def _shard(text: str) -> tuple[int, int]:
     if not sep or count < 1 or not 1 <= index <= count:
         raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N, got {text!r}")
     return index, count
-
-
-def _nonneg_int(text: str) -> int:
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
 
 
 def build_config(args: argparse.Namespace) -> PreparedEval:
@@ -288,6 +313,7 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
     if args.eval_command:
         return args.cache_func(args)
     from ..errors import StoppedWaiting
+    from ..eval.catalog import check_label
     from ..eval.client import ChatClient, resolve_api_key
     from ..eval.runner import EvalOptions, run_eval
     from .progress import ProgressDisplay
@@ -316,6 +342,7 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
         lock_timeout=lock_timeout,
         shard=args.shard,
         recorder_process={"auto": None, "process": True, "thread": False}[recorder],
+        label=check_label(args.label) if args.label else None,
     )
     display = prepared.describe(options)
     stop = threading.Event()
@@ -339,7 +366,8 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
     handle = threading.current_thread() is threading.main_thread()
     old_int = signal.signal(signal.SIGINT, on_signal) if handle else None
     old_term = signal.signal(signal.SIGTERM, on_signal) if handle else None
-    display_bar = None if args.quiet else ProgressDisplay(sys.stderr)
+    display_bar = None if args.quiet else ProgressDisplay(
+        sys.stderr, interval=args.progress_interval)  # fmt: skip
     try:
         with open_repo(args) as repo:
             if not args.fresh:
@@ -363,7 +391,9 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
                 display_bar.close()
             _report(args, repo, config, outcome, prepared.dataset, display)
     except _Aborted:
-        err("osmo: aborted")
+        err("osmo: aborted: the runs in flight were abandoned; every run shown as done is "
+            "recorded")  # fmt: skip
+        err("hint: resume with the same command" + (" without --fresh" if args.fresh else ""))
         return EXIT_INTERRUPTED
     finally:
         if display_bar:
@@ -380,6 +410,30 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
             + (" without --fresh." if args.fresh else ".")
         )
         return EXIT_INTERRUPTED
+    return _exit_status(args, outcome.summary)
+
+
+def _exit_status(args: argparse.Namespace, summary: dict[str, Any]) -> int:
+    """A finished eval's exit status (see docs/eval.md), with a hint for failed runs."""
+    runs, failed = summary["runs"], summary["failed"]
+    if runs and failed == runs:
+        err(f"osmo: every run failed ({failed} of {runs}); the causes are listed above")
+        err("hint: fix the cause, then re-run the failed runs with the same command and "
+            "--retry-failed")  # fmt: skip
+        return EXIT_ALL_FAILED
+    if failed:
+        runs_failed = f"{failed} run failed" if failed == 1 else f"{failed} runs failed"
+        err(f"hint: {runs_failed}; re-run only those with the same command and --retry-failed")
+    if args.fail_under is not None:
+        score = summary.get("primary_score")
+        if score is None:
+            err(f"osmo: no run has a {summary['primary_metric']} score to compare with "
+                f"--fail-under {args.fail_under:g}")  # fmt: skip
+            return EXIT_BELOW_THRESHOLD
+        if score < args.fail_under:
+            err(f"osmo: {summary['primary_metric']} {score:.4f} is below --fail-under "
+                f"{args.fail_under:g}")  # fmt: skip
+            return EXIT_BELOW_THRESHOLD
     return 0
 
 

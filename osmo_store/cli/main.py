@@ -6,10 +6,11 @@ import argparse
 import functools
 import importlib
 import os
+import re
 import select
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import __version__
 from ..errors import OsmoError
@@ -18,7 +19,8 @@ from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, err, open_repo
 DESCRIPTION = "osmo: a content-addressed store for LLM evaluation results."
 EPILOG = (
     "The store is --store PATH, else $OSMO_STORE, else the user cache dir "
-    "(~/.cache/osmo on Linux); it is created on first use."
+    "(~/.cache/osmo on Linux). The default store is created on first use; a --store PATH "
+    "must be a store already (osmo init PATH), unless --create is given."
 )
 
 
@@ -26,16 +28,53 @@ EPILOG = (
 #: them. A command module imports the library it needs (the store, the eval runner, the HTTP
 #: client...), so only the module of the command being run is imported.
 COMMAND_MODULES = {
+    "evalcmd": ("eval",),  # the main job: listed first
     "plumbing": (
         "init", "hash-object", "cat-file", "ls-tree",
         "update-ref", "delete-ref", "show-ref", "reflog",
     ),
     "maintenance": ("fsck", "repack", "cache"),
-    "evalcmd": ("eval",),
     "cachecmd": ("log", "show"),
     "servecmd": ("serve",),
     "synccmd": ("remote", "push", "fetch", "pull", "clone"),
 }  # fmt: skip
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with messages for people: a mistyped command gets "did you mean", a missing
+    one says how to list them (Python 3.12's ``suggest_on_error`` is not there on 3.10-11),
+    and usage reads ``COMMAND [ARGS]`` rather than argparse's ``COMMAND ...``."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        sub = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        names = list(sub.choices) if sub is not None else []
+        bad = re.match(r"argument (\S+): invalid choice: '([^']*)'", message)
+        if bad and sub is not None and bad.group(1) in (sub.metavar, sub.dest):
+            given = bad.group(2)
+            close = _suggest(given, names)
+            advice = f"did you mean {close!r}?" if close else f"{self.prog} --help lists them"
+            message = f"{given!r} is not a command of {self.prog}: {advice}"
+        elif names and "the following arguments are required: COMMAND" in message:
+            message = f"give a command, such as {names[0]}: {self.prog} --help lists them"
+        super().error(message)
+
+    def format_usage(self) -> str:
+        return super().format_usage().replace(" COMMAND ...", " COMMAND [ARGS]")
+
+    def format_help(self) -> str:
+        return super().format_help().replace(" COMMAND ...", " COMMAND [ARGS]")
+
+
+def _suggest(given: str, names: Sequence[str]) -> str | None:
+    """The command ``given`` was most likely meant to be: the same letters swapped
+    (``sl`` for ``ls``), else the closest spelling."""
+    import difflib  # here: only a mistyped command needs it, not every start
+
+    for name in names:
+        if sorted(name) == sorted(given):
+            return name
+    close = difflib.get_close_matches(given, names, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 class _Peek(argparse.ArgumentParser):
@@ -55,6 +94,7 @@ def modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
     peek.add_argument("--version", action="store_true")
     peek.add_argument("--store")
     peek.add_argument("--debug", action="store_true")
+    peek.add_argument("--create", action="store_true")
     peek.add_argument("command", nargs="?")
     try:
         known, _ = peek.parse_known_args(argv)
@@ -92,7 +132,7 @@ def build_parser(
     width (the docs are generated at 88)."""
     fmt = functools.partial(argparse.HelpFormatter, width=width or _help_width())
 
-    class Parser(argparse.ArgumentParser):
+    class SizedParser(Parser):
         """Every parser of the CLI formats help at one width: subcommands' parsers, made by
         ``add_subparsers`` anywhere, are of their parent's class."""
 
@@ -103,18 +143,27 @@ def build_parser(
     def sub_parsers(p: argparse.ArgumentParser, dest: str) -> argparse._SubParsersAction:
         return p.add_subparsers(dest=dest, metavar="COMMAND", required=True)
 
-    parser = Parser(prog="osmo", description=DESCRIPTION, epilog=EPILOG)
+    parser = SizedParser(prog="osmo", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"osmo {__version__}")
     parser.add_argument("--store", metavar="PATH", help="store to use (overrides $OSMO_STORE)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument(
+        "--create",
+        action="store_true",
+        help="create the --store PATH if it is not a store yet (else an error: a typo "
+        "would start an empty store; $OSMO_CREATE=1 does the same)",
+    )
     # Every command accepts --store and --debug after its name too. SUPPRESS keeps a
     # subcommand's unset option from overwriting the value given before the command.
-    common = Parser(add_help=False)
+    common = SizedParser(add_help=False)
     common.add_argument(
         "--store", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
     common.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    common.add_argument(
+        "--create", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
 
     sub = sub_parsers(parser, "command")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import TYPE_CHECKING, TextIO
 
@@ -18,19 +19,27 @@ def _eta(seconds: float) -> str:
 
 
 class ProgressDisplay:
-    """Renders ``Progress`` snapshots: done/total, rate, ETA, pass rate, failures."""
+    """Renders ``Progress`` snapshots: done/total, rate, ETA, pass rate, failures. On a
+    terminal, one line redrawn in place that fits its width (a line that wraps is redrawn
+    below itself and floods the screen); elsewhere a plain line every ``interval`` s."""
 
     PLAIN_INTERVAL = 5.0
+    BAR_WIDTH = 30
+    MIN_BAR = 10
 
-    def __init__(self, stream: TextIO, width: int = 30) -> None:
+    def __init__(
+        self, stream: TextIO, *, columns: int | None = None, interval: float = PLAIN_INTERVAL
+    ) -> None:
         self.stream = stream
         self.tty = stream.isatty()
-        self.width = width
+        self.columns = columns or shutil.get_terminal_size(fallback=(80, 24)).columns
+        self.interval = interval
         self._last_plain = 0.0
         self._base: tuple[float, int] | None = None
         self._closed = False
 
-    def line(self, p: Progress) -> str:
+    def parts(self, p: Progress) -> list[str]:
+        """The line's fields, most important first."""
         now = time.time()
         if self._base is None:
             self._base = (now, p.done)
@@ -40,16 +49,31 @@ class ProgressDisplay:
         eta = _eta(left / rate) if rate > 0 else ("00:00" if left == 0 else "?")
         pct = p.done / p.total if p.total else 1.0
         passed = f"{100 * p.passed / p.scored:.0f}%" if p.scored else "-"
-        text = (
-            f"{p.done}/{p.total} runs {100 * pct:3.0f}% | {rate:.1f} runs/s | ETA {eta} "
-            f"| pass {passed} | failed {p.failed}"
-        )
+        parts = [f"{p.done}/{p.total} runs {100 * pct:3.0f}%", f"ETA {eta}", f"failed {p.failed}",
+                 f"pass {passed}", f"{rate:.1f} runs/s"]  # fmt: skip
         if p.reused:
-            text += f" | reused {p.reused}"
-        if self.tty:
-            filled = int(self.width * pct)
-            text = f"[{'#' * filled}{'.' * (self.width - filled)}] {text}"
-        return text
+            parts.append(f"reused {p.reused}")
+        return parts
+
+    def line(self, p: Progress) -> str:
+        parts = self.parts(p)
+        # As shown: count, rate, ETA, pass, failed, reused (``parts`` is by importance).
+        order = [i for i in (0, 4, 1, 3, 2, 5) if i < len(parts)]
+        if not self.tty:
+            return " | ".join(parts[i] for i in order)
+        # The last column is left free: some terminals wrap a line that fills it.
+        room = self.columns - 1
+        while True:
+            text = " | ".join(parts[i] for i in order)
+            bar = min(self.BAR_WIDTH, room - len(text) - 3)
+            if bar >= self.MIN_BAR or len(order) == 1:
+                break
+            order.remove(max(order))  # drop the least important field
+        pct = p.done / p.total if p.total else 1.0
+        if bar >= self.MIN_BAR:
+            filled = int(bar * pct)
+            text = f"[{'#' * filled}{'.' * (bar - filled)}] {text}"
+        return text[:room]
 
     def update(self, p: Progress) -> None:
         if self._closed:
@@ -58,7 +82,7 @@ class ProgressDisplay:
         if self.tty:
             self.stream.write("\r\x1b[2K" + text)
             self.stream.flush()
-        elif time.time() - self._last_plain >= self.PLAIN_INTERVAL or p.done == p.total:
+        elif time.time() - self._last_plain >= self.interval or p.done == p.total:
             self._last_plain = time.time()
             self.stream.write("osmo: " + text + "\n")
             self.stream.flush()

@@ -7,13 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
 from ..eval.config import EvalConfig
 from ..eval.dataset import Dataset, Row
 from ..eval.runner import EvalOutcome
 from ..eval.scoring import final_text
 from ..objects import ObjectType
 from ..repo import Repository
-from .common import out
+from .common import err, out
+from .summarytext import model_calls_text, print_failures, print_scores
 
 
 def print_summary(config: EvalConfig, outcome: EvalOutcome, display: dict[str, Any]) -> None:
@@ -33,33 +35,15 @@ def print_summary(config: EvalConfig, outcome: EvalOutcome, display: dict[str, A
     out(
         f"store    {sess['reused_samples']} reused from this config, "
         f"{sess['reused_rollouts']} rollouts reused from the store, {sess['computed']} computed, "
-        f"{sess['model_calls']} model calls"
+        + model_calls_text(sess, s)
     )
     out(
         f"attempts {sess['retried_attempts']} retried, "
         f"{sess['failed_attempts']} failed (no answer), "
         f"{sess['failed_calls']} calls failed for good"
     )
-    if s["metrics"]:
-        width = max(12, *(len(m) for m in s["metrics"]))
-        out("")
-        cols = " ".join(f"{c:>7}" for c in ("mean", "std", "min", "max", "median", "n"))
-        out(f"{'metric':<{width}}  {cols}")
-        for m, d in s["metrics"].items():
-            out(
-                f"{m:<{width}}  {d['mean']:7.4f} {d['std']:7.4f} {d['min']:7.4f} "
-                f"{d['max']:7.4f} {d['median']:7.4f} {d['count']:7d}"
-            )
-    if s["pass_at_k"]:
-        out("")
-        out(
-            "  ".join(f"{k} {v:.4f}" for k, v in s["pass_at_k"].items())
-            + f"   (pass: {s['primary_metric']} >= {s['pass_threshold']:g})"
-        )
-    if s["scoring_errors_by_fn"]:
-        out(
-            "scoring errors: " + ", ".join(f"{k} {v}" for k, v in s["scoring_errors_by_fn"].items())
-        )
+    print_scores(s)
+    print_failures(s, outcome.config_id)
     tokens = s.get("tokens") or {}
     tok = ", ".join(f"{k.replace('_tokens', '')} {v:,}" for k, v in sorted(tokens.items()))
     out("")
@@ -101,11 +85,12 @@ def write_outputs(
     dataset: Dataset,
     display: dict[str, Any],
 ) -> None:
+    """Write the files the output flags ask for, and say where each one went (on stderr:
+    stdout may be the --json summary)."""
     short = outcome.config_id[:12]
-    want_samples = args.log_samples is not None or args.output_path or args.output
-    if not want_samples:
-        return
-    lines = sample_lines(repo, outcome, {r.key: r for r in dataset.rows})
+    table = args.output and output_format(args.output) != "json"
+    want_lines = args.log_samples is not None or args.output_path or (args.output and not table)
+    lines = sample_lines(repo, outcome, {r.key: r for r in dataset.rows}) if want_lines else []
     results = {
         "config_id": outcome.config_id,
         "run": outcome.run_id,
@@ -115,6 +100,7 @@ def write_outputs(
         "session": outcome.session,
         "summary": outcome.summary,
     }
+    written: list[Path] = []
     if args.output_path:
         d = Path(args.output_path)
         d.mkdir(parents=True, exist_ok=True)
@@ -122,6 +108,7 @@ def write_outputs(
             json.dumps(results, indent=2, sort_keys=True) + "\n"
         )
         _write_jsonl(d / f"samples-{short}.jsonl", lines)
+        written += [d / f"results-{short}.json", d / f"samples-{short}.jsonl"]
     if args.log_samples is not None:
         target = (
             Path(args.log_samples)
@@ -129,11 +116,39 @@ def write_outputs(
             else (Path(args.output_path or ".") / f"samples-{short}.jsonl")
         )
         _write_jsonl(target, lines)
-    if args.output:
+        written.append(target)
+    if table:
+        from ..eval.export import sample_records, write_records
+        from ..eval.results import StoredConfig
+
+        stored = StoredConfig(repo, outcome.config_id, outcome.run_id)
+        write_records(sample_records(stored), args.output, output_format(args.output))
+        written.append(Path(args.output))
+    elif args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(
             json.dumps({**results, "runs": lines}, indent=2, sort_keys=True) + "\n"
         )
+        written.append(Path(args.output))
+    for path in dict.fromkeys(written):
+        err(f"osmo: wrote {path}")
+
+
+def output_format(path: str) -> str:
+    """What ``osmo eval -o FILE`` writes: ``.json``, one JSON document (config, summary,
+    runs); otherwise a table of samples in the format of the suffix (see ``export``).
+    Raises ``UsageError`` for a suffix that is neither."""
+    from ..eval.export import FORMATS, check_format
+
+    suffix = Path(path).suffix.lower()
+    if suffix == ".json":
+        return "json"
+    if suffix not in FORMATS:
+        raise UsageError(f"-o {path}: cannot tell the format from the suffix "
+                         f"{Path(path).suffix or '(none)'!r}",
+                         hint="use .json (one JSON document), or .jsonl, .csv or .parquet "
+                         "(one row per sample)")  # fmt: skip
+    return check_format(path)
 
 
 def _write_jsonl(path: Path, lines: list[dict]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import AmbiguousId, ConfigNotFound, ConfigRunning
+from ..errors import AmbiguousId, ConfigNotFound, ConfigRunning, UsageError
 from ..hashing import ObjectId
 from ..objects import RunRecord
 from ..repo import Repository
@@ -24,9 +24,12 @@ class ConfigInfo(NamedTuple):
     @property
     def model(self) -> str:
         c = self.meta.get("config", {})
+        model = c.get("model")
+        if model and c.get("model_id") and c["model_id"] != model:
+            model = f"{model} [{c['model_id']}]"  # the identity that tells it apart
         if c.get("agent"):
-            return f"{c['agent']}" + (f" ({c['model']})" if c.get("model") else "")
-        return c.get("model") or "-"
+            return f"{c['agent']}" + (f" ({model})" if model else "")
+        return model or "-"
 
     @property
     def dataset(self) -> str:
@@ -35,6 +38,28 @@ class ConfigInfo(NamedTuple):
     @property
     def counts(self) -> dict[str, Any]:
         return self.meta.get("counts", {})
+
+    @property
+    def label(self) -> str | None:
+        return self.meta.get("label")
+
+    @property
+    def eval_fns(self) -> list[str]:
+        """The eval functions' names (``fns.py:exact`` -> ``exact``)."""
+        return [s.rpartition(":")[2] for s in self.meta.get("config", {}).get("eval_fns") or []]
+
+    @property
+    def n(self) -> int | None:
+        return self.meta.get("config", {}).get("n")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Sampling parameters as given, and max_turns."""
+        c = self.meta.get("config", {})
+        params = dict(c.get("params") or {})
+        if c.get("max_turns") is not None:
+            params["max_turns"] = c["max_turns"]
+        return params
 
     @property
     def updated(self) -> float:
@@ -54,16 +79,15 @@ def list_configs(
     model: str | None = None,
     dataset: str | None = None,
     status: str | None = None,
+    label: str | None = None,
 ) -> list[ConfigInfo]:
     """Configs newest first; filters are case-insensitive substrings (status: exact)."""
     out = []
     for name, run_id in repo.refs.list(EVAL_REF_PREFIX).items():
         record = repo.objects.get_run(run_id)
         meta = record.meta
-        st = meta.get("status", "?")
         config_id = name[len(EVAL_REF_PREFIX) :]
-        if st == "in_progress" and not is_eval_running(repo, config_id):
-            st = "interrupted"  # its process died (kill -9, power loss) mid-run
+        st = config_status(repo, config_id, meta)
         info = ConfigInfo(config_id, run_id, meta, st)
         if model and model.lower() not in info.model.lower():
             continue
@@ -71,9 +95,20 @@ def list_configs(
             continue
         if status and st != status:
             continue
+        if label and label.lower() not in (info.label or "").lower():
+            continue
         out.append(info)
     out.sort(key=lambda c: c.updated, reverse=True)
     return out
+
+
+def config_status(repo: Repository, config_id: str, meta: dict[str, Any]) -> str:
+    """The status a run record says, except that an eval "in progress" whose process is
+    gone (kill -9, power loss) was interrupted."""
+    st = meta.get("status", "?")
+    if st == "in_progress" and not is_eval_running(repo, config_id):
+        return "interrupted"
+    return st
 
 
 def find_config(repo: Repository, text: str) -> str:
@@ -132,6 +167,38 @@ def remove_configs(repo: Repository, config_ids: list[str]) -> int:
 
         rebuild_index(repo)
     return len(config_ids)
+
+
+MAX_LABEL_CHARS = 100
+
+
+def check_label(label: str) -> str:
+    """A config's name: one line of printable text (empty: no name)."""
+    label = label.strip()
+    if len(label) > MAX_LABEL_CHARS or not label.isprintable():
+        raise UsageError(f"a label is one line of at most {MAX_LABEL_CHARS} printable characters")
+    return label
+
+
+def set_label(repo: Repository, config_id: str, label: str) -> ObjectId:
+    """Name a config (an empty label removes its name): a run record like its latest one,
+    with the label, on top of it (so ``osmo log`` shows when it was named). Refuses a config
+    whose eval is running: that eval writes the config's records."""
+    label = check_label(label)
+    if is_eval_running(repo, config_id):
+        raise ConfigRunning(f"config {config_id[:12]} has an eval running; label it after, "
+                            "or name it with osmo eval --label")  # fmt: skip
+    ref = config_ref(config_id)
+    head = repo.refs.read(ref)
+    if head is None:
+        raise ConfigNotFound(config_id)
+    record = repo.objects.get_run(head)
+    meta = {k: v for k, v in record.meta.items() if k != "label"}
+    if label:
+        meta["label"] = label
+    new = repo.objects.put_run(RunRecord(record.tree, (head,), meta))
+    repo.update_ref(ref, new, head, message=f"eval label {label!r}")
+    return new
 
 
 def dataset_label(path: str) -> str:

@@ -132,6 +132,14 @@ def load_dataset(path: str | Path, *, limit: int | None = None, offset: int = 0)
     )
 
 
+def row_from_data(data: dict[str, Any], where: str = "a stored row") -> Row:
+    """A row rebuilt from its data as a config stores it (the dataset file's object), with
+    the messages, ground truth and metadata an eval function is given."""
+    collector = _RowCollector(where, 0, None)
+    collector.add(where, data)
+    return collector.rows[0]
+
+
 @dataclass(frozen=True)
 class _Columns:
     """Which original column plays which part, for one set of column names."""

@@ -114,6 +114,9 @@ def _merged_meta(
         else b
     )
     meta = {k: v for k, v in newer.items() if k not in ("summary", "session", "score")}
+    label = newer.get("label") or a.get("label") or b.get("label")
+    if label:
+        meta["label"] = label  # named on one machine only: the name is kept
     if a.get("isolated") or b.get("isolated"):
         meta["isolated"] = True  # a --fresh start on either side goes on computing anew
     total = int(newer.get("counts", {}).get("total") or done)

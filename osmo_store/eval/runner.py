@@ -67,6 +67,8 @@ class EvalOptions:
     shard: tuple[int, int] | None = None
     #: record in a child process (True), in a thread of this one (False), or decide (None)
     recorder_process: bool | None = None
+    #: a name for the config, shown by `eval cache ls` (None: keep the one it has)
+    label: str | None = None
 
 
 def in_shard(row_key: str, shard: tuple[int, int] | None) -> bool:
@@ -225,6 +227,7 @@ class _EvalRun:
         # what the config computed itself since, so every run is computed anew.
         isolated = options.fresh or bool(state.record and state.record.meta.get("isolated"))
         self.head = state.run_id
+        label = options.label or (state.record.meta.get("label") if state.record else None)
         if options.fresh and state.run_id is not None:
             # Start over: the old state stays reachable through the reflog until it expires.
             state = ConfigState.empty(repo)
@@ -265,6 +268,8 @@ class _EvalRun:
         }
         if isolated:
             self.base_meta["isolated"] = True
+        if label:
+            self.base_meta["label"] = label
         self.prev_counts = (
             state.record.meta.get("counts", {}) if state.record and not options.fresh else {}
         )
@@ -413,6 +418,7 @@ class _EvalRun:
             and previous
             and previous.get("pass_threshold") == self.options.pass_threshold
             and previous.get("primary_metric") == self.primary
+            and "primary_score" in previous  # else written before summaries had it
         ):
             return dict(previous)  # nothing new recorded: the stored summary still holds
         # Runs recorded before this session are read back; none if it recorded them all.

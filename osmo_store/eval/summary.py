@@ -8,6 +8,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from .failures import FailureGroups
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased estimator (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
@@ -69,9 +71,13 @@ class SummaryBuilder:
         self.failed = self.scoring_errors = self.runs = 0
         self.errors_by_fn: dict[str, int] = defaultdict(int)
         self.tokens: dict[str, int] = defaultdict(int)
+        self.groups = FailureGroups()
+        self.primary_sum = 0.0
+        self.primary_count = 0
 
     def add(self, s: dict[str, Any]) -> None:
         self.runs += 1
+        self.groups.add(s)
         for k, v in (s.get("usage") or {}).items():
             if isinstance(v, int):
                 self.tokens[k] += v
@@ -86,9 +92,13 @@ class SummaryBuilder:
         for m, v in metric_values(s.get("scores") or {}).items():
             self.by_metric[m].append(v)
         p = primary_value(s.get("scores") or {}, self.primary)
+        if p is not None:
+            self.primary_sum += p
+            self.primary_count += 1
         self.per_row[s["row"]].append(p is not None and p >= self.pass_threshold)
 
     def result(self) -> dict[str, Any]:
+        groups = self.groups.result()
         pass_k: dict[str, float] = {}
         for k in ks_for(self.n):
             rows = [r for r in self.per_row.values() if len(r) >= k]
@@ -100,10 +110,15 @@ class SummaryBuilder:
             "failed": self.failed,
             "scoring_errors": self.scoring_errors,
             "scoring_errors_by_fn": dict(self.errors_by_fn),
+            "failure_groups": groups["failures"],
+            "scoring_error_groups": groups["scoring_errors"],
             "metrics": {m: describe(v) for m, v in sorted(self.by_metric.items())},
             "pass_at_k": pass_k,
             "pass_threshold": self.pass_threshold,
             "primary_metric": self.primary,
+            # the mean of the primary metric over the runs it scored (a dict's entry as
+            # chosen above): what `cache ls` shows and `--fail-under` compares
+            "primary_score": self.primary_sum / self.primary_count if self.primary_count else None,
             "tokens": dict(self.tokens),
         }
 
@@ -123,8 +138,15 @@ def primary_value(scores: dict[str, Any], primary: str | None) -> float | None:
         return None
     v = scores[primary]
     if isinstance(v, dict):
-        for name in ("score", "pass", "correct", "accuracy"):
-            if name in v:
-                return v[name]
-        return v[min(v)] if v else None
+        key = primary_entry(v)
+        return None if key is None else v[key]
     return v
+
+
+def primary_entry(score: dict[str, Any]) -> str | None:
+    """The entry of a dict score that stands for it: "score", "pass", "correct" or
+    "accuracy", else the alphabetically first."""
+    for name in ("score", "pass", "correct", "accuracy"):
+        if name in score:
+            return name
+    return min(score) if score else None

@@ -25,6 +25,7 @@ import select
 import signal
 import socket
 import socketserver
+import sys
 import threading
 import time
 import uuid
@@ -623,16 +624,23 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    with MockServer(
-        latency=args.latency,
-        error_rate=args.error_rate,
-        fail_rate=args.fail_rate,
-        seed=args.seed,
-        require_api_key=args.api_key,
-        models=args.model,
-        port=args.port,
-        keep_requests=0,  # a long-lived server must not grow with every request
-    ) as server:
+    try:
+        server = MockServer(
+            latency=args.latency,
+            error_rate=args.error_rate,
+            fail_rate=args.fail_rate,
+            seed=args.seed,
+            require_api_key=args.api_key,
+            models=args.model,
+            port=args.port,
+            keep_requests=0,  # a long-lived server must not grow with every request
+        )
+    except (OSError, UsageError) as e:  # a port in use, or bad numbers: a line, not a trace
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        where = f"port {args.port} on 127.0.0.1: " if isinstance(e, OSError) else ""
+        print(f"mockserver: error: {where}{reason}", file=sys.stderr)
+        return 1
+    with server:
         print(server.base_url, flush=True)
         while not stop.wait(0.2):
             pass

@@ -1,0 +1,132 @@
+"""``osmo eval show|diff|export|verify|label``: looking at stored results. This module only
+declares the commands; each one's code is imported when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+
+from .argtypes import nonneg_int, positive_int, probability
+from .common import EXIT_ERROR, open_repo
+
+
+def _run(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        fn = getattr(importlib.import_module(f".{module}", __package__), name)
+        with open_repo(args) as repo:
+            return fn(args, repo)
+
+    return run
+
+
+def register(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = csub.add_parser(
+        "show",
+        parents=[common],
+        help="a config's parameters, summary and failures; one sample with --row",
+        description="Show a stored config: its parameters, summary and failures by cause. "
+        "--row shows one sample: its conversation, answer, scores, errors, usage and calls.",
+    )
+    p.add_argument("config", metavar="CONFIG", help="config id or unique prefix")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--row",
+        metavar="KEY|INDEX",
+        help="a row by its 0-based position in the dataset file or its key (prefix); "
+        "append .RUN for one run (default: every run of the row)",
+    )
+    which.add_argument("--failed", action="store_true", help="list the failed samples")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(cache_func=_run("evalshow", "cmd_show"))
+
+    p = csub.add_parser(
+        "diff",
+        parents=[common],
+        help="compare two configs run for run: changes, mean difference with a CI, a test",
+        description="Compare config B with config A on the runs they share (same row by "
+        "content, same run index): rows whose score changed (regressions first), the mean "
+        "difference B - A with a paired bootstrap confidence interval (rows resampled), a "
+        "paired test (McNemar's exact test for 0/1 scores, else a sign-flip permutation "
+        "test), and the rows only one of them has.",
+    )
+    p.add_argument("a", metavar="A", help="config id or unique prefix (the baseline)")
+    p.add_argument("b", metavar="B", help="config id or unique prefix (compared with A)")
+    p.add_argument(
+        "--metric", metavar="NAME", help="metric to compare (default: A's primary metric)"
+    )
+    p.add_argument(
+        "--confidence",
+        type=probability,
+        default=0.95,
+        metavar="C",
+        help="confidence level of the interval (default 0.95)",
+    )
+    p.add_argument(
+        "--resamples",
+        type=positive_int,
+        default=2000,
+        metavar="N",
+        help="bootstrap and permutation resamples (default 2000)",
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="of the resampling (default 0)")
+    p.add_argument(
+        "--limit",
+        type=nonneg_int,
+        default=20,
+        metavar="N",
+        help="changed rows listed (default 20; 0: all)",
+    )
+    p.add_argument("--json", action="store_true", help="print as JSON (every changed row)")
+    p.set_defaults(cache_func=_run("evaldiff", "cmd_diff"))
+
+    p = csub.add_parser(
+        "export",
+        parents=[common],
+        help="write a config's samples as a table: jsonl, csv or parquet",
+        description="Write one row per sample (row index and key, run, status, prompt, "
+        "ground truth, solution, a score/<metric> column per metric, errors, usage, the "
+        "row's data and the conversation) to FILE; the format comes from its suffix "
+        "(.jsonl, .csv, .parquet) or --format.",
+    )
+    p.add_argument("config", metavar="CONFIG", help="config id or unique prefix")
+    p.add_argument("-o", "--output", metavar="FILE", required=True, help="file to write")
+    p.add_argument("--format", choices=("jsonl", "csv", "parquet"), help="default: by suffix")
+    p.set_defaults(cache_func=_run("evalexport", "cmd_export"))
+
+    p = csub.add_parser(
+        "verify",
+        parents=[common],
+        help="re-score the stored samples with the current eval functions, no model call",
+        description="Re-score every stored sample of CONFIG with its eval functions as they "
+        "are now (or those given with --eval-fn), without calling any model, and compare with "
+        f"the stored scores. Exits {EXIT_ERROR} if any score disagrees.",
+    )
+    p.add_argument("config", metavar="CONFIG", help="config id or unique prefix")
+    p.add_argument(
+        "--eval-fn",
+        metavar="MODULE:FN",
+        action="append",
+        default=[],
+        help="score with these instead of the config's own (repeatable); compared by name",
+    )
+    p.add_argument(
+        "--limit",
+        type=nonneg_int,
+        default=20,
+        metavar="N",
+        help="disagreements listed (default 20; 0: all)",
+    )
+    p.add_argument("--json", action="store_true", help="print as JSON (every disagreement)")
+    p.set_defaults(cache_func=_run("evalverify", "cmd_verify"))
+
+    p = csub.add_parser(
+        "label",
+        parents=[common],
+        help="name a config (shown and filtered by osmo eval cache ls)",
+        description='Name a config; an empty NAME ("") removes its name. The name is kept '
+        "by later runs of the config and shown by osmo eval cache ls, show and diff.",
+    )
+    p.add_argument("config", metavar="CONFIG", help="config id or unique prefix")
+    p.add_argument("name", metavar="NAME", help="one line, at most 100 characters")
+    p.set_defaults(cache_func=_run("evalshow", "cmd_label"))

@@ -1,0 +1,104 @@
+"""`osmo eval cache ls` tells configs of one dataset apart: eval functions, n, the sampling
+parameters that differ, and a label (`osmo eval --label`, `osmo eval label`). The installed
+CLI in a subprocess against the mock model server."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from osmo_store.testing.mockserver import MockServer
+
+
+def osmo(project: Path, *argv: str) -> subprocess.CompletedProcess:
+    cmd = [str(Path(sys.executable).parent / "osmo"), "--store", str(project / "store"), *argv]
+    return subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    rows = [{"user_prompt": f"What is {i} + 1?", "ground_truth": str(i + 1)} for i in range(4)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "fns.py").write_text(
+        "def exact(solution_str, ground_truth, extra_info):\n"
+        "    return solution_str.strip() == ground_truth\n"
+        "def other(solution_str, ground_truth, extra_info):\n"
+        "    return 1\n"
+    )
+    return tmp_path
+
+
+def run_eval(project: Path, srv: MockServer, *extra: str) -> str:
+    done = osmo(project, "eval", "-d", "data.jsonl", "--model", "m", "--model-id", "m",
+                "--base-url", srv.base_url, "-q", "--json", *extra)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["config_id"]
+
+
+def ls(project: Path, *extra: str) -> list[list[str]]:
+    done = osmo(project, "eval", "cache", "ls", *extra)
+    assert done.returncode == 0, done.stderr
+    # columns are two or more spaces apart; no cell holds two spaces in a row
+    return [re.split(r" {2,}", line.strip()) for line in done.stdout.splitlines()]
+
+
+def test_configs_of_one_dataset_are_told_apart(project) -> None:
+    with MockServer() as srv:
+        cold = run_eval(project, srv, "--eval-fn", "fns.py:exact", "--temperature", "0")
+        warm = run_eval(project, srv, "--eval-fn", "fns.py:exact", "--temperature", "0.7",
+                        "--n", "2", "--label", "warm")  # fmt: skip
+        both = run_eval(project, srv, "--eval-fn", "fns.py:exact", "--eval-fn", "fns.py:other",
+                        "--temperature", "0")  # fmt: skip
+    table = ls(project)
+    header = table[0]
+    assert header[:6] == ["CONFIG", "LABEL", "MODEL", "DATASET", "EVAL FNS", "N"]
+    assert header[6] == "PARAMS"  # temperature differs; nothing else does
+    rows = {r[0]: dict(zip(header, r, strict=True)) for r in table[1:]}
+    assert rows[warm[:12]]["LABEL"] == "warm" and rows[cold[:12]]["LABEL"] == "-"
+    assert rows[warm[:12]]["N"] == "2" and rows[cold[:12]]["N"] == "1"
+    assert rows[warm[:12]]["PARAMS"] == "temperature=0.7"
+    assert rows[cold[:12]]["PARAMS"] == "temperature=0.0"
+    assert rows[both[:12]]["EVAL FNS"] == "exact,other"
+    listed = json.loads(osmo(project, "eval", "cache", "ls", "--json").stdout)
+    by_id = {c["config_id"]: c for c in listed}
+    assert by_id[warm]["label"] == "warm" and by_id[warm]["params"] == {"temperature": 0.7}
+    assert by_id[both]["eval_fns"] == ["exact", "other"] and by_id[both]["n"] == 1
+
+
+def test_a_label_is_set_kept_filtered_and_removed(project) -> None:
+    with MockServer() as srv:
+        a = run_eval(project, srv, "--eval-fn", "fns.py:exact")
+        b = run_eval(project, srv, "--eval-fn", "fns.py:other", "--eval-fn", "fns.py:exact")
+        done = osmo(project, "eval", "label", a[:8], "baseline")
+        assert done.returncode == 0 and f"config {a[:12]} labelled 'baseline'" in done.stdout
+        # A later run of the config keeps its name.
+        assert run_eval(project, srv, "--eval-fn", "fns.py:exact") == a
+    assert [r[0] for r in ls(project, "--label", "BASE")[1:]] == [a[:12]]
+    assert len(ls(project)) == 3
+    shown = osmo(project, "eval", "show", a[:8]).stdout
+    assert "label baseline" in shown.splitlines()[0]
+    diff = osmo(project, "eval", "diff", a[:8], b[:8]).stdout
+    assert diff.startswith(f"A  {a[:12]}  baseline")
+    assert osmo(project, "eval", "label", a[:8], "").returncode == 0
+    assert ls(project, "--label", "base")[1:] == []
+    bad = osmo(project, "eval", "label", a[:8], "two\nlines")
+    assert bad.returncode == 1 and "one line" in bad.stderr
+
+
+def test_diff_pairs_runs_by_index_and_counts_the_rest(project) -> None:
+    with MockServer() as srv:
+        one = run_eval(project, srv, "--eval-fn", "fns.py:exact", "--temperature", "0.5")
+        three = run_eval(project, srv, "--eval-fn", "fns.py:exact", "--temperature", "0.5",
+                         "--n", "3")  # fmt: skip
+    done = osmo(project, "eval", "diff", one[:8], three[:8], "--json")
+    assert done.returncode == 0, done.stderr
+    r = json.loads(done.stdout)
+    assert r["pairs"] == 4 and r["unpaired_runs"] == {"a": 0, "b": 8}
+    assert r["difference"] == 0 and r["ci"] == [0, 0] and r["test"]["p_value"] == 1.0
+    text = osmo(project, "eval", "diff", one[:8], three[:8]).stdout
+    assert "no partner (n differs): 0 in A, 8 in B" in text and "no row's exact changed" in text
