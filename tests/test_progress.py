@@ -41,3 +41,18 @@ def test_fields_keep_their_order_off_a_terminal() -> None:
     line = stream.getvalue()
     fields = ["runs/s", "ETA", "pass", "failed", "reused"]
     assert sorted(fields, key=line.index) == fields
+
+
+def test_retries_show_once_there_are_any_and_the_line_still_fits_80_columns() -> None:
+    stream = FakeTTY()
+    display = ProgressDisplay(stream, columns=80)
+    display.update(Progress(total=20000, done=100, failed=3, passed=90, scored=97))
+    assert "retries" not in stream.getvalue()
+    busy = Progress(total=20000, done=15000, failed=1234, passed=9000, scored=12000,
+                    reused=12345, retried=4567)  # fmt: skip
+    display.update(busy)
+    last = stream.getvalue().split("\r\x1b[2K")[-1]
+    assert "retries 4567" in last and len(last) <= 79
+    plain = io.StringIO()
+    ProgressDisplay(plain).update(busy)
+    assert "failed 1234 | retries 4567 | reused 12345" in plain.getvalue()

@@ -38,7 +38,10 @@ class ProgressDisplay:
         self._base: tuple[float, int] | None = None
         self._closed = False
 
-    def parts(self, p: Progress) -> list[str]:
+    # The fields as shown, left to right; ``parts`` lists them by importance instead.
+    SHOWN = ("count", "rate", "eta", "pass", "failed", "retries", "reused")
+
+    def parts(self, p: Progress) -> dict[str, str]:
         """The line's fields, most important first."""
         now = time.time()
         if self._base is None:
@@ -49,26 +52,30 @@ class ProgressDisplay:
         eta = _eta(left / rate) if rate > 0 else ("00:00" if left == 0 else "?")
         pct = p.done / p.total if p.total else 1.0
         passed = f"{100 * p.passed / p.scored:.0f}%" if p.scored else "-"
-        parts = [f"{p.done}/{p.total} runs {100 * pct:3.0f}%", f"ETA {eta}", f"failed {p.failed}",
-                 f"pass {passed}", f"{rate:.1f} runs/s"]  # fmt: skip
+        parts = {"count": f"{p.done}/{p.total} runs {100 * pct:3.0f}%", "eta": f"ETA {eta}",
+                 "failed": f"failed {p.failed}"}  # fmt: skip
+        if p.retried:  # the endpoint is struggling (rate limits, 5xx): worth a column
+            parts["retries"] = f"retries {p.retried}"
+        parts["pass"] = f"pass {passed}"
+        parts["rate"] = f"{rate:.1f} runs/s"
         if p.reused:
-            parts.append(f"reused {p.reused}")
+            parts["reused"] = f"reused {p.reused}"
         return parts
 
     def line(self, p: Progress) -> str:
         parts = self.parts(p)
-        # As shown: count, rate, ETA, pass, failed, reused (``parts`` is by importance).
-        order = [i for i in (0, 4, 1, 3, 2, 5) if i < len(parts)]
+        importance = list(parts)
+        shown = [name for name in self.SHOWN if name in parts]
         if not self.tty:
-            return " | ".join(parts[i] for i in order)
+            return " | ".join(parts[name] for name in shown)
         # The last column is left free: some terminals wrap a line that fills it.
         room = self.columns - 1
         while True:
-            text = " | ".join(parts[i] for i in order)
+            text = " | ".join(parts[name] for name in shown)
             bar = min(self.BAR_WIDTH, room - len(text) - 3)
-            if bar >= self.MIN_BAR or len(order) == 1:
+            if bar >= self.MIN_BAR or len(shown) == 1:
                 break
-            order.remove(max(order))  # drop the least important field
+            shown.remove(max(shown, key=importance.index))  # drop the least important field
         pct = p.done / p.total if p.total else 1.0
         if bar >= self.MIN_BAR:
             filled = int(bar * pct)

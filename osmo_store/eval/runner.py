@@ -90,6 +90,7 @@ class Progress:
     passed: int = 0
     scored: int = 0
     reused: int = 0
+    retried: int = 0  # model call attempts retried so far (429s, 5xx, timeouts)
     started: float = field(default_factory=time.time)
 
 
@@ -378,6 +379,7 @@ class _EvalRun:
                     self.summary.add(res.body)
                     self.recorded_now.add(res.name)
                 if self.on_progress:
+                    self.progress.retried = self.caller.retried_attempts
                     self.on_progress(self.progress)
             if end:
                 return
