@@ -41,6 +41,12 @@ def validate_ref_name(name: str) -> str:
         raise InvalidRefName(str(name), "empty")
     if not name.startswith("refs/"):
         raise InvalidRefName(name, "ref names start with refs/ (for example refs/tags/best)")
+    try:
+        # A lone surrogate: a file name that is not UTF-8 (os.fsdecode), or a crafted
+        # string. No ref can be stored or sent under such a name.
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRefName(name, "is not valid UTF-8") from None
     if _BAD_CHARS.search(name):
         raise InvalidRefName(name, "contains a space, control or special character (~^:?*[\\)")
     if ".." in name or "@{" in name or name.endswith((".", "/", ".lock")) or "//" in name:

@@ -1,0 +1,153 @@
+"""Hostile bytes on disk (issue 12): a damaged ref, reflog, pack index, store file or loose
+object gives a clear one-line error naming what is damaged, never a traceback; fsck reports
+it and checks everything else; repack never copies damaged bytes into a pack. The CLI cases
+run the real `osmo` in a subprocess, as a user meets them."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from osmo_store import ObjectType, Repository
+from osmo_store.backends.layout import StoreLayout
+from osmo_store.errors import CorruptRef
+from osmo_store.hashing import ObjectId
+from osmo_store.maintenance.gc import repack
+
+# Byte layout of a pack index (objects_spec.md, section 5): header, fan-out, records.
+IDX_RECORDS = 8 + 4 + 8 + 8 + 256 * 4
+IDX_RECORD = 32 + 8 + 4
+
+
+def _osmo(osmo_cmd: list[str], store: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*osmo_cmd, "--store", str(store), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def _one_line_error(p: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """The command failed the way a user should see it: exit 1, an `osmo: error:` line
+    naming every needle, no traceback."""
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr and "internal error" not in p.stderr, p.stderr
+    errors = [line for line in p.stderr.splitlines() if line.startswith("osmo: error:")]
+    assert len(errors) == 1, p.stderr
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+    return errors[0]
+
+
+def _blobs(repo: Repository, n: int) -> list[ObjectId]:
+    return [repo.objects.put(ObjectType.BLOB, b"result %d " % i * 40) for i in range(n)]
+
+
+def _packed_store(store_path: Path, n: int = 6) -> tuple[list[ObjectId], Path]:
+    """n blobs, each named by a tag, all in one pack; returns the ids and the pack index."""
+    with Repository.open(store_path) as repo:
+        ids = _blobs(repo, n)
+        for i, oid in enumerate(ids):
+            repo.update_ref(f"refs/tags/t{i}", oid)
+        repack(repo)
+        (pack,) = repo.objects.packs()
+        return ids, pack.idx_path
+
+
+def _record_of(idx: Path, oid: ObjectId) -> int:
+    """Byte offset of ``oid``'s record in the index."""
+    data = idx.read_bytes()
+    count = struct.unpack_from(">I", data, 8)[0]
+    for i in range(count):
+        at = IDX_RECORDS + i * IDX_RECORD
+        if data[at : at + 32] == bytes.fromhex(oid):
+            return at
+    raise AssertionError(f"{oid} not in {idx}")
+
+
+def _patch(path: Path, offset: int, new: bytes) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset : offset + len(new)] = new
+    path.write_bytes(bytes(data))
+
+
+# --- G-1: a byte >= 0x80 in a ref file --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"c9a94c1a\xff\n", b"\x80" * 65, "é".encode() * 32 + b"\n", b"%s\n\xff" % (b"a" * 64)],
+)
+def test_ref_with_a_high_byte_is_a_damaged_ref(
+    osmo_cmd: list[str], store_path: Path, content: bytes
+) -> None:
+    with Repository.open(store_path) as repo:
+        good, other = _blobs(repo, 2)
+        repo.update_ref("refs/evals/damaged", good)
+        repo.update_ref("refs/tags/fine", other)
+    StoreLayout(store_path).ref("refs/evals/damaged").write_bytes(content)
+
+    for args in (
+        ["cat-file", "-p", "refs/evals/damaged"],
+        ["update-ref", "refs/evals/damaged", good, good],
+        ["cache", "gc"],
+        ["eval", "cache", "ls"],
+    ):
+        _one_line_error(_osmo(osmo_cmd, store_path, *args), "damaged ref refs/evals/damaged")
+    # Commands that do not need the damaged ref still work.
+    p = _osmo(osmo_cmd, store_path, "cat-file", "-p", "refs/tags/fine")
+    assert p.returncode == 0, p.stderr
+    p = _osmo(osmo_cmd, store_path, "show-ref")
+    assert p.returncode == 0 and f"{other} refs/tags/fine" in p.stdout, p.stderr
+    # fsck reports the ref, and goes on to check (and report) everything else.
+    with Repository.open(store_path) as repo:
+        path = repo.objects.loose_path(other)
+    path.write_bytes(path.read_bytes()[:-3])
+    p = _osmo(osmo_cmd, store_path, "fsck")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "refs/evals/damaged" in p.stdout and other in p.stdout, p.stdout
+    assert "2 problem(s)" in p.stderr
+
+
+def test_a_damaged_ref_raises_corrupt_ref_and_can_be_replaced(repo: Repository, store_path: Path):
+    a, b = _blobs(repo, 2)
+    repo.update_ref("refs/tags/x", a)
+    StoreLayout(store_path).ref("refs/tags/x").write_bytes(b"\xfe\xff garbage\n")
+    with pytest.raises(CorruptRef, match="refs/tags/x"):
+        repo.refs.read("refs/tags/x")
+    with pytest.raises(CorruptRef):
+        repo.update_ref("refs/tags/x", b, a)  # a compare-and-swap cannot compare
+    assert repo.refs.list() == {}
+    assert repo.refs.damaged() == ["refs/tags/x"]
+    # An unconditional update repairs it (as `osmo update-ref NAME ID` does), logged.
+    repo.update_ref("refs/tags/x", b)
+    assert repo.refs.read("refs/tags/x") == b
+    assert repo.refs.reflog("refs/tags/x")[-1].new == b
+    StoreLayout(store_path).ref("refs/tags/x").write_bytes(b"\xff")
+    repo.delete_ref("refs/tags/x")
+    assert repo.refs.damaged() == []
+
+
+def test_reflog_and_ref_files_with_high_bytes_in_their_names_or_lines(
+    osmo_cmd: list[str], store_path: Path
+) -> None:
+    with Repository.open(store_path) as repo:
+        (oid,) = _blobs(repo, 1)
+        repo.update_ref("refs/tags/a", oid)
+    layout = StoreLayout(store_path)
+    with open(layout.reflog("refs/tags/a"), "ab") as f:
+        f.write(b"%s %s 12\xff34 who\xfe\tmessage \x80\x81\n" % (b"0" * 64, oid.encode()))
+        f.write(b"%s %s 1234 wh\xffo\tm\xe9ssage\n" % (b"0" * 64, oid.encode()))
+    # File names that are not UTF-8: a reflog and a ref no ref name can spell.
+    os.makedirs(bytes(layout.logs / "refs" / "tags") + b"/\xffx", exist_ok=True)
+    Path(os.fsdecode(bytes(layout.logs / "refs" / "tags") + b"/\xfey~log")).write_bytes(b"x")
+    Path(os.fsdecode(bytes(layout.refs / "tags") + b"/\xfez")).write_text(oid + "\n")
+
+    p = _osmo(osmo_cmd, store_path, "reflog")
+    assert p.returncode == 0, p.stderr
+    assert "wh\ufffdo: m\ufffdssage" in p.stdout
+    for args in (["show-ref"], ["fsck"], ["cache", "gc"], ["reflog", "refs/tags/a"]):
+        p = _osmo(osmo_cmd, store_path, *args)
+        assert p.returncode == 0, (args, p.stderr)
