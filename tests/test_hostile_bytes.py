@@ -14,8 +14,10 @@ import pytest
 
 from osmo_store import ObjectType, Repository
 from osmo_store.backends.layout import StoreLayout
-from osmo_store.errors import CorruptRef
+from osmo_store.backends.local import LocalObjectStore
+from osmo_store.errors import CorruptObject, CorruptRef, StoreError
 from osmo_store.hashing import ObjectId
+from osmo_store.maintenance.fsck import fsck
 from osmo_store.maintenance.gc import repack
 
 # Byte layout of a pack index (objects_spec.md, section 5): header, fan-out, records.
@@ -151,3 +153,138 @@ def test_reflog_and_ref_files_with_high_bytes_in_their_names_or_lines(
     for args in (["show-ref"], ["fsck"], ["cache", "gc"], ["reflog", "refs/tags/a"]):
         p = _osmo(osmo_cmd, store_path, *args)
         assert p.returncode == 0, (args, p.stderr)
+
+
+# --- D-1, D-2: a damaged pack index -------------------------------------------------------
+
+
+def test_huge_offset_in_a_pack_index_is_a_damaged_pack(
+    osmo_cmd: list[str], store_path: Path
+) -> None:
+    ids, idx = _packed_store(store_path)
+    at = _record_of(idx, ids[2])
+    _patch(idx, at + 32, struct.pack(">Q", 2**63 + 5))
+
+    p = _osmo(osmo_cmd, store_path, "cat-file", "-p", ids[2])
+    _one_line_error(p, ids[2], idx.with_suffix(".pack").name)
+    for full in ([], ["--full"]):
+        p = _osmo(osmo_cmd, store_path, "fsck", *full)
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        assert idx.name in p.stdout, p.stdout
+        assert "refs/tags/t2" in p.stdout
+        for other in ids[:2] + ids[3:]:
+            assert other not in p.stdout  # checked, and sound
+    p = _osmo(osmo_cmd, store_path, "repack", "-a")
+    assert "Traceback" not in p.stderr and ids[2] in p.stderr, p.stderr
+    p = _osmo(osmo_cmd, store_path, "cat-file", "-p", ids[3])
+    assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("byte", [0, 1, 31])
+def test_flipped_id_in_a_pack_index_names_the_pack_and_fsck_checks_the_rest(
+    osmo_cmd: list[str], store_path: Path, byte: int
+) -> None:
+    ids, idx = _packed_store(store_path)
+    with Repository.open(store_path) as repo:  # damage elsewhere must still be found
+        loose = repo.objects.put(ObjectType.BLOB, b"a loose result")
+        repo.update_ref("refs/tags/loose", loose)
+        loose_path = repo.objects.loose_path(loose)
+    loose_path.write_bytes(loose_path.read_bytes()[:-2])
+    flipped = sorted(ids)[3]
+    at = _record_of(idx, flipped)
+    _patch(idx, at + byte, bytes([idx.read_bytes()[at + byte] ^ 0xFF]))
+
+    for full in ([], ["--full"]):
+        p = _osmo(osmo_cmd, store_path, "fsck", *full)
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        assert idx.name in p.stdout, p.stdout  # the damaged pack is named
+        assert flipped in p.stdout  # what the damage costs: the ref's object is lost
+        assert loose in p.stdout  # and the rest was checked
+
+
+def test_flipped_byte_mid_index_is_found_by_a_plain_fsck(store_path: Path) -> None:
+    ids, idx = _packed_store(store_path)
+    # A record's length field: every object is still found, one reads short.
+    at = _record_of(idx, ids[0])
+    _patch(idx, at + 42, bytes([idx.read_bytes()[at + 42] ^ 0x01]))
+    with Repository.open(store_path) as repo:
+        report = fsck(repo)
+    assert any(idx.name in p for p in report.problems), report.problems
+
+
+def test_pack_index_damage_in_the_fanout_is_reported(store_path: Path) -> None:
+    ids, idx = _packed_store(store_path)
+    first = bytes.fromhex(sorted(ids)[0])[0]
+    _patch(idx, 8 + 4 + 8 + 8 + 4 * first, b"\x00\x00\x00\x00")
+    with Repository.open(store_path) as repo:
+        report = fsck(repo)
+    assert any(idx.name in p for p in report.problems), report.problems
+
+
+# --- G-3: the store file ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body", [b"[1,2]", b"1", b'"osmo-store"', b"null", b'{"format": [1]}', b"\xff\xfe", b""]
+)
+def test_store_file_that_is_not_an_object(osmo_cmd: list[str], store_path: Path, body: bytes):
+    Repository.open(store_path).close()
+    StoreLayout(store_path).store_file.write_bytes(body)
+    _one_line_error(_osmo(osmo_cmd, store_path, "show-ref"), str(store_path))
+    with pytest.raises(StoreError):
+        Repository.open(store_path)
+
+
+# --- G-4: repack and a corrupt loose object -----------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["not zstd", "truncated", "flipped"])
+def test_repack_leaves_a_corrupt_loose_object_and_packs_the_rest(
+    osmo_cmd: list[str], store_path: Path, damage: str
+) -> None:
+    with Repository.open(store_path) as repo:
+        ids = _blobs(repo, 4)
+        bad = ids[1]
+        path = repo.objects.loose_path(bad)
+    data = path.read_bytes()
+    path.write_bytes(
+        {
+            "not zstd": b"garbage, not a zstd frame",
+            "truncated": data[: len(data) // 2],
+            "flipped": data[:-4] + bytes([data[-4] ^ 0x40]) + data[-3:],
+        }[damage]
+    )
+    p = _osmo(osmo_cmd, store_path, "repack")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert bad in p.stderr and "packed 3 objects" in p.stdout, (p.stdout, p.stderr)
+    assert path.exists()  # left where it was, for fsck and the user
+    with Repository.open(store_path) as repo:
+        (pack,) = repo.objects.packs()
+        assert sorted(pack.ids()) == sorted(i for i in ids if i != bad)
+        for oid in ids:
+            if oid != bad:
+                assert repo.objects.get(oid)[0] is ObjectType.BLOB
+                assert not repo.objects.loose_path(oid).exists()
+        with pytest.raises(CorruptObject):
+            repo.objects.get(bad)
+
+
+def test_repack_all_never_copies_a_damaged_packed_object(store_path: Path) -> None:
+    ids, _ = _packed_store(store_path)
+    with Repository.open(store_path) as repo:
+        objects = repo.objects
+        assert isinstance(objects, LocalObjectStore)
+        (pack,) = objects.packs()
+        victim = sorted(ids)[2]
+        _, offset, length = next(e for e in pack.entries() if e[0] == victim)
+        pack_path = pack.pack_path
+        _patch(pack_path, offset + length - 3, b"\x00\x01\x02")
+        extra = objects.put(ObjectType.BLOB, b"one more, loose")
+        report = repack(repo, all_packs=True)
+        assert [e.oid for e in report.damaged] == [victim]
+        # The damaged pack stays (nothing of it is lost); the new pack holds the rest.
+        assert pack_path.exists()
+        new = [p for p in objects.packs() if p.pack_path != pack_path]
+        assert len(new) == 1
+        assert sorted(new[0].ids()) == sorted([*(i for i in ids if i != victim), extra])
+        assert any(victim in p for p in fsck(repo).problems)

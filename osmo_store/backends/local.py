@@ -9,6 +9,8 @@ into ``flush()``, which the ref layer calls before a ref can name the new object
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import threading
 import time
@@ -27,6 +29,11 @@ from .lease import WriterLease
 from .pack import PackReader, PackWriter
 
 _HEX = frozenset("0123456789abcdef")
+_log = logging.getLogger(__name__)
+
+
+def _log_damaged(error: CorruptObject) -> None:
+    _log.warning("%s: left where it is, not copied into a new pack", error)
 
 
 def is_fanout_name(name: str) -> bool:
@@ -167,12 +174,13 @@ class LocalObjectStore(ObjectStore):
 
     def get(self, oid: ObjectId) -> tuple[ObjectType, bytes]:
         oid = parse_oid(oid)
-        data, where = self._get_raw_located(oid)
         try:
+            data, where = self._get_raw_located(oid)
             return decode_object(oid, data, where)
-        except CorruptObject:
-            # A damaged copy must not hide a sound one in the other place.
-            if where is None:
+        except CorruptObject as damaged:
+            # A damaged copy (or a pack index that points at the wrong bytes) must not
+            # hide a sound copy in the other place.
+            if damaged.where is None:
                 self.reload_packs()
                 hit = self._read_packed(oid)
                 if hit is None:
@@ -246,19 +254,16 @@ class LocalObjectStore(ObjectStore):
                 self._lease = None
 
     def storage_problems(self, *, full: bool = False) -> tuple[list[str], list[str]]:
-        """Pack checksums (``full``) or at least sizes, packs never indexed, and (``full``)
-        temp files a killed writer left."""
+        """Every pack index (checksum, order, fan-out, records inside the pack), pack
+        checksums (``full``), packs never indexed, and (``full``) temp files a killed writer
+        left."""
         problems: list[str] = []
         notes: list[str] = []
         self.reload_packs()
         for pack in self.packs():
+            problems.extend(pack.verify_index())
             if full:
                 problems.extend(pack.verify_checksums())
-            else:
-                size = os.stat(pack.pack_path).st_size
-                end = max((off + ln for _, off, ln in pack.entries()), default=0)
-                if size < end + 32:
-                    problems.append(f"{pack.pack_path.name}: pack is truncated")
         names = set(_list(self.pack_dir))
         for name in sorted(names):
             if name.endswith(".pack") and name[:-5] + ".idx" not in names:
@@ -384,25 +389,51 @@ class LocalObjectStore(ObjectStore):
         return removed
 
     def merge_packs(
-        self, packs: list[PackReader], loose: list[tuple[ObjectId, Path]] = ()
+        self,
+        packs: list[PackReader],
+        loose: list[tuple[ObjectId, Path]] = (),
+        *,
+        on_damaged: Callable[[CorruptObject], None] = _log_damaged,
     ) -> Path | None:
         """Fold packs (and loose objects) into one new pack; only once it is published are
-        the old packs and loose files removed, so a crash at any point loses nothing."""
+        the old packs and loose files removed, so a crash at any point loses nothing.
+
+        Every object is verified on the way (decompressed and hashed): damaged bytes copied
+        into a new pack would get a sound pack checksum there, and removing the old copy
+        would lose what is left of the object (the bytes a damaged index no longer finds).
+        A damaged object goes to ``on_damaged`` and stays where it was (its loose file, or
+        its whole old pack, which fsck goes on reporting); the sound rest is folded."""
+        kept: set[Path] = set()
+
+        def sound(oid: ObjectId, where: Path, read: Callable[[], bytes]) -> bytes | None:
+            try:
+                data = read()
+                decode_object(oid, data, where.name if where.suffix == ".pack" else None)
+            except CorruptObject as e:
+                on_damaged(e)
+                kept.add(where)
+                return None
+            return data
 
         def objects() -> Iterator[tuple[ObjectId, bytes]]:
             for oid, path in loose:
                 with contextlib.suppress(FileNotFoundError):  # gone meanwhile (gc)
-                    yield oid, path.read_bytes()
+                    data = sound(oid, path, path.read_bytes)
+                    if data is not None:
+                        yield oid, data
             for pack in packs:
                 for oid, off, ln in pack.entries():
-                    yield oid, pack.read_at(oid, off, ln)
+                    data = sound(oid, pack.pack_path, functools.partial(pack.read_at, oid, off, ln))
+                    if data is not None:
+                        yield oid, data
 
         new_idx = self._write_pack(objects())
         if new_idx is not None:
             for _, path in loose:
-                path.unlink(missing_ok=True)
+                if path not in kept:
+                    path.unlink(missing_ok=True)
         for pack in packs:
-            if pack.idx_path != new_idx:
+            if pack.idx_path != new_idx and pack.pack_path not in kept:
                 remove_pack(pack)
         self.reload_packs()
         return new_idx
