@@ -15,10 +15,10 @@ import pytest
 from osmo_store import ObjectType, Repository
 from osmo_store.backends.layout import StoreLayout
 from osmo_store.backends.local import LocalObjectStore
-from osmo_store.errors import CorruptObject, CorruptRef, StoreError
+from osmo_store.errors import CorruptObject, CorruptRef, ObjectNotFound, StoreError
 from osmo_store.hashing import ObjectId
 from osmo_store.maintenance.fsck import fsck
-from osmo_store.maintenance.gc import repack
+from osmo_store.maintenance.gc import gc, repack
 
 # Byte layout of a pack index (objects_spec.md, section 5): header, fan-out, records.
 IDX_RECORDS = 8 + 4 + 8 + 8 + 256 * 4
@@ -288,3 +288,39 @@ def test_repack_all_never_copies_a_damaged_packed_object(store_path: Path) -> No
         assert len(new) == 1
         assert sorted(new[0].ids()) == sorted([*(i for i in ids if i != victim), extra])
         assert any(victim in p for p in fsck(repo).problems)
+
+
+@pytest.mark.parametrize("damage", ["cut", "empty", "count"])
+def test_a_pack_index_that_cannot_be_opened_is_reported_not_fatal(
+    osmo_cmd: list[str], store_path: Path, damage: str
+) -> None:
+    """Found by the pack fuzzer: an index whose size or header is wrong stopped every
+    command (CorruptPack while loading the packs). It is left out of reads instead, fsck
+    names it, and a miss hints at it."""
+    ids, idx = _packed_store(store_path)
+    with Repository.open(store_path) as repo:
+        loose = repo.objects.put(ObjectType.BLOB, b"a loose one")
+    data = idx.read_bytes()
+    idx.write_bytes(
+        {"cut": data[:-10], "empty": b"", "count": data[:8] + b"\xff" * 4 + data[12:]}[damage]
+    )
+    p = _osmo(osmo_cmd, store_path, "cat-file", "-p", loose)
+    assert p.returncode == 0, p.stderr
+    _one_line_error(_osmo(osmo_cmd, store_path, "cat-file", "-p", ids[0]), ids[0])
+    with Repository.open(store_path) as repo, pytest.raises(ObjectNotFound) as missing:
+        repo.objects.get(ids[0])
+    assert idx.name in (missing.value.hint or "")
+    p = _osmo(osmo_cmd, store_path, "fsck")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert f"{idx.name}: cannot be read" in p.stdout, p.stdout
+    assert all(f"missing object {oid}" in p.stdout for oid in ids), p.stdout
+
+
+def test_a_folder_among_the_leases_is_no_lease(store_path: Path) -> None:
+    """Found by the lease fuzzer: gc crashed (IsADirectoryError) on a folder named lease-*."""
+    with Repository.open(store_path) as repo:
+        repo.objects.put(ObjectType.BLOB, b"garbage")
+    (StoreLayout(store_path).leases / "lease-123-abc").mkdir()
+    (StoreLayout(store_path).leases / "tmp-lease-123-abc").mkdir()
+    with Repository.open(store_path) as repo:
+        assert gc(repo, prune="now").objects_removed == 1

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import CorruptObject, ObjectNotFound
+from ..errors import CorruptObject, CorruptPack, ObjectNotFound
 from ..hashing import ObjectId, is_oid, oid_to_raw, parse_oid
 from ..objects import ObjectType, decode_object, encode_object
 from .base import ObjectStore
@@ -62,6 +62,8 @@ class LocalObjectStore(ObjectStore):
         self.read_only = read_only
         self._tiers = PackTiers()
         self._packs: dict[str, PackReader] = {}
+        #: packs whose index cannot be opened (name -> why), left out of every read
+        self._unreadable: dict[str, str] = {}
         self._lock = threading.RLock()
         self._dirty_dirs: set[Path] = set()
         self._flush_lock = threading.Lock()
@@ -94,12 +96,19 @@ class LocalObjectStore(ObjectStore):
                 # when the last reference goes.
                 del self._packs[gone]
                 changed = True
-            for name in sorted(names - set(self._packs)):
-                changed = True
+            for gone in set(self._unreadable) - names:
+                del self._unreadable[gone]
+            for name in sorted(names - set(self._packs) - set(self._unreadable)):
                 try:
                     self._packs[name] = PackReader(self.pack_dir / f"{name}.idx")
                 except FileNotFoundError:
-                    continue  # removed between listdir and open (gc, a merge)
+                    pass  # removed between listdir and open (gc, a merge)
+                except CorruptPack as e:
+                    # Not a reason to stop every command: the other packs and loose objects
+                    # read as ever, fsck names this one, and a miss hints at it.
+                    self._unreadable[name] = e.reason
+                    continue
+                changed = True
             return changed
 
     def refresh(self) -> None:
@@ -170,7 +179,13 @@ class LocalObjectStore(ObjectStore):
         # Last resort: a gc killed mid-delete may have left it aside (gc-<name>).
         if self.restore_aside():
             return self._get_raw_located(oid)
-        raise ObjectNotFound(oid)
+        missing = ObjectNotFound(oid)
+        if self._unreadable:
+            missing.hint = (
+                f"it may be in a pack whose index is damaged ({min(self._unreadable)}.idx): "
+                "run: osmo fsck"
+            )
+        raise missing
 
     def get(self, oid: ObjectId) -> tuple[ObjectType, bytes]:
         oid = parse_oid(oid)
@@ -260,6 +275,9 @@ class LocalObjectStore(ObjectStore):
         problems: list[str] = []
         notes: list[str] = []
         self.reload_packs()
+        with self._lock:
+            unreadable = sorted(self._unreadable.items())
+        problems.extend(f"{name}.idx: cannot be read: {why}" for name, why in unreadable)
         for pack in self.packs():
             problems.extend(pack.verify_index())
             if full:

@@ -1,0 +1,284 @@
+"""Fuzzing every parser of stored bytes (issue 12): refs, reflogs, tree nodes, packs, pack
+indexes, the store file, run records, sample blobs and leases. Each fuzzer writes damaged
+bytes (mutations of sound ones, and plain noise) where the store keeps them and drives the
+code that reads them; the only outcomes allowed are a valid result or an ``OsmoError`` (for
+commands: exit 1 with a one-line error, never "internal error"). Bounded in `make test`
+(``tests/fuzzing.py``), 50 times longer in the slow tier."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given
+from hypothesis import strategies as st
+
+from osmo_store import ObjectType, Repository, RunRecord
+from osmo_store.backends.layout import StoreLayout
+from osmo_store.backends.lease import live_lease_starts
+from osmo_store.backends.local import LocalObjectStore
+from osmo_store.cli.main import main as osmo_main
+from osmo_store.errors import CorruptRef, MalformedObject, OsmoError
+from osmo_store.hashing import ObjectId, is_oid
+from osmo_store.maintenance.gc import gc, repack
+from osmo_store.refs import ReflogEntry
+from osmo_store.tree import TreeEntry, check_structure, decode_node, node_targets, write_tree
+
+from .fuzzing import fuzz_settings
+
+FIXTURE_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+
+
+@st.composite
+def mutated(draw: st.DrawFn, sound: bytes) -> bytes:
+    """``sound`` with 1 to 4 damages: a flipped, dropped or inserted byte, a cut, a tail."""
+    data = bytearray(sound)
+    for _ in range(draw(st.integers(1, 4))):
+        how = draw(st.sampled_from(["flip", "drop", "insert", "cut", "tail", "high"]))
+        at = draw(st.integers(0, max(len(data) - 1, 0)))
+        if how == "flip" and data:
+            data[at] ^= draw(st.integers(1, 255))
+        elif how == "high" and data:
+            data[at] = draw(st.integers(0x80, 0xFF))
+        elif how == "drop" and data:
+            del data[at]
+        elif how == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=4))
+        elif how == "cut":
+            del data[at:]
+        elif how == "tail":
+            data += draw(st.binary(min_size=1, max_size=8))
+    return bytes(data)
+
+
+def damaged(sound: bytes, noise: int = 64) -> st.SearchStrategy[bytes]:
+    return mutated(sound) | st.binary(max_size=noise)
+
+
+def run_osmo(*args: str) -> tuple[int, str]:
+    """The CLI in this process: (exit status, stderr). A crash shows as "internal error"."""
+    err = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(err):
+        code = osmo_main(list(args))
+    return code, err.getvalue()
+
+
+def assert_clean(code: int, err: str) -> None:
+    assert "internal error" not in err and "Traceback" not in err, err
+    assert code in (0, 1), (code, err)
+
+
+@pytest.fixture(scope="module")
+def sound_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small store with a ref, its reflog, a manifest, a run record, loose objects and a
+    pack: the sound bytes every fuzzer damages (on a copy)."""
+    path = tmp_path_factory.mktemp("sound") / "store"
+    with Repository.open(path) as repo:
+        blobs = [repo.objects.put(ObjectType.BLOB, b"answer %d" % i) for i in range(4)]
+        root = write_tree(
+            repo.objects, [TreeEntry(f"s{i}", ObjectType.BLOB, b) for i, b in enumerate(blobs)]
+        )
+        run = repo.objects.put_run(RunRecord(root, (), {"status": "completed", "n": 1}))
+        repo.update_ref("refs/evals/cfg", run)
+        repo.update_ref("refs/tags/one", blobs[0])
+        repack(repo)
+        repo.objects.put(ObjectType.BLOB, b"a loose one")
+    return path
+
+
+@contextlib.contextmanager
+def fresh(sound_store: Path) -> Iterator[Path]:
+    """A copy of the sound store for one example."""
+    copy = sound_store.parent / f"copy-{os.getpid()}-{os.urandom(4).hex()}"
+    shutil.copytree(sound_store, copy)
+    try:
+        yield copy
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def check_store(path: Path) -> None:
+    """What a user would run on a damaged store: every one ends cleanly."""
+    for args in (["fsck"], ["fsck", "--full"], ["show-ref"], ["reflog"], ["cache", "stats"],
+                 ["eval", "cache", "ls"], ["cache", "gc", "--dry-run"]):  # fmt: skip
+        assert_clean(*run_osmo("--store", str(path), *args))
+
+
+# --- refs and reflogs ------------------------------------------------------------------------
+
+
+@fuzz_settings(examples=30, suppress_health_check=FIXTURE_OK)
+@given(data=st.data())
+@example(data=None)
+def test_fuzz_ref_files(sound_store: Path, data: st.DataObject | None) -> None:
+    with fresh(sound_store) as path:
+        layout = StoreLayout(path)
+        sound = layout.ref("refs/tags/one").read_bytes()
+        content = b"\xff" + sound if data is None else data.draw(damaged(sound))
+        layout.ref("refs/tags/one").write_bytes(content)
+        with Repository.open(path) as repo:
+            try:
+                oid = repo.refs.read("refs/tags/one")
+            except CorruptRef as e:
+                assert "refs/tags/one" in str(e)
+                assert repo.refs.damaged() == ["refs/tags/one"]
+                assert "refs/tags/one" not in repo.refs.list()
+            else:
+                assert oid is not None and is_oid(oid)
+                assert repo.refs.list()["refs/tags/one"] == oid
+        check_store(path)
+
+
+@fuzz_settings(examples=30, suppress_health_check=FIXTURE_OK)
+@given(data=st.data())
+@example(data=None)
+def test_fuzz_reflog_files(sound_store: Path, data: st.DataObject | None) -> None:
+    with fresh(sound_store) as path:
+        log = StoreLayout(path).reflog("refs/evals/cfg")
+        sound = log.read_bytes()
+        if data is None:  # a time in digits Python's int() does not read
+            content = sound.replace(b" 1", b" \xc2\xb2", 1)
+        else:
+            content = data.draw(damaged(sound, noise=200))
+        log.write_bytes(content)
+        with Repository.open(path) as repo:
+            for entry in repo.refs.reflog("refs/evals/cfg"):
+                assert entry.old is None or is_oid(entry.old)
+                assert entry.new is None or is_oid(entry.new)
+                assert 0 <= entry.time_ns < 2**63
+        check_store(path)
+        with Repository.open(path) as repo:
+            gc(repo, prune="now", reflog_expire="now")  # drops what it cannot read, nothing more
+
+
+@given(line=st.text(max_size=200) | st.binary(max_size=200).map(lambda b: b.decode("latin-1")))
+@fuzz_settings(examples=200)
+@example(line="0" * 64 + " " + "0" * 64 + " ²³ who\tmsg")
+@example(line="0" * 64 + " " + "0" * 64 + " 99999999999999999999999999 who\tmsg")
+def test_fuzz_reflog_line(line: str) -> None:
+    entry = ReflogEntry.from_line(line)
+    if entry is not None:
+        assert 0 <= entry.time_ns < 2**63
+        assert ReflogEntry.from_line(entry.to_line().decode()[:-1]) is not None
+
+
+# --- objects: tree nodes, run records ----------------------------------------------------------
+
+
+def _sound_node() -> bytes:
+    from osmo_store.backends.memory import MemoryObjectStore
+
+    store = MemoryObjectStore()
+    root = write_tree(
+        store, [TreeEntry(f"name-{i}", ObjectType.BLOB, ObjectId("ab" * 32)) for i in range(5)]
+    )
+    return store.get(root)[1]
+
+
+_NODE = _sound_node()
+_RECORD = RunRecord(ObjectId("cd" * 32), (ObjectId("ef" * 32),), {"status": "ok", "x": [1, "é"]})
+
+
+@fuzz_settings(examples=200)
+@given(content=damaged(_NODE, noise=300))
+def test_fuzz_tree_nodes(content: bytes) -> None:
+    for parse in (decode_node, node_targets):
+        with contextlib.suppress(MalformedObject):
+            parse(content)
+    with contextlib.suppress(MalformedObject):
+        check_structure(ObjectType.TREE, content)
+
+
+@fuzz_settings(examples=200)
+@given(content=damaged(_RECORD.to_content(), noise=300))
+def test_fuzz_run_records(content: bytes) -> None:
+    try:
+        record = RunRecord.from_content(content)
+    except MalformedObject:
+        return
+    assert record.to_content() == content
+
+
+# --- packs and pack indexes -------------------------------------------------------------------
+
+
+def _the_pack(path: Path) -> tuple[Path, Path]:
+    (idx,) = (path / "objects" / "pack").glob("*.idx")
+    return idx, idx.with_suffix(".pack")
+
+
+@fuzz_settings(examples=25, suppress_health_check=FIXTURE_OK)
+@given(data=st.data(), which=st.sampled_from(["idx", "pack", "both"]))
+def test_fuzz_packs_and_indexes(sound_store: Path, data: st.DataObject, which: str) -> None:
+    with fresh(sound_store) as path:
+        idx, pack = _the_pack(path)
+        if which in ("idx", "both"):
+            idx.write_bytes(data.draw(mutated(idx.read_bytes())))
+        if which in ("pack", "both"):
+            pack.write_bytes(data.draw(mutated(pack.read_bytes())))
+        with Repository.open(path) as repo:
+            objects = repo.objects
+            assert isinstance(objects, LocalObjectStore)
+            for oid in list(objects.iter_ids()):
+                with contextlib.suppress(OsmoError):
+                    objects.get(oid)
+        check_store(path)
+        assert_clean(*run_osmo("--store", str(path), "repack", "-a"))
+        assert_clean(*run_osmo("--store", str(path), "fsck"))
+
+
+# --- the store file, leases ---------------------------------------------------------------------
+
+
+@fuzz_settings(examples=60, suppress_health_check=FIXTURE_OK)
+@given(data=st.data())
+@example(data=None)
+def test_fuzz_store_file(sound_store: Path, data: st.DataObject | None) -> None:
+    with fresh(sound_store) as path:
+        store_file = StoreLayout(path).store_file
+        content = b"[1,2]" if data is None else data.draw(damaged(store_file.read_bytes()))
+        store_file.write_bytes(content)
+        with contextlib.suppress(OsmoError):
+            Repository.open(path).close()
+        assert_clean(*run_osmo("--store", str(path), "show-ref"))
+
+
+_lease_names = st.sampled_from(["lease-", "tmp-lease-", "clock-probe", "x"]).flatmap(
+    lambda prefix: st.text("abc123-", max_size=6).map(lambda rest: prefix + rest)
+)
+
+
+@fuzz_settings(examples=30, suppress_health_check=FIXTURE_OK)
+@given(
+    entries=st.lists(
+        st.tuples(
+            _lease_names,
+            st.sampled_from(["file", "dir", "empty", "symlink"]),
+            st.binary(max_size=16),
+        ),
+        max_size=4,
+    )
+)
+@example(entries=[("lease-dir", "dir", b"")])
+def test_fuzz_leases(sound_store: Path, entries: list[tuple[str, str, bytes]]) -> None:
+    with fresh(sound_store) as path:
+        leases = StoreLayout(path).leases
+        for name, kind, content in entries:
+            target = leases / name
+            with contextlib.suppress(FileExistsError, IsADirectoryError, NotADirectoryError):
+                if kind == "dir":
+                    target.mkdir()
+                elif kind == "symlink":
+                    target.symlink_to(path / "nowhere")
+                else:
+                    target.write_bytes(content if kind == "file" else b"")
+        live_lease_starts(leases)
+        assert_clean(*run_osmo("--store", str(path), "cache", "gc", "--prune=now"))
+        with Repository.open(path) as repo:
+            repo.objects.put(ObjectType.BLOB, b"a writer takes a lease")
