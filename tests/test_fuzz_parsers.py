@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -25,7 +26,11 @@ from osmo_store.backends.lease import live_lease_starts
 from osmo_store.backends.local import LocalObjectStore
 from osmo_store.cli.main import main as osmo_main
 from osmo_store.errors import CorruptRef, MalformedObject, OsmoError
-from osmo_store.hashing import ObjectId, is_oid
+from osmo_store.eval.merge import merge_trees
+from osmo_store.eval.sample import load_sample
+from osmo_store.eval.state import SUBTREES
+from osmo_store.eval.summary import summarize
+from osmo_store.hashing import ObjectId, canonical_json, is_oid
 from osmo_store.maintenance.gc import gc, repack
 from osmo_store.refs import ReflogEntry
 from osmo_store.tree import TreeEntry, check_structure, decode_node, node_targets, write_tree
@@ -282,3 +287,74 @@ def test_fuzz_leases(sound_store: Path, entries: list[tuple[str, str, bytes]]) -
         assert_clean(*run_osmo("--store", str(path), "cache", "gc", "--prune=now"))
         with Repository.open(path) as repo:
             repo.objects.put(ObjectType.BLOB, b"a writer takes a lease")
+
+
+# --- sample blobs -------------------------------------------------------------------------------
+
+_SAMPLE = canonical_json(
+    {"schema": 1, "row": "r1", "run": 0, "finished": 1.5, "status": "ok", "error": None,
+     "rollout": "rk", "rollout_id": "ab" * 32, "scores": {"exact": 1.0, "judge": {"score": 0.5}},
+     "scoring_errors": {}, "usage": {"prompt_tokens": 3}, "calls": [{"key": "k", "id": "cd" * 32}]}
+)  # fmt: skip
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+_sample_like = st.fixed_dictionaries(
+    {
+        "row": st.text(max_size=4) | _json_values,
+        "status": st.sampled_from(["ok", "failed"]) | _json_values,
+    },
+    optional={
+        k: _json_values
+        for k in (
+            "run",
+            "finished",
+            "scores",
+            "scoring_errors",
+            "usage",
+            "calls",
+            "rollout",
+            "rollout_id",
+        )
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def sample_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Repository]:
+    with Repository.open(tmp_path_factory.mktemp("samples") / "store") as repo:
+        yield repo
+
+
+def _one_sample_state(repo: Repository, oid: ObjectId) -> dict[str, ObjectId]:
+    entries = {name: [] for name in SUBTREES}
+    entries["samples"] = [TreeEntry("r1.0", ObjectType.BLOB, oid)]
+    return {name: write_tree(repo.objects, entries[name]) for name in SUBTREES}
+
+
+@fuzz_settings(examples=100, suppress_health_check=FIXTURE_OK)
+@given(
+    content=damaged(_SAMPLE, noise=100)
+    | _sample_like.map(lambda v: json.dumps(v).encode())
+    | _json_values.map(lambda v: json.dumps(v).encode())
+)
+@example(content=b"[1]")
+@example(content=b'{"row": "r1", "status": "ok", "finished": "soon"}')
+@example(content=b'{"row": "r1", "status": "ok", "scores": {"f": "high"}}')
+@example(content=b'{"row": "r1", "status": "ok", "scores": {"f": 1e400}}')
+def test_fuzz_sample_blobs(sample_repo: Repository, content: bytes) -> None:
+    """Two stores disagree on a run and one holds a damaged sample (a pull merges them):
+    the merge and the summary over it either work or name the blob."""
+    repo = sample_repo
+    sound = repo.objects.put(ObjectType.BLOB, _SAMPLE)
+    other = repo.objects.put(ObjectType.BLOB, content)
+    try:
+        merged = merge_trees(repo, _one_sample_state(repo, sound), _one_sample_state(repo, other))
+        samples = [load_sample(repo, oid) for oid in merged["samples"].values()]
+        summarize([*samples, load_sample(repo, other)], n=1, pass_threshold=0.5, primary="exact")
+    except MalformedObject as e:
+        assert other in str(e)

@@ -50,8 +50,8 @@ def _raw(server: RunningServer, method: str, target: str, body: bytes = b"", **h
     try:
         conn.putrequest(method, target, skip_accept_encoding=True)
         for key, value in headers.items():
-            conn.putheader(key.replace("_", "-"), value)
-        if body or method == "POST":
+            conn.putheader(key.replace("_", "-"), value.encode("latin-1"))
+        if (body or method == "POST") and "Content_Length" not in headers:
             conn.putheader("Content-Length", str(len(body)))
         conn.endheaders(body or None)
         answer = conn.getresponse()
@@ -186,7 +186,11 @@ _bodies = (
     | st.binary(max_size=64)
     | st.just(b"")
 )
-_content_types = st.sampled_from(
+# Header values http.client sends as given: latin-1, no line breaks.
+_header = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=30
+)
+_content_types = _header | st.sampled_from(
     ["application/json", "application/octet-stream", "text/plain", "", "application/json; x"]
 )
 
@@ -222,7 +226,16 @@ def _requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
     if content_type:
         headers["Content-Type"] = content_type
     if draw(st.booleans()):
-        headers["Authorization"] = draw(st.sampled_from(["Bearer x", "Basic a", "Bearer"]))
+        headers["Authorization"] = draw(
+            st.sampled_from(["Bearer x", "Basic a", "Bearer"]) | _header
+        )
+    if draw(st.integers(0, 4)) == 0:
+        # Never more than the body holds: the server would wait for the rest.
+        headers["Content_Length"] = draw(st.sampled_from(["-1", "abc", "1e3", "0x1", " 0", "0"]))
+    if draw(st.integers(0, 4)) == 0:
+        headers[draw(st.sampled_from(["Transfer-Encoding", "Expect", "X-Any", "Host"]))] = draw(
+            _header
+        )
     return method, target, headers, draw(_bodies) if method != "GET" else b""
 
 
@@ -237,9 +250,15 @@ def test_fuzz_every_endpoint(
 ) -> None:
     method, target, headers, body = request
     status, answer = _raw(fuzz_server, method, target, body, **headers)
+    if status == 501 and "Transfer-Encoding" in headers:
+        # waitress's answer to a transfer coding it does not know, as RFC 9112 (6.1) asks,
+        # before the app sees the request: nothing failed.
+        return
     assert status < 500, (status, answer[:300])
-    if method != "HEAD" and status != 200:
-        assert "error" in json.loads(answer)  # the server's JSON error, not a proxy's page
+    if method != "HEAD" and status != 200 and answer.startswith(b"{"):
+        assert "error" in json.loads(answer)  # the app's JSON error
+    # (A request waitress refuses before the app sees it, such as a bad Content-Length, gets
+    # waitress's own plain-text 400: a 4xx all the same.)
 
 
 def test_the_fuzzer_can_fail(fuzz_server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
