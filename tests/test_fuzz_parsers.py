@@ -358,3 +358,19 @@ def test_fuzz_sample_blobs(sample_repo: Repository, content: bytes) -> None:
         summarize([*samples, load_sample(repo, other)], n=1, pass_threshold=0.5, primary="exact")
     except MalformedObject as e:
         assert other in str(e)
+
+
+_SETTINGS = b'{"remotes": {"origin": {"url": "http://127.0.0.1:9/", "token_file": "/t"}}}\n'
+
+
+@fuzz_settings(examples=15, suppress_health_check=FIXTURE_OK)
+@given(content=damaged(_SETTINGS) | _json_values.map(lambda v: json.dumps(v).encode()))
+@example(content=b"[1, 2]")
+@example(content=b'{"remotes": {"origin": {"url": "x", "token_file": 7}}}')
+def test_fuzz_store_settings(sound_store: Path, content: bytes) -> None:
+    """config.json (the store's remotes): read by every sync command."""
+    with fresh(sound_store) as path:
+        StoreLayout(path).config_file.write_bytes(content)
+        for args in (["remote", "list"], ["remote", "add", "more", str(path / "elsewhere")],
+                     ["fetch", "origin"]):  # fmt: skip
+            assert_clean(*run_osmo("--store", str(path), *args))
