@@ -118,7 +118,7 @@ def check_store(path: Path) -> None:
 # --- refs and reflogs ------------------------------------------------------------------------
 
 
-@fuzz_settings(examples=30, suppress_health_check=FIXTURE_OK)
+@fuzz_settings(examples=15, suppress_health_check=FIXTURE_OK)
 @given(data=st.data())
 @example(data=None)
 def test_fuzz_ref_files(sound_store: Path, data: st.DataObject | None) -> None:
@@ -140,7 +140,7 @@ def test_fuzz_ref_files(sound_store: Path, data: st.DataObject | None) -> None:
         check_store(path)
 
 
-@fuzz_settings(examples=30, suppress_health_check=FIXTURE_OK)
+@fuzz_settings(examples=15, suppress_health_check=FIXTURE_OK)
 @given(data=st.data())
 @example(data=None)
 def test_fuzz_reflog_files(sound_store: Path, data: st.DataObject | None) -> None:
@@ -218,7 +218,7 @@ def _the_pack(path: Path) -> tuple[Path, Path]:
     return idx, idx.with_suffix(".pack")
 
 
-@fuzz_settings(examples=25, suppress_health_check=FIXTURE_OK)
+@fuzz_settings(examples=12, suppress_health_check=FIXTURE_OK)
 @given(data=st.data(), which=st.sampled_from(["idx", "pack", "both"]))
 def test_fuzz_packs_and_indexes(sound_store: Path, data: st.DataObject, which: str) -> None:
     with fresh(sound_store) as path:
@@ -241,7 +241,7 @@ def test_fuzz_packs_and_indexes(sound_store: Path, data: st.DataObject, which: s
 # --- the store file, leases ---------------------------------------------------------------------
 
 
-@fuzz_settings(examples=60, suppress_health_check=FIXTURE_OK)
+@fuzz_settings(examples=25, suppress_health_check=FIXTURE_OK)
 @given(data=st.data())
 @example(data=None)
 def test_fuzz_store_file(sound_store: Path, data: st.DataObject | None) -> None:
@@ -259,7 +259,7 @@ _lease_names = st.sampled_from(["lease-", "tmp-lease-", "clock-probe", "x"]).fla
 )
 
 
-@fuzz_settings(examples=30, suppress_health_check=FIXTURE_OK)
+@fuzz_settings(examples=15, suppress_health_check=FIXTURE_OK)
 @given(
     entries=st.lists(
         st.tuples(
@@ -336,7 +336,7 @@ def _one_sample_state(repo: Repository, oid: ObjectId) -> dict[str, ObjectId]:
     return {name: write_tree(repo.objects, entries[name]) for name in SUBTREES}
 
 
-@fuzz_settings(examples=100, suppress_health_check=FIXTURE_OK)
+@fuzz_settings(examples=60, suppress_health_check=FIXTURE_OK)
 @given(
     content=damaged(_SAMPLE, noise=100)
     | _sample_like.map(lambda v: json.dumps(v).encode())
