@@ -423,26 +423,26 @@ class LocalObjectStore(ObjectStore):
         its whole old pack, which fsck goes on reporting); the sound rest is folded."""
         kept: set[Path] = set()
 
-        def sound(oid: ObjectId, where: Path, read: Callable[[], bytes]) -> bytes | None:
+        def sound(oid: ObjectId, file: Path, read: Callable[[], bytes]) -> bytes | None:
+            packed = file.name if file.suffix == ".pack" else None
             try:
                 data = read()
-                decode_object(oid, data, where.name if where.suffix == ".pack" else None)
+                decode_object(oid, data, packed)
             except CorruptObject as e:
                 on_damaged(e)
-                kept.add(where)
+                kept.add(file)
                 return None
             return data
 
         def objects() -> Iterator[tuple[ObjectId, bytes]]:
             for oid, path in loose:
                 with contextlib.suppress(FileNotFoundError):  # gone meanwhile (gc)
-                    data = sound(oid, path, path.read_bytes)
-                    if data is not None:
+                    if (data := sound(oid, path, path.read_bytes)) is not None:
                         yield oid, data
             for pack in packs:
                 for oid, off, ln in pack.entries():
-                    data = sound(oid, pack.pack_path, functools.partial(pack.read_at, oid, off, ln))
-                    if data is not None:
+                    read = functools.partial(pack.read_at, oid, off, ln)
+                    if (data := sound(oid, pack.pack_path, read)) is not None:
                         yield oid, data
 
         new_idx = self._write_pack(objects())

@@ -268,17 +268,21 @@ class PackReader:
         counts = [0] * 256
         previous = b""
         end = 0
+        unsorted: list[int] = []
+        in_header: list[int] = []
         records = self._mm[self._base : self._base + self.count * _RECORD.size]
         for i, (raw, offset, length) in enumerate(_RECORD.iter_unpack(records)):
             counts[raw[0]] += 1
             if raw <= previous:
-                problems.append(f"{name}: ids out of order at record {i} ({raw.hex()})")
-                break
-            previous = raw
+                unsorted.append(i)
             if offset < _PACK_HEADER.size:
-                problems.append(f"{name}: record {i} ({raw.hex()}) points into the pack header")
-                break
+                in_header.append(i)
+            previous = raw
             end = max(end, offset + length)
+        if unsorted:
+            problems.append(f"{name}: ids out of order or repeated at record {unsorted[0]}")
+        if in_header:
+            problems.append(f"{name}: record {in_header[0]} points into the pack header")
         total = 0
         for first_byte, count in enumerate(counts):
             total += count
