@@ -27,8 +27,8 @@ from osmo_store.backends.local import LocalObjectStore
 from osmo_store.cli.main import main as osmo_main
 from osmo_store.errors import CorruptRef, MalformedObject, OsmoError
 from osmo_store.eval.merge import merge_trees
-from osmo_store.eval.sample import load_sample
 from osmo_store.eval.state import SUBTREES
+from osmo_store.eval.stored import load_sample
 from osmo_store.eval.summary import summarize
 from osmo_store.hashing import ObjectId, canonical_json, is_oid
 from osmo_store.maintenance.gc import gc, repack
@@ -375,3 +375,55 @@ def test_fuzz_store_settings(sound_store: Path, content: bytes) -> None:
         for args in (["remote", "list"], ["remote", "add", "more", str(path / "elsewhere")],
                      ["fetch", "origin"]):  # fmt: skip
             assert_clean(*run_osmo("--store", str(path), *args))
+
+
+# --- run records of eval configs -------------------------------------------------------------
+
+# What canonical JSON can hold (a run record is canonical JSON: no NaN, no infinity).
+_canonical_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+_meta_values = st.fixed_dictionaries(
+    {},
+    optional={
+        key: _canonical_values
+        | st.dictionaries(st.sampled_from(fields), _canonical_values, max_size=3)
+        for key, fields in {
+            "config": ["agent", "model", "dataset", "n"],
+            "counts": ["total", "done", "failed"],
+            "session": ["started", "updated", "computed", "fresh"],
+            "summary": ["primary_metric", "metrics", "pass_threshold"],
+            "provenance": ["user", "osmo_version", "python"],
+            "identity": ["eval_fns"],
+            "status": ["x"],
+            "score": ["x"],
+        }.items()
+    },
+)
+
+
+@fuzz_settings(examples=15, suppress_health_check=FIXTURE_OK)
+@given(meta=_meta_values)
+@example(meta={"config": 1, "counts": "x", "summary": [1], "status": 5, "session": "s"})
+@example(meta={"config": {"model": 3}, "counts": {"total": "a"}, "summary": {"metrics": 1}})
+@example(meta={"identity": 5, "provenance": 3})
+@example(meta={"session": {"started": 1e300}})
+def test_fuzz_eval_run_records(sample_repo: Repository, meta: dict) -> None:
+    """A config's run record with a meta of any shape (a push can bring one): listing,
+    history and removal work or name the record."""
+    repo = sample_repo
+    state = _one_sample_state(repo, repo.objects.put(ObjectType.BLOB, _SAMPLE))
+    root = write_tree(repo.objects, [TreeEntry(n, ObjectType.TREE, t) for n, t in state.items()])
+    run = repo.objects.put_run(RunRecord(root, (), meta))
+    repo.update_ref("refs/evals/" + "ab" * 32, run)
+    for args in (["eval", "cache", "ls"], ["eval", "cache", "ls", "--json"], ["log", "abab"],
+                 ["log", "abab", "--json"], ["eval", "cache", "rm", "abab"]):  # fmt: skip
+        assert_clean(*run_osmo("--store", str(repo.path), *args))

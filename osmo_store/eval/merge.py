@@ -20,7 +20,7 @@ from ..repo import Repository
 from ..sync.transfer import is_ancestor
 from ..tree import TreeEntry, iter_tree, tree_count, write_tree
 from .configstate import EVAL_REF_PREFIX, SUBTREES, ConfigState
-from .sample import load_sample
+from .stored import load_eval_record, load_sample
 from .summary import primary_value, summarize
 
 
@@ -81,7 +81,7 @@ def merge_configs(
         return ours
     if is_ancestor(repo, ours, theirs):
         return theirs
-    ra, rb = repo.objects.get_run(ours), repo.objects.get_run(theirs)
+    ra, rb = load_eval_record(repo, ours), load_eval_record(repo, theirs)
     sa, sb = ConfigState.from_run(repo, ours), ConfigState.from_run(repo, theirs)
     merged = merge_trees(repo, sa.trees, sb.trees)
     with repo.objects.bulk() as w:

@@ -31,7 +31,6 @@ from .dataset import Row
 from .prepare import PreparedEval
 from .provenance import provenance
 from .recorder_proc import RecorderProcess, meta_builder
-from .sample import load_sample
 from .scoring import EvalFn, score_all
 from .solver import CallOutcome, ModelCaller, Rollout, Solver, StoreLookup
 from .state import (
@@ -43,6 +42,7 @@ from .state import (
     config_ref,
     sample_name,
 )
+from .stored import load_sample
 from .summary import SummaryBuilder, primary_value
 from .workers import Workers
 
