@@ -127,7 +127,7 @@ def check_eval_meta(meta: dict[str, Any], oid: str) -> None:
     metrics = (meta.get("summary") or {}).get("metrics") or {}
     if not all(isinstance(m, dict) and _finite(m.get("mean", 0)) for m in metrics.values()):
         raise _not_eval(oid, "its summary metrics are not numbers")
-    if meta.get("status") is not None and not isinstance(meta["status"], str):
+    if "status" in meta and not isinstance(meta["status"], str):
         raise _not_eval(oid, "its status is not a string")
     if meta.get("score") is not None and not _finite(meta["score"]):
         raise _not_eval(oid, "its score is not a number")
