@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import os
 import threading
 import time
@@ -29,11 +28,12 @@ from .lease import WriterLease
 from .pack import PackReader, PackWriter
 
 _HEX = frozenset("0123456789abcdef")
-_log = logging.getLogger(__name__)
 
 
 def _log_damaged(error: CorruptObject) -> None:
-    _log.warning("%s: left where it is, not copied into a new pack", error)
+    import logging  # here: every command loads this module, and logging costs start-up
+
+    logging.getLogger(__name__).warning("%s: left where it is, not copied into a pack", error)
 
 
 def is_fanout_name(name: str) -> bool:
