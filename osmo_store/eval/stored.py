@@ -122,7 +122,7 @@ def check_eval_meta(meta: dict[str, Any], oid: str) -> None:
             if got is not None and (not isinstance(got, types) or isinstance(got, bool)):
                 raise _not_eval(oid, f"its {key}.{field} is not a {types[0].__name__}")
     session = meta.get("session") or {}
-    if not all(0 <= session.get(t, 0) < _LAST_TIME for t in ("started", "updated")):
+    if not all(0 <= (session.get(t) or 0) < _LAST_TIME for t in ("started", "updated")):
         raise _not_eval(oid, "its session times are out of range")
     metrics = (meta.get("summary") or {}).get("metrics") or {}
     if not all(isinstance(m, dict) and _finite(m.get("mean", 0)) for m in metrics.values()):
