@@ -418,6 +418,7 @@ _meta_values = st.fixed_dictionaries(
 @example(meta={"session": {"started": 1e300}})
 @example(meta={"status": None})
 @example(meta={"session": {"started": None}})
+@example(meta={"summary": {"metrics": None}})
 def test_fuzz_eval_run_records(sample_repo: Repository, meta: dict) -> None:
     """A config's run record with a meta of any shape (a push can bring one): listing,
     history and removal work or name the record."""

@@ -88,12 +88,15 @@ def _malformed(oid: str, what: str) -> MalformedObject:
 
 # --- run records -----------------------------------------------------------------------------
 
+_NONE = type(None)
+_TIME = (int, float, _NONE)
 #: meta fields that hold an object, when present, and the types of the fields read in them
+#: (null where every reader takes null for "none")
 _META_OBJECTS: dict[str, dict[str, tuple[type, ...]]] = {
-    "config": {"agent": (str,), "model": (str,), "dataset": (str,)},
-    "counts": {"total": (int,), "done": (int,), "failed": (int,)},
-    "session": {"started": (int, float), "updated": (int, float)},  # range: see below
-    "summary": {"primary_metric": (str,), "metrics": (dict,), "pass_threshold": (int, float)},
+    "config": {"agent": (str, _NONE), "model": (str, _NONE), "dataset": (str, _NONE)},
+    "counts": {"total": (int, _NONE), "done": (int, _NONE), "failed": (int, _NONE)},
+    "session": {"started": _TIME, "updated": _TIME},  # and in range: see below
+    "summary": {"primary_metric": (str, _NONE), "metrics": (dict,), "pass_threshold": _TIME},
     "provenance": {},
     "identity": {},
 }
@@ -119,7 +122,7 @@ def check_eval_meta(meta: dict[str, Any], oid: str) -> None:
             raise _not_eval(oid, f"its {key!r} is not an object")
         for field, types in fields.items():
             got = value.get(field)
-            if got is not None and (not isinstance(got, types) or isinstance(got, bool)):
+            if field in value and (not isinstance(got, types) or isinstance(got, bool)):
                 raise _not_eval(oid, f"its {key}.{field} is not a {types[0].__name__}")
     session = meta.get("session") or {}
     if not all(0 <= (session.get(t) or 0) < _LAST_TIME for t in ("started", "updated")):
