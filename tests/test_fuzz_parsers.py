@@ -419,6 +419,7 @@ _meta_values = st.fixed_dictionaries(
 @example(meta={"status": None})
 @example(meta={"session": {"started": None}})
 @example(meta={"summary": {"metrics": None}})
+@example(meta={"summary": {"primary_metric": "m", "metrics": {"m": {}}}})
 def test_fuzz_eval_run_records(sample_repo: Repository, meta: dict) -> None:
     """A config's run record with a meta of any shape (a push can bring one): listing,
     history and removal work or name the record."""

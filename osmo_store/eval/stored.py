@@ -128,7 +128,7 @@ def check_eval_meta(meta: dict[str, Any], oid: str) -> None:
     if not all(0 <= (session.get(t) or 0) < _LAST_TIME for t in ("started", "updated")):
         raise _not_eval(oid, "its session times are out of range")
     metrics = (meta.get("summary") or {}).get("metrics") or {}
-    if not all(isinstance(m, dict) and _finite(m.get("mean", 0)) for m in metrics.values()):
+    if not all(isinstance(m, dict) and _finite(m.get("mean")) for m in metrics.values()):
         raise _not_eval(oid, "its summary metrics are not numbers")
     if "status" in meta and not isinstance(meta["status"], str):
         raise _not_eval(oid, "its status is not a string")
