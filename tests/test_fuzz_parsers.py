@@ -27,8 +27,9 @@ from osmo_store.backends.local import LocalObjectStore
 from osmo_store.cli.main import main as osmo_main
 from osmo_store.errors import CorruptRef, MalformedObject, OsmoError
 from osmo_store.eval.merge import merge_trees
+from osmo_store.eval.solver import Hit, ModelCaller
 from osmo_store.eval.state import SUBTREES
-from osmo_store.eval.stored import load_sample
+from osmo_store.eval.stored import load_sample, parse_rollout
 from osmo_store.eval.summary import summarize
 from osmo_store.hashing import ObjectId, canonical_json, is_oid
 from osmo_store.maintenance.gc import gc, repack
@@ -447,3 +448,39 @@ def test_fuzz_stored_tree_nodes(sample_repo: Repository, content: bytes, as_run:
                  ["cache", "gc", "--dry-run"]):  # fmt: skip
         assert_clean(*run_osmo("--store", str(repo.path), *args))
     repo.delete_ref("refs/tags/tree")
+
+
+# --- rollout and model-call blobs -----------------------------------------------------------
+
+_ROLLOUT = canonical_json(
+    {"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}],
+     "usage": {"prompt_tokens": 3}, "calls": [{"key": "k", "id": "cd" * 32}], "latency_s": 0.1}
+)  # fmt: skip
+_CALL = canonical_json(
+    {"request": {"model": "m"}, "response": {"choices": [{"message": {"role": "assistant",
+     "content": "2"}}], "usage": {"total_tokens": 5}}, "latency_s": 0.1, "attempts": 1}
+)  # fmt: skip
+
+
+@fuzz_settings(examples=150)
+@given(
+    content=damaged(_ROLLOUT, noise=100)
+    | damaged(_CALL, noise=100)
+    | _json_values.map(lambda v: json.dumps(v).encode())
+)
+@example(content=b'["not", "a", "rollout"]')
+@example(content=b'{"response": {"choices": 7}}')
+@example(content=b'{"response": {"choices": [{"message": "hi"}]}}')
+def test_fuzz_rollout_and_call_blobs(content: bytes) -> None:
+    """What a later run reuses: the answer the solver takes from a call blob, the messages
+    and calls it takes from a rollout blob; a blob of another shape is a miss."""
+    oid = ObjectId("ef" * 32)
+    outcome = ModelCaller._outcome("key", Hit(oid, content, False))
+    if outcome is not None:
+        assert isinstance(outcome.message, dict) and isinstance(outcome.usage, dict)
+    try:
+        rollout = parse_rollout(content, oid)
+    except MalformedObject:
+        return
+    assert all(isinstance(m, dict) for m in rollout["messages"])
+    assert all(is_oid(c["id"]) for c in rollout.get("calls") or [])

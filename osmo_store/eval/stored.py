@@ -1,9 +1,10 @@
-"""Reading what an eval stored: sample blobs (the record of one finished run) and the
-``meta`` of its run records (docs/eval.md).
+"""Reading what an eval stored: sample blobs (the record of one finished run), rollout and
+model-call blobs (what a later run reuses), and the ``meta`` of its run records
+(docs/eval.md).
 
 A blob's hash says it is intact, not that it has the shape its readers expect: a remote's
 push or pull can bring any blob or run record under a config, and one written by a bug
-stays. Every reader goes through :func:`parse_sample` and :func:`load_eval_record`, which
+stays. Every reader goes through the functions here, which
 return the value only if it has the shape the summaries, listings, merges and resumes rely
 on, and raise MalformedObject naming the object otherwise (a one-line error, never a crash
 deep in a listing).
@@ -28,12 +29,7 @@ def load_sample(repo: Repository, oid: ObjectId) -> dict[str, Any]:
 
 
 def parse_sample(content: bytes, oid: str) -> dict[str, Any]:
-    try:
-        body = json.loads(content.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise _malformed(oid, "is not UTF-8 JSON") from None
-    if not isinstance(body, dict):
-        raise _malformed(oid, "is not a JSON object")
+    body = _json_object(content, oid, "sample")
     _check(oid, body)
     return body
 
@@ -62,12 +58,7 @@ def _check(oid: str, body: dict[str, Any]) -> None:
         raise _malformed(oid, "has a 'rollout_id' that is not an object id")
     if body.get("rollout") is not None and not isinstance(body["rollout"], str):
         raise _malformed(oid, "has a 'rollout' key that is not a string")
-    calls = body.get("calls")
-    if calls is not None and not (
-        isinstance(calls, list)
-        and all(isinstance(c, dict) and isinstance(c.get("key"), str) and is_oid(c.get("id"))
-                for c in calls)
-    ):  # fmt: skip
+    if not _calls_ok(body.get("calls")):
         raise _malformed(oid, "has 'calls' that are not a list of {key, id}")
 
 
@@ -84,6 +75,57 @@ def _finite(value: object) -> bool:
 
 def _malformed(oid: str, what: str) -> MalformedObject:
     return MalformedObject(f"sample blob {oid} {what}")
+
+
+# --- rollouts and model calls ----------------------------------------------------------------
+
+
+def parse_rollout(content: bytes, oid: str) -> dict[str, Any]:
+    """A rollout blob: ``messages`` (a list of message objects), ``usage``, ``calls``."""
+    body = _json_object(content, oid, "rollout")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise MalformedObject(f"rollout blob {oid} has no list of messages")
+    if body.get("usage") is not None and not isinstance(body["usage"], dict):
+        raise MalformedObject(f"rollout blob {oid} has 'usage' that is not an object")
+    if not _calls_ok(body.get("calls")):
+        raise MalformedObject(f"rollout blob {oid} has 'calls' that are not a list of {{key, id}}")
+    return body
+
+
+def parse_call(content: bytes, oid: str) -> dict[str, Any]:
+    """A model-call blob: the server's ``response``, whose first choice's ``message`` is
+    the answer, and its ``usage``."""
+    body = _json_object(content, oid, "model-call")
+    response = body.get("response") or {}
+    choices = response.get("choices") if isinstance(response, dict) else None
+    if (
+        not isinstance(response, dict)
+        or not isinstance(choices or [], list)
+        or not all(isinstance(c, dict) for c in choices or [])
+        or not isinstance((choices or [{}])[0].get("message") or {}, dict)
+        or not isinstance(response.get("usage") or {}, dict)
+    ):
+        raise MalformedObject(f"model-call blob {oid} has no response of the expected shape")
+    return body
+
+
+def _json_object(content: bytes, oid: str, what: str) -> dict[str, Any]:
+    try:
+        body = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise MalformedObject(f"{what} blob {oid} is not UTF-8 JSON") from None
+    if not isinstance(body, dict):
+        raise MalformedObject(f"{what} blob {oid} is not a JSON object")
+    return body
+
+
+def _calls_ok(calls: object) -> bool:
+    return calls is None or (
+        isinstance(calls, list)
+        and all(isinstance(c, dict) and isinstance(c.get("key"), str) and is_oid(c.get("id"))
+                for c in calls)
+    )  # fmt: skip
 
 
 # --- run records -----------------------------------------------------------------------------
