@@ -96,7 +96,9 @@ def decompress_framed(data: bytes, oid: str, where: str | None = None) -> bytes:
         size = zstandard.frame_content_size(data)
         if size < 0 or size > MAX_OBJECT_SIZE:
             raise CorruptObject(oid, "zstd frame has no valid content size", where=where)
-        return _decompressor().decompress(data)
+        # Exactly one frame (objects_spec.md section 2): bytes after it, even a second
+        # frame, make the stored form another byte string than the one that was verified.
+        return _decompressor().decompress(data, allow_extra_data=False)
     except zstandard.ZstdError as e:
         raise CorruptObject(oid, f"cannot decompress ({e})", where=where) from None
 

@@ -22,6 +22,7 @@ MAX_COMPONENT_BYTES = 200
 MAX_NAME_BYTES = 1024
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 # every character str.splitlines() treats as a line boundary
+_TIME_NS = re.compile(r"[0-9]{1,19}\Z")
 _LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
@@ -41,6 +42,12 @@ def validate_ref_name(name: str) -> str:
         raise InvalidRefName(str(name), "empty")
     if not name.startswith("refs/"):
         raise InvalidRefName(name, "ref names start with refs/ (for example refs/tags/best)")
+    try:
+        # A lone surrogate: a file name that is not UTF-8 (os.fsdecode), or a crafted
+        # string. No ref can be stored or sent under such a name.
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRefName(name, "is not valid UTF-8") from None
     if _BAD_CHARS.search(name):
         raise InvalidRefName(name, "contains a space, control or special character (~^:?*[\\)")
     if ".." in name or "@{" in name or name.endswith((".", "/", ".lock")) or "//" in name:
@@ -87,7 +94,9 @@ class ReflogEntry(NamedTuple):
         parts = head.split(" ")
         if not tab or len(parts) != 4 or not (is_oid(parts[0]) and is_oid(parts[1])):
             return None
-        if not parts[2].isdigit():
+        # ASCII digits only (str.isdigit also takes "²", which int() refuses), and a
+        # time that fits the 64 bits every reader (and the OS clock functions) can hold.
+        if not _TIME_NS.match(parts[2]) or int(parts[2]) >= 2**63:
             return None
         old = None if parts[0] == ZERO_ID else ObjectId(parts[0])
         new = None if parts[1] == ZERO_ID else ObjectId(parts[1])

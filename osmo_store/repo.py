@@ -97,8 +97,10 @@ def _check_format(path: Path) -> None:
     store_file = StoreLayout(path).store_file
     try:
         body = json.loads(store_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise StoreError(f"cannot read {store_file}: {e}") from None
+    if not isinstance(body, dict):
+        raise StoreError(f"{path} is not an osmo store: {store_file} is not a JSON object")
     if body.get("format") != STORE_FORMAT:
         raise StoreError(f"{path} is not an osmo store")
     if body.get("version") != STORE_VERSION:

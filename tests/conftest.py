@@ -15,8 +15,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="run the slow reliability tier")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from . import fuzzing
+
+    fuzzing.slow = _slow_tier(config)
+
+
+def _slow_tier(config: pytest.Config) -> bool:
+    return bool(config.getoption("--runslow") or os.environ.get("OSMO_SLOW") == "1")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--runslow") or os.environ.get("OSMO_SLOW") == "1":
+    if _slow_tier(config):
         return
     skip = pytest.mark.skip(reason="slow tier: use --runslow or OSMO_SLOW=1")
     for item in items:

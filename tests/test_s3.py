@@ -25,6 +25,7 @@ from osmo_store.backends.s3 import (
 from osmo_store.backends.s3refs import S3RefStore, open_s3_remote
 from osmo_store.errors import (
     CorruptObject,
+    CorruptRef,
     InvalidRefName,
     ObjectNotFound,
     OsmoError,
@@ -184,10 +185,15 @@ def test_foreign_keys_are_ignored(client: Any, bucket: str) -> None:
 def test_damaged_ref_is_reported_not_listed(client: Any, bucket: str) -> None:
     refs = S3RefStore(client, bucket, "p")
     refs.update("refs/good", _oid(1))
-    client.put_object(Bucket=bucket, Key="p/refs/broken", Body=b"not an id\n")
-    assert refs.read("refs/broken") is None
+    client.put_object(Bucket=bucket, Key="p/refs/broken", Body=b"not an id \xff\n")
+    with pytest.raises(CorruptRef, match="refs/broken"):
+        refs.read("refs/broken")  # never taken for absent
     assert refs.list() == {"refs/good": _oid(1)}
     assert refs.damaged() == ["refs/broken"]
+    with pytest.raises(CorruptRef):
+        refs.update("refs/broken", _oid(2), expected=None)  # a swap cannot compare
+    refs.update("refs/broken", _oid(2))  # an unconditional update repairs it
+    assert refs.read("refs/broken") == _oid(2) and refs.damaged() == []
 
 
 def test_name_too_long_for_an_s3_key_is_refused_cleanly(client: Any, bucket: str) -> None:

@@ -15,6 +15,7 @@ set by the filesystem's clock (coarse, maybe whole seconds), and gc compares wit
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -59,7 +60,13 @@ def live_lease_starts(leases_dir: Path) -> list[int]:
         path = leases_dir / name
         try:
             fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
+            continue  # gone, or no lease file (nothing of ours makes a folder here)
+        except OSError:
+            # Cannot be locked to tell (another user's, say): taken as live, so gc stays
+            # on the safe side of it.
+            with contextlib.suppress(FileNotFoundError):
+                starts.append(os.stat(path).st_mtime_ns)
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -77,8 +84,8 @@ def _remove_if_unlocked(path: Path, min_age_s: float = 60.0) -> None:
     then locks it, so a brand-new unlocked one may be about to become a lease."""
     try:
         fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return
+    except OSError:
+        return  # gone, a folder, or not ours to remove
     if time.time() - os.fstat(fd).st_mtime < min_age_s:
         os.close(fd)
         return

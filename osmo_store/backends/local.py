@@ -9,6 +9,7 @@ into ``flush()``, which the ref layer calls before a ref can name the new object
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import CorruptObject, ObjectNotFound
+from ..errors import CorruptObject, CorruptPack, ObjectNotFound
 from ..hashing import ObjectId, is_oid, oid_to_raw, parse_oid
 from ..objects import ObjectType, decode_object, encode_object
 from .base import ObjectStore
@@ -27,6 +28,12 @@ from .lease import WriterLease
 from .pack import PackReader, PackWriter
 
 _HEX = frozenset("0123456789abcdef")
+
+
+def _log_damaged(error: CorruptObject) -> None:
+    import logging  # here: every command loads this module, and logging costs start-up
+
+    logging.getLogger(__name__).warning("%s: left where it is, not copied into a pack", error)
 
 
 def is_fanout_name(name: str) -> bool:
@@ -55,6 +62,8 @@ class LocalObjectStore(ObjectStore):
         self.read_only = read_only
         self._tiers = PackTiers()
         self._packs: dict[str, PackReader] = {}
+        #: packs whose index cannot be opened (name -> why), left out of every read
+        self._unreadable: dict[str, str] = {}
         self._lock = threading.RLock()
         self._dirty_dirs: set[Path] = set()
         self._flush_lock = threading.Lock()
@@ -87,12 +96,19 @@ class LocalObjectStore(ObjectStore):
                 # when the last reference goes.
                 del self._packs[gone]
                 changed = True
-            for name in sorted(names - set(self._packs)):
-                changed = True
+            for gone in set(self._unreadable) - names:
+                del self._unreadable[gone]
+            for name in sorted(names - set(self._packs) - set(self._unreadable)):
                 try:
                     self._packs[name] = PackReader(self.pack_dir / f"{name}.idx")
                 except FileNotFoundError:
-                    continue  # removed between listdir and open (gc, a merge)
+                    pass  # removed between listdir and open (gc, a merge)
+                except CorruptPack as e:
+                    # Not a reason to stop every command: the other packs and loose objects
+                    # read as ever, fsck names this one, and a miss hints at it.
+                    self._unreadable[name] = e.reason
+                    continue
+                changed = True
             return changed
 
     def refresh(self) -> None:
@@ -163,16 +179,23 @@ class LocalObjectStore(ObjectStore):
         # Last resort: a gc killed mid-delete may have left it aside (gc-<name>).
         if self.restore_aside():
             return self._get_raw_located(oid)
-        raise ObjectNotFound(oid)
+        missing = ObjectNotFound(oid)
+        if self._unreadable:
+            missing.hint = (
+                f"it may be in a pack whose index is damaged ({min(self._unreadable)}.idx): "
+                "run: osmo fsck"
+            )
+        raise missing
 
     def get(self, oid: ObjectId) -> tuple[ObjectType, bytes]:
         oid = parse_oid(oid)
-        data, where = self._get_raw_located(oid)
         try:
+            data, where = self._get_raw_located(oid)
             return decode_object(oid, data, where)
-        except CorruptObject:
-            # A damaged copy must not hide a sound one in the other place.
-            if where is None:
+        except CorruptObject as damaged:
+            # A damaged copy (or a pack index that points at the wrong bytes) must not
+            # hide a sound copy in the other place.
+            if damaged.where is None:
                 self.reload_packs()
                 hit = self._read_packed(oid)
                 if hit is None:
@@ -246,19 +269,19 @@ class LocalObjectStore(ObjectStore):
                 self._lease = None
 
     def storage_problems(self, *, full: bool = False) -> tuple[list[str], list[str]]:
-        """Pack checksums (``full``) or at least sizes, packs never indexed, and (``full``)
-        temp files a killed writer left."""
+        """Every pack index (checksum, order, fan-out, records inside the pack), pack
+        checksums (``full``), packs never indexed, and (``full``) temp files a killed writer
+        left."""
         problems: list[str] = []
         notes: list[str] = []
         self.reload_packs()
+        with self._lock:
+            unreadable = sorted(self._unreadable.items())
+        problems.extend(f"{name}.idx: cannot be read: {why}" for name, why in unreadable)
         for pack in self.packs():
+            problems.extend(pack.verify_index())
             if full:
                 problems.extend(pack.verify_checksums())
-            else:
-                size = os.stat(pack.pack_path).st_size
-                end = max((off + ln for _, off, ln in pack.entries()), default=0)
-                if size < end + 32:
-                    problems.append(f"{pack.pack_path.name}: pack is truncated")
         names = set(_list(self.pack_dir))
         for name in sorted(names):
             if name.endswith(".pack") and name[:-5] + ".idx" not in names:
@@ -384,25 +407,51 @@ class LocalObjectStore(ObjectStore):
         return removed
 
     def merge_packs(
-        self, packs: list[PackReader], loose: list[tuple[ObjectId, Path]] = ()
+        self,
+        packs: list[PackReader],
+        loose: list[tuple[ObjectId, Path]] = (),
+        *,
+        on_damaged: Callable[[CorruptObject], None] = _log_damaged,
     ) -> Path | None:
         """Fold packs (and loose objects) into one new pack; only once it is published are
-        the old packs and loose files removed, so a crash at any point loses nothing."""
+        the old packs and loose files removed, so a crash at any point loses nothing.
+
+        Every object is verified on the way (decompressed and hashed): damaged bytes copied
+        into a new pack would get a sound pack checksum there, and removing the old copy
+        would lose what is left of the object (the bytes a damaged index no longer finds).
+        A damaged object goes to ``on_damaged`` and stays where it was (its loose file, or
+        its whole old pack, which fsck goes on reporting); the sound rest is folded."""
+        kept: set[Path] = set()
+
+        def sound(oid: ObjectId, file: Path, read: Callable[[], bytes]) -> bytes | None:
+            packed = file.name if file.suffix == ".pack" else None
+            try:
+                data = read()
+                decode_object(oid, data, packed)
+            except CorruptObject as e:
+                on_damaged(e)
+                kept.add(file)
+                return None
+            return data
 
         def objects() -> Iterator[tuple[ObjectId, bytes]]:
             for oid, path in loose:
                 with contextlib.suppress(FileNotFoundError):  # gone meanwhile (gc)
-                    yield oid, path.read_bytes()
+                    if (data := sound(oid, path, path.read_bytes)) is not None:
+                        yield oid, data
             for pack in packs:
                 for oid, off, ln in pack.entries():
-                    yield oid, pack.read_at(oid, off, ln)
+                    read = functools.partial(pack.read_at, oid, off, ln)
+                    if (data := sound(oid, pack.pack_path, read)) is not None:
+                        yield oid, data
 
         new_idx = self._write_pack(objects())
         if new_idx is not None:
             for _, path in loose:
-                path.unlink(missing_ok=True)
+                if path not in kept:
+                    path.unlink(missing_ok=True)
         for pack in packs:
-            if pack.idx_path != new_idx:
+            if pack.idx_path != new_idx and pack.pack_path not in kept:
                 remove_pack(pack)
         self.reload_packs()
         return new_idx

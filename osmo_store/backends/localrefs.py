@@ -7,9 +7,9 @@ import contextlib
 import os
 from pathlib import Path
 
-from ..errors import InvalidRefName
+from ..errors import CorruptRef, InvalidRefName
 from ..hashing import ObjectId, is_oid
-from ..refs import REF_LOCK_TIMEOUT, ReflogEntry, RefStore, validate_ref_name
+from ..refs import ANY, REF_LOCK_TIMEOUT, ReflogEntry, RefStore, validate_ref_name
 from .fsutil import fsync_dir, replace_durably, write_all
 from .layout import REFLOG_SUFFIX, StoreLayout
 from .locking import FileLock
@@ -36,11 +36,25 @@ class LocalRefStore(RefStore):
         return FileLock(path, timeout=self.lock_timeout, what=f"ref {name}")
 
     def read(self, name: str) -> ObjectId | None:
+        """The ref's id; None if there is no such ref. A ref file that does not hold an id
+        (garbage, a byte >= 0x80, a torn disk block) raises CorruptRef: it names something,
+        and taking it for absent would let gc delete what it names."""
         try:
-            text = self._path(name).read_text(encoding="ascii").strip()
+            data = self._path(name).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
-        return ObjectId(text) if is_oid(text) else None
+        text = data.strip().decode("ascii", "replace")
+        if not is_oid(text):
+            raise CorruptRef(name, "does not hold an object id")
+        return ObjectId(text)
+
+    def _read_sound(self, name: str) -> ObjectId | None:
+        """``read``, with a damaged ref taken as absent: for listings, which name damaged
+        refs through ``damaged()`` instead."""
+        try:
+            return self.read(name)
+        except CorruptRef:
+            return None
 
     def list(self, prefix: str = "refs/") -> dict[str, ObjectId]:
         out = {}
@@ -54,7 +68,7 @@ class LocalRefStore(RefStore):
                     validate_ref_name(name)
                 except InvalidRefName:
                     continue  # temp files and strays
-                oid = self.read(name)
+                oid = self._read_sound(name)
                 if oid is not None:
                     out[name] = oid
         return dict(sorted(out.items()))
@@ -64,8 +78,16 @@ class LocalRefStore(RefStore):
     ) -> None:
         path = self._path(name)
         with self._lock(name):
-            current = self.read(name)
-            self._check(name, current, new, expected)
+            try:
+                current = self.read(name)
+            except CorruptRef:
+                # A compare-and-swap cannot compare with a damaged value; an unconditional
+                # update or delete replaces it (the way to repair it), logged as from absent.
+                if expected is not ANY:
+                    raise
+                current = None
+            else:
+                self._check(name, current, new, expected)
             try:
                 if entry is not None:
                     full = ReflogEntry(current, new, entry.time_ns, entry.who, entry.message)
@@ -140,7 +162,9 @@ class LocalRefStore(RefStore):
                     validate_ref_name(name)
                 except InvalidRefName:
                     continue
-                if self.read(name) is None:
+                try:
+                    self.read(name)
+                except CorruptRef:
                     out.append(name)
         return sorted(out)
 

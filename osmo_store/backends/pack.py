@@ -183,6 +183,9 @@ class PackReader:
         self._ids = _IdView(self._mm, self._base, self.count)
         self.checksum = bytes(self._mm[size - 2 * _TRAILER : size - _TRAILER])
         self._fd = os.open(self.pack_path, os.O_RDONLY)
+        # Where objects may lie: a damaged index must not send a read past the pack (or
+        # past what pread accepts: an offset over 2**63 is an OverflowError).
+        self._end = os.fstat(self._fd).st_size - _TRAILER
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -195,8 +198,9 @@ class PackReader:
             self.close()
 
     def _find(self, raw: bytes) -> int:
-        lo = self._fanout[raw[0] - 1] if raw[0] else 0
-        hi = self._fanout[raw[0]]
+        # Clamped: a damaged fan-out must not index past the records.
+        hi = min(self._fanout[raw[0]], self.count)
+        lo = min(self._fanout[raw[0] - 1], hi) if raw[0] else 0
         i = bisect.bisect_left(self._ids, raw, lo, hi)
         return i if i < hi and self._ids[i] == raw else -1
 
@@ -214,13 +218,16 @@ class PackReader:
         if i < 0:
             raise ObjectNotFound(oid)
         _, offset, length = self._record(i)
-        data = os.pread(self._fd, length, offset)
-        if len(data) != length:
-            raise CorruptObject(oid, "pack is truncated", where=self.pack_path.name)
-        return data
+        return self.read_at(oid, offset, length)
 
     def read_at(self, oid: ObjectId, offset: int, length: int) -> bytes:
         """Stored bytes at a known place (from ``entries()``): no index search."""
+        if offset < _PACK_HEADER.size or offset + length > self._end:
+            raise CorruptObject(
+                oid,
+                f"its index {self.idx_path.name} places it outside the pack",
+                where=self.pack_path.name,
+            )
         data = os.pread(self._fd, length, offset)
         if len(data) != length:
             raise CorruptObject(oid, "pack is truncated", where=self.pack_path.name)
@@ -248,13 +255,56 @@ class PackReader:
                 yield ObjectId(oid)
             i += 1
 
-    def verify_checksums(self) -> list[str]:
-        """Re-hash the whole index and pack files against their checksums (objects are
-        verified one by one by the normal read path). Returns the problems found."""
+    def verify_index(self) -> list[str]:
+        """Check the index against its checksum and the rules of objects_spec.md section 5
+        (fan-out, ids sorted and unique, every record inside the pack): a damaged index
+        hides objects or points reads at the wrong bytes, and names the pack it damages.
+        Reads the index only (fsck runs it on every pack). Returns the problems found."""
+        name = self.idx_path.name
         problems = []
         body = self._mm[: len(self._mm) - _TRAILER]
         if blake3.blake3(body).digest() != self._mm[len(self._mm) - _TRAILER :]:
-            problems.append(f"{self.idx_path.name}: index checksum mismatch")
+            problems.append(f"{name}: index checksum mismatch")
+        counts = [0] * 256
+        previous = b""
+        end = 0
+        unsorted: list[int] = []
+        in_header: list[int] = []
+        records = self._mm[self._base : self._base + self.count * _RECORD.size]
+        for i, (raw, offset, length) in enumerate(_RECORD.iter_unpack(records)):
+            counts[raw[0]] += 1
+            if raw <= previous:
+                unsorted.append(i)
+            if offset < _PACK_HEADER.size:
+                in_header.append(i)
+            previous = raw
+            end = max(end, offset + length)
+        if unsorted:
+            problems.append(f"{name}: ids out of order or repeated at record {unsorted[0]}")
+        if in_header:
+            problems.append(f"{name}: record {in_header[0]} points into the pack header")
+        total = 0
+        for first_byte, count in enumerate(counts):
+            total += count
+            if self._fanout[first_byte] != total:
+                problems.append(f"{name}: fan-out table does not match the ids")
+                break
+        size = os.fstat(self._fd).st_size
+        if size < end + _TRAILER:
+            # Which file is wrong: an index that checks out describes the pack as written.
+            problems.append(
+                f"{self.pack_path.name}: pack is truncated ({size} bytes, its index places "
+                f"objects up to byte {end + _TRAILER})"
+                if not problems
+                else f"{name}: records point past the end of the pack ({size} bytes)"
+            )
+        return problems
+
+    def verify_checksums(self) -> list[str]:
+        """Re-hash the whole pack file against its checksum (objects are verified one by
+        one by the normal read path, the index by ``verify_index``). Returns the problems
+        found."""
+        problems = []
         size = os.fstat(self._fd).st_size
         h = blake3.blake3()
         pos, end = 0, size - _TRAILER

@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidRefName, LockTimeout
+from ..errors import CorruptRef, InvalidRefName, LockTimeout
 from ..hashing import ObjectId, is_oid
-from ..refs import REF_LOCK_TIMEOUT, ReflogEntry, RefStore, validate_ref_name
+from ..refs import ANY, REF_LOCK_TIMEOUT, ReflogEntry, RefStore, validate_ref_name
 from .s3 import (
     _LOST_RACE,
     _SWAP_RE,
@@ -88,6 +88,8 @@ class S3RefStore(RefStore):
 
     def read(self, name: str) -> ObjectId | None:
         ref = self._get(name)
+        if ref is not None and ref.value is None:
+            raise CorruptRef(name, "does not hold an object id")  # as the local store does
         return None if ref is None else ref.value
 
     def _names(self, prefix: str) -> list[str]:
@@ -124,7 +126,12 @@ class S3RefStore(RefStore):
         for attempt in itertools.count(1):
             ref = self._get(name)
             current = None if ref is None else ref.value
-            self._check(name, current, new, expected)
+            if ref is None or current is not None:
+                self._check(name, current, new, expected)
+            elif expected is not ANY:
+                # Damaged: a compare-and-swap cannot compare; an unconditional update or
+                # delete replaces it (the way to repair it), as in the local store.
+                raise CorruptRef(name, "does not hold an object id")
             if ref is None and new is not None:
                 self._check_not_folder(name)
             # Entry times never go backwards along one ref's history, even across machines

@@ -90,10 +90,15 @@ def cmd_repack(args: argparse.Namespace, repo: Repository) -> int:
     from ..maintenance.gc import repack
 
     r = repack(repo, all_packs=args.all_packs)
+    for e in r.damaged:
+        err(f"error: {e} (not packed, left where it is)")
     out(
         f"packed {r.objects_packed} objects, removed {r.loose_removed} loose files; "
         f"packs: {r.packs_before} -> {r.packs_after}"
     )
+    if r.damaged:
+        err(f"{len(r.damaged)} damaged object(s) left unpacked; see: osmo fsck")
+        return EXIT_ERROR
     return 0
 
 

@@ -11,6 +11,7 @@ from ..hashing import ObjectId
 from ..objects import RunRecord
 from ..repo import Repository
 from .configstate import EVAL_REF_PREFIX, config_ref, is_eval_running
+from .stored import load_eval_record
 
 STATUSES = ("in_progress", "completed", "interrupted", "partial")
 
@@ -84,7 +85,7 @@ def list_configs(
     """Configs newest first; filters are case-insensitive substrings (status: exact)."""
     out = []
     for name, run_id in repo.refs.list(EVAL_REF_PREFIX).items():
-        record = repo.objects.get_run(run_id)
+        record = load_eval_record(repo, run_id)
         meta = record.meta
         config_id = name[len(EVAL_REF_PREFIX) :]
         st = config_status(repo, config_id, meta)
@@ -134,7 +135,7 @@ def history(repo: Repository, config_id: str) -> list[tuple[ObjectId, RunRecord]
     seen = set(stack)
     while stack:
         oid = stack.pop()
-        record = repo.objects.get_run(oid)
+        record = load_eval_record(repo, oid)
         out.append((oid, record))
         for parent in record.parents:
             if parent not in seen:

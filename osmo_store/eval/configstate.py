@@ -17,6 +17,7 @@ from ..hashing import ObjectId
 from ..objects import RunRecord
 from ..repo import Repository
 from ..tree import empty_tree, iter_names, list_tree, tree_count
+from .stored import load_eval_record
 
 EVAL_REF_PREFIX = "refs/evals/"
 SUBTREES = ("samples", "failed", "cache", "rows")
@@ -61,7 +62,7 @@ class ConfigState(NamedTuple):
 
     @classmethod
     def from_run(cls, repo: Repository, run_id: ObjectId) -> ConfigState:
-        record = repo.objects.get_run(run_id)
+        record = load_eval_record(repo, run_id)
         entries = {e.name: e.oid for e in list_tree(repo.objects, record.tree)}
         empty = None
         trees = {}

@@ -10,7 +10,6 @@ entries (the same model call made on both machines) keep the larger blob id.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ from ..repo import Repository
 from ..sync.transfer import is_ancestor
 from ..tree import TreeEntry, iter_tree, tree_count, write_tree
 from .configstate import EVAL_REF_PREFIX, SUBTREES, ConfigState
+from .stored import load_eval_record, load_sample
 from .summary import primary_value, summarize
 
 
@@ -29,7 +29,7 @@ def _entries(repo: Repository, tree: ObjectId) -> dict[str, ObjectId]:
 
 
 def _rank(repo: Repository, oid: ObjectId, ok: bool) -> tuple[bool, float, str]:
-    body = json.loads(repo.objects.get_typed(oid, ObjectType.BLOB))
+    body = load_sample(repo, oid)
     return (ok, float(body.get("finished") or 0.0), oid)
 
 
@@ -56,7 +56,7 @@ def merge_trees(
         else:
             oid, ok = max(distinct, key=lambda c: _rank(repo, c[0], c[1]))
             if ok:
-                body = json.loads(repo.objects.get_typed(oid, ObjectType.BLOB))
+                body = load_sample(repo, oid)
                 if body.get("rollout") and body.get("rollout_id"):
                     forced_cache[body["rollout"]] = body["rollout_id"]
         out["samples" if ok else "failed"][key] = oid
@@ -81,7 +81,7 @@ def merge_configs(
         return ours
     if is_ancestor(repo, ours, theirs):
         return theirs
-    ra, rb = repo.objects.get_run(ours), repo.objects.get_run(theirs)
+    ra, rb = load_eval_record(repo, ours), load_eval_record(repo, theirs)
     sa, sb = ConfigState.from_run(repo, ours), ConfigState.from_run(repo, theirs)
     merged = merge_trees(repo, sa.trees, sb.trees)
     with repo.objects.bulk() as w:
@@ -127,9 +127,7 @@ def _merged_meta(
     else:
         status = "interrupted"
     samples = [
-        json.loads(repo.objects.get_typed(oid, ObjectType.BLOB))
-        for name in ("samples", "failed")
-        for oid in merged[name].values()
+        load_sample(repo, oid) for name in ("samples", "failed") for oid in merged[name].values()
     ]
     config = newer.get("config", {})
     identity = newer.get("identity", {})

@@ -11,7 +11,6 @@ thread of its own running, unless the caller aborts (a KeyboardInterrupt after a
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import queue
 import threading
@@ -22,7 +21,6 @@ from typing import Any
 
 from ..errors import EvalLocked, FatalModelError, LockTimeout, ModelError, StoppedWaiting
 from ..hashing import ObjectId, canonical_json
-from ..objects import ObjectType
 from ..repo import Repository
 from ..tree import iter_tree
 from .claims import RolloutClaims
@@ -45,6 +43,7 @@ from .state import (
     config_ref,
     sample_name,
 )
+from .stored import load_sample
 from .summary import SummaryBuilder, primary_value
 from .workers import Workers
 
@@ -195,8 +194,8 @@ def _calls_of_failed(repo: Repository, state: ConfigState) -> frozenset[ObjectId
     under the same keys, and those its resume does replay)."""
     ids: set[ObjectId] = set()
     for e in iter_tree(repo.objects, state.trees["failed"]):
-        body = json.loads(repo.objects.get_typed(e.oid, ObjectType.BLOB))
-        ids.update(call["id"] for call in body.get("calls", ()))
+        body = load_sample(repo, e.oid)
+        ids.update(call["id"] for call in body.get("calls") or ())
     return frozenset(ids)
 
 
@@ -428,8 +427,7 @@ class _EvalRun:
             for sub in ("samples", "failed"):
                 for e in iter_tree(self.repo.objects, trees[sub]):
                     if e.name not in self.recorded_now:
-                        body = json.loads(self.repo.objects.get_typed(e.oid, ObjectType.BLOB))
-                        self.summary.add(body)
+                        self.summary.add(load_sample(self.repo, e.oid))
         return self.summary.result()
 
     def _meta(
@@ -498,7 +496,7 @@ def load_samples(repo: Repository, trees: dict[str, ObjectId]) -> list[dict[str,
     out = []
     for sub in ("samples", "failed"):
         for e in iter_tree(repo.objects, trees[sub]):
-            out.append(json.loads(repo.objects.get_typed(e.oid, ObjectType.BLOB)))
+            out.append(load_sample(repo, e.oid))
     return out
 
 

@@ -30,6 +30,7 @@ from ..repo import Repository
 from .client import ChatClient
 from .config import EvalConfig, ModelSpec, call_key
 from .state import IndexReader
+from .stored import parse_call, parse_rollout
 
 SCHEMA = 1
 log = logging.getLogger(__name__)
@@ -166,8 +167,8 @@ class ModelCaller:
         request = {"model": self.model.name, **request}
         key = call_key(self.model, request, run_index, occurrence)
         hit = self.lookup.find(key)
-        if hit is not None:
-            return self._outcome(key, hit)
+        if hit is not None and (reused := self._outcome(key, hit)) is not None:
+            return reused
         with self._lock:
             fut = self._inflight.get(key)
             owner = fut is None
@@ -220,10 +221,13 @@ class ModelCaller:
         return outcome
 
     @staticmethod
-    def _outcome(key: str, hit: Hit) -> CallOutcome:
-        import json
-
-        body = json.loads(hit.content)
+    def _outcome(key: str, hit: Hit) -> CallOutcome | None:
+        """The stored answer; None (a miss) for a blob that is no model call."""
+        try:
+            body = parse_call(hit.content, hit.oid)
+        except MalformedObject as e:
+            log.warning("osmo: a stored result is damaged (%s): computing it again", e)
+            return None
         response = body.get("response") or {}
         message = (response.get("choices") or [{}])[0].get("message") or {}
         content = hit.content if hit.pending else None
@@ -326,15 +330,17 @@ class Solver:
         self.params = config.params.as_request_fields()
 
     def reuse(self, key: str) -> Rollout | None:
-        import json
-
         hit = self.lookup.find(key)
         if hit is None:
             return None
-        body = json.loads(hit.content)
+        try:
+            body = parse_rollout(hit.content, hit.oid)
+        except MalformedObject as e:
+            log.warning("osmo: a stored result is damaged (%s): computing it again", e)
+            return None
         calls = []
         has = self.repo.objects.has
-        for call in body.get("calls", []):
+        for call in body.get("calls") or []:
             # Name the call blob this store holds for the key (the rollout's own, unless a
             # merge kept another for the same key); skip it if neither is here any more.
             found = self.lookup.find_id(call["key"])
@@ -345,7 +351,7 @@ class Solver:
             if found is not None:
                 calls.append(CallOutcome(call["key"], found[0], found[1], {}, {}, True))
         content = hit.content if hit.pending else None
-        messages, usage = body["messages"], body.get("usage", {})
+        messages, usage = body["messages"], body.get("usage") or {}
         return Rollout(key, hit.oid, content, messages, usage, calls, True)
 
     def run(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import CorruptObject, MalformedObject
+from ..errors import CorruptObject, MalformedObject, ObjectNotFound
 from ..hashing import ObjectId
 from ..repo import Repository
 from ..tree import check_structure
@@ -43,6 +43,11 @@ def fsck(
             otype, content = objects.get(oid)
         except CorruptObject as e:
             corrupt[oid] = str(e)
+            continue
+        except ObjectNotFound:
+            # Listed, yet not found where the listing came from: a damaged pack index
+            # (storage_problems below names it). Checking goes on with the next object.
+            report.problems.append(f"object {oid} is listed but cannot be found")
             continue
         report.objects_checked += 1
         report.content_bytes += len(content)

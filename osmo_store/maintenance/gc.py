@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..backends.compaction import maintenance_lock
 from ..backends.lease import filesystem_now_ns, live_lease_starts
 from ..backends.locking import FileLock
-from ..errors import CorruptRef, StoreError, UsageError
+from ..errors import CorruptObject, CorruptRef, StoreError, UsageError
 from ..objects import stored_content_size
 from ..repo import Repository
 from . import DEFAULT_PRUNE, DEFAULT_REFLOG_EXPIRE
@@ -211,12 +211,15 @@ class RepackReport:
     loose_removed: int = 0
     packs_before: int = 0
     packs_after: int = 0
+    #: objects found damaged, left where they were (not packed, not removed)
+    damaged: list[CorruptObject] = field(default_factory=list)
 
 
 def repack(repo: Repository, *, all_packs: bool = False) -> RepackReport:
     """Move loose objects into one new pack (and, with ``all_packs``, fold every existing
     pack into it too). The new pack is durable and published before any loose file or old
-    pack is removed, so a crash at any point loses nothing."""
+    pack is removed, so a crash at any point loses nothing. A damaged object is never
+    copied: it is listed in the report's ``damaged`` and left where it was."""
     objects = _local(repo)
     report = RepackReport()
     lock = _locked(repo)
@@ -225,10 +228,10 @@ def repack(repo: Repository, *, all_packs: bool = False) -> RepackReport:
         old_packs = objects.packs() if all_packs else []
         report.packs_before = len(objects.packs())
         loose = list(objects.iter_loose())
-        new_idx = objects.merge_packs(old_packs, loose)
+        new_idx = objects.merge_packs(old_packs, loose, on_damaged=report.damaged.append)
         if new_idx is not None:
             report.objects_packed = next(p.count for p in objects.packs() if p.idx_path == new_idx)
-            report.loose_removed = len(loose)
+            report.loose_removed = len(loose) - sum(e.where is None for e in report.damaged)
         objects.reload_packs()
         report.packs_after = len(objects.packs())
         return report

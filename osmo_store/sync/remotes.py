@@ -26,12 +26,26 @@ def _config_path(repo: Repository) -> Path:
 
 
 def load_config(repo: Repository) -> dict[str, Any]:
+    path = _config_path(repo)
     try:
-        return json.loads(_config_path(repo).read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
-    except ValueError as e:
-        raise RemoteError(f"cannot read {_config_path(repo)}: {e}") from None
+    except (ValueError, RecursionError) as e:
+        raise RemoteError(f"cannot read {path}: {e}") from None
+    # The shape every reader relies on: {"remotes": {name: {"url": ..., ...}}}.
+    remotes = config.get("remotes", {}) if isinstance(config, dict) else None
+    if not isinstance(remotes, dict) or not all(_is_remote(e) for e in remotes.values()):
+        raise RemoteError(f"cannot read {path}: not a store settings file")
+    return config
+
+
+def _is_remote(entry: object) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("url"), str)
+        and all(isinstance(entry.get(k, ""), str) for k in ("token_file", "endpoint_url"))
+    )
 
 
 def _save_config(repo: Repository, config: dict[str, Any]) -> None:

@@ -382,7 +382,7 @@ BAD_REF_NAMES = (
     "refs/..", "refs/../escape", "refs/a/./b", "refs/.hidden", "refs/a.lock", "refs/a.lock/b",
     "refs/a b", "refs/tab\tname", "refs/new\nline", "refs/nul\x00", "refs/bell\x07",
     "refs/del\x7f", "refs/a//b", "refs/a~1", "refs/a^2", "refs/a:b", "refs/a?", "refs/a*",
-    "refs/a[b", "refs/a\\b", "refs/a@{1}", "refs/dot.",
+    "refs/a[b", "refs/a\\b", "refs/a@{1}", "refs/dot.", "refs/lone\udcff", "refs/\ud800x",
 )  # fmt: skip
 
 

@@ -1,0 +1,182 @@
+"""Reading what an eval stored: sample blobs (the record of one finished run), rollout and
+model-call blobs (what a later run reuses), and the ``meta`` of its run records
+(docs/eval.md).
+
+A blob's hash says it is intact, not that it has the shape its readers expect: a remote's
+push or pull can bring any blob or run record under a config, and one written by a bug
+stays. Every reader goes through the functions here, which
+return the value only if it has the shape the summaries, listings, merges and resumes rely
+on, and raise MalformedObject naming the object otherwise (a one-line error, never a crash
+deep in a listing).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from ..errors import MalformedObject
+from ..hashing import ObjectId, is_oid
+from ..objects import ObjectType, RunRecord
+from ..repo import Repository
+
+STATUSES = ("ok", "failed")
+
+
+def load_sample(repo: Repository, oid: ObjectId) -> dict[str, Any]:
+    return parse_sample(repo.objects.get_typed(oid, ObjectType.BLOB), oid)
+
+
+def parse_sample(content: bytes, oid: str) -> dict[str, Any]:
+    body = _json_object(content, oid, "sample")
+    _check(oid, body)
+    return body
+
+
+def _check(oid: str, body: dict[str, Any]) -> None:
+    """Each field a reader uses, with the type it uses it as (absent optional fields are
+    fine: older samples lack some)."""
+    if not isinstance(body.get("row"), str):
+        raise _malformed(oid, "has no row key")
+    run = body.get("run", 0)
+    if not isinstance(run, int) or isinstance(run, bool) or run < 0:
+        raise _malformed(oid, "has a run index that is not a count")
+    if body.get("status") not in STATUSES:
+        raise _malformed(oid, f"has status {str(body.get('status'))[:40]!r}")
+    finished = body.get("finished")
+    if finished is not None and not _finite(finished):
+        raise _malformed(oid, "has a 'finished' time that is not a number")
+    for key in ("scores", "scoring_errors", "usage"):
+        if body.get(key) is not None and not isinstance(body[key], dict):
+            raise _malformed(oid, f"has {key!r} that is not an object")
+    for fn, score in (body.get("scores") or {}).items():
+        values = score.values() if isinstance(score, dict) else [score]
+        if not all(_finite(v) for v in values):
+            raise _malformed(oid, f"has a score of {fn[:40]!r} that is not a number")
+    if body.get("rollout_id") is not None and not is_oid(body["rollout_id"]):
+        raise _malformed(oid, "has a 'rollout_id' that is not an object id")
+    if body.get("rollout") is not None and not isinstance(body["rollout"], str):
+        raise _malformed(oid, "has a 'rollout' key that is not a string")
+    if not _calls_ok(body.get("calls")):
+        raise _malformed(oid, "has 'calls' that are not a list of {key, id}")
+
+
+def _finite(value: object) -> bool:
+    # bool counts: an eval function's pass/fail is a score (True is 1.0). An int too big
+    # for a float would break every mean taken over it.
+    if not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _malformed(oid: str, what: str) -> MalformedObject:
+    return MalformedObject(f"sample blob {oid} {what}")
+
+
+# --- rollouts and model calls ----------------------------------------------------------------
+
+
+def parse_rollout(content: bytes, oid: str) -> dict[str, Any]:
+    """A rollout blob: ``messages`` (a list of message objects), ``usage``, ``calls``."""
+    body = _json_object(content, oid, "rollout")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise MalformedObject(f"rollout blob {oid} has no list of messages")
+    if body.get("usage") is not None and not isinstance(body["usage"], dict):
+        raise MalformedObject(f"rollout blob {oid} has 'usage' that is not an object")
+    if not _calls_ok(body.get("calls")):
+        raise MalformedObject(f"rollout blob {oid} has 'calls' that are not a list of {{key, id}}")
+    return body
+
+
+def parse_call(content: bytes, oid: str) -> dict[str, Any]:
+    """A model-call blob: the server's ``response``, whose first choice's ``message`` is
+    the answer, and its ``usage``."""
+    body = _json_object(content, oid, "model-call")
+    response = body.get("response") or {}
+    choices = response.get("choices") if isinstance(response, dict) else None
+    if (
+        not isinstance(response, dict)
+        or not isinstance(choices or [], list)
+        or not all(isinstance(c, dict) for c in choices or [])
+        or not isinstance((choices or [{}])[0].get("message") or {}, dict)
+        or not isinstance(response.get("usage") or {}, dict)
+    ):
+        raise MalformedObject(f"model-call blob {oid} has no response of the expected shape")
+    return body
+
+
+def _json_object(content: bytes, oid: str, what: str) -> dict[str, Any]:
+    try:
+        body = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise MalformedObject(f"{what} blob {oid} is not UTF-8 JSON") from None
+    if not isinstance(body, dict):
+        raise MalformedObject(f"{what} blob {oid} is not a JSON object")
+    return body
+
+
+def _calls_ok(calls: object) -> bool:
+    return calls is None or (
+        isinstance(calls, list)
+        and all(isinstance(c, dict) and isinstance(c.get("key"), str) and is_oid(c.get("id"))
+                for c in calls)
+    )  # fmt: skip
+
+
+# --- run records -----------------------------------------------------------------------------
+
+_NONE = type(None)
+_TIME = (int, float, _NONE)
+#: meta fields that hold an object, when present, and the types of the fields read in them
+#: (null where every reader takes null for "none")
+_META_OBJECTS: dict[str, dict[str, tuple[type, ...]]] = {
+    "config": {"agent": (str, _NONE), "model": (str, _NONE), "dataset": (str, _NONE)},
+    "counts": {"total": (int, _NONE), "done": (int, _NONE), "failed": (int, _NONE)},
+    "session": {"started": _TIME, "updated": _TIME},  # and in range: see below
+    "summary": {"primary_metric": (str, _NONE), "metrics": (dict,), "pass_threshold": _TIME},
+    "provenance": {},
+    "identity": {},
+}
+
+
+# Unix seconds a calendar can show (year 5138): a time past it breaks every date printed.
+_LAST_TIME = 1e11
+
+
+def load_eval_record(repo: Repository, oid: ObjectId) -> RunRecord:
+    """A config's run record, its ``meta`` checked as :func:`check_eval_meta` does."""
+    record = repo.objects.get_run(oid)
+    check_eval_meta(record.meta, oid)
+    return record
+
+
+def check_eval_meta(meta: dict[str, Any], oid: str) -> None:
+    for key, fields in _META_OBJECTS.items():
+        value = meta.get(key)
+        if key not in meta or (value is None and key == "summary"):
+            continue  # (readers take an absent field as empty; a summary may be null)
+        if not isinstance(value, dict):
+            raise _not_eval(oid, f"its {key!r} is not an object")
+        for field, types in fields.items():
+            got = value.get(field)
+            if field in value and (not isinstance(got, types) or isinstance(got, bool)):
+                raise _not_eval(oid, f"its {key}.{field} is not a {types[0].__name__}")
+    session = meta.get("session") or {}
+    if not all(0 <= (session.get(t) or 0) < _LAST_TIME for t in ("started", "updated")):
+        raise _not_eval(oid, "its session times are out of range")
+    metrics = (meta.get("summary") or {}).get("metrics") or {}
+    if not all(isinstance(m, dict) and _finite(m.get("mean")) for m in metrics.values()):
+        raise _not_eval(oid, "its summary metrics are not numbers")
+    if "status" in meta and not isinstance(meta["status"], str):
+        raise _not_eval(oid, "its status is not a string")
+    if meta.get("score") is not None and not _finite(meta["score"]):
+        raise _not_eval(oid, "its score is not a number")
+
+
+def _not_eval(oid: str, what: str) -> MalformedObject:
+    return MalformedObject(f"run record {oid} is not an eval record: {what}")
