@@ -1,0 +1,255 @@
+"""The eval's journal: every finished run (and every model call an agent makes) on disk,
+fsynced, before its worker asks the model anything else.
+
+Group commits to the store (``state.Recorder``) are what other evals and ``osmo`` see, but
+they are slow (a pack, manifest updates, a run record, a ref) and under load fall behind the
+workers by seconds. The journal is the durable record in between: an append-only file per
+eval under the store (``StoreLayout.journal``) written by one thread in group commits of
+whatever arrived during the last fsync. A worker waits for its result to be durable before
+it takes its next run, so a SIGKILL at any moment costs at most one call per worker: those
+in flight. Workers also wait (backpressure) while more than ``backlog`` journaled results
+are not yet in the store, so the recorder's lag stays bounded.
+
+The next session of the config reads the journal back (``read_journal``) and records what
+it holds in its opening commit; a segment is deleted once everything in it is committed,
+and the folder when the session ends with nothing left. Replaying a result that was
+committed already changes nothing (the same entries), so every crash window is safe.
+
+Segment format (objects_spec.md, "Eval journal"): the magic line, then records, each
+``length (u32 LE) | CRC-32 of the payload (u32 LE) | payload``; a payload is ``header
+length (u32 LE) | header (JSON) | the sample record | object contents``. A torn or damaged
+record ends the segment's replay: appends are sequential, so only the tail can be torn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from ..backends.fsutil import fsync_dir, write_all
+from ..errors import JournalError
+from ..hashing import ObjectId
+from .state import PendingObject, SampleResult
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"osmo-journal 1\n"
+_FRAME = struct.Struct("<II")
+_U32 = struct.Struct("<I")
+SEGMENT_BYTES = 1 << 20  # a new segment past this, so committed ones can be deleted
+_SUFFIX = ".jnl"
+
+
+def encode_result(res: SampleResult) -> bytes:
+    """One journal record (framed and checksummed)."""
+    contents = [o.content for o in res.objects if o.content is not None]
+    objects = [
+        [o.subtree, o.name, o.oid, o.may_exist, -1 if o.content is None else len(o.content)]
+        for o in res.objects
+    ]
+    header = json.dumps([res.name, res.failed, len(res.record), objects]).encode()
+    payload = b"".join((_U32.pack(len(header)), header, res.record, *contents))
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _decode_result(payload: bytes) -> SampleResult:
+    (hlen,) = _U32.unpack_from(payload)
+    pos = 4 + hlen
+    name, failed, rlen, objects = json.loads(payload[4:pos])
+    record = payload[pos : pos + rlen]
+    pos += rlen
+    pending = []
+    for subtree, oname, oid, may_exist, clen in objects:
+        content = None
+        if clen >= 0:
+            content = payload[pos : pos + clen]
+            pos += clen
+        pending.append(PendingObject(subtree, oname, content, ObjectId(oid), may_exist))
+    if pos != len(payload):
+        raise ValueError("record length does not match its contents")
+    body = json.loads(record) if name else {}
+    return SampleResult(name, failed, record, body, pending)
+
+
+def _read_segment(path: Path) -> Iterator[SampleResult]:
+    data = path.read_bytes()
+    if not data.startswith(MAGIC):
+        log.warning("osmo: %s is not an eval journal segment: ignored", path)
+        return
+    pos = len(MAGIC)
+    while pos < len(data):
+        if pos + _FRAME.size > len(data):
+            break  # torn: the crash came mid-write
+        length, crc = _FRAME.unpack_from(data, pos)
+        payload = data[pos + _FRAME.size : pos + _FRAME.size + length]
+        if len(payload) < length or zlib.crc32(payload) != crc:
+            break
+        try:
+            yield _decode_result(payload)
+        except (ValueError, KeyError, TypeError) as e:  # checksum fine, content not: a bug
+            log.warning("osmo: %s: a journal record does not parse (%s): ignored", path, e)
+            return
+        pos += _FRAME.size + length
+    if pos < len(data):
+        log.info("osmo: %s: %d torn bytes at the end ignored", path, len(data) - pos)
+
+
+def _segments(directory: Path) -> list[Path]:
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(directory / n for n in names if n.endswith(_SUFFIX))
+
+
+def read_journal(directory: Path) -> list[SampleResult]:
+    """Every intact record of the journal, oldest first."""
+    return [res for path in _segments(directory) for res in _read_segment(path)]
+
+
+class Journal:
+    """The journal of one eval session: ``append`` (from worker threads) returns once the
+    result is on disk and the recorder is at most ``backlog`` results behind; ``deliver``
+    then has it (called in journal order, from the journal's thread). The committer calls
+    ``committed(seq)`` after each commit, with the highest ``seq`` it recorded (``deliver``
+    gets ``(seq, result)``). Segments found at open (a crashed session's) count as seq 0."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        backlog: int,
+        deliver: Callable[[int, SampleResult], None],
+    ) -> None:
+        self.directory = directory
+        self._backlog = backlog
+        self._deliver = deliver
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # the journal thread waits on it
+        self._done = threading.Condition(self._lock)  # workers wait on it
+        self._pending: list[tuple[int, SampleResult]] = []
+        self._next = 1
+        self._durable = 0
+        self._committed = -1  # the opening commit records the old segments' results: seq 0
+        self._unbounded = False  # the committer is gone: backpressure would never end
+        self._closing = False
+        self._error: JournalError | None = None
+        # Segments no longer written to, with the last seq in each, oldest first.
+        self._closed: list[tuple[Path, int]] = [(p, 0) for p in _segments(directory)]
+        self._number = int(self._closed[-1][0].stem) + 1 if self._closed else 1
+        self._fd = -1
+        self._path: Path | None = None
+        self._last = 0  # the last seq written to the open segment
+        self._size = 0
+        self._thread = threading.Thread(target=self._run, name="osmo-journal", daemon=True)
+        self._thread.start()
+
+    def append(self, res: SampleResult) -> None:
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            seq = self._next
+            self._next += 1
+            self._pending.append((seq, res))
+            self._work.notify()
+            while self._durable < seq and self._error is None:
+                self._done.wait()
+            if self._error is not None:
+                raise self._error
+            while seq - self._committed > self._backlog and not self._unbounded:
+                self._done.wait()
+
+    def committed(self, seq: int) -> None:
+        """Everything up to ``seq`` is in the store: its segments can go."""
+        with self._lock:
+            self._committed = max(self._committed, seq)
+            self._done.notify_all()
+            gone = [p for p, last in self._closed if last <= seq]
+            self._closed = [(p, last) for p, last in self._closed if last > seq]
+        for path in gone:
+            path.unlink(missing_ok=True)
+
+    def unbound(self) -> None:
+        """Stop holding workers back (the committer has stopped)."""
+        with self._lock:
+            self._unbounded = True
+            self._done.notify_all()
+
+    def close(self) -> None:
+        """Write what is pending, stop the thread, and delete what is committed; the folder
+        goes too if nothing is left in it."""
+        with self._lock:
+            self._closing = True
+            self._unbounded = True
+            self._work.notify()
+            self._done.notify_all()
+        self._thread.join()
+        with self._lock:
+            if self._path is not None:
+                self._closed.append((self._path, self._last))
+                self._path = None
+        self.committed(self._committed)
+        with contextlib.suppress(OSError):  # not empty: a later session replays the rest
+            self.directory.rmdir()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    while not self._pending and not self._closing:
+                        self._work.wait()
+                    batch, self._pending = self._pending, []
+                if not batch:
+                    break
+                self._write(b"".join([encode_result(res) for _, res in batch]))
+                for seq, res in batch:
+                    self._deliver(seq, res)
+                with self._lock:
+                    self._durable = self._last = batch[-1][0]
+                    self._done.notify_all()
+                if self._size >= SEGMENT_BYTES:
+                    self._rotate()
+        except OSError as e:
+            with self._lock:
+                self._error = JournalError(self.directory, e)
+                self._done.notify_all()
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def _write(self, data: bytes) -> None:
+        if self._fd < 0:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._path = self.directory / f"{self._number:08d}{_SUFFIX}"
+            self._number += 1
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self._size = 0
+            data = MAGIC + data
+            write_all(self._fd, data)
+            os.fdatasync(self._fd)
+            # A new file's name is durable once its folder is synced, and so on up to the
+            # store's root (the folders may be new).
+            for d in (self.directory, self.directory.parent, self.directory.parent.parent):
+                fsync_dir(d)
+        else:
+            write_all(self._fd, data)
+            os.fdatasync(self._fd)
+        self._size += len(data)
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        self._fd = -1
+        with self._lock:
+            assert self._path is not None
+            self._closed.append((self._path, self._last))
+            self._path = None
+            done = self._committed
+        self.committed(done)
