@@ -419,6 +419,11 @@ class _EvalRun:
                     if self.journal is not None:
                         self.journal.unbound()  # no commit will make room any more
                     return
+                if first:
+                    # What this process wrote (an empty manifest) is named by the config's
+                    # ref now: its lease would only keep the recorder from reclaiming the
+                    # superseded checkpoints at the end (see ``Recorder.reclaim``).
+                    self.repo.objects.release_idle_lease(0)
                 first = False
                 if self.journal is not None and seqs:
                     self.journal.committed(max(seqs))
