@@ -136,7 +136,9 @@ def result(i: int) -> SampleResult:
 def write_journal(directory: Path, results: list[SampleResult]) -> list[int]:
     """Journal ``results`` and stop, as a crash would: nothing committed."""
     seqs: list[int] = []
-    journal = Journal(directory, backlog=10_000, deliver=lambda seq, res: seqs.append(seq))
+    journal = Journal(
+        directory, writers=1, backlog=10_000, deliver=lambda seq, res: seqs.append(seq)
+    )
     for res in results:
         journal.append(res)
     journal.close()
@@ -168,14 +170,14 @@ def test_a_torn_or_damaged_tail_record_is_ignored(tmp_path: Path, damage: str) -
 
 def test_committed_segments_are_deleted_and_the_rest_kept(tmp_path: Path) -> None:
     directory = tmp_path / "j"
-    journal = Journal(directory, backlog=10_000, deliver=lambda seq, res: None)
+    journal = Journal(directory, writers=1, backlog=10_000, deliver=lambda seq, res: None)
     for i in range(3):
         journal.append(result(i))
     journal.committed(3)
     journal.close()
     assert not directory.exists()  # all committed: nothing left, not even the folder
     write_journal(directory, [result(7)])
-    again = Journal(directory, backlog=10_000, deliver=lambda seq, res: None)
+    again = Journal(directory, writers=1, backlog=10_000, deliver=lambda seq, res: None)
     again.append(result(8))
     again.committed(0)  # the crashed session's segment (seq 0) is recorded; seq 1 is not
     again.close()

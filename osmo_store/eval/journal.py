@@ -29,6 +29,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,6 +45,9 @@ MAGIC = b"osmo-journal 1\n"
 _FRAME = struct.Struct("<II")
 _U32 = struct.Struct("<I")
 SEGMENT_BYTES = 1 << 20  # a new segment past this, so committed ones can be deleted
+# A group waits this long after its first result for more (unless every writer is waiting
+# already): one fsync per result costs about a quarter of the throughput at high rates.
+GROUP_WAIT_S = 0.002
 _SUFFIX = ".jnl"
 
 
@@ -125,18 +129,23 @@ class Journal:
         self,
         directory: Path,
         *,
+        writers: int,
         backlog: int,
         deliver: Callable[[int, SampleResult], None],
     ) -> None:
         self.directory = directory
+        self._writers = max(1, writers)
         self._backlog = backlog
         self._deliver = deliver
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # the journal thread waits on it
-        self._done = threading.Condition(self._lock)  # workers wait on it
-        self._pending: list[tuple[int, SampleResult]] = []
+        self._room = threading.Condition(self._lock)  # workers held back by the backlog
+        # (seq, result, a lock its writer waits on): a lock of its own, released once the
+        # result is durable, wakes each writer without all of them then taking the journal's
+        # lock at once (as a Condition's waiters do): that convoy cost a quarter of the
+        # throughput at high rates.
+        self._pending: list[tuple[int, SampleResult, threading.Lock]] = []
         self._next = 1
-        self._durable = 0
         self._committed = -1  # the opening commit records the old segments' results: seq 0
         self._unbounded = False  # the committer is gone: backpressure would never end
         self._closing = False
@@ -152,25 +161,31 @@ class Journal:
         self._thread.start()
 
     def append(self, res: SampleResult) -> None:
+        durable = threading.Lock()
+        durable.acquire()
         with self._lock:
             if self._error is not None:
                 raise self._error
+            if self._closing:
+                return  # the session is over (an abort): nothing waits for it any more
             seq = self._next
             self._next += 1
-            self._pending.append((seq, res))
-            self._work.notify()
-            while self._durable < seq and self._error is None:
-                self._done.wait()
-            if self._error is not None:
-                raise self._error
-            while seq - self._committed > self._backlog and not self._unbounded:
-                self._done.wait()
+            self._pending.append((seq, res, durable))
+            if len(self._pending) in (1, self._writers):  # a group starts, or is full
+                self._work.notify()
+        durable.acquire()  # released by the journal's thread
+        if self._error is not None:
+            raise self._error
+        if seq - self._committed > self._backlog:
+            with self._lock:
+                while seq - self._committed > self._backlog and not self._unbounded:
+                    self._room.wait()
 
     def committed(self, seq: int) -> None:
         """Everything up to ``seq`` is in the store: its segments can go."""
         with self._lock:
             self._committed = max(self._committed, seq)
-            self._done.notify_all()
+            self._room.notify_all()
             gone = [p for p, last in self._closed if last <= seq]
             self._closed = [(p, last) for p, last in self._closed if last > seq]
         for path in gone:
@@ -180,7 +195,7 @@ class Journal:
         """Stop holding workers back (the committer has stopped)."""
         with self._lock:
             self._unbounded = True
-            self._done.notify_all()
+            self._room.notify_all()
 
     def close(self) -> None:
         """Write what is pending, stop the thread, and delete what is committed; the folder
@@ -189,7 +204,7 @@ class Journal:
             self._closing = True
             self._unbounded = True
             self._work.notify()
-            self._done.notify_all()
+            self._room.notify_all()
         self._thread.join()
         with self._lock:
             if self._path is not None:
@@ -205,21 +220,31 @@ class Journal:
                 with self._lock:
                     while not self._pending and not self._closing:
                         self._work.wait()
+                    deadline = time.monotonic() + GROUP_WAIT_S
+                    while len(self._pending) < self._writers and not self._closing:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._work.wait(left)
                     batch, self._pending = self._pending, []
                 if not batch:
                     break
-                self._write(b"".join([encode_result(res) for _, res in batch]))
-                for seq, res in batch:
+                try:
+                    self._write(b"".join([encode_result(res) for _, res, _ in batch]))
+                except OSError as e:
+                    with self._lock:
+                        self._error = JournalError(self.directory, e)
+                        batch += self._pending  # nobody waits for a write that failed
+                        self._pending = []
+                    for _, _, durable in batch:
+                        durable.release()
+                    return
+                self._last = batch[-1][0]
+                for seq, res, durable in batch:
                     self._deliver(seq, res)
-                with self._lock:
-                    self._durable = self._last = batch[-1][0]
-                    self._done.notify_all()
+                    durable.release()
                 if self._size >= SEGMENT_BYTES:
                     self._rotate()
-        except OSError as e:
-            with self._lock:
-                self._error = JournalError(self.directory, e)
-                self._done.notify_all()
         finally:
             if self._fd >= 0:
                 os.close(self._fd)

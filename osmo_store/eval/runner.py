@@ -353,6 +353,7 @@ class _EvalRun:
         if self.journal_dir is not None and not self.repo.objects.read_only:
             self.journal = Journal(
                 self.journal_dir,
+                writers=self.options.concurrency,
                 backlog=self.options.backlog,
                 deliver=lambda seq, res: self.results.put((seq, res)),
             )
