@@ -46,7 +46,7 @@ from osmo_store.eval.catalog import list_configs  # noqa: E402
 from osmo_store.eval.configstate import ConfigState  # noqa: E402
 from osmo_store.maintenance.gc import gc, stats  # noqa: E402
 from osmo_store.repo import Repository  # noqa: E402
-from osmo_store.testing.mockserver import MockServer  # noqa: E402
+from osmo_store.testing.mockserver import ArithmeticResponder, MockServer  # noqa: E402
 
 try:  # absent before issue 11: the same script then measures the code without a journal
     from osmo_store.eval.journal import read_journal
@@ -181,6 +181,26 @@ def section_kill(work: Path, args: argparse.Namespace, rng: random.Random) -> di
     return {"per_kill": results, **summary}
 
 
+class ReasoningResponder:
+    """The arithmetic answer after ``chars`` of reasoning text (distinct per question, from a
+    pseudo-word vocabulary, so it compresses about 2x like real text): a model's answer of
+    realistic size, where the mock's bare number makes every other byte look big."""
+
+    WORDS = tuple(f"w{i:03x}" for i in range(4096))
+
+    def __init__(self, chars: int) -> None:
+        self.chars = chars
+        self.answer = ArithmeticResponder()
+
+    def __call__(self, request: dict[str, Any]) -> str:
+        answer = self.answer(request)
+        rng = random.Random(request["messages"][-1]["content"])
+        words: list[str] = []
+        while sum(len(w) + 1 for w in words) < self.chars:
+            words.append(rng.choice(self.WORDS))
+        return " ".join(words) + "\n" + answer
+
+
 def store_bytes(store: Path) -> int:
     with Repository.open(store) as repo:
         s = stats(repo)
@@ -198,7 +218,10 @@ def section_garbage(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     store = work / "garbage-store"
     log(f"[g] garbage: one {rows:,}-run eval (C={WORKERS}, zero latency), no gc; then a second "
         "config on the same solver")  # fmt: skip
-    with MockServer() as srv:
+    responder = ReasoningResponder(args.answer_chars) if args.answer_chars else None
+    if args.answer_chars:
+        log(f"    answers: {args.answer_chars:,} characters of reasoning, then the number")
+    with MockServer(responder=responder) as srv:
         for fn in ("exact_match", "closeness"):
             before = store_bytes(store) if store.exists() else 0
             r = subprocess.run(eval_cmd(store, dataset, srv.base_url, f"{EXAMPLE_FNS}:{fn}"),
@@ -235,6 +258,8 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=2000, help="runs of the killed eval")
     ap.add_argument("--latency", type=float, default=0.01, help="mock model latency (s)")
     ap.add_argument("--garbage-rows", type=int, default=10_000)
+    ap.add_argument("--answer-chars", type=int, default=0,
+                    help="section g: this much reasoning text before each answer")  # fmt: skip
     ap.add_argument("--seed", type=int, default=11)
     args = ap.parse_args()
     if not (EXAMPLE_FNS.exists()):

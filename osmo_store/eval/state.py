@@ -227,12 +227,16 @@ class Recorder:
         no other writer relies on them (``ObjectStore.reclaim_written``); gc collects them
         otherwise. Returns how many objects went."""
         written, self._written = self._written, set()
+        started = time.monotonic()
         try:
-            return self.repo.objects.reclaim_written(written, self._still_used)
+            dropped = self.repo.objects.reclaim_written(written, self._still_used)
         except (CorruptObject, MalformedObject, ObjectNotFound) as e:
             # What a damaged object reaches is unknown: delete nothing, gc will decide.
             _log.warning("osmo: not reclaiming superseded checkpoints (%s)", e)
             return 0
+        _log.debug("reclaimed %d of %d objects in %.3f s", dropped, len(written),
+                   time.monotonic() - started)  # fmt: skip
+        return dropped
 
     def _still_used(self) -> set[ObjectId]:
         """Run records and manifest nodes reachable from the config's ref, the index and
