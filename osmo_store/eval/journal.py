@@ -140,10 +140,9 @@ class Journal:
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # the journal thread waits on it
         self._room = threading.Condition(self._lock)  # workers held back by the backlog
-        # (seq, result, a lock its writer waits on): a lock of its own, released once the
-        # result is durable, wakes each writer without all of them then taking the journal's
-        # lock at once (as a Condition's waiters do): that convoy cost a quarter of the
-        # throughput at high rates.
+        # (seq, result, a lock its writer waits on, released once the result is durable):
+        # woken, a writer goes on without taking the journal's lock again, as a
+        # Condition's waiters all would at once.
         self._pending: list[tuple[int, SampleResult, threading.Lock]] = []
         self._next = 1
         self._committed = -1  # the opening commit records the old segments' results: seq 0
