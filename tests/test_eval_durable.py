@@ -154,16 +154,25 @@ def test_the_journal_reads_back_what_was_appended(tmp_path: Path) -> None:
     ]
 
 
+def test_records_past_a_segments_zeros_and_in_the_next_segment_read_back(tmp_path: Path) -> None:
+    big = [SampleResult(f"b{i}.0", False, b"{}", {}, [blob(f"k{i}", "cache", bytes([i]) * 600_000)])
+           for i in range(1, 4)]  # fmt: skip
+    write_journal(tmp_path / "j", big)  # the 2nd record runs past the 1st segment's 1 MiB
+    assert len(list((tmp_path / "j").iterdir())) == 2
+    assert [r.objects for r in read_journal(tmp_path / "j")] == [r.objects for r in big]
+
+
 @pytest.mark.parametrize("damage", ["torn", "flipped"])
 def test_a_torn_or_damaged_tail_record_is_ignored(tmp_path: Path, damage: str) -> None:
     results = [result(i) for i in range(5)]
     write_journal(tmp_path / "j", results)
     (segment,) = (tmp_path / "j").iterdir()
     data = bytearray(segment.read_bytes())
+    end = len(data.rstrip(b"\0"))  # the records' end: a segment is made of zeros first
     if damage == "torn":
-        del data[-7:]  # the crash came in the middle of the last write
+        data[end - 7 : end] = bytes(7)  # the crash came in the middle of the last write
     else:
-        data[-3] ^= 0xFF  # a bit the disk lost: the checksum no longer matches
+        data[end - 3] ^= 0xFF  # a bit the disk lost: the checksum no longer matches
     segment.write_bytes(bytes(data))
     assert [r.name for r in read_journal(tmp_path / "j")] == [r.name for r in results[:4]]
 

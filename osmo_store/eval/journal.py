@@ -92,6 +92,8 @@ def _read_segment(path: Path) -> Iterator[SampleResult]:
         if pos + _FRAME.size > len(data):
             break  # torn: the crash came mid-write
         length, crc = _FRAME.unpack_from(data, pos)
+        if length == 0:
+            break  # the zeros a segment is made with: no record there yet
         payload = data[pos + _FRAME.size : pos + _FRAME.size + length]
         if len(payload) < length or zlib.crc32(payload) != crc:
             break
@@ -101,8 +103,8 @@ def _read_segment(path: Path) -> Iterator[SampleResult]:
             log.warning("osmo: %s: a journal record does not parse (%s): ignored", path, e)
             return
         pos += _FRAME.size + length
-    if pos < len(data):
-        log.info("osmo: %s: %d torn bytes at the end ignored", path, len(data) - pos)
+    if data[pos:].strip(b"\0"):
+        log.info("osmo: %s: a torn record at the end ignored", path)
 
 
 def _segments(directory: Path) -> list[Path]:
@@ -255,17 +257,19 @@ class Journal:
             self._path = self.directory / f"{self._number:08d}{_SUFFIX}"
             self._number += 1
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            self._size = 0
-            data = MAGIC + data
-            write_all(self._fd, data)
-            os.fdatasync(self._fd)
+            # Made whole (zeros) and synced up front: each group's fsync then writes data
+            # in place, with no change of the file's size to commit (on ext4, a third of
+            # the time of an append's fsync). A record's length is never 0.
+            write_all(self._fd, MAGIC + bytes(SEGMENT_BYTES - len(MAGIC)))
+            os.fsync(self._fd)
+            os.lseek(self._fd, len(MAGIC), os.SEEK_SET)
+            self._size = len(MAGIC)
             # A new file's name is durable once its folder is synced, and so on up to the
             # store's root (the folders may be new).
             for d in (self.directory, self.directory.parent, self.directory.parent.parent):
                 fsync_dir(d)
-        else:
-            write_all(self._fd, data)
-            os.fdatasync(self._fd)
+        write_all(self._fd, data)  # past the zeros, the segment grows: rotated after
+        os.fdatasync(self._fd)
         self._size += len(data)
 
     def _rotate(self) -> None:
