@@ -37,6 +37,8 @@ from pathlib import Path
 from ..backends.fsutil import fsync_dir, write_all
 from ..errors import JournalError
 from ..hashing import ObjectId
+from ..repo import Repository
+from .configstate import ConfigState
 from .state import PendingObject, SampleResult
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,27 @@ def _segments(directory: Path) -> list[Path]:
 def read_journal(directory: Path) -> list[SampleResult]:
     """Every intact record of the journal, oldest first."""
     return [res for path in _segments(directory) for res in _read_segment(path)]
+
+
+def to_replay(repo: Repository, directory: Path, state: ConfigState) -> list[SampleResult]:
+    """What a crashed session journaled and the config's ``state`` lacks: not what was
+    committed before the crash (a success, or a failure where there is a result already),
+    and not a result naming an object that is in neither the journal nor the store (an
+    answer reused from another config, collected since: its run is made again)."""
+    results = read_journal(directory)
+    if not results:
+        return []
+    carried = {o.oid for res in results for o in res.objects if o.content is not None}
+    named = {o.oid for res in results for o in res.objects if o.content is None} - carried
+    gone = set(repo.objects.missing(named))
+    done = state.names(repo, "samples")
+    failed = state.names(repo, "failed") | done
+    return [
+        res
+        for res in results
+        if res.name not in (failed if res.failed else done)
+        and not any(o.oid in gone for o in res.objects)
+    ]
 
 
 class Journal:

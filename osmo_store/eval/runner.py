@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import EvalLocked, FatalModelError, LockTimeout, ModelError, StoppedWaiting
+from ..errors import FatalModelError, ModelError
 from ..hashing import ObjectId, canonical_json
 from ..objects import ObjectType
 from ..repo import Repository
@@ -30,9 +30,9 @@ from ..tree import iter_tree
 from .client import ChatClient
 from .code import USER_CODE_ERRORS, describe_error
 from .config import EvalConfig, rollout_key
-from .configstate import eval_lock
+from .configstate import acquire_eval_lock
 from .dataset import Row
-from .journal import Journal, read_journal
+from .journal import Journal, to_replay
 from .prepare import PreparedEval
 from .provenance import provenance
 from .recorder_proc import RecorderProcess, meta_builder
@@ -138,37 +138,11 @@ def run_eval(
     the runs in flight to daemon threads that end with the process."""
     stop = stop or threading.Event()
     config_id = prepared.config.config_id
-    lock = _acquire_eval_lock(repo, config_id, options.lock_timeout, stop, on_wait)
+    lock = acquire_eval_lock(repo, config_id, options.lock_timeout, stop, on_wait)
     try:
         return _EvalRun(repo, prepared, client, options, stop, on_progress).run()
     finally:
         lock.release()
-
-
-def _acquire_eval_lock(repo, config_id, timeout, stop, on_wait):
-    """The config's eval lock, waiting up to ``timeout`` s for another eval of it to end;
-    a stop request (Ctrl-C) ends the wait at once."""
-    lock = eval_lock(repo, config_id, timeout)
-    deadline = time.monotonic() + timeout
-    waiting = False
-    while True:
-        if stop.is_set():
-            raise StoppedWaiting(config_id)
-        try:
-            # Short tries keep a stop request prompt (a negative timeout would block forever).
-            left = deadline - time.monotonic()
-            lock.acquire(timeout=max(0.0, min(0.1, left)) if waiting else 0)
-        except LockTimeout:
-            if time.monotonic() >= deadline:
-                raise EvalLocked(config_id, timeout) from None
-            if not waiting and on_wait is not None:
-                on_wait()
-            waiting = True
-            continue
-        if stop.is_set():
-            lock.release()
-            raise StoppedWaiting(config_id)
-        return lock
 
 
 def _plan(
@@ -210,16 +184,6 @@ def _calls_of_failed(repo: Repository, state: ConfigState) -> frozenset[ObjectId
     return frozenset(ids)
 
 
-def _replayable(repo: Repository, results: list[SampleResult]) -> list[SampleResult]:
-    """The journaled results whose objects are all at hand: in the journal itself or in
-    the store. One naming an object that is gone (an answer reused from another config,
-    collected since) is dropped, so its run is made again."""
-    carried = {o.oid for res in results for o in res.objects if o.content is not None}
-    named = {o.oid for res in results for o in res.objects if o.content is None} - carried
-    gone = set(repo.objects.missing(named))
-    return [res for res in results if not any(o.oid in gone for o in res.objects)]
-
-
 class _EvalRun:
     """One session of one config, its lock held. The launching thread plans, runs the
     workers, and finishes (summary, final commit); the journal thread makes what the
@@ -246,16 +210,10 @@ class _EvalRun:
         # A crashed session's journal: its results are recorded by this session's opening
         # commit (a fresh start computes everything anew: it drops them).
         self.journal_dir = repo.layout.journal(self.config_id) if repo.layout else None
+        state = ConfigState.load(repo, self.config_id)
         replayed: list[SampleResult] = []
         if self.journal_dir is not None and not options.fresh:
-            replayed = _replayable(repo, read_journal(self.journal_dir))
-        state = ConfigState.load(repo, self.config_id)
-        if replayed:
-            # Not again what the store has (committed before the crash): a success, or a
-            # failure where there is a result already.
-            done = state.names(repo, "samples")
-            failed = state.names(repo, "failed") | done
-            replayed = [r for r in replayed if r.name not in (failed if r.failed else done)]
+            replayed = to_replay(repo, self.journal_dir, state)
         # Started over with --fresh (in this session or one it resumes): reuse nothing but
         # what the config computed itself since, so every run is computed anew.
         isolated = options.fresh or bool(state.record and state.record.meta.get("isolated"))
