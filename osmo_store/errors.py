@@ -227,6 +227,16 @@ class RecorderDied(OsmoError):
     """The eval's recorder process ended before the eval did."""
 
 
+class JournalError(OsmoError):
+    """The eval's journal could not be written (a full disk, say): the eval stops, since
+    answers it could not keep would be paid for again."""
+
+    def __init__(self, directory: object, cause: OSError) -> None:
+        reason = cause.strerror or str(cause)
+        super().__init__(f"cannot write the eval's journal in {directory}: {reason}")
+        self.directory = directory
+
+
 class ConfigNotFound(OsmoError):
     def __init__(self, text: str) -> None:
         super().__init__(f"no eval config matches {text!r}", hint="list them: osmo eval cache ls")

@@ -509,6 +509,22 @@ class TreeReader:
             oid, depth = child, depth + 1
 
 
+def node_ids(store: NodeStore, root: ObjectId) -> Iterator[ObjectId]:
+    """The ids of every node of the manifest at ``root``, reading only internal nodes: an
+    internal node's child with at most ``LEAF_MAX`` entries is a leaf (canonical form)."""
+    stack = [root]
+    while stack:
+        oid = stack.pop()
+        yield oid
+        node = load_node(store, oid)
+        if isinstance(node, Internal):
+            for _, cid, count in node.children:
+                if count <= LEAF_MAX:
+                    yield cid
+                else:
+                    stack.append(cid)
+
+
 def tree_count(store: NodeStore, root: ObjectId) -> int:
     node = load_node(store, root)
     return len(node.entries) if isinstance(node, Leaf) else node.count

@@ -20,6 +20,7 @@ import pytest
 from osmo_store import Repository
 from osmo_store.cli.common import EXIT_ALL_FAILED
 from osmo_store.eval.catalog import list_configs
+from osmo_store.eval.journal import read_journal
 from osmo_store.eval.state import INDEX_REF, ConfigState
 from osmo_store.maintenance.fsck import fsck
 from osmo_store.testing.mockserver import MockServer
@@ -117,8 +118,22 @@ def shown_done(stderr: str) -> int:
     return best
 
 
+def kept(store: Path) -> int:
+    """Runs kept by a killed eval: recorded in the store, or in its journal (which the next
+    session records before it runs anything)."""
+    names: set[str] = set()
+    with Repository.open(store) as repo:
+        for config in list_configs(repo):
+            state = ConfigState.from_run(repo, config.run_id)
+            names |= state.names(repo, "samples") | state.names(repo, "failed")
+        if repo.layout.journals.is_dir():
+            for journal in repo.layout.journals.iterdir():
+                names.update(r.name for r in read_journal(journal) if r.name)
+    return len(names)
+
+
 def check_resume(osmo_bin: str, store: Path, project: Path, srv: MockServer) -> None:
-    done, _ = recorded(store)
+    done = kept(store)
     with Repository.open(store) as repo:
         report = fsck(repo)
         assert report.ok, report.problems
@@ -131,8 +146,8 @@ def check_resume(osmo_bin: str, store: Path, project: Path, srv: MockServer) -> 
     assert r.returncode == 0, r.stderr
     body = json.loads(r.stdout)
     assert body["status"] == "completed" and body["summary"]["runs"] == ROWS
-    # Exactly the runs not recorded before were made again: nothing recorded was lost
-    # (it would be re-run) and nothing missing was skipped.
+    # Exactly the runs not kept before were made again: nothing recorded or journaled was
+    # lost (it would be re-run) and nothing missing was skipped.
     assert srv.calls - before == ROWS - done
     assert body["summary"]["metrics"]["exact"]["mean"] == 1.0
 

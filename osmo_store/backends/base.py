@@ -10,7 +10,7 @@ backend is "implement six methods, run ``osmo_store.testing.contract.StoreContra
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -155,6 +155,16 @@ class ObjectStore(ABC):
         server took): the backend's one chance to tidy up (the local store bounds its
         number of packs here). ``more_coming``: the writer will write again soon (an eval's
         group commits), so only cheap tidying now. Never required for correctness."""
+
+    def reclaim_written(
+        self, written: Collection[ObjectId], still_used: Callable[[], Collection[ObjectId]]
+    ) -> int:
+        """Delete what this store object itself wrote of ``written`` (an eval's superseded
+        checkpoints) and ``still_used()`` does not name, where the backend can tell that
+        no other writer may rely on it; returns how many objects went. ``still_used`` is
+        asked only after that check (what it names may change until then). By default
+        nothing goes: gc collects them in time."""
+        return 0
 
     def release_idle_lease(self, max_idle_s: float) -> bool:
         """Let go of the writer lease if nothing was written for ``max_idle_s`` (a server

@@ -17,10 +17,13 @@ needed for correctness, and a writer must never wait for gc.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import LockTimeout
+from ..hashing import ObjectId
+from .lease import filesystem_now_ns, live_lease_starts
 from .locking import FileLock
 
 if TYPE_CHECKING:
@@ -40,6 +43,19 @@ class PackTiers:
 
     def add(self, idx_path: Path) -> None:
         self._packs.append((idx_path, 0))
+
+    def __contains__(self, idx_path: Path) -> bool:
+        return any(idx == idx_path for idx, _ in self._packs)
+
+    def replace(self, old: Path, new: Path | None) -> None:
+        """A pack of ours rewritten (``new``, at the same level) or emptied (None)."""
+        for k, (idx, level) in enumerate(self._packs):
+            if idx == old:
+                if new is None:
+                    del self._packs[k]
+                else:
+                    self._packs[k] = (new, level)
+                return
 
     def mergeable(self) -> bool:
         tail = self._packs[-FANOUT:]
@@ -88,6 +104,42 @@ def compact(
             if len(small) >= 2:
                 store.merge_packs(small)
         return True
+    finally:
+        lock.release()
+
+
+def reclaim(
+    store: LocalObjectStore,
+    tiers: PackTiers,
+    written: Collection[ObjectId],
+    still_used: Callable[[], Collection[ObjectId]],
+) -> int:
+    """Rewrite this store object's own packs without what it wrote that nothing uses any
+    more (``LocalObjectStore.reclaim_written``). Safe as gc is, and for the same reasons,
+    in the same order: leases are read before what is still used (refs), so a writer that
+    ended before has moved its refs, and one that starts later and finds one of these
+    objects stored freshens our pack past ``start``, and the old pack then stays whole.
+    A live writer that started earlier may have found one of them without touching our
+    pack (it was already newer than its lease): then nothing is reclaimed, gc will."""
+    lock = maintenance_lock(store.layout.maintenance_lock)
+    try:
+        lock.acquire(blocking=False)
+    except LockTimeout:
+        return 0  # gc or repack at work: they collect it later
+    try:
+        start = filesystem_now_ns(store.leases_dir)
+        if live_lease_starts(store.leases_dir, exclude=store.lease().path):
+            return 0
+        garbage = set(written).difference(still_used())
+        store.reload_packs()
+        dropped = 0
+        for pack in store.packs():
+            if pack.idx_path not in tiers:
+                continue
+            dead = sum(oid in garbage for oid, _, _ in pack.entries())
+            if dead and store.rewrite_pack(pack, lambda o: o not in garbage, stale_before=start):
+                dropped += dead
+        return dropped
     finally:
         lock.release()
 

@@ -28,6 +28,8 @@ class StoreLayout:
         self.logs = self.root / "logs"
         self.locks = self.root / "locks"
         self.leases = self.root / "leases"
+        #: eval journals (``eval/journal.py``), one folder per config
+        self.journals = self.root / "journal"
         self.maintenance_lock = self.lock("maintenance")
         self.config_lock = self.lock("config")
 
@@ -56,6 +58,10 @@ class StoreLayout:
         """The ref name of a reflog file (the inverse of ``reflog``)."""
         rel = os.path.relpath(path, self.logs).replace(os.sep, "/")
         return rel[: -len(REFLOG_SUFFIX)]
+
+    def journal(self, config_id: str) -> Path:
+        """The journal folder of one eval config (an id, validated by the caller)."""
+        return self.journals / config_id
 
     def lock(self, name: str) -> Path:
         """The lock file of ``name``: a ref (``refs/...``), ``evals/<config id>``,

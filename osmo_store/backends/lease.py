@@ -44,8 +44,9 @@ class WriterLease:
             self._fd = -1
 
 
-def live_lease_starts(leases_dir: Path) -> list[int]:
-    """Start times (ns) of live leases; stale lease files found on the way are removed."""
+def live_lease_starts(leases_dir: Path, exclude: Path | None = None) -> list[int]:
+    """Start times (ns) of live leases (but ``exclude``, a writer's own); stale lease files
+    found on the way are removed."""
     starts = []
     try:
         names = os.listdir(leases_dir)
@@ -58,6 +59,8 @@ def live_lease_starts(leases_dir: Path) -> list[int]:
         if not name.startswith(_PREFIX):
             continue
         path = leases_dir / name
+        if path == exclude:
+            continue
         try:
             fd = os.open(path, os.O_RDWR)
         except (FileNotFoundError, IsADirectoryError):

@@ -13,7 +13,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from ..errors import CorruptObject, CorruptPack, ObjectNotFound
 from ..hashing import ObjectId, is_oid, oid_to_raw, parse_oid
 from ..objects import ObjectType, decode_object, encode_object
 from .base import ObjectStore
-from .compaction import PackTiers, compact
+from .compaction import PackTiers, compact, reclaim
 from .fsutil import fsync_dir, publish_no_overwrite, publish_or_freshen, write_temp
 from .layout import StoreLayout
 from .lease import WriterLease
@@ -116,6 +116,11 @@ class LocalObjectStore(ObjectStore):
 
     def after_bulk_write(self, *, more_coming: bool = False) -> None:
         compact(self, self._tiers, bound=not more_coming)
+
+    def reclaim_written(
+        self, written: Collection[ObjectId], still_used: Callable[[], Collection[ObjectId]]
+    ) -> int:
+        return reclaim(self, self._tiers, written, still_used) if written else 0
 
     def packs(self) -> list[PackReader]:
         with self._lock:
@@ -403,6 +408,8 @@ class LocalObjectStore(ObjectStore):
         removed = new_idx == pack.idx_path or self._remove_unless_fresh(
             [pack.idx_path, pack.pack_path], stale_before
         )
+        if removed:
+            self._tiers.replace(pack.idx_path, new_idx)  # one of ours stays ours
         self.reload_packs()
         return removed
 

@@ -160,6 +160,10 @@ def remove_configs(repo: Repository, config_ids: list[str]) -> int:
         ref = config_ref(cid)
         repo.delete_ref(ref, message="eval cache rm")
         repo.refs.expire_reflog(ref, 1 << 62)
+        if repo.layout is not None:  # what a crashed eval of it journaled goes too
+            import shutil  # here: `eval cache ls` starts without it (bz2, lzma)
+
+            shutil.rmtree(repo.layout.journal(cid), ignore_errors=True)
     if config_ids:
         # Imported here: the recorder's module (and the merge it builds on) is most of what
         # `osmo eval cache ls` would otherwise load at start-up, for the one command that

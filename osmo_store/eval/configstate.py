@@ -9,10 +9,13 @@ moved under it, and a merge reads configs' states, so neither may be the other's
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 from ..backends.locking import FileLock
-from ..errors import LockTimeout
+from ..errors import EvalLocked, LockTimeout, StoppedWaiting
 from ..hashing import ObjectId
 from ..objects import RunRecord
 from ..repo import Repository
@@ -31,6 +34,38 @@ def eval_lock(repo: Repository, config_id: str, timeout: float) -> FileLock:
     assert repo.layout is not None
     path = repo.layout.lock(f"evals/{config_id}")
     return FileLock(path, timeout=timeout, what=f"the eval of config {config_id[:12]}")
+
+
+def acquire_eval_lock(
+    repo: Repository,
+    config_id: str,
+    timeout: float,
+    stop: threading.Event,
+    on_wait: Callable[[], None] | None,
+) -> FileLock:
+    """The config's eval lock, waiting up to ``timeout`` s for another eval of it to end;
+    a stop request (Ctrl-C) ends the wait at once."""
+    lock = eval_lock(repo, config_id, timeout)
+    deadline = time.monotonic() + timeout
+    waiting = False
+    while True:
+        if stop.is_set():
+            raise StoppedWaiting(config_id)
+        try:
+            # Short tries keep a stop request prompt (a negative timeout would block forever).
+            left = deadline - time.monotonic()
+            lock.acquire(timeout=max(0.0, min(0.1, left)) if waiting else 0)
+        except LockTimeout:
+            if time.monotonic() >= deadline:
+                raise EvalLocked(config_id, timeout) from None
+            if not waiting and on_wait is not None:
+                on_wait()
+            waiting = True
+            continue
+        if stop.is_set():
+            lock.release()
+            raise StoppedWaiting(config_id)
+        return lock
 
 
 def is_eval_running(repo: Repository, config_id: str) -> bool:

@@ -2,10 +2,12 @@
 record results by group commit, and finish with a summary.
 
 Threads: the caller's thread plans and launches; C worker threads produce rollouts and
-scores; one committer thread records finished runs (see ``state.Recorder``) and only then
-reports them as done. A stop request (first SIGINT) stops launching, gives in-flight runs
-a grace period, commits what finished, and waits for the rest: ``run_eval`` never leaves a
-thread of its own running, unless the caller aborts (a KeyboardInterrupt after a stop).
+scores; on a local store, one journal thread makes each result durable before its worker
+goes on (see ``journal``); one committer thread records finished runs in the store (see
+``state.Recorder``) and only then reports them as done. A stop request (first SIGINT)
+stops launching, gives in-flight runs a grace period, commits what finished, and waits for
+the rest: ``run_eval`` never leaves a thread of its own running, unless the caller aborts
+(a KeyboardInterrupt after a stop).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import EvalLocked, FatalModelError, LockTimeout, ModelError, StoppedWaiting
+from ..errors import FatalModelError, ModelError
 from ..hashing import ObjectId, canonical_json
 from ..repo import Repository
 from ..tree import iter_tree
@@ -27,8 +29,9 @@ from .claims import RolloutClaims
 from .client import ChatClient
 from .code import USER_CODE_ERRORS, describe_error
 from .config import EvalConfig, rollout_key
-from .configstate import eval_lock
+from .configstate import acquire_eval_lock
 from .dataset import Row
+from .journal import Journal, to_replay
 from .prepare import PreparedEval
 from .provenance import provenance
 from .recorder_proc import RecorderProcess, meta_builder
@@ -68,6 +71,8 @@ class EvalOptions:
     recorder_process: bool | None = None
     #: a name for the config, shown by `eval cache ls` (None: keep the one it has)
     label: str | None = None
+    #: results journaled but not yet recorded in the store past which workers wait
+    backlog: int = 1024
 
 
 def in_shard(row_key: str, shard: tuple[int, int] | None) -> bool:
@@ -139,40 +144,24 @@ def run_eval(
     the runs in flight to daemon threads that end with the process."""
     stop = stop or threading.Event()
     config_id = prepared.config.config_id
-    lock = _acquire_eval_lock(repo, config_id, options.lock_timeout, stop, on_wait)
+    lock = acquire_eval_lock(repo, config_id, options.lock_timeout, stop, on_wait)
     try:
         return _EvalRun(repo, prepared, client, options, stop, on_progress, on_shared_wait).run()
     finally:
         lock.release()
 
 
-def _acquire_eval_lock(repo, config_id, timeout, stop, on_wait):
-    """The config's eval lock, waiting up to ``timeout`` s for another eval of it to end;
-    a stop request (Ctrl-C) ends the wait at once."""
-    lock = eval_lock(repo, config_id, timeout)
-    deadline = time.monotonic() + timeout
-    waiting = False
-    while True:
-        if stop.is_set():
-            raise StoppedWaiting(config_id)
-        try:
-            # Short tries keep a stop request prompt (a negative timeout would block forever).
-            left = deadline - time.monotonic()
-            lock.acquire(timeout=max(0.0, min(0.1, left)) if waiting else 0)
-        except LockTimeout:
-            if time.monotonic() >= deadline:
-                raise EvalLocked(config_id, timeout) from None
-            if not waiting and on_wait is not None:
-                on_wait()
-            waiting = True
-            continue
-        if stop.is_set():
-            lock.release()
-            raise StoppedWaiting(config_id)
-        return lock
-
-
-def _plan(state: ConfigState, repo: Repository, rows: list[Row], n: int, retry_failed: bool):
+def _plan(
+    state: ConfigState,
+    repo: Repository,
+    rows: list[Row],
+    n: int,
+    retry_failed: bool,
+    replayed: frozenset[str] = frozenset(),
+):
+    """What to run, and how many runs are recorded done and failed. ``replayed`` names runs
+    a crashed session journaled: not run, and counted when the opening commit records them
+    (a failure among them is run again with ``retry_failed``)."""
     done = state.names(repo, "samples")
     failed = state.names(repo, "failed")
     todo: list[tuple[Row, int]] = []
@@ -180,6 +169,8 @@ def _plan(state: ConfigState, repo: Repository, rows: list[Row], n: int, retry_f
     for row in rows:
         for i in range(n):
             name = sample_name(row.key, i)
+            if name in replayed:
+                continue
             if name in done:
                 n_done += 1
             elif name in failed and not retry_failed:
@@ -201,8 +192,9 @@ def _calls_of_failed(repo: Repository, state: ConfigState) -> frozenset[ObjectId
 
 class _EvalRun:
     """One session of one config, its lock held. The launching thread plans, runs the
-    workers, and finishes (summary, final commit); the committer thread records what the
-    workers deliver. The fields are what they share."""
+    workers, and finishes (summary, final commit); the journal thread makes what the
+    workers deliver durable, and the committer thread records it. The fields are what they
+    share."""
 
     def __init__(
         self,
@@ -222,7 +214,13 @@ class _EvalRun:
         self.stop = stop
         self.on_progress = on_progress
         self.started = time.time()
+        # A crashed session's journal: its results are recorded by this session's opening
+        # commit (a fresh start computes everything anew: it drops them).
+        self.journal_dir = repo.layout.journal(self.config_id) if repo.layout else None
         state = ConfigState.load(repo, self.config_id)
+        replayed: list[SampleResult] = []
+        if self.journal_dir is not None and not options.fresh:
+            replayed = to_replay(repo, self.journal_dir, state)
         # Started over with --fresh (in this session or one it resumes): reuse nothing but
         # what the config computed itself since, so every run is computed anew.
         isolated = options.fresh or bool(state.record and state.record.meta.get("isolated"))
@@ -235,8 +233,9 @@ class _EvalRun:
         self.parents: tuple[ObjectId, ...] = (state.run_id,) if state.run_id else ()
         rows = [r for r in self.dataset.rows if in_shard(r.key, options.shard)]
         self.todo, n_done, n_failed, self.failed_names = _plan(
-            state, repo, rows, config.n, options.retry_failed
-        )
+            state, repo, rows, config.n, options.retry_failed,
+            frozenset(r.name for r in replayed if r.name),
+        )  # fmt: skip
         self.total = len(self.dataset.rows) * config.n
         self.stats = _Stats()
         self.stats.reused_samples = n_done
@@ -248,6 +247,10 @@ class _EvalRun:
         # calls are recorded as they are answered) are not taken from the store.
         retried = _calls_of_failed(repo, state) if options.retry_failed else frozenset()
         lookup = StoreLookup(repo, state.trees["cache"], shared=not isolated, skip=retried)
+        for res in replayed:  # an agent's answered calls, say, that its rollout will ask for
+            for obj in res.objects:
+                if obj.subtree == "cache" and obj.content is not None:
+                    lookup.remember(obj.name, obj.oid, obj.content)
         self.caller = ModelCaller(lookup, client, config.model)
         # Rollouts in flight are claimed across the store's evals (see ``claims``); a config
         # started over with --fresh takes nothing from others, so it waits for none.
@@ -273,10 +276,18 @@ class _EvalRun:
         self.prev_counts = (
             state.record.meta.get("counts", {}) if state.record and not options.fresh else {}
         )
-        # Workers append finished runs; the committer wakes once per commit interval (or
-        # when the workers are done) and takes them all. Waking it per result cost a
-        # hand-off of the interpreter per run.
-        self.results: queue.SimpleQueue[SampleResult] = queue.SimpleQueue()
+        # Workers append finished runs (through the journal, with their journal seq); the
+        # committer wakes once per commit interval (or when the workers are done) and
+        # takes them all. Waking it per result cost a hand-off of the interpreter per run.
+        self.results: queue.SimpleQueue[tuple[int, SampleResult]] = queue.SimpleQueue()
+        for res in replayed:
+            self.results.put((0, res))
+            body = res.body if res.name and not res.failed else {}
+            v = primary_value(body.get("scores") or {}, self.primary)
+            if v is not None:
+                self.stats.primary_sum += v
+                self.stats.primary_count += 1
+        self.journal: Journal | None = None
         self.workers_done = threading.Event()
         self.commit_error: BaseException | None = None
         # The summary of the runs recorded in this session is built as they are committed;
@@ -286,7 +297,7 @@ class _EvalRun:
         )
         self.recorded_now: set[str] = set()
         if prepared.agent is not None:
-            self.caller.record_now = lambda c: self.results.put(
+            self.caller.record_now = lambda c: self._deliver(
                 SampleResult.objects_only([PendingObject("cache", c.key, c.content, c.oid)])
             )
         eval_fns = prepared.eval_fns
@@ -294,7 +305,7 @@ class _EvalRun:
             self.todo,
             options.concurrency,
             stop,
-            self.results.put,
+            self._deliver,
             lambda row, i: _execute(config, solver, eval_fns, row, i, self.stats, self.claims),
         )
         self.committer = threading.Thread(
@@ -302,12 +313,26 @@ class _EvalRun:
         )
         self.recorder: Recorder | RecorderProcess | None = None
 
+    def _deliver(self, res: SampleResult) -> None:
+        """A worker's result: durable (journaled) when this returns, on a local store."""
+        if self.journal is not None:
+            self.journal.append(res)
+        else:
+            self.results.put((0, res))
+
     def run(self) -> EvalOutcome:
         abort = False
         self.recorder = _open_recorder(
             self.repo, self.config_id, self.state, self.parents, self.head,
             self.failed_names, self.options, self.todo,
         )  # fmt: skip
+        if self.journal_dir is not None and not self.repo.objects.read_only:
+            self.journal = Journal(
+                self.journal_dir,
+                writers=self.options.concurrency,
+                backlog=self.options.backlog,
+                deliver=lambda seq, res: self.results.put((seq, res)),
+            )
         try:
             interrupted = self._run_workers()
             return self._finish(interrupted)
@@ -357,18 +382,30 @@ class _EvalRun:
         first = True
         while True:
             end = self.workers_done.wait(0 if first else self.options.commit_interval)
+            seqs: list[int] = []
             batch: list[SampleResult] = []
             with contextlib.suppress(queue.Empty):
                 while True:
-                    batch.append(self.results.get_nowait())
+                    seq, res = self.results.get_nowait()
+                    seqs.append(seq)
+                    batch.append(res)
             if batch or first:
                 try:
                     self.recorder.commit(batch, self._meta("in_progress"))
                 except BaseException as e:  # noqa: BLE001 - surfaced to the main thread
                     self.commit_error = e
                     self.workers.halt()
+                    if self.journal is not None:
+                        self.journal.unbound()  # no commit will make room any more
                     return
+                if first:
+                    # What this process wrote (an empty manifest) is named by the config's
+                    # ref now: its lease would only keep the recorder from reclaiming the
+                    # superseded checkpoints at the end (see ``Recorder.reclaim``).
+                    self.repo.objects.release_idle_lease(0)
                 first = False
+                if self.journal is not None and seqs:
+                    self.journal.committed(max(seqs))
                 for res in batch:
                     if not res.name:
                         continue  # an agent's model call, recorded ahead of its run
@@ -467,10 +504,16 @@ class _EvalRun:
         has made its last commit, and (unless aborting) the runs in flight have ended."""
         self.workers.halt()
         self.workers_done.set()
+        if self.journal is not None:
+            self.journal.unbound()  # workers held back by the backlog: let them finish
         if self.committer.is_alive():
             self.committer.join()
         if wait_for_runs:
             self.workers.join()
+        if self.journal is not None:
+            # What is journaled and not committed (a commit that failed, a run that ended
+            # after the last one) stays for the next session to record.
+            self.journal.close()
 
 
 def _open_recorder(repo, config_id, state, parents, head, failed_names, options, todo):

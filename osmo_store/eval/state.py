@@ -32,7 +32,16 @@ from ..errors import CorruptObject, MalformedObject, ObjectNotFound, RefConflict
 from ..hashing import ObjectId
 from ..objects import ObjectType, RunRecord, compress_object, object_id
 from ..repo import Repository
-from ..tree import TreeEntry, TreeReader, empty_tree, tree_count, update_tree, write_tree
+from ..tree import (
+    TreeEntry,
+    TreeReader,
+    empty_tree,
+    node_ids,
+    node_targets,
+    tree_count,
+    update_tree,
+    write_tree,
+)
 from ..tree import iter_tree as _iter_tree
 from .configstate import EVAL_REF_PREFIX, SUBTREES, ConfigState, config_ref
 from .merge import merge_configs
@@ -115,6 +124,10 @@ class Recorder:
         self.last_meta: dict[str, Any] = {}
         self._logged_this_session = False
         self._index_damaged = False
+        # Tree nodes and run records this session's commits put, and the run records it
+        # reflogged (kept): the end of the session reclaims the superseded rest.
+        self._written: set[ObjectId] = set()
+        self._logged: list[ObjectId] = []
 
     def commit(
         self,
@@ -132,9 +145,10 @@ class Recorder:
         index_changes: dict[str, TreeEntry | None] = {}
         index_base = self.repo.refs.read(INDEX_REF)
         with self.repo.objects.bulk() as bulk:
-            # Samples, model calls and rollouts embed timestamps, and tree nodes and run
-            # records are new by construction: only rows are often stored already.
-            w = _NewObjects(bulk)
+            # Samples, model calls, rollouts and run records embed timestamps: new by
+            # construction. Rows and tree nodes are looked for first (rows are often stored
+            # already; a manifest another config built holds the same nodes).
+            w = _Noted(bulk, self._written)
             for res in results:
                 for obj in res.objects:
                     if obj.content is not None:
@@ -168,7 +182,8 @@ class Recorder:
             self.counts = {"done": tree_count(w, self.trees["samples"]) + failed, "failed": failed}
             record = RunRecord(root, self.parents, meta(self.counts))
             self.last_meta = record.meta
-            run_id = w.put(ObjectType.RUN, record.to_content())
+            run_id = bulk.put_new(ObjectType.RUN, record.to_content())
+            self._written.add(run_id)
             # The index update rides in the same pack; it is applied after the config's ref.
             new_index = None
             if index_changes and not self._index_damaged:
@@ -181,8 +196,12 @@ class Recorder:
         status = record.meta.get("status", "")
         try:
             self.repo.update_ref(self.ref, run_id, self.head, message=f"eval: {status}", log=log)
+            if log:  # a reflog entry names both ids
+                self._logged += [run_id] if self.head is None else [self.head, run_id]
         except RefConflict:
+            self._logged.append(run_id)  # the merge names it
             run_id = self._merge_moved_ref(run_id)
+            self._logged.append(run_id)
         self._logged_this_session = True
         self.head = run_id
         self.commits += 1
@@ -198,7 +217,53 @@ class Recorder:
         # Each commit wrote a pack: the store folds them as they pile up (the bound on the
         # store's pack count waits for the eval's end, see run_eval).
         self.repo.objects.after_bulk_write(more_coming=True)
+        if final:
+            self.reclaim()
         return run_id
+
+    def reclaim(self) -> int:
+        """Delete the checkpoints this session superseded (what its commits wrote that no
+        ref, reflogged commit or the lookup index reaches), where the store can tell that
+        no other writer relies on them (``ObjectStore.reclaim_written``); gc collects them
+        otherwise. Returns how many objects went."""
+        written, self._written = self._written, set()
+        started = time.monotonic()
+        try:
+            dropped = self.repo.objects.reclaim_written(written, self._still_used)
+        except (CorruptObject, MalformedObject, ObjectNotFound) as e:
+            # What a damaged object reaches is unknown: delete nothing, gc will decide.
+            _log.warning("osmo: not reclaiming superseded checkpoints (%s)", e)
+            return 0
+        _log.debug("reclaimed %d of %d objects in %.3f s", dropped, len(written),
+                   time.monotonic() - started)  # fmt: skip
+        return dropped
+
+    def _still_used(self) -> set[ObjectId]:
+        """Run records and manifest nodes reachable from the config's ref, the index and
+        the run records this session reflogged (blobs are never superseded: not walked)."""
+        refs = (self.repo.refs.read(self.ref), self.repo.refs.read(INDEX_REF))
+        used: set[ObjectId] = set()
+        runs = [*self._logged, *(r for r in refs[:1] if r is not None)]
+        trees = [r for r in refs[1:] if r is not None]
+        while runs or trees:
+            if runs:
+                oid = runs.pop()
+                if oid in used:
+                    continue
+                used.add(oid)
+                record = self.repo.objects.get_run(oid)
+                runs.extend(record.parents)
+                trees.append(record.tree)
+                continue
+            oid = trees.pop()
+            if oid in used:
+                continue
+            used.add(oid)
+            root = self.repo.objects.get_typed(oid, ObjectType.TREE)
+            for target, otype in node_targets(root):
+                if otype is ObjectType.TREE:
+                    used.update(node_ids(self.repo.objects, target))
+        return used
 
     def _index_is_damaged(self, e: Exception) -> None:
         # Derived data: the results are recorded in the config all the same.
@@ -230,13 +295,18 @@ class Recorder:
         return merged
 
 
-class _NewObjects:
-    """A writer's view for objects that are almost surely new: ``put`` skips the search for
-    a stored copy (``put_new``); reads fall through to the writer."""
+class _Noted:
+    """A writer's view that notes the id of every object put through it."""
 
-    def __init__(self, writer: Any) -> None:
-        self.put = writer.put_new
+    def __init__(self, writer: Any, noted: set[ObjectId]) -> None:
+        self._writer = writer
+        self._noted = noted
         self.get = writer.get
+
+    def put(self, otype: ObjectType, content: bytes) -> ObjectId:
+        oid = self._writer.put(otype, content)
+        self._noted.add(oid)
+        return oid
 
 
 def update_index(repo: Repository, changes: Mapping[str, TreeEntry | None]) -> None:

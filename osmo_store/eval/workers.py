@@ -12,9 +12,9 @@ from ..errors import FatalModelError
 
 class Workers:
     """A sliding window of ``concurrency`` runs in flight: each worker thread takes the next
-    run as soon as its last one finishes and hands the result straight to the committer
-    (``deliver``). No per-run future or wake-up of the launching thread: at high rates
-    those hand-offs were a large share of the eval's CPU.
+    run as soon as its last one finishes and hands the result to the committer
+    (``deliver``, which may wait: see ``journal``). No per-run future or wake-up of the
+    launching thread: at high rates those hand-offs were a large share of the eval's CPU.
 
     A stop request (the caller's ``stop``, a fatal model error, or ``halt``) launches
     nothing new; ``run`` then delivers the runs in flight as they finish (they were paid
@@ -82,8 +82,10 @@ class Workers:
                 with self._lock:
                     if self._closed:
                         return
-                    self._deliver(result)
                     self._delivered += 1
+                # Outside the lock: delivering may wait (the result made durable, the
+                # recorder not too far behind), and the other workers go on meanwhile.
+                self._deliver(result)
         finally:
             with self._lock:
                 self._active -= 1

@@ -1,0 +1,281 @@
+#!/usr/bin/env python
+"""Benchmarks of issue 11 (see bench/README.md): what a SIGKILL costs, and what an eval
+leaves behind, against the real mock server on 127.0.0.1.
+
+Run:  .venv/bin/python bench/bench_durable.py [--only kg] [--kills N] [--rows N] ...
+
+Sections:
+  k. SIGKILL an `osmo eval` (--rows runs, --concurrency 16) at --kills random points while a
+     busy loop keeps every core loaded; per kill: the calls in flight at the kill (asked
+     before it, neither recorded nor journaled), and the calls the resumed eval asks again
+     (questions in the server's request log both before and after). Target: re-asked <= 16.
+  g. Garbage: one eval of --garbage-rows runs with no gc, then the bytes gc would free
+     (unreachable) over the store's bytes (target <= 5%); then a second config on the same
+     solver (another eval function): the bytes it adds over the first's (target <= 10%).
+
+Nothing is asserted; PASS/MISS lines are printed and the figures go to
+bench/out/bench_durable.json. The busy loop (one spinning process per core) runs only
+during section k and is killed at its end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+OUT = BENCH_DIR / "out"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from synthetic import write_dataset  # noqa: E402 - bench/ is on sys.path when run as a script
+
+from osmo_store.eval.catalog import list_configs  # noqa: E402
+from osmo_store.eval.configstate import ConfigState  # noqa: E402
+from osmo_store.maintenance.gc import gc, stats  # noqa: E402
+from osmo_store.repo import Repository  # noqa: E402
+from osmo_store.testing.mockserver import ArithmeticResponder, MockServer  # noqa: E402
+
+try:  # absent before issue 11: the same script then measures the code without a journal
+    from osmo_store.eval.journal import read_journal
+except ImportError:
+    read_journal = None
+
+WORKERS = 16
+EXAMPLE_FNS = ROOT / "examples" / "scoring.py"
+
+
+def log(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def osmo() -> list[str]:
+    exe = Path(sys.executable).parent / "osmo"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "osmo_store.cli"]
+
+
+def eval_cmd(store: Path, dataset: Path, base_url: str, fn: str) -> list[str]:
+    return [*osmo(), "--store", str(store), "eval", "-d", str(dataset), "--model", "bench",
+            "--base-url", base_url, "--eval-fn", fn, "--concurrency", str(WORKERS),
+            "--json", "-q"]  # fmt: skip
+
+
+def questions(srv: MockServer, start: int = 0) -> list[str]:
+    return [r["messages"][-1]["content"] for r in srv.requests[start:]]
+
+
+def kept_runs(store: Path) -> int:
+    """Runs a killed eval kept: recorded in the store, or journaled."""
+    names: set[str] = set()
+    with Repository.open(store) as repo:
+        for config in list_configs(repo):
+            state = ConfigState.from_run(repo, config.run_id)
+            names |= state.names(repo, "samples") | state.names(repo, "failed")
+        journals = repo.path / "journal" if repo.path else None
+        if read_journal is not None and journals is not None and journals.is_dir():
+            for d in journals.iterdir():
+                names.update(r.name for r in read_journal(d) if r.name)
+    return len(names)
+
+
+@contextlib.contextmanager
+def busy_loop():
+    """One spinning process per core, for as long as the block runs."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 1)
+    ]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def wait_for(pred, timeout: float = 600.0, interval: float = 0.001) -> bool:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def one_kill(work: Path, dataset: Path, srv: MockServer, rows: int, at: int) -> dict[str, Any]:
+    store = work / f"kill-{at}-{random.random():.6f}"
+    fn = f"{EXAMPLE_FNS}:exact_match"
+    cmd = eval_cmd(store, dataset, srv.base_url, fn)
+    seen = len(srv.requests)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: len(srv.requests) - seen >= at or proc.poll() is not None)
+    t_kill = time.time()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if proc.returncode != -signal.SIGKILL:
+        return {"at": at, "skipped": "the eval ended before the kill"}
+    wait_for(srv.settled, timeout=60)
+    before = questions(srv, seen)
+    kept = kept_runs(store)
+    resumed_from = len(srv.requests)
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    resume_s = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"resume failed: {r.stderr[-2000:]}")
+    body = json.loads(r.stdout)
+    again = questions(srv, resumed_from)
+    return {
+        "at": at,
+        "asked_before_kill": len(before),
+        "kept": kept,
+        "in_flight": len(before) - kept,
+        "reasked": len(set(before) & set(again)),
+        "resume_calls": len(again),
+        "resume_s": round(resume_s, 3),
+        "runs": body["summary"]["runs"],
+        "kill_unix": round(t_kill, 3),
+    }
+
+
+def section_kill(work: Path, args: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
+    dataset = write_dataset(work / "kill.jsonl", args.rows, seed="kill", row_id="k-{:06d}")
+    results = []
+    log(f"[k] {args.kills} SIGKILLs of a {args.rows:,}-run eval, C={WORKERS}, latency "
+        f"{args.latency * 1e3:g} ms, busy loop on {os.cpu_count()} cores")  # fmt: skip
+    with MockServer(latency=args.latency) as srv, busy_loop():
+        for k in range(args.kills):
+            at = rng.randint(WORKERS, int(args.rows * 0.95))
+            res = one_kill(work, dataset, srv, args.rows, at)
+            results.append(res)
+            if "skipped" in res:
+                log(f"    kill {k + 1}: at {at} calls: {res['skipped']}")
+                continue
+            log(f"    kill {k + 1}: at {res['asked_before_kill']} calls asked, "
+                f"{res['kept']} kept; in flight {res['in_flight']}, re-asked {res['reasked']} "
+                f"(resume {res['resume_s']:.1f} s)")  # fmt: skip
+    done = [r for r in results if "skipped" not in r]
+    reasked = [r["reasked"] for r in done]
+    summary = {
+        "kills": len(done),
+        "reasked_max": max(reasked, default=0),
+        "reasked_mean": round(statistics.mean(reasked), 2) if reasked else None,
+        "in_flight_max": max((r["in_flight"] for r in done), default=0),
+    }
+    ok = summary["reasked_max"] <= WORKERS
+    verdict = "PASS" if ok else "MISS"
+    log(f"  => re-asked max {summary['reasked_max']}, mean {summary['reasked_mean']} over "
+        f"{len(done)} kills; {verdict} re-asked <= {WORKERS} every time")  # fmt: skip
+    return {"per_kill": results, **summary}
+
+
+class ReasoningResponder:
+    """The arithmetic answer after ``chars`` of reasoning text (distinct per question, from a
+    pseudo-word vocabulary, so it compresses about 2x like real text): a model's answer of
+    realistic size, where the mock's bare number makes every other byte look big."""
+
+    WORDS = tuple(f"w{i:03x}" for i in range(4096))
+
+    def __init__(self, chars: int) -> None:
+        self.chars = chars
+        self.answer = ArithmeticResponder()
+
+    def __call__(self, request: dict[str, Any]) -> str:
+        answer = self.answer(request)
+        rng = random.Random(request["messages"][-1]["content"])
+        words: list[str] = []
+        while sum(len(w) + 1 for w in words) < self.chars:
+            words.append(rng.choice(self.WORDS))
+        return " ".join(words) + "\n" + answer
+
+
+def store_bytes(store: Path) -> int:
+    with Repository.open(store) as repo:
+        s = stats(repo)
+        return s.pack_bytes + s.loose_bytes
+
+
+def unreachable_bytes(store: Path) -> int:
+    with Repository.open(store) as repo:
+        return gc(repo, prune="now", dry_run=True).bytes_freed
+
+
+def section_garbage(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    rows = args.garbage_rows
+    dataset = write_dataset(work / "garbage.jsonl", rows, seed="garbage", row_id="g-{:06d}")
+    store = work / "garbage-store"
+    log(f"[g] garbage: one {rows:,}-run eval (C={WORKERS}, zero latency), no gc; then a second "
+        "config on the same solver")  # fmt: skip
+    responder = ReasoningResponder(args.answer_chars) if args.answer_chars else None
+    if args.answer_chars:
+        log(f"    answers: {args.answer_chars:,} characters of reasoning, then the number")
+    with MockServer(responder=responder) as srv:
+        for fn in ("exact_match", "closeness"):
+            before = store_bytes(store) if store.exists() else 0
+            r = subprocess.run(eval_cmd(store, dataset, srv.base_url, f"{EXAMPLE_FNS}:{fn}"),
+                               capture_output=True, text=True)  # fmt: skip
+            if r.returncode != 0:
+                raise RuntimeError(r.stderr[-2000:])
+            if fn == "exact_match":
+                first = store_bytes(store)
+                dead = unreachable_bytes(store)
+            else:
+                second = store_bytes(store) - before
+        calls = srv.calls
+    out = {
+        "rows": rows,
+        "first_bytes": first,
+        "unreachable_bytes": dead,
+        "unreachable_ratio": round(dead / first, 4),
+        "second_bytes": second,
+        "second_ratio": round(second / first, 4),
+        "model_calls": calls,
+    }
+    log(f"    first config {first:,} bytes, {dead:,} unreachable = {out['unreachable_ratio']:.1%}"
+        f" ({'PASS' if out['unreachable_ratio'] <= 0.05 else 'MISS'} <= 5%)")  # fmt: skip
+    verdict = "PASS" if out["second_ratio"] <= 0.10 else "MISS"
+    log(f"    second config {second:,} bytes = {out['second_ratio']:.1%} of the first "
+        f"({verdict} <= 10%); model calls {calls:,}")  # fmt: skip
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="kg", help="sections to run: k (kills), g (garbage)")
+    ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--rows", type=int, default=2000, help="runs of the killed eval")
+    ap.add_argument("--latency", type=float, default=0.01, help="mock model latency (s)")
+    ap.add_argument("--garbage-rows", type=int, default=10_000)
+    ap.add_argument("--answer-chars", type=int, default=0,
+                    help="section g: this much reasoning text before each answer")  # fmt: skip
+    ap.add_argument("--seed", type=int, default=11)
+    args = ap.parse_args()
+    if not (EXAMPLE_FNS.exists()):
+        raise SystemExit(f"missing {EXAMPLE_FNS}")
+    OUT.mkdir(exist_ok=True)
+    figures: dict[str, Any] = {"args": vars(args), "load_start": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory(dir=OUT, prefix="durable-run-") as tmp:
+        work = Path(tmp)
+        if "k" in args.only:
+            figures["kill"] = section_kill(work, args, random.Random(args.seed))
+        if "g" in args.only:
+            figures["garbage"] = section_garbage(work, args)
+    figures["load_end"] = os.getloadavg()[0]
+    (OUT / "bench_durable.json").write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
