@@ -51,6 +51,7 @@ def walk(
     *,
     check: bool = False,
     watch: set[ObjectId] | frozenset[ObjectId] = frozenset(),
+    seen: set[ObjectId] | None = None,
 ) -> Walk:
     """Mark everything reachable from ``roots``.
 
@@ -58,10 +59,12 @@ def walk(
     what such an object would have kept alive, so it must not delete anything. With
     ``check=True`` (fsck) problems are collected and the walk goes on; blobs are checked for
     existence and tree nodes for their placement in the trie, and the ids in ``watch`` get
-    the path that reaches them (``refs/evals/X: samples/<row>.0``) in ``where``."""
+    the path that reaches them (``refs/evals/X: samples/<row>.0``) in ``where``. ``seen``
+    (marked by an earlier walk) is not walked again, and is what the result's
+    ``reachable`` grows."""
     if not isinstance(roots, dict):
         roots = {oid: "root" for oid in roots}
-    result = Walk()
+    result = Walk() if seen is None else Walk(reachable=seen)
     seen = result.reachable
     # Reversed: the first roots (refs, before reflog entries) are walked first.
     stack: list[tuple[ObjectId, ObjectType | None, _Pos | None, str]] = [
