@@ -21,10 +21,12 @@ import pytest
 
 from osmo_store import ObjectType, Repository, TreeEntry, init_store, write_tree
 from osmo_store.cli.main import main
-from osmo_store.errors import ObjectNotFound
+from osmo_store.errors import CorruptRef, ObjectNotFound
 from osmo_store.hashing import ObjectId
 from osmo_store.maintenance.fsck import fsck
+from osmo_store.maintenance.gc import gc
 
+from .test_eval import osmo_eval, project, server  # noqa: F401 - fixtures
 from .test_gc_concurrency import GC_PAUSED_AFTER_WALK, finished, wait_for
 from .waiting import DEADLINE, wait_for_fs_clock_past
 
@@ -161,3 +163,91 @@ def test_hash_object_and_update_ref_race_gc(tmp_path, store_path, osmo_cmd) -> N
 @pytest.mark.slow
 def test_hash_object_and_update_ref_race_gc_long(tmp_path, store_path, osmo_cmd) -> None:
     hash_object_then_update_ref_against_gc(tmp_path, store_path, osmo_cmd, rounds=50)
+
+
+# --- G-2: a ref that cannot be parsed --------------------------------------------------------
+
+
+def _config_with_old_history(repo: Repository, store: Path) -> ObjectId:
+    """A config ref whose reflog is long expired by gc's default, and a blob only it names."""
+    oid = repo.objects.put(ObjectType.BLOB, b"the only copy of a config's results")
+    repo.update_ref("refs/evals/x", oid)
+    log = store / "logs" / "refs" / "evals" / "x~log"
+    old = log.read_text().split(" ")
+    old[2] = "1000000000"  # 1970: older than any expiry
+    log.write_text(" ".join(old))
+    (store / "refs" / "evals" / "x").write_text("not an id at all\n")
+    repo.objects.release_idle_lease(0)  # this writer is done: its lease protects nothing
+    return oid
+
+
+def test_gc_with_a_damaged_ref_deletes_nothing_and_keeps_the_reflog(
+    repo: Repository, store_path: Path
+) -> None:
+    oid = _config_with_old_history(repo, store_path)
+    before = (store_path / "logs" / "refs" / "evals" / "x~log").read_text()
+    with pytest.raises(CorruptRef, match="refs/evals/x"):
+        gc(repo, prune="now")
+    # Not even the reflog expired: it may be all that says where the ref pointed.
+    assert (store_path / "logs" / "refs" / "evals" / "x~log").read_text() == before
+    assert repo.objects.has(oid)
+    assert any("refs/evals/x" in p for p in fsck(repo).problems)
+
+
+@pytest.mark.parametrize("command", [["cache", "gc"], ["eval", "cache", "gc"]])
+def test_gc_commands_stop_at_a_damaged_ref_unless_told(
+    repo: Repository, store_path: Path, capsys, command: list[str]
+) -> None:
+    oid = _config_with_old_history(repo, store_path)
+    argv = ["--store", str(store_path), *command]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "damaged ref refs/evals/x" in err and "--ignore-damaged-refs" in err
+    assert repo.objects.has(oid)
+    assert main([*argv, "--ignore-damaged-refs"]) == 0
+    out = capsys.readouterr().out
+    assert "refs/evals/x" in out  # says what it went ahead without
+    assert not repo.objects.has(oid)
+
+
+# --- gc frees what rm promises ------------------------------------------------------------------
+
+
+def _objects_size(store: Path) -> int:
+    return sum(
+        os.path.getsize(os.path.join(d, f))
+        for d, _, files in os.walk(store / "objects")
+        for f in files
+    )
+
+
+@pytest.fixture
+def evaluate(request: pytest.FixtureRequest):
+    """test_eval's ``osmo_eval`` (an eval against the mock model server)."""
+    return request.getfixturevalue("osmo_eval")
+
+
+def test_rm_then_default_gc_gives_the_space_back(evaluate, store_path: Path, capsys) -> None:
+    code, kept, err = evaluate()
+    assert code == 0, err
+    assert main(["--store", str(store_path), "cache", "gc"]) == 0
+    capsys.readouterr()
+    base = _objects_size(store_path)
+    code, doomed, err = evaluate("--temperature", "0.7", "--n", "4")  # no call in common
+    assert code == 0, err
+    grown = _objects_size(store_path) - base
+    assert grown > 0
+    assert main(["--store", str(store_path), "eval", "cache", "rm", "-y", doomed["config_id"]]) == 0
+    out = capsys.readouterr().out
+    assert "bytes" in out and "osmo eval cache gc" in out
+    assert main(["--store", str(store_path), "eval", "cache", "gc"]) == 0
+    out = capsys.readouterr().out
+    freed = int(out.split("(")[1].split(" bytes")[0])
+    after = _objects_size(store_path)
+    # The removed config's data is gone; what is left beyond the kept config's is the
+    # lookup index rebuilt without it (a few small nodes).
+    assert after - base < grown * 0.1, (base, grown, after)
+    assert freed >= grown * 0.8, (freed, grown)
+    with Repository.open(store_path) as repo:
+        assert fsck(repo).problems == []
+        assert [r for r in repo.refs.list() if kept["config_id"] in r]
