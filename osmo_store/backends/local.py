@@ -9,6 +9,7 @@ into ``flush()``, which the ref layer calls before a ref can name the new object
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
 import threading
 import time
@@ -217,16 +218,19 @@ class LocalObjectStore(ObjectStore):
             self._mark_dirty(directory)
 
     def iter_ids(self) -> Iterator[ObjectId]:
-        seen: set[str] = set()
+        loose: set[str] = set()
         for oid, _ in self.iter_loose():
-            seen.add(oid)
+            loose.add(oid)
             yield oid
         self.reload_packs()
-        for pack in self.packs():
-            for oid in pack.ids():
-                if oid not in seen:
-                    seen.add(oid)
-                    yield oid
+        # Each pack lists its ids sorted: merged, an object held by several packs comes up
+        # as repeats in a row. (A set of every id would cost ~150 bytes an id: fsck's walk
+        # over a million objects must not hold one.)
+        last = None
+        for oid in heapq.merge(*(pack.ids() for pack in self.packs())):
+            if oid != last and oid not in loose:
+                yield oid
+            last = oid
 
     def _delete(self, oid: ObjectId) -> None:
         self.loose_path(oid).unlink(missing_ok=True)
@@ -374,25 +378,24 @@ class LocalObjectStore(ObjectStore):
             raise
         return writer.finish()
 
-    def rewrite_pack(
-        self, pack: PackReader, keep: Callable[[ObjectId], bool], *, stale_before: int | None = None
-    ) -> bool:
+    def rewrite_pack(self, pack: PackReader, keep: Callable[[ObjectId], bool]) -> None:
         """Replace ``pack`` by a new one holding only the objects ``keep`` accepts. The new
-        pack is published before the old one goes. With ``stale_before``, the old pack is
-        kept after all if a writer freshened it meanwhile; returns whether it went."""
-        aside = self.rewrite_pack_aside(pack, keep, stale_before=stale_before)
-        for path in aside or ():
+        pack is published before the old one goes."""
+        live = bytes(keep(oid) for oid in pack.ids())
+        for path in self.rewrite_pack_aside(pack, live, stale_before=None) or ():
             path.unlink(missing_ok=True)
-        return aside is not None
 
     def rewrite_pack_aside(
-        self, pack: PackReader, keep: Callable[[ObjectId], bool], *, stale_before: int | None = None
+        self, pack: PackReader, live: bytes | bytearray, *, stale_before: int | None
     ) -> list[Path] | None:
-        """``rewrite_pack``, leaving the old pack's files moved aside (``gc-`` names) for the
-        caller to delete or put back (gc decides once it has re-read the refs). None if a
-        writer freshened the old pack: it stays, whole."""
+        """Write a new pack of the objects of ``pack`` whose index position is set in
+        ``live``, publish it, and move the old pack's files aside (``gc-`` names) for the
+        caller to delete or put back (gc decides once it has read the refs again). With
+        ``stale_before``: None if a writer freshened the old pack, which then stays whole."""
         new_idx = self._write_pack(
-            (o, pack.read_at(o, off, ln)) for o, off, ln in pack.entries() if keep(o)
+            (o, pack.read_at(o, off, ln))
+            for i, (o, off, ln) in enumerate(pack.entries())
+            if live[i]
         )
         if new_idx == pack.idx_path:
             return []  # nothing left out: the same pack

@@ -232,6 +232,21 @@ class PackReader:
             raw, offset, length = self._record(i)
             yield oid_from_raw(raw), offset, length
 
+    def bucket_range(self, first_byte: int) -> tuple[int, int]:
+        """Index positions [lo, hi) of the ids whose first byte is ``first_byte``."""
+        return (self._fanout[first_byte - 1] if first_byte else 0), self._fanout[first_byte]
+
+    def raw_ids(self, lo: int, hi: int) -> Iterator[bytes]:
+        """Raw ids at index positions [lo, hi), in order."""
+        mm, size = self._mm, _RECORD.size
+        for off in range(self._base + lo * size, self._base + hi * size, size):
+            yield mm[off : off + OID_RAW_LEN]
+
+    def entry_at(self, i: int) -> tuple[ObjectId, int, int]:
+        """(id, offset, length) of the object at index position ``i``."""
+        raw, offset, length = self._record(i)
+        return oid_from_raw(raw), offset, length
+
     def ids(self) -> Iterator[ObjectId]:
         for i in range(self.count):
             yield ObjectId(self._ids[i].hex())

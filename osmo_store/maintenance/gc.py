@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ from ..objects import ObjectType, stored_content_size
 from ..refs import RefStore
 from ..repo import Repository
 from . import DEFAULT_PRUNE, DEFAULT_REFLOG_EXPIRE
+from .idset import IdSet
 from .reachability import ref_roots, walk
 
 if TYPE_CHECKING:
@@ -138,6 +140,7 @@ def gc(
         # Delete only what is strictly older than ``cutoff`` (-1: never prune by age).
         cutoff = -1 if prune_s is None else min([start - int(prune_s * NS), start, *leases])
         reachable = walk(objects, ref_roots(repo.refs, reflog_cutoff)).reachable
+        report.reachable = len(reachable)
         if cutoff >= 0:
             sweep = _Sweep(objects, reachable, cutoff, report, log)
             try:
@@ -153,7 +156,6 @@ def gc(
             except BaseException:
                 sweep.put_all_back()
                 raise
-        report.reachable = len(reachable)
         _remove_temp_files(objects, start - TEMP_MAX_AGE_NS, report)
         return report
     finally:
@@ -176,7 +178,7 @@ class _Sweep:
     writer that re-used an object (freshening it) and names it in a ref later never finds
     the objects below it gone."""
 
-    def __init__(self, objects: LocalObjectStore, reachable: set[ObjectId], cutoff: int,
+    def __init__(self, objects: LocalObjectStore, reachable: IdSet, cutoff: int,
                  report: GcReport, log: Callable[[str], None] | None) -> None:  # fmt: skip
         self.objects = objects
         self.reachable = reachable
@@ -188,66 +190,89 @@ class _Sweep:
         self.recent: list[ObjectId] = []
 
     def loose(self) -> None:
-        for oid, path in self.objects.iter_loose():
-            if oid in self.reachable:
-                continue
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                continue
-            if st.st_mtime_ns >= self.cutoff:
-                self.recent.append(oid)
-            elif self.report.dry_run:
-                self.report.objects_removed += 1
-                self.report.bytes_freed += st.st_size
-            elif (aside := self.objects.move_aside_unless_fresh([path], self.cutoff)) is None:
-                self.recent.append(oid)  # a writer freshened it after we looked
-            else:
-                self.loose_aside[oid] = (aside[0], st.st_size)
+        # One fan-out folder at a time, against that bucket of the marks as a plain set.
+        for prefix, group in groupby(self.objects.iter_loose(), key=lambda item: item[0][:2]):
+            live = self.reachable.bucket(int(prefix, 16))
+            for oid, path in group:
+                if bytes.fromhex(oid) not in live:
+                    self._loose_garbage(oid, path)
+
+    def _loose_garbage(self, oid: ObjectId, path: Path) -> None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return
+        if st.st_mtime_ns >= self.cutoff:
+            self.recent.append(oid)
+        elif self.report.dry_run:
+            self.report.objects_removed += 1
+            self.report.bytes_freed += st.st_size
+        elif (aside := self.objects.move_aside_unless_fresh([path], self.cutoff)) is None:
+            self.recent.append(oid)  # a writer freshened it after we looked
+        else:
+            self.loose_aside[oid] = (aside[0], st.st_size)
 
     def packs(self) -> None:
         objects = self.objects
         objects.reload_packs()
-        for pack in objects.packs():
+        packs = objects.packs()
+        live = self._live_in(packs)
+        for pack in packs:
             try:
                 st = os.stat(pack.pack_path)
             except FileNotFoundError:
                 continue
-            dead = [(oid, ln) for oid, _, ln in pack.entries() if oid not in self.reachable]
+            flags = live[pack.idx_path]
+            dead = [pack.entry_at(i) for i, alive in enumerate(flags) if not alive]
             if not dead:
                 continue
             if st.st_mtime_ns >= self.cutoff:
                 # Recently written or re-used: every object in it is spared.
-                self.recent.extend(oid for oid, _ in dead)
+                self.recent.extend(oid for oid, _, _ in dead)
                 continue
-            dead_bytes = sum(ln for _, ln in dead)
+            dead_bytes = sum(ln for _, _, ln in dead)
             if self.report.dry_run:
                 self.report.objects_removed += len(dead)
                 self.report.bytes_freed += dead_bytes
                 continue
-            files = objects.rewrite_pack_aside(
-                pack, self.reachable.__contains__, stale_before=self.cutoff
-            )
+            files = objects.rewrite_pack_aside(pack, flags, stale_before=self.cutoff)
             if files is None:
-                self.recent.extend(oid for oid, _ in dead)  # freshened after we looked
+                self.recent.extend(oid for oid, _, _ in dead)  # freshened after we looked
             elif files:
                 self.packs_aside.append(_PackAside(pack, files, len(dead), dead_bytes))
         objects.reload_packs()
 
+    def _live_in(self, packs: list[PackReader]) -> dict[Path, bytearray]:
+        """For each pack, a flag per index position: reachable or not. Bucket by bucket
+        (first id byte), each bucket of the marks a plain set for that while."""
+        live = {pack.idx_path: bytearray(pack.count) for pack in packs}
+        for first in range(256):
+            marked = self.reachable.bucket(first)
+            if not marked:
+                continue
+            for pack in packs:
+                flags = live[pack.idx_path]
+                lo, hi = pack.bucket_range(first)
+                for i, raw in enumerate(pack.raw_ids(lo, hi), lo):
+                    if raw in marked:
+                        flags[i] = 1
+        return live
+
     def keep_what_refs_reach_now(self, refs: RefStore, reflog_cutoff: int | None) -> None:
         """Walk what the refs and reflogs name now (written while we swept) and the recent
         objects, past what the first walk marked, putting back what we moved aside."""
-        roots = {
+        new_roots = {
             oid: via for oid, via in ref_roots(refs, reflog_cutoff).items()
             if oid not in self.reachable
         }  # fmt: skip
-        for oid in self.recent:
-            if oid not in self.reachable:
-                roots.setdefault(oid, "an object written or re-used while gc ran")
-        if roots:
-            # check=True: an object that is really missing below a new ref is not gc's to
-            # report, and must not stop the walk of the others.
-            walk(_Rescuer(self), roots, check=True, seen=self.reachable)
+        recent = {oid: "an object written or re-used while gc ran" for oid in self.recent}
+        for roots in (new_roots, recent):
+            if roots:
+                # check=True: an object really missing below a new ref is not gc's to
+                # report, and must not stop the walk of the others.
+                walk(_Rescuer(self), roots, check=True, seen=self.reachable)
+            if roots is new_roots:
+                self.report.reachable = len(self.reachable)  # recent ones are not
 
     def restore(self, oid: ObjectId) -> bool:
         """Put ``oid`` back if we moved it aside (its whole pack, if packed)."""
