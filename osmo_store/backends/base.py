@@ -67,6 +67,11 @@ class ObjectStore(ABC):
         object under the writer's lease (objects_spec.md, section 7); the others only look."""
         return self.has(oid)
 
+    def release_memory(self) -> None:  # noqa: B027 - optional hook
+        """Let go of memory that reading leaves behind and reading again restores (the
+        local store's mapped pack index pages): long walks (gc, fsck) call it now and then.
+        Default: nothing to release."""
+
     def get_raw(self, oid: ObjectId) -> bytes:
         return self._get_raw(parse_oid(oid))
 

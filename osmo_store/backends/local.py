@@ -25,7 +25,7 @@ from .compaction import PackTiers, compact, maintenance_lock
 from .fsutil import fsync_dir, publish_no_overwrite, publish_or_freshen, write_temp
 from .layout import StoreLayout
 from .lease import WriterLease
-from .pack import PackReader, PackWriter
+from .pack import OrderedPackWriter, PackReader, PackWriter
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -327,6 +327,10 @@ class LocalObjectStore(ObjectStore):
             return True
         return _touch(self._loose_str(oid), since)
 
+    def release_memory(self) -> None:
+        for pack in self.packs():
+            pack.release_pages()
+
     def protect(self, oid: ObjectId) -> bool:
         # Freshening is what makes it safe: a gc that has not moved the object aside yet
         # sees the new mtime when it looks again, and one that has makes the touch fail.
@@ -367,9 +371,12 @@ class LocalObjectStore(ObjectStore):
             raise
         writer.finish()
 
-    def _write_pack(self, objects: Iterable[tuple[ObjectId, bytes]]) -> Path | None:
-        """One new published pack of the given stored objects (None if there were none)."""
-        writer = PackWriter(self.pack_dir)
+    def _write_pack(
+        self, objects: Iterable[tuple[ObjectId, bytes]], *, in_id_order: bool = False
+    ) -> Path | None:
+        """One new published pack of the given stored objects (None if there were none).
+        ``in_id_order``: they come sorted by id, each once (a pack being rewritten)."""
+        writer = OrderedPackWriter(self.pack_dir) if in_id_order else PackWriter(self.pack_dir)
         try:
             for oid, data in objects:
                 writer.add(oid, data)
@@ -392,11 +399,12 @@ class LocalObjectStore(ObjectStore):
         ``live``, publish it, and move the old pack's files aside (``gc-`` names) for the
         caller to delete or put back (gc decides once it has read the refs again). With
         ``stale_before``: None if a writer freshened the old pack, which then stays whole."""
-        new_idx = self._write_pack(
+        kept = (
             (o, pack.read_at(o, off, ln))
             for i, (o, off, ln) in enumerate(pack.entries())
             if live[i]
         )
+        new_idx = self._write_pack(kept, in_id_order=True)
         if new_idx == pack.idx_path:
             return []  # nothing left out: the same pack
         aside = self.move_aside_unless_fresh([pack.idx_path, pack.pack_path], stale_before)

@@ -10,6 +10,8 @@ partial pack. Byte layout: objects_spec.md, "packs".
 from __future__ import annotations
 
 import bisect
+import contextlib
+import itertools
 import mmap
 import os
 import struct
@@ -92,7 +94,7 @@ class PackWriter:
 
     def finish(self) -> Path | None:
         """fsync and publish; returns the .idx path, or None (nothing written) if empty."""
-        if not self._records:
+        if not len(self):
             self.abort()
             return None
         idx_tmp = self._tmp.with_name(self._tmp.name + "-index")
@@ -104,7 +106,7 @@ class PackWriter:
             os.close(self._fd)
             self._fd = -1
             stored_total = self._offset + _TRAILER
-            idx = build_index(self._records, checksum, self._framed_total, stored_total)
+            idx = self._build_index(checksum, stored_total)
             fd = os.open(idx_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 write_all(fd, idx)
@@ -129,23 +131,74 @@ class PackWriter:
             self._fd = -1
         self._tmp.unlink(missing_ok=True)
 
+    def _build_index(self, checksum: bytes, stored_total: int) -> bytes:
+        return build_index(self._records, checksum, self._framed_total, stored_total)
+
+
+class OrderedPackWriter(PackWriter):
+    """A ``PackWriter`` for objects that come in increasing id order, each once (a pack
+    rewritten without some of its objects). Its index records are packed as they come,
+    44 bytes an object instead of a dict entry of ~200, so gc rewrites a pack of a million
+    objects in tens of MB. No look-ups: nothing is added twice."""
+
+    def __init__(self, pack_dir: Path) -> None:
+        super().__init__(pack_dir)
+        self._packed = bytearray()
+        self._counts = [0] * 256
+        self._last = b""
+
+    def __contains__(self, oid: ObjectId) -> bool:
+        raise TypeError("an OrderedPackWriter does not look ids up")
+
+    def __len__(self) -> int:
+        return len(self._packed) // _RECORD.size
+
+    def add(self, oid: ObjectId, data: bytes) -> None:
+        raw = oid_to_raw(oid)
+        if raw <= self._last:
+            raise ValueError(f"{oid} is out of id order")
+        self._last = raw
+        self._packed += _RECORD.pack(raw, self._offset, len(data))
+        self._counts[raw[0]] += 1
+        self._framed_total += stored_content_size(data)
+        self._write(data)
+
+    def read(self, oid: ObjectId) -> bytes:
+        raise TypeError("an OrderedPackWriter does not look ids up")
+
+    def _build_index(self, checksum: bytes, stored_total: int) -> bytes:
+        return _index(
+            len(self), self._counts, self._packed, checksum, self._framed_total, stored_total
+        )
+
 
 def build_index(
     records: dict[bytes, tuple[int, int]], checksum: bytes, framed_total: int, stored_total: int
 ) -> bytes:
     ids = sorted(records)
-    fanout = [0] * 256
+    counts = [0] * 256
     for raw in ids:
-        fanout[raw[0]] += 1
-    for i in range(1, 256):
-        fanout[i] += fanout[i - 1]
-    parts = [
-        _IDX_HEADER.pack(IDX_MAGIC, len(ids), framed_total, stored_total),
-        _FANOUT.pack(*fanout),
-    ]
-    parts.extend(_RECORD.pack(raw, *records[raw]) for raw in ids)
-    parts.append(checksum)
-    body = b"".join(parts)
+        counts[raw[0]] += 1
+    packed = b"".join(_RECORD.pack(raw, *records[raw]) for raw in ids)
+    return _index(len(ids), counts, packed, checksum, framed_total, stored_total)
+
+
+def _index(
+    count: int,
+    counts: list[int],
+    packed: bytes | bytearray,
+    checksum: bytes,
+    framed_total: int,
+    stored_total: int,
+) -> bytes:
+    """The index file: header, fan-out from per-first-byte ``counts``, the ``packed``
+    records (sorted by id), the pack's checksum and the index's own."""
+    body = b"".join([
+        _IDX_HEADER.pack(IDX_MAGIC, count, framed_total, stored_total),
+        _FANOUT.pack(*itertools.accumulate(counts)),
+        packed,
+        checksum,
+    ])  # fmt: skip
     return body + blake3.blake3(body).digest()
 
 
@@ -189,6 +242,13 @@ class PackReader:
             os.close(self._fd)
             self._fd = -1
         self._mm.close()
+
+    def release_pages(self) -> None:
+        """Unmap the index pages read so far (the page cache keeps them; the next read maps
+        them again): a walk over every object of a big store touches every page of every
+        index, which would otherwise all count in this process's memory."""
+        with contextlib.suppress(ValueError, OSError):  # closed meanwhile
+            self._mm.madvise(mmap.MADV_DONTNEED)
 
     def __del__(self) -> None:
         if getattr(self, "_fd", -1) >= 0:

@@ -240,6 +240,8 @@ class _Sweep:
                 self.recent.extend(oid for oid, _, _ in dead)  # freshened after we looked
             elif files:
                 self.packs_aside.append(_PackAside(pack, files, len(dead), dead_bytes))
+            pack.release_pages()  # kept open while aside: not with every index page mapped
+            objects.release_memory()
         objects.reload_packs()
 
     def _live_in(self, packs: list[PackReader]) -> dict[Path, bytearray]:
@@ -256,6 +258,8 @@ class _Sweep:
                 for i, raw in enumerate(pack.raw_ids(lo, hi), lo):
                     if raw in marked:
                         flags[i] = 1
+            if first % 16 == 15:
+                self.objects.release_memory()
         return live
 
     def keep_what_refs_reach_now(self, refs: RefStore, reflog_cutoff: int | None) -> None:
@@ -326,6 +330,9 @@ class _Rescuer:
 
     def has(self, oid: ObjectId) -> bool:
         return self.objects.has(oid) or self.sweep.restore(oid)
+
+    def release_memory(self) -> None:
+        self.objects.release_memory()
 
     def get(self, oid: ObjectId) -> tuple[ObjectType, bytes]:
         try:

@@ -42,6 +42,10 @@ class Walk:
     where: dict[ObjectId, list[str]] = field(default_factory=dict)
 
 
+# Objects read between two calls of the store's ``release_memory`` (a walk of a big store
+# would otherwise keep every page of every pack index it looked in mapped).
+_RELEASE_EVERY = 16
+
 # A stack item: (id, expected type or None, tree position or None, where it was reached from)
 # Tree position: (depth, hash-prefix nibbles, expected entry count or None).
 _Pos = tuple[int, tuple[int, ...], "int | None"]
@@ -95,6 +99,8 @@ def walk(
             continue
         walked.add(oid)
         marks.add(oid)
+        if len(walked) % _RELEASE_EVERY == 0:
+            objects.release_memory()
         try:
             otype, content = objects.get(oid)
             if etype is not None and otype is not etype:
@@ -126,6 +132,7 @@ def walk(
                     hint="run: osmo fsck",
                 ) from None
             result.problems.append(f"{e} (reachable from {via})")
+    objects.release_memory()
     marks.freeze()
     return result
 
