@@ -15,7 +15,7 @@ from .backends.local import LocalObjectStore
 from .backends.localrefs import LocalRefStore
 from .backends.locking import FileLock
 from .backends.memory import MemoryObjectStore, MemoryRefStore
-from .errors import InvalidRefName, ObjectNotFound, RefTargetMissing, StoreError
+from .errors import InvalidRefName, ObjectNotFound, RefConflict, RefTargetMissing, StoreError
 from .hashing import ObjectId, is_oid_prefix
 from .refs import ANY, RefStore, validate_ref_name
 
@@ -200,6 +200,10 @@ class Repository:
         if it is still there, was kept with everything it reaches)."""
         validate_ref_name(name)
         with self.ref_barrier():
+            # A swap bound to fail must not freshen its target (and so keep it from gc): the
+            # same check is made again under the ref's lock.
+            if expected is not ANY and (current := self.refs.read(name)) != expected:
+                raise RefConflict(name, expected, current)  # type: ignore[arg-type]
             if not self.objects.protect(new):
                 raise RefTargetMissing(name, new)
             self.objects.flush()

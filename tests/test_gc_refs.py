@@ -12,6 +12,7 @@ real CLI: `osmo hash-object -w` then `osmo update-ref` in one process, `osmo cac
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -239,10 +240,11 @@ def test_rm_then_default_gc_gives_the_space_back(evaluate, store_path: Path, cap
     assert grown > 0
     assert main(["--store", str(store_path), "eval", "cache", "rm", "-y", doomed["config_id"]]) == 0
     out = capsys.readouterr().out
-    assert "bytes" in out and "osmo eval cache gc" in out
+    promised = int(re.search(r"`osmo eval cache gc` frees .* \((\d+) bytes\)", out)[1])
     assert main(["--store", str(store_path), "eval", "cache", "gc"]) == 0
     out = capsys.readouterr().out
-    freed = int(out.split("(")[1].split(" bytes")[0])
+    freed = int(re.search(r"removed \d+ objects, .* \((\d+) bytes\)", out)[1])
+    assert freed == promised
     after = _objects_size(store_path)
     # The removed config's data is gone; what is left beyond the kept config's is the
     # lookup index rebuilt without it (a few small nodes).

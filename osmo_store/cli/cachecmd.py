@@ -7,7 +7,14 @@ import json
 import sys
 import time
 
-from ..errors import AmbiguousId, ConfigNotFound, CorruptRef, ObjectNotFound, UsageError
+from ..errors import (
+    AmbiguousId,
+    ConfigNotFound,
+    CorruptRef,
+    LockTimeout,
+    ObjectNotFound,
+    UsageError,
+)
 from ..eval.catalog import (
     STATUSES,
     dataset_label,
@@ -177,6 +184,8 @@ def _what_gc_frees(repo: Repository) -> str:
         r = gc(repo, dry_run=True)
     except CorruptRef as e:
         return f"`osmo eval cache gc` would stop at {e}"
+    except LockTimeout:
+        return "another gc or repack is running; `osmo eval cache gc` frees their data"
     return f"`osmo eval cache gc` frees {human_bytes(r.bytes_freed)} ({r.bytes_freed} bytes)"
 
 

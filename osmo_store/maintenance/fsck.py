@@ -14,6 +14,9 @@ from ..tree import check_structure
 from .idset import IdSet
 from .reachability import Walk, ref_roots, walk
 
+# Objects read between two calls of the store's ``release_memory``.
+_RELEASE_EVERY = 256
+
 
 @dataclass
 class FsckReport:
@@ -55,7 +58,11 @@ def fsck(
                 report.problems.append(f"malformed {otype} {oid}: {e}")
         if progress is not None:
             progress(report.objects_checked)
+        if report.objects_checked % _RELEASE_EVERY == 0:
+            objects.release_memory()  # the index pages every look-up maps
+    objects.release_memory()
     problems, notes = objects.storage_problems(full=full)
+    objects.release_memory()
     report.problems.extend(problems)
     report.notes.extend(notes)
 

@@ -146,7 +146,10 @@ def gc(
             try:
                 sweep.loose()
                 sweep.packs()
-                if not dry_run:
+                if dry_run:
+                    sweep.keep_what_refs_reach_now(repo.refs, reflog_cutoff)
+                    sweep.count_dry_run()
+                else:
                     # Ref writes wait while we read the refs again and delete: each lands
                     # before (and we keep what it reaches) or after (and its target, if
                     # it is still there, was kept with everything it reaches).
@@ -188,6 +191,8 @@ class _Sweep:
         self.loose_aside: dict[ObjectId, tuple[Path, int]] = {}
         self.packs_aside: list[_PackAside] = []
         self.recent: list[ObjectId] = []
+        #: a dry run's candidates (id, bytes): counted once the recent ones' walk is done
+        self.doomed: list[tuple[ObjectId, int]] = []
 
     def loose(self) -> None:
         # One fan-out folder at a time, against that bucket of the marks as a plain set.
@@ -205,8 +210,7 @@ class _Sweep:
         if st.st_mtime_ns >= self.cutoff:
             self.recent.append(oid)
         elif self.report.dry_run:
-            self.report.objects_removed += 1
-            self.report.bytes_freed += st.st_size
+            self.doomed.append((oid, st.st_size))
         elif (aside := self.objects.move_aside_unless_fresh([path], self.cutoff)) is None:
             self.recent.append(oid)  # a writer freshened it after we looked
         else:
@@ -232,8 +236,7 @@ class _Sweep:
                 continue
             dead_bytes = sum(ln for _, _, ln in dead)
             if self.report.dry_run:
-                self.report.objects_removed += len(dead)
-                self.report.bytes_freed += dead_bytes
+                self.doomed.extend((oid, ln) for oid, _, ln in dead)
                 continue
             files = objects.rewrite_pack_aside(pack, flags, stale_before=self.cutoff)
             if files is None:
@@ -291,6 +294,12 @@ class _Sweep:
                 self.objects.reload_packs()
                 return True
         return False
+
+    def count_dry_run(self) -> None:
+        for oid, size in self.doomed:
+            if oid not in self.reachable:
+                self.report.objects_removed += 1
+                self.report.bytes_freed += size
 
     def delete(self) -> None:
         report, log = self.report, self.log
