@@ -769,6 +769,36 @@ def profile_gc(store: Path, dest: Path) -> str:
     return buf.getvalue()
 
 
+_PEAK_CHILD = """
+import sys, time
+from osmo_store import Repository
+from osmo_store.maintenance.fsck import fsck
+from osmo_store.maintenance.gc import gc
+repo = Repository.open(sys.argv[1], create=False)
+t0 = time.perf_counter()
+if sys.argv[2] == "gc":
+    gc(repo, prune="2.weeks.ago")
+else:
+    assert fsck(repo, full=sys.argv[2] == "fsck_full").ok
+print(time.perf_counter() - t0)
+"""
+
+
+def peak_rss(store: Path, what: str) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one gc, fsck or fsck --full in a child process. The
+    RSS includes the interpreter (~17 MB with osmo imported) and the pack index pages the
+    process had mapped at its peak (Linux ru_maxrss, in KiB)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PEAK_CHILD, str(store), what], cwd=ROOT, stdout=subprocess.PIPE
+    )
+    out = proc.stdout.read() if proc.stdout else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} in a child process failed ({proc.returncode})")
+    return float(out), usage.ru_maxrss / 1024
+
+
 def bench_gc(n_objects: int, reps: int, work: Path, *, with_cli: bool, profile: bool) -> dict:
     src, meta = gc_store(n_objects)
     res: dict = {"store": meta}
@@ -820,6 +850,14 @@ def bench_gc(n_objects: int, reps: int, work: Path, *, with_cli: bool, profile: 
         and r0["reachable"] == meta["expected_reachable"]
         and r0["objects_after"] == meta["expected_reachable"]
     )
+
+    # Peak memory, each in a child process of its own on a fresh copy (gc changes the store).
+    for what in ("gc", "fsck", "fsck_full"):
+        copy_store(src, dst)
+        t, peak = peak_rss(dst, what)
+        res[f"{what}_peak_rss_MB"] = peak
+        res[f"{what}_child_s"] = t
+        log(f"  {what} in a child process: {t:.2f}s, peak RSS {peak:.0f} MB")
 
     if profile:
         copy_store(src, dst)
@@ -984,6 +1022,13 @@ def print_report(res: dict) -> list[str]:
             f"{e['gc_seconds']:.2f} s",
             f"removed {r['objects_removed']:,}, expected={e['gc_result_as_expected']}",
         )
+        for what, label in (("gc", "gc"), ("fsck", "fsck"), ("fsck_full", "fsck --full")):
+            if f"{what}_peak_rss_MB" in e:
+                row(
+                    f"e. {label}, peak RSS (child)",
+                    f"{e[f'{what}_peak_rss_MB']:.0f} MB",
+                    f"{e[f'{what}_child_s']:.2f} s; target <= 100 MB at 1M objects",
+                )
         cli = e.get("cli")
         if isinstance(cli, dict):
             row(

@@ -38,6 +38,17 @@ class ObjectNotFound(OsmoError, KeyError):
         return self.args[0]
 
 
+class RefTargetMissing(ObjectNotFound):
+    """A ref write naming an object the store does not have (or that gc has just taken):
+    refused, as git refuses, so that no ref ever names a missing object."""
+
+    def __init__(self, name: str, oid: str) -> None:
+        super().__init__(oid)
+        self.args = (f"cannot point {name} at {oid}: object not found",)
+        self.name = name
+        self.hint = "store the object first (osmo hash-object -w), then move the ref"
+
+
 class AmbiguousId(OsmoError, LookupError):
     def __init__(self, prefix: str, candidates: list[str]) -> None:
         shown = ", ".join(c[:12] for c in candidates[:5])
@@ -104,10 +115,10 @@ class RefConflict(OsmoError):
 class CorruptRef(OsmoError):
     """A ref whose stored value cannot be read: it names something, but not what."""
 
-    def __init__(self, name: str, reason: str) -> None:
+    def __init__(self, name: str, reason: str, *, hint: str | None = None) -> None:
         super().__init__(
             f"damaged ref {name}: {reason}",
-            hint="run: osmo fsck (nothing is deleted while a ref is damaged)",
+            hint=hint or "run: osmo fsck (nothing is deleted while a ref is damaged)",
         )
         self.name = name
         self.reason = reason

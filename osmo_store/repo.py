@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -12,13 +13,17 @@ from .backends.fsutil import fsync_dir, publish_no_overwrite, write_temp
 from .backends.layout import STORE_FILE, StoreLayout
 from .backends.local import LocalObjectStore
 from .backends.localrefs import LocalRefStore
+from .backends.locking import FileLock
 from .backends.memory import MemoryObjectStore, MemoryRefStore
-from .errors import InvalidRefName, ObjectNotFound, StoreError
+from .errors import InvalidRefName, ObjectNotFound, RefConflict, RefTargetMissing, StoreError
 from .hashing import ObjectId, is_oid_prefix
 from .refs import ANY, RefStore, validate_ref_name
 
 STORE_FORMAT = "osmo-store"
 STORE_VERSION = 1
+# How long a ref write waits while gc re-reads the refs and deletes (it holds the ref
+# barrier alone for that): long, because giving up fails an eval's commit.
+REF_BARRIER_TIMEOUT = 600.0
 
 
 def default_store_path() -> Path:
@@ -188,12 +193,35 @@ class Repository:
         log: bool = True,
     ) -> None:
         """Compare-and-swap ``name`` to ``new``. ``new`` must exist; the object store is
-        flushed first so the ref can never survive a crash that its objects did not."""
+        flushed first so the ref can never survive a crash that its objects did not.
+
+        No ref may name a missing object, whatever runs at the same time: the target is
+        protected (freshened under this writer's lease) before the ref names it, and the
+        whole write holds the ref barrier shared, so it lands either before gc re-reads the
+        refs (and gc keeps what the ref reaches) or after gc has deleted (and the target,
+        if it is still there, was kept with everything it reaches)."""
         validate_ref_name(name)
-        if not self.objects.has(new):
-            raise ObjectNotFound(new)
-        self.objects.flush()
-        self.refs.update(name, new, expected, message=message, who=who, log=log)
+        with self.ref_barrier():
+            # A swap bound to fail must not freshen its target (and so keep it from gc): the
+            # same check is made again under the ref's lock.
+            if expected is not ANY and (current := self.refs.read(name)) != expected:
+                raise RefConflict(name, expected, current)  # type: ignore[arg-type]
+            if not self.objects.protect(new):
+                raise RefTargetMissing(name, new)
+            self.objects.flush()
+            self.refs.update(name, new, expected, message=message, who=who, log=log)
+
+    def ref_barrier(self, *, exclusive: bool = False) -> FileLock | contextlib.nullcontext:
+        """Held shared by every ref write, and alone by gc while it re-reads the refs and
+        deletes (objects_spec.md, section 7). A store in memory has no gc beside it."""
+        if self.layout is None:
+            return contextlib.nullcontext()
+        return FileLock(
+            self.layout.ref_barrier_lock,
+            timeout=REF_BARRIER_TIMEOUT,
+            what="the ref barrier (gc is deleting)",
+            shared=not exclusive,
+        )
 
     def delete_ref(
         self, name: str, expected: object = ANY, *, message: str = "", who: str | None = None

@@ -375,15 +375,18 @@ def test_gc_removes_unreachable_and_keeps_reachable(repo: Repository) -> None:
     assert fsck(repo, full=True).ok
 
 
-def test_gc_default_grace_period(repo: Repository) -> None:
+def test_gc_grace_period_when_asked_and_none_by_default(repo: Repository) -> None:
     young = repo.objects.put(ObjectType.BLOB, b"a day old")
     old = repo.objects.put(ObjectType.BLOB, b"a month old")
     _age(_local(repo).loose_path(young), DAY)
     _age(_local(repo).loose_path(old), 30 * DAY)
-    report = gc(repo)
+    report = gc(repo, prune="2.weeks.ago")
     assert report.objects_removed == 1
     assert repo.objects.has(young)
     assert not repo.objects.has(old)
+    # By default everything unreachable goes (writers are safe through their leases).
+    assert gc(repo).objects_removed == 1
+    assert not repo.objects.has(young)
 
 
 def test_gc_never_prunes_freshly_written_objects(repo: Repository) -> None:

@@ -232,7 +232,7 @@ class StoreMachine(RuleBasedStateMachine):
     @invariant()
     def reachable_objects_are_readable(self) -> None:
         reachable = self._reachable()
-        assert walk(self.store, ref_roots(self.repo.refs)).reachable == reachable
+        assert set(walk(self.store, ref_roots(self.repo.refs)).reachable) == reachable
         for oid in reachable:
             assert self.store.get(oid) == self.content[oid]
 

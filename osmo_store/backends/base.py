@@ -61,6 +61,17 @@ class ObjectStore(ABC):
     def has(self, oid: ObjectId) -> bool:
         return self._has(parse_oid(oid))
 
+    def protect(self, oid: ObjectId) -> bool:
+        """Whether ``oid`` is stored, made safe from a gc running now: a ref write calls
+        this for its target before the ref names it. Backends with leases freshen the
+        object under the writer's lease (objects_spec.md, section 7); the others only look."""
+        return self.has(oid)
+
+    def release_memory(self) -> None:  # noqa: B027 - optional hook
+        """Let go of memory that reading leaves behind and reading again restores (the
+        local store's mapped pack index pages): long walks (gc, fsck) call it now and then.
+        Default: nothing to release."""
+
     def get_raw(self, oid: ObjectId) -> bytes:
         return self._get_raw(parse_oid(oid))
 

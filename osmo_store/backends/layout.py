@@ -31,6 +31,8 @@ class StoreLayout:
         #: eval journals (``eval/journal.py``), one folder per config
         self.journals = self.root / "journal"
         self.maintenance_lock = self.lock("maintenance")
+        #: ref writes hold it shared; gc holds it alone while it re-reads the refs and deletes
+        self.ref_barrier_lock = self.lock("ref-barrier")
         self.config_lock = self.lock("config")
 
     def subdirs(self) -> tuple[Path, ...]:

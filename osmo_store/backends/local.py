@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import heapq
 import os
 import threading
 import time
@@ -17,15 +18,15 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import CorruptObject, CorruptPack, ObjectNotFound
+from ..errors import CorruptObject, CorruptPack, LockTimeout, ObjectNotFound
 from ..hashing import ObjectId, is_oid, oid_to_raw, parse_oid
 from ..objects import ObjectType, decode_object, encode_object
 from .base import ObjectStore
-from .compaction import PackTiers, compact, reclaim
+from .compaction import PackTiers, compact, maintenance_lock, reclaim
 from .fsutil import fsync_dir, publish_no_overwrite, publish_or_freshen, write_temp
 from .layout import StoreLayout
 from .lease import WriterLease
-from .pack import PackReader, PackWriter
+from .pack import OrderedPackWriter, PackReader, PackWriter
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -182,7 +183,7 @@ class LocalObjectStore(ObjectStore):
             if data is not None:
                 return data, None
         # Last resort: a gc killed mid-delete may have left it aside (gc-<name>).
-        if self.restore_aside():
+        if self._restore_aside_unless_gc_runs():
             return self._get_raw_located(oid)
         missing = ObjectNotFound(oid)
         if self._unreadable:
@@ -245,16 +246,19 @@ class LocalObjectStore(ObjectStore):
             self._mark_dirty(directory)
 
     def iter_ids(self) -> Iterator[ObjectId]:
-        seen: set[str] = set()
+        loose: set[str] = set()
         for oid, _ in self.iter_loose():
-            seen.add(oid)
+            loose.add(oid)
             yield oid
         self.reload_packs()
-        for pack in self.packs():
-            for oid in pack.ids():
-                if oid not in seen:
-                    seen.add(oid)
-                    yield oid
+        # Each pack lists its ids sorted: merged, an object held by several packs comes up
+        # as repeats in a row. (A set of every id would cost ~150 bytes an id: fsck's walk
+        # over a million objects must not hold one.)
+        last = None
+        for oid in heapq.merge(*(pack.ids() for pack in self.packs())):
+            if oid != last and oid not in loose:
+                yield oid
+            last = oid
 
     def _delete(self, oid: ObjectId) -> None:
         self.loose_path(oid).unlink(missing_ok=True)
@@ -351,6 +355,16 @@ class LocalObjectStore(ObjectStore):
             return True
         return _touch(self._loose_str(oid), since)
 
+    def release_memory(self) -> None:
+        for pack in self.packs():
+            pack.release_pages()
+
+    def protect(self, oid: ObjectId) -> bool:
+        # Freshening is what makes it safe: a gc that has not moved the object aside yet
+        # sees the new mtime when it looks again, and one that has makes the touch fail.
+        oid = parse_oid(oid)
+        return self._freshen(oid) or (self.reload_packs() and self._freshen(oid))
+
     # --- bulk writes -----------------------------------------------------------------
 
     def put_many(self, objects: Iterable[tuple[ObjectType, bytes]]) -> list[ObjectId]:
@@ -385,9 +399,12 @@ class LocalObjectStore(ObjectStore):
             raise
         writer.finish()
 
-    def _write_pack(self, objects: Iterable[tuple[ObjectId, bytes]]) -> Path | None:
-        """One new published pack of the given stored objects (None if there were none)."""
-        writer = PackWriter(self.pack_dir)
+    def _write_pack(
+        self, objects: Iterable[tuple[ObjectId, bytes]], *, in_id_order: bool = False
+    ) -> Path | None:
+        """One new published pack of the given stored objects (None if there were none).
+        ``in_id_order``: they come sorted by id, each once (a pack being rewritten)."""
+        writer = OrderedPackWriter(self.pack_dir) if in_id_order else PackWriter(self.pack_dir)
         try:
             for oid, data in objects:
                 writer.add(oid, data)
@@ -400,18 +417,35 @@ class LocalObjectStore(ObjectStore):
         self, pack: PackReader, keep: Callable[[ObjectId], bool], *, stale_before: int | None = None
     ) -> bool:
         """Replace ``pack`` by a new one holding only the objects ``keep`` accepts. The new
-        pack is published before the old one goes. With ``stale_before`` (gc), the old pack
-        is kept after all if a writer freshened it meanwhile; returns whether it went."""
-        new_idx = self._write_pack(
-            (o, pack.read_at(o, off, ln)) for o, off, ln in pack.entries() if keep(o)
+        pack is published before the old one goes. With ``stale_before`` (reclaiming), the
+        old pack is kept after all if a writer freshened it meanwhile; returns whether it
+        went."""
+        live = bytes(keep(oid) for oid in pack.ids())
+        aside = self.rewrite_pack_aside(pack, live, stale_before=stale_before)
+        for path in aside or ():
+            path.unlink(missing_ok=True)
+        return aside is not None
+
+    def rewrite_pack_aside(
+        self, pack: PackReader, live: bytes | bytearray, *, stale_before: int | None
+    ) -> list[Path] | None:
+        """Write a new pack of the objects of ``pack`` whose index position is set in
+        ``live``, publish it, and move the old pack's files aside (``gc-`` names) for the
+        caller to delete or put back (gc decides once it has read the refs again). With
+        ``stale_before``: None if a writer freshened the old pack, which then stays whole."""
+        kept = (
+            (o, pack.read_at(o, off, ln))
+            for i, (o, off, ln) in enumerate(pack.entries())
+            if live[i]
         )
-        removed = new_idx == pack.idx_path or self._remove_unless_fresh(
-            [pack.idx_path, pack.pack_path], stale_before
-        )
-        if removed:
+        new_idx = self._write_pack(kept, in_id_order=True)
+        if new_idx == pack.idx_path:
+            return []  # nothing left out: the same pack
+        aside = self.move_aside_unless_fresh([pack.idx_path, pack.pack_path], stale_before)
+        if aside is not None:
             self._tiers.replace(pack.idx_path, new_idx)  # one of ours stays ours
         self.reload_packs()
-        return removed
+        return aside
 
     def merge_packs(
         self,
@@ -463,18 +497,16 @@ class LocalObjectStore(ObjectStore):
         self.reload_packs()
         return new_idx
 
-    def remove_loose_unless_fresh(self, path: Path, stale_before: int) -> bool:
-        return self._remove_unless_fresh([path], stale_before)
-
     @staticmethod
-    def _remove_unless_fresh(paths: list[Path], stale_before: int | None) -> bool:
+    def move_aside_unless_fresh(paths: list[Path], stale_before: int | None) -> list[Path] | None:
         """The gc side of the freshen protocol. Move the files aside (``gc-<name>``; for a
         pack, its index first, so nothing new can find the pack), then look at the mtime
         of the last one (the object file, or the pack) once more: it is the same inode, so
-        a writer's touch that landed before the move shows, and everything is put back. A
-        writer touching after the move gets ENOENT and publishes a new copy, which the
-        final unlink of the aside names does not touch. A gc killed in between leaves
-        ``gc-`` files that ``restore_aside`` (run by readers and by gc) puts back."""
+        a writer's touch that landed before the move shows, and everything is put back
+        (None). A writer touching after the move gets ENOENT and publishes a new copy,
+        which the caller's deletion of the aside names does not touch. A gc killed in
+        between leaves ``gc-`` files that ``restore_aside`` puts back. Returns the aside
+        names, for the caller to delete or ``put_back``."""
         moved: list[tuple[Path, Path]] = []
         for path in paths:
             aside = path.with_name(f"gc-{path.name}")
@@ -484,16 +516,26 @@ class LocalObjectStore(ObjectStore):
                 continue
             moved.append((path, aside))
         if not moved or moved[-1][0] != paths[-1]:
-            for path, aside in moved:
-                publish_no_overwrite(aside, path)
-            return False
+            put_back([aside for _, aside in moved])
+            return None
         if stale_before is not None and os.stat(moved[-1][1]).st_mtime_ns >= stale_before:
-            for path, aside in reversed(moved):  # pack before its index
-                publish_no_overwrite(aside, path)
-            return False
-        for _, aside in moved:
-            aside.unlink(missing_ok=True)  # a reader may have restored it meanwhile
-        return True
+            put_back([aside for _, aside in moved])
+            return None
+        return [aside for _, aside in moved]
+
+    def _restore_aside_unless_gc_runs(self) -> int:
+        """``restore_aside`` for a reader that missed an object, unless a gc is running: a
+        live gc keeps what it judged garbage aside until it has looked at the refs once
+        more, and puts back itself what they reach. Only a dead gc's leftovers are ours."""
+        lock = maintenance_lock(self.layout.maintenance_lock)
+        try:
+            lock.acquire(blocking=False)
+        except LockTimeout:
+            return 0
+        try:
+            return self.restore_aside()
+        finally:
+            lock.release()
 
     def restore_aside(self) -> int:
         """Put back files a killed gc left moved aside (restoring is always safe: at worst
@@ -560,6 +602,13 @@ def _touch(path: str, since_ns: int) -> bool:
         return True
     except FileNotFoundError:
         return False
+
+
+def put_back(asides: list[Path]) -> None:
+    """Undo ``move_aside_unless_fresh``: last moved first (a pack before its index)."""
+    for aside in reversed(asides):
+        with contextlib.suppress(FileNotFoundError):  # a reader restored it already
+            publish_no_overwrite(aside, aside.with_name(aside.name[3:]))
 
 
 def remove_pack(pack: PackReader) -> None:

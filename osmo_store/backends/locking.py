@@ -21,8 +21,12 @@ _POLL_S = 0.01
 
 
 class FileLock:
-    def __init__(self, path: Path, *, timeout: float, what: str | None = None) -> None:
+    def __init__(
+        self, path: Path, *, timeout: float, what: str | None = None, shared: bool = False
+    ) -> None:
         self.path = path
+        #: a shared lock: any number of shared holders at once, or one exclusive holder
+        self._mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         self.timeout = timeout
         self.what = what or str(path)
         self._fd: int | None = None
@@ -42,7 +46,7 @@ class FileLock:
         try:
             while True:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fd, self._mode | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
                     left = deadline - time.monotonic()

@@ -10,6 +10,8 @@ partial pack. Byte layout: objects_spec.md, "packs".
 from __future__ import annotations
 
 import bisect
+import contextlib
+import itertools
 import mmap
 import os
 import struct
@@ -92,7 +94,7 @@ class PackWriter:
 
     def finish(self) -> Path | None:
         """fsync and publish; returns the .idx path, or None (nothing written) if empty."""
-        if not self._records:
+        if not len(self):
             self.abort()
             return None
         idx_tmp = self._tmp.with_name(self._tmp.name + "-index")
@@ -104,7 +106,7 @@ class PackWriter:
             os.close(self._fd)
             self._fd = -1
             stored_total = self._offset + _TRAILER
-            idx = build_index(self._records, checksum, self._framed_total, stored_total)
+            idx = self._build_index(checksum, stored_total)
             fd = os.open(idx_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 write_all(fd, idx)
@@ -129,23 +131,74 @@ class PackWriter:
             self._fd = -1
         self._tmp.unlink(missing_ok=True)
 
+    def _build_index(self, checksum: bytes, stored_total: int) -> bytes:
+        return build_index(self._records, checksum, self._framed_total, stored_total)
+
+
+class OrderedPackWriter(PackWriter):
+    """A ``PackWriter`` for objects that come in increasing id order, each once (a pack
+    rewritten without some of its objects). Its index records are packed as they come,
+    44 bytes an object instead of a dict entry of ~200, so gc rewrites a pack of a million
+    objects in tens of MB. No look-ups: nothing is added twice."""
+
+    def __init__(self, pack_dir: Path) -> None:
+        super().__init__(pack_dir)
+        self._packed = bytearray()
+        self._counts = [0] * 256
+        self._last = b""
+
+    def __contains__(self, oid: ObjectId) -> bool:
+        raise TypeError("an OrderedPackWriter does not look ids up")
+
+    def __len__(self) -> int:
+        return len(self._packed) // _RECORD.size
+
+    def add(self, oid: ObjectId, data: bytes) -> None:
+        raw = oid_to_raw(oid)
+        if raw <= self._last:
+            raise ValueError(f"{oid} is out of id order")
+        self._last = raw
+        self._packed += _RECORD.pack(raw, self._offset, len(data))
+        self._counts[raw[0]] += 1
+        self._framed_total += stored_content_size(data)
+        self._write(data)
+
+    def read(self, oid: ObjectId) -> bytes:
+        raise TypeError("an OrderedPackWriter does not look ids up")
+
+    def _build_index(self, checksum: bytes, stored_total: int) -> bytes:
+        return _index(
+            len(self), self._counts, self._packed, checksum, self._framed_total, stored_total
+        )
+
 
 def build_index(
     records: dict[bytes, tuple[int, int]], checksum: bytes, framed_total: int, stored_total: int
 ) -> bytes:
     ids = sorted(records)
-    fanout = [0] * 256
+    counts = [0] * 256
     for raw in ids:
-        fanout[raw[0]] += 1
-    for i in range(1, 256):
-        fanout[i] += fanout[i - 1]
-    parts = [
-        _IDX_HEADER.pack(IDX_MAGIC, len(ids), framed_total, stored_total),
-        _FANOUT.pack(*fanout),
-    ]
-    parts.extend(_RECORD.pack(raw, *records[raw]) for raw in ids)
-    parts.append(checksum)
-    body = b"".join(parts)
+        counts[raw[0]] += 1
+    packed = b"".join(_RECORD.pack(raw, *records[raw]) for raw in ids)
+    return _index(len(ids), counts, packed, checksum, framed_total, stored_total)
+
+
+def _index(
+    count: int,
+    counts: list[int],
+    packed: bytes | bytearray,
+    checksum: bytes,
+    framed_total: int,
+    stored_total: int,
+) -> bytes:
+    """The index file: header, fan-out from per-first-byte ``counts``, the ``packed``
+    records (sorted by id), the pack's checksum and the index's own."""
+    body = b"".join([
+        _IDX_HEADER.pack(IDX_MAGIC, count, framed_total, stored_total),
+        _FANOUT.pack(*itertools.accumulate(counts)),
+        packed,
+        checksum,
+    ])  # fmt: skip
     return body + blake3.blake3(body).digest()
 
 
@@ -193,6 +246,13 @@ class PackReader:
             self._fd = -1
         self._mm.close()
 
+    def release_pages(self) -> None:
+        """Unmap the index pages read so far (the page cache keeps them; the next read maps
+        them again): a walk over every object of a big store touches every page of every
+        index, which would otherwise all count in this process's memory."""
+        with contextlib.suppress(ValueError, OSError):  # closed meanwhile
+            self._mm.madvise(mmap.MADV_DONTNEED)
+
     def __del__(self) -> None:
         if getattr(self, "_fd", -1) >= 0:
             self.close()
@@ -239,6 +299,21 @@ class PackReader:
             raw, offset, length = self._record(i)
             yield oid_from_raw(raw), offset, length
 
+    def bucket_range(self, first_byte: int) -> tuple[int, int]:
+        """Index positions [lo, hi) of the ids whose first byte is ``first_byte``."""
+        return (self._fanout[first_byte - 1] if first_byte else 0), self._fanout[first_byte]
+
+    def raw_ids(self, lo: int, hi: int) -> Iterator[bytes]:
+        """Raw ids at index positions [lo, hi), in order."""
+        mm, size = self._mm, _RECORD.size
+        for off in range(self._base + lo * size, self._base + hi * size, size):
+            yield mm[off : off + OID_RAW_LEN]
+
+    def entry_at(self, i: int) -> tuple[ObjectId, int, int]:
+        """(id, offset, length) of the object at index position ``i``."""
+        raw, offset, length = self._record(i)
+        return oid_from_raw(raw), offset, length
+
     def ids(self) -> Iterator[ObjectId]:
         for i in range(self.count):
             yield ObjectId(self._ids[i].hex())
@@ -262,23 +337,26 @@ class PackReader:
         Reads the index only (fsck runs it on every pack). Returns the problems found."""
         name = self.idx_path.name
         problems = []
-        body = self._mm[: len(self._mm) - _TRAILER]
-        if blake3.blake3(body).digest() != self._mm[len(self._mm) - _TRAILER :]:
-            problems.append(f"{name}: index checksum mismatch")
         counts = [0] * 256
         previous = b""
         end = 0
         unsorted: list[int] = []
         in_header: list[int] = []
-        records = self._mm[self._base : self._base + self.count * _RECORD.size]
-        for i, (raw, offset, length) in enumerate(_RECORD.iter_unpack(records)):
-            counts[raw[0]] += 1
-            if raw <= previous:
-                unsorted.append(i)
-            if offset < _PACK_HEADER.size:
-                in_header.append(i)
-            previous = raw
-            end = max(end, offset + length)
+        # Hashed and walked in place, without a copy of the index (at 1M objects, 48 MB).
+        with memoryview(self._mm) as view:
+            digest = blake3.blake3(view[: len(view) - _TRAILER]).digest()
+            if digest != self._mm[len(self._mm) - _TRAILER :]:
+                problems.append(f"{name}: index checksum mismatch")
+            with view[self._base : self._base + self.count * _RECORD.size] as records:
+                for i, (raw, offset, length) in enumerate(_RECORD.iter_unpack(records)):
+                    counts[raw[0]] += 1
+                    if raw <= previous:
+                        unsorted.append(i)
+                    if offset < _PACK_HEADER.size:
+                        in_header.append(i)
+                    previous = raw
+                    end = max(end, offset + length)
+        self.release_pages()
         if unsorted:
             problems.append(f"{name}: ids out of order or repeated at record {unsorted[0]}")
         if in_header:

@@ -7,7 +7,14 @@ import json
 import sys
 import time
 
-from ..errors import AmbiguousId, ConfigNotFound, CorruptRef, ObjectNotFound, UsageError
+from ..errors import (
+    AmbiguousId,
+    ConfigNotFound,
+    CorruptRef,
+    LockTimeout,
+    ObjectNotFound,
+    UsageError,
+)
 from ..eval.catalog import (
     STATUSES,
     ConfigInfo,
@@ -21,7 +28,7 @@ from ..eval.configstate import EVAL_REF_PREFIX
 from ..objects import ObjectType, RunRecord
 from ..repo import Repository
 from ..tree import list_tree
-from .common import EXIT_ERROR, err, open_repo, out
+from .common import EXIT_ERROR, err, human_bytes, open_repo, out
 from .maintenance import add_gc_arguments, cmd_gc
 
 
@@ -38,7 +45,9 @@ def register_eval_cache(csub: argparse._SubParsersAction, common: argparse.Argum
     p.set_defaults(cache_func=_with_repo(cmd_ls))
 
     p = cs.add_parser(
-        "rm", parents=[common], help="remove configs (their data goes at the next gc)"
+        "rm",
+        parents=[common],
+        help="remove configs and their history (`eval cache gc` then frees their data)",
     )
     p.add_argument("ids", nargs="*", metavar="ID", help="config ids or unique prefixes")
     p.add_argument("--all", action="store_true", help="every config")
@@ -188,8 +197,22 @@ def cmd_rm(args: argparse.Namespace, repo: Repository) -> int:
             err("osmo: nothing removed")
             return EXIT_ERROR
     n = remove_configs(repo, [c.config_id for c in configs])
-    out(f"removed {n} config(s); run `osmo eval cache gc` to free their space")
+    out(f"removed {n} config(s) and their history; {_what_gc_frees(repo)}")
     return 0
+
+
+def _what_gc_frees(repo: Repository) -> str:
+    """What `osmo eval cache gc` (its defaults) would free now: the removed configs' data
+    that nothing else uses, and any other garbage."""
+    from ..maintenance.gc import gc
+
+    try:
+        r = gc(repo, dry_run=True)
+    except CorruptRef as e:
+        return f"`osmo eval cache gc` would stop at {e}"
+    except LockTimeout:
+        return "another gc or repack is running; `osmo eval cache gc` frees their data"
+    return f"`osmo eval cache gc` frees {human_bytes(r.bytes_freed)} ({r.bytes_freed} bytes)"
 
 
 def cmd_log(args: argparse.Namespace, repo: Repository) -> int:

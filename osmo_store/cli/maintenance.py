@@ -54,14 +54,20 @@ def add_gc_arguments(p: argparse.ArgumentParser) -> None:
         "--prune",
         metavar="AGE",
         default=DEFAULT_PRUNE,
-        help=f"only delete unreachable objects older than AGE (default {DEFAULT_PRUNE}; "
-        "'now' for all; forms: 30m, 12h, 14d, 2.weeks.ago, never)",
+        help=f"only delete unreachable objects older than AGE (default {DEFAULT_PRUNE}: "
+        "live writers are safe anyway; forms: 30m, 12h, 14d, 2.weeks.ago, never)",
     )
     p.add_argument(
         "--expire-reflog",
         metavar="AGE",
         default=DEFAULT_REFLOG_EXPIRE,
         help=f"drop reflog entries older than AGE first (default {DEFAULT_REFLOG_EXPIRE}; never)",
+    )
+    p.add_argument(
+        "--ignore-damaged-refs",
+        action="store_true",
+        help="go ahead past refs that hold no id (fsck lists them): what only they reach "
+        "is deleted",
     )
 
 
@@ -105,7 +111,15 @@ def cmd_repack(args: argparse.Namespace, repo: Repository) -> int:
 def cmd_gc(args: argparse.Namespace, repo: Repository) -> int:
     from ..maintenance.gc import gc
 
-    r = gc(repo, prune=args.prune, reflog_expire=args.expire_reflog, dry_run=args.dry_run)
+    r = gc(
+        repo,
+        prune=args.prune,
+        reflog_expire=args.expire_reflog,
+        dry_run=args.dry_run,
+        ignore_damaged_refs=args.ignore_damaged_refs,
+    )
+    if r.damaged_refs:
+        out(f"went ahead without {len(r.damaged_refs)} damaged ref(s): {', '.join(r.damaged_refs)}")
     verb = "would remove" if r.dry_run else "removed"
     out(
         f"{verb} {r.objects_removed} objects, {human_bytes(r.bytes_freed)} "

@@ -6,11 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..backends.base import ObjectStore
 from ..errors import CorruptObject, MalformedObject, ObjectNotFound
-from ..hashing import ObjectId
+from ..hashing import ObjectId, oid_from_raw
 from ..repo import Repository
 from ..tree import check_structure
-from .reachability import ref_roots, walk
+from .idset import IdSet
+from .reachability import Walk, ref_roots, walk
+
+# Objects read between two calls of the store's ``release_memory``.
+_RELEASE_EVERY = 256
 
 
 @dataclass
@@ -35,10 +40,10 @@ def fsck(
     pack and index files, counts dangling objects and reports leftover temp files."""
     report = FsckReport()
     objects = repo.objects
-    ids = set()
+    stored = IdSet()
     corrupt: dict[ObjectId, str] = {}
     for oid in objects.iter_ids():
-        ids.add(oid)
+        stored.add(oid)
         try:
             otype, content = objects.get(oid)
         except CorruptObject as e:
@@ -58,7 +63,11 @@ def fsck(
                 report.problems.append(f"malformed {otype} {oid}: {e}")
         if progress is not None:
             progress(report.objects_checked)
+        if report.objects_checked % _RELEASE_EVERY == 0:
+            objects.release_memory()  # the index pages every look-up maps
+    objects.release_memory()
     problems, notes = objects.storage_problems(full=full)
+    objects.release_memory()
     report.problems.extend(problems)
     report.notes.extend(notes)
 
@@ -72,7 +81,15 @@ def fsck(
             key=lambda kv: (kv[1].endswith("(reflog)"), kv[1].startswith("refs/cache/")),
         )
     )
-    result = walk(objects, roots, check=True, watch=set(corrupt))
+    stored.freeze()
+    result = walk(objects, roots, check=True, watch=set(corrupt), blobs_known=True)
+    missing = _missing(objects, result, stored)
+    if missing:
+        # Found by comparing sets, so not yet said what reaches them: walk once more for that.
+        where = walk(objects, roots, check=True, watch=missing, blobs_known=True).where
+        for oid in sorted(missing):
+            via = where.get(oid, ["?"])[0]
+            result.problems.append(f"missing blob {oid} (reachable from {via})")
     # Say what a damaged object is (which ref, which manifest entry) unless the walk has.
     for oid, message in corrupt.items():
         if not any(oid in p for p in result.problems):
@@ -83,5 +100,20 @@ def fsck(
     report.problems.extend(result.problems)
     report.reachable = len(result.reachable)
     if full:
-        report.dangling = len(ids - result.reachable)
+        report.dangling = sum(
+            len(stored.bucket(b) - result.reachable.bucket(b)) for b in range(256)
+        )
     return report
+
+
+def _missing(objects: ObjectStore, result: Walk, stored: IdSet) -> set[ObjectId]:
+    """Blobs the walk reached that are not stored (each object the walk read is stored, or
+    has its problem reported already). Looked up once more: an object written after we
+    listed the store is not missing."""
+    out = set()
+    for b in range(256):
+        for raw in result.reachable.bucket(b) - stored.bucket(b):
+            oid = oid_from_raw(raw)
+            if not any(oid in p for p in result.problems) and not objects.has(oid):
+                out.add(oid)
+    return out

@@ -13,6 +13,7 @@ from ..hashing import ObjectId
 from ..objects import ObjectType, RunRecord
 from ..refs import RefStore
 from ..tree import Internal, Leaf, _nibble, decode_node, name_hash, node_targets
+from .idset import IdSet
 
 
 def ref_roots(refs: RefStore, reflog_cutoff_ns: int | None = None) -> dict[ObjectId, str]:
@@ -33,12 +34,17 @@ def ref_roots(refs: RefStore, reflog_cutoff_ns: int | None = None) -> dict[Objec
 
 @dataclass
 class Walk:
-    reachable: set[ObjectId] = field(default_factory=set)
+    #: everything reached (frozen when the walk returns)
+    reachable: IdSet = field(default_factory=IdSet)
     problems: list[str] = field(default_factory=list)
     content_bytes: int = 0
     #: for each watched id reached: how (a ref, then manifest entry names), up to 3 ways
     where: dict[ObjectId, list[str]] = field(default_factory=dict)
 
+
+# Objects read between two calls of the store's ``release_memory`` (a walk of a big store
+# would otherwise keep every page of every pack index it looked in mapped).
+_RELEASE_EVERY = 16
 
 # A stack item: (id, expected type or None, tree position or None, where it was reached from)
 # Tree position: (depth, hash-prefix nibbles, expected entry count or None).
@@ -51,18 +57,28 @@ def walk(
     *,
     check: bool = False,
     watch: set[ObjectId] | frozenset[ObjectId] = frozenset(),
+    seen: IdSet | None = None,
+    blobs_known: bool = False,
 ) -> Walk:
     """Mark everything reachable from ``roots``.
 
     With ``check=False`` (gc) a missing or unreadable object raises at once: gc cannot know
     what such an object would have kept alive, so it must not delete anything. With
     ``check=True`` (fsck) problems are collected and the walk goes on; blobs are checked for
-    existence and tree nodes for their placement in the trie, and the ids in ``watch`` get
-    the path that reaches them (``refs/evals/X: samples/<row>.0``) in ``where``."""
+    existence (unless ``blobs_known``: fsck checks them all at once against the stored ids)
+    and tree nodes for their placement in the trie, and the ids in ``watch`` get the path
+    that reaches them (``refs/evals/X: samples/<row>.0``) in ``where``. ``seen`` (frozen by
+    an earlier walk) is not walked again, and is what the result's ``reachable`` grows."""
     if not isinstance(roots, dict):
         roots = {oid: "root" for oid in roots}
-    result = Walk()
-    seen = result.reachable
+    result = Walk() if seen is None else Walk(reachable=seen)
+    marks = result.reachable
+    earlier = marks.frozen
+    # What this walk has read (trees, run records), and blobs it looked up: few next to the
+    # blobs, which are only marked (a blob that several trees name is marked again, not
+    # looked for first; the marks drop repeats when frozen).
+    walked: set[ObjectId] = set()
+    look_up_blobs = check and not blobs_known
     # Reversed: the first roots (refs, before reflog entries) are walked first.
     stack: list[tuple[ObjectId, ObjectType | None, _Pos | None, str]] = [
         (oid, None, None, via) for oid, via in reversed(roots.items())
@@ -71,14 +87,20 @@ def walk(
         oid, etype, pos, via = stack.pop()
         if oid in watch and len(paths := result.where.setdefault(oid, [])) < 3:
             paths.append(via)
-        if oid in seen:
+        if oid in walked or (earlier and oid in marks):
             continue
-        seen.add(oid)
         if etype is ObjectType.BLOB:
             # Leaves need no reading: nothing hangs below a blob.
-            if check and not objects.has(oid):
-                result.problems.append(f"missing blob {oid} (reachable from {via})")
+            marks.add(oid)
+            if look_up_blobs:
+                walked.add(oid)
+                if not objects.has(oid):
+                    result.problems.append(f"missing blob {oid} (reachable from {via})")
             continue
+        walked.add(oid)
+        marks.add(oid)
+        if len(walked) % _RELEASE_EVERY == 0:
+            objects.release_memory()
         try:
             otype, content = objects.get(oid)
             if etype is not None and otype is not etype:
@@ -110,6 +132,8 @@ def walk(
                     hint="run: osmo fsck",
                 ) from None
             result.problems.append(f"{e} (reachable from {via})")
+    objects.release_memory()
+    marks.freeze()
     return result
 
 
