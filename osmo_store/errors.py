@@ -60,6 +60,20 @@ class AmbiguousId(OsmoError, LookupError):
         self.candidates = candidates
 
 
+class AmbiguousLabel(AmbiguousId):
+    """A label given where one config is meant, which names several."""
+
+    def __init__(self, label: str, candidates: list[str]) -> None:
+        shown = ", ".join(c[:12] for c in candidates[:5])
+        OsmoError.__init__(
+            self,
+            f"{len(candidates)} eval configs are labelled {label!r} ({shown})",
+            hint="name one by its id, or relabel one: osmo eval label CONFIG NAME",
+        )
+        self.prefix = label
+        self.candidates = candidates
+
+
 class CorruptObject(OsmoError):
     """Stored bytes that do not decode, or decode to content with another hash."""
 

@@ -102,3 +102,22 @@ def test_diff_pairs_runs_by_index_and_counts_the_rest(project) -> None:
     assert r["difference"] == 0 and r["ci"] == [0, 0] and r["test"]["p_value"] == 1.0
     text = osmo(project, "eval", "diff", one[:8], three[:8]).stdout
     assert "no partner (n differs): 0 in A, 8 in B" in text and "no row's exact changed" in text
+
+
+def test_a_label_names_its_config_wherever_a_config_is_taken(project) -> None:
+    with MockServer() as srv:
+        a = run_eval(project, srv, "--eval-fn", "fns.py:exact", "--label", "baseline")
+        b = run_eval(project, srv, "--eval-fn", "fns.py:exact", "--temperature", "0.9",
+                     "--label", "candidate")  # fmt: skip
+        c = run_eval(project, srv, "--eval-fn", "fns.py:exact", "--temperature", "0.3")
+    assert osmo(project, "eval", "label", c[:8], "candidate").returncode == 0
+    shown = osmo(project, "eval", "show", "baseline", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["config_id"] == a
+    # Two configs of one name: the name alone says too little, and the error says which.
+    both = osmo(project, "eval", "diff", "baseline", "candidate")
+    assert both.returncode == 1 and b[:12] in both.stderr and c[:12] in both.stderr
+    named = osmo(project, "eval", "diff", "baseline", b[:8])
+    assert named.returncode == 0, named.stderr
+    missing = osmo(project, "eval", "show", "nobody")
+    assert missing.returncode == 1 and "no eval config matches 'nobody'" in missing.stderr

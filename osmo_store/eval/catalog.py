@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import AmbiguousId, ConfigNotFound, ConfigRunning, UsageError
+from ..errors import AmbiguousId, AmbiguousLabel, ConfigNotFound, ConfigRunning, UsageError
 from ..hashing import ObjectId
 from ..objects import RunRecord
 from ..repo import Repository
@@ -113,14 +113,21 @@ def config_status(repo: Repository, config_id: str, meta: dict[str, Any]) -> str
 
 
 def find_config(repo: Repository, text: str) -> str:
-    """A config id from a unique prefix (>= 4 chars) or a full id."""
+    """A config id from a unique prefix (>= 4 chars), a full id, or else the config's label
+    (exactly as given to ``osmo eval --label`` or ``osmo eval label``)."""
     t = text.lower()
     if t.startswith(EVAL_REF_PREFIX):
         t = t[len(EVAL_REF_PREFIX) :]
     matches = [n[len(EVAL_REF_PREFIX) :] for n in repo.refs.list(EVAL_REF_PREFIX)]
     matches = [m for m in matches if m.startswith(t)] if len(t) >= 4 else []
     if not matches:
-        raise ConfigNotFound(text)
+        # Read every config's record only now: an id is the common case, and costs none.
+        named = [info.config_id for info in list_configs(repo) if info.label == text]
+        if len(named) > 1:
+            raise AmbiguousLabel(text, named)
+        if not named:
+            raise ConfigNotFound(text)
+        return named[0]
     if len(matches) > 1:
         raise AmbiguousId(text, matches)
     return matches[0]
