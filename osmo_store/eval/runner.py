@@ -239,7 +239,11 @@ class _EvalRun:
         # A retried run asks the model again: the answers its failed attempt got (an agent's
         # calls are recorded as they are answered) are not taken from the store.
         retried = _calls_of_failed(repo, state) if options.retry_failed else frozenset()
-        lookup = StoreLookup(repo, state.trees["cache"], shared=not isolated, skip=retried)
+        # Sized for a rollout and a model call per run (an agent's more calls grow it).
+        self.lookup = lookup = StoreLookup(
+            repo, state.trees["cache"], shared=not isolated, skip=retried,
+            expected=2 * len(self.todo),
+        )  # fmt: skip
         self.caller = ModelCaller(lookup, client, config.model)
         solver = Solver(config, lookup, self.caller, prepared.agent)
         self.base_meta: dict[str, Any] = {
@@ -349,6 +353,10 @@ class _EvalRun:
                     self.workers.halt()
                     return
                 first = False
+                self.lookup.committed(
+                    self.recorder.trees["cache"],
+                    (o.name for res in batch for o in res.objects if o.subtree == "cache"),
+                )
                 for res in batch:
                     if not res.name:
                         continue  # an agent's model call, recorded ahead of its run
