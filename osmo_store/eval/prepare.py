@@ -74,7 +74,7 @@ def prepare_eval(
     if not eval_fns:
         raise UsageError("an eval needs at least one eval function")
     loaded = load_dataset(dataset, limit=limit, offset=offset)
-    if not loaded.rows:
+    if not loaded.selected_rows:
         raise UsageError(f"{dataset}: no rows selected (offset {offset})")
     agent_fn, agent_ref = load_callable(agent, "agent") if agent else (None, None)
     fns = [EvalFn.wrap(*load_callable(spec, "eval function")) for spec in eval_fns]
@@ -102,7 +102,7 @@ def prepare_eval(
         "agent": agent,
         "eval_fns": list(eval_fns),
         "dataset": str(loaded.path),
-        "rows": len(loaded.rows),
+        "rows": loaded.selected_rows,
         "offset": offset,
         "limit": limit,
         "n": n,

@@ -30,6 +30,7 @@ from .code import USER_CODE_ERRORS, describe_error
 from .config import EvalConfig, rollout_key
 from .configstate import eval_lock
 from .dataset import Row
+from .plan import Plan, Todo
 from .prepare import PreparedEval
 from .provenance import provenance
 from .recorder_proc import RecorderProcess, meta_builder
@@ -66,15 +67,6 @@ class EvalOptions:
     shard: tuple[int, int] | None = None
     #: record in a child process (True), in a thread of this one (False), or decide (None)
     recorder_process: bool | None = None
-
-
-def in_shard(row_key: str, shard: tuple[int, int] | None) -> bool:
-    """Rows are assigned to shards by their content key, so every machine agrees whatever
-    the row order, and a config's shards are disjoint and cover it."""
-    if shard is None:
-        return True
-    index, count = shard
-    return int(row_key[:8], 16) % count == index - 1
 
 
 @dataclass
@@ -166,23 +158,6 @@ def _acquire_eval_lock(repo, config_id, timeout, stop, on_wait):
         return lock
 
 
-def _plan(state: ConfigState, repo: Repository, rows: list[Row], n: int, retry_failed: bool):
-    done = state.names(repo, "samples")
-    failed = state.names(repo, "failed")
-    todo: list[tuple[Row, int]] = []
-    n_done = n_failed = 0
-    for row in rows:
-        for i in range(n):
-            name = sample_name(row.key, i)
-            if name in done:
-                n_done += 1
-            elif name in failed and not retry_failed:
-                n_failed += 1
-            else:
-                todo.append((row, i))
-    return todo, n_done, n_failed, failed
-
-
 def _calls_of_failed(repo: Repository, state: ConfigState) -> frozenset[ObjectId]:
     """The answers the failed runs' attempts got (ids: a retry cut short records new answers
     under the same keys, and those its resume does replay)."""
@@ -225,11 +200,12 @@ class _EvalRun:
             state = ConfigState.empty(repo)
         self.state = state
         self.parents: tuple[ObjectId, ...] = (state.run_id,) if state.run_id else ()
-        rows = [r for r in self.dataset.rows if in_shard(r.key, options.shard)]
-        self.todo, n_done, n_failed, self.failed_names = _plan(
-            state, repo, rows, config.n, options.retry_failed
+        plan = Plan.load(
+            state, repo, config.n, retry_failed=options.retry_failed, shard=options.shard
         )
-        self.total = len(self.dataset.rows) * config.n
+        self.todo = Todo(plan, self.dataset)
+        n_done, n_failed, self.failed_names = self.todo.n_done, self.todo.n_failed, plan.failed
+        self.total = self.dataset.selected_rows * config.n
         self.stats = _Stats()
         self.stats.reused_samples = n_done
         self.primary = prepared.eval_fns[0].name if prepared.eval_fns else None
