@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterable
 
 from ..errors import AmbiguousId, ConfigNotFound, CorruptRef, ObjectNotFound, UsageError
 from ..eval.catalog import (
@@ -96,7 +97,7 @@ def cmd_ls(args: argparse.Namespace, repo: Repository) -> int:
     check_eval_refs(repo)
     configs = list_configs(repo, model=args.model, dataset=args.dataset, status=args.status)
     if args.json:
-        rows = [
+        rows = (
             {
                 "config_id": c.config_id,
                 "run": c.run_id,
@@ -110,8 +111,8 @@ def cmd_ls(args: argparse.Namespace, repo: Repository) -> int:
                 "updated": c.updated,
             }
             for c in configs
-        ]
-        out(json.dumps(rows, indent=2))
+        )
+        _print_json_list(rows)
         return 0
     header = ("CONFIG", "MODEL", "DATASET", "STATUS", "RUNS", "FAILED", "SCORE", "UPDATED")
     table = [header]
@@ -131,6 +132,20 @@ def cmd_ls(args: argparse.Namespace, repo: Repository) -> int:
     for r in table:
         out("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
     return 0
+
+
+def _print_json_list(items: Iterable[dict]) -> None:
+    """What ``json.dumps(list(items), indent=2)`` prints, an item at a time (not the whole
+    text at once: a store may hold thousands of configs)."""
+    held: str | None = None  # an item waits for the next one: only the last has no comma
+    for item in items:
+        out("[" if held is None else held + ",")
+        held = "\n".join("  " + line for line in json.dumps(item, indent=2).splitlines())
+    if held is None:
+        out("[]")
+    else:
+        out(held)
+        out("]")
 
 
 def cmd_rm(args: argparse.Namespace, repo: Repository) -> int:

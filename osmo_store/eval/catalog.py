@@ -16,38 +16,45 @@ from .configstate import EVAL_REF_PREFIX, config_ref, is_eval_running
 STATUSES = ("in_progress", "completed", "interrupted", "partial")
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class ConfigInfo:
+    """What a listing shows of a config: a few fields of its run record's metadata, not the
+    metadata (a few KB parsed, per config)."""
+
     config_id: str
     run_id: ObjectId
-    meta: dict[str, Any]
     status: str
+    model: str
+    dataset: str
+    counts: dict[str, Any]  # total, done, failed
+    score: float | None
+    updated: float
 
-    @property
-    def model(self) -> str:
-        c = self.meta.get("config", {})
+    @classmethod
+    def from_meta(cls, config_id: str, run_id: ObjectId, meta: dict[str, Any], status: str):
+        c = meta.get("config", {})
         if c.get("agent"):
-            return f"{c['agent']}" + (f" ({c['model']})" if c.get("model") else "")
-        return c.get("model") or "-"
+            model = f"{c['agent']}" + (f" ({c['model']})" if c.get("model") else "")
+        else:
+            model = c.get("model") or "-"
+        counts = meta.get("counts", {})
+        return cls(
+            config_id,
+            run_id,
+            status,
+            model,
+            c.get("dataset") or "-",
+            {k: counts[k] for k in ("total", "done", "failed") if k in counts},
+            _score(meta),
+            float(meta.get("session", {}).get("updated") or 0),
+        )
 
-    @property
-    def dataset(self) -> str:
-        return self.meta.get("config", {}).get("dataset") or "-"
 
-    @property
-    def counts(self) -> dict[str, Any]:
-        return self.meta.get("counts", {})
-
-    @property
-    def updated(self) -> float:
-        return float(self.meta.get("session", {}).get("updated") or 0)
-
-    @property
-    def score(self) -> float | None:
-        summary = self.meta.get("summary")
-        if summary and summary.get("primary_metric") in summary.get("metrics", {}):
-            return summary["metrics"][summary["primary_metric"]]["mean"]
-        return self.meta.get("score")
+def _score(meta: dict[str, Any]) -> float | None:
+    summary = meta.get("summary")
+    if summary and summary.get("primary_metric") in summary.get("metrics", {}):
+        return summary["metrics"][summary["primary_metric"]]["mean"]
+    return meta.get("score")
 
 
 def list_configs(
@@ -57,16 +64,18 @@ def list_configs(
     dataset: str | None = None,
     status: str | None = None,
 ) -> list[ConfigInfo]:
-    """Configs newest first; filters are case-insensitive substrings (status: exact)."""
+    """Configs newest first; filters are case-insensitive substrings (status: exact). Each
+    run record is read, reduced to what a listing shows, and let go: memory is a few
+    hundred bytes per config, whatever its records hold."""
     out = []
     for name, run_id in repo.refs.list(EVAL_REF_PREFIX).items():
-        record = repo.objects.get_run(run_id)
-        meta = record.meta
+        meta = repo.objects.get_run(run_id).meta
         st = meta.get("status", "?")
         config_id = name[len(EVAL_REF_PREFIX) :]
         if st == "in_progress" and not is_eval_running(repo, config_id):
             st = "interrupted"  # its process died (kill -9, power loss) mid-run
-        info = ConfigInfo(config_id, run_id, meta, st)
+        info = ConfigInfo.from_meta(config_id, run_id, meta, st)
+        del meta
         if model and model.lower() not in info.model.lower():
             continue
         if dataset and dataset.lower() not in info.dataset.lower():

@@ -34,6 +34,7 @@ from .plan import Plan, Todo
 from .prepare import PreparedEval
 from .provenance import provenance
 from .recorder_proc import RecorderProcess, meta_builder
+from .rowkeys import RunSet
 from .scoring import EvalFn, score_all
 from .solver import CallOutcome, ModelCaller, Rollout, Solver, StoreLookup
 from .state import (
@@ -243,10 +244,11 @@ class _EvalRun:
         self.commit_error: BaseException | None = None
         # The summary of the runs recorded in this session is built as they are committed;
         # only runs recorded before it are read back at the end.
+        keys = self.dataset.keys
         self.summary = SummaryBuilder(
-            n=config.n, pass_threshold=options.pass_threshold, primary=self.primary
+            n=config.n, pass_threshold=options.pass_threshold, primary=self.primary, rows=keys
         )
-        self.recorded_now: set[str] = set()
+        self.recorded_now = RunSet(keys, config.n)  # a bit a run: not a name per run kept
         if prepared.agent is not None:
             self.caller.record_now = lambda c: self.results.put(
                 SampleResult.objects_only([PendingObject("cache", c.key, c.content, c.oid)])
