@@ -9,6 +9,7 @@ into ``flush()``, which the ref layer calls before a ref can name the new object
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
 import threading
 import time
@@ -357,9 +358,12 @@ class LocalObjectStore(ObjectStore):
             raise
         writer.finish()
 
-    def _write_pack(self, objects: Iterable[tuple[ObjectId, bytes]]) -> Path | None:
-        """One new published pack of the given stored objects (None if there were none)."""
-        writer = PackWriter(self.pack_dir)
+    def _write_pack(
+        self, objects: Iterable[tuple[ObjectId, bytes]], *, in_id_order: bool = False
+    ) -> Path | None:
+        """One new published pack of the given stored objects (None if there were none).
+        Objects given in increasing id order are indexed as they come (``PackWriter``)."""
+        writer = PackWriter(self.pack_dir, in_id_order=in_id_order)
         try:
             for oid, data in objects:
                 writer.add(oid, data)
@@ -375,7 +379,8 @@ class LocalObjectStore(ObjectStore):
         pack is published before the old one goes. With ``stale_before`` (gc), the old pack
         is kept after all if a writer freshened it meanwhile; returns whether it went."""
         new_idx = self._write_pack(
-            (o, pack.read_at(o, off, ln)) for o, off, ln in pack.entries() if keep(o)
+            ((o, pack.read_at(o, off, ln)) for o, off, ln in pack.entries() if keep(o)),
+            in_id_order=True,
         )
         removed = new_idx == pack.idx_path or self._remove_unless_fresh(
             [pack.idx_path, pack.pack_path], stale_before
@@ -389,15 +394,28 @@ class LocalObjectStore(ObjectStore):
         """Fold packs (and loose objects) into one new pack; only once it is published are
         the old packs and loose files removed, so a crash at any point loses nothing."""
 
-        def objects() -> Iterator[tuple[ObjectId, bytes]]:
-            for oid, path in loose:
-                with contextlib.suppress(FileNotFoundError):  # gone meanwhile (gc)
-                    yield oid, path.read_bytes()
-            for pack in packs:
-                for oid, off, ln in pack.entries():
-                    yield oid, pack.read_at(oid, off, ln)
+        def read_loose() -> Iterator[tuple[ObjectId, PackReader | None, int, int]]:
+            for oid, _ in sorted(loose):
+                yield oid, None, 0, 0
 
-        new_idx = self._write_pack(objects())
+        def read_pack(pack: PackReader) -> Iterator[tuple[ObjectId, PackReader | None, int, int]]:
+            for oid, off, ln in pack.entries():
+                yield oid, pack, off, ln
+
+        paths = dict(loose)
+
+        def objects() -> Iterator[tuple[ObjectId, bytes]]:
+            # Every source is in id order: merged, they are too (the writer drops repeats).
+            for oid, pack, off, ln in heapq.merge(
+                read_loose(), *map(read_pack, packs), key=lambda item: item[0]
+            ):
+                if pack is not None:
+                    yield oid, pack.read_at(oid, off, ln)
+                    continue
+                with contextlib.suppress(FileNotFoundError):  # gone meanwhile (gc)
+                    yield oid, paths[oid].read_bytes()
+
+        new_idx = self._write_pack(objects(), in_id_order=True)
         if new_idx is not None:
             for _, path in loose:
                 path.unlink(missing_ok=True)
