@@ -170,7 +170,6 @@ def load_dataset(path: str | Path, *, limit: int | None = None, offset: int = 0)
             everything.add(key)
             if index >= offset and (stop is None or index < stop):
                 selection.add(key)
-    keys.seal()
     total = len(keys)
     if total == 0:
         raise DatasetError("dataset has no rows", path=shown)
