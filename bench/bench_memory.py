@@ -11,7 +11,8 @@ Run:  .venv/bin/python bench/bench_memory.py [--sizes 10000,100000] [--configs 5
      records carry a real eval's metadata: all in one pack, and one pack per config.
 
 The eval's processes are sampled every 10 ms from /proc (Linux only): the peak of their
-summed RSS, and each one's own peak (VmHWM; the eval's own is exact, from wait4). Figures go
+summed RSS, and each one's own peak (VmHWM, which only grows: the last sample before a
+process ends is its peak, give or take its last 10 ms). Figures go
 to bench/out/bench_memory.json; PASS/MISS lines, exit 0 either way.
 """
 
@@ -111,24 +112,26 @@ class TreeSampler:
 
 
 def run_measured(cmd: list[str]) -> dict:
-    """Run ``cmd``; its peak RSS (exact, from wait4), its children's, the summed peak."""
+    """Run ``cmd``; its peak RSS and its children's (VmHWM, sampled to the end), the peak
+    of their sum. Not ru_maxrss: Linux keeps a process's maximum across exec, so a child
+    spawned by this (large) process would report this process's RSS as its own."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     sampler = TreeSampler(proc.pid)
     stderr = proc.stderr.read()  # type: ignore[union-attr]
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, _ = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     sampler.stop()
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:8])}... exited {proc.returncode}: {stderr[-2000:]!r}")
-    own = usage.ru_maxrss
+    own = sampler.hwm_kib.get(proc.pid, 0)
     others = {f"{sampler.names[p]}:{p}": kib for p, kib in sampler.hwm_kib.items() if p != proc.pid}
     return {
         "wall_s": wall,
         "self_mb": own / 1024,
         "children_mb": {k: v / 1024 for k, v in others.items()},
-        "peak_sum_sampled_mb": max(sampler.peak_sum_kib, own) / 1024,
+        "peak_sum_sampled_mb": sampler.peak_sum_kib / 1024,
         "sum_of_peaks_mb": (own + sum(others.values())) / 1024,
     }
 

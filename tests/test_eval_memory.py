@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -30,30 +29,62 @@ ROOT = Path(__file__).resolve().parent.parent
 SCORING = ROOT / "examples" / "scoring.py"
 
 pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="peak RSS in KiB (ru_maxrss) as Linux counts it"
+    not sys.platform.startswith("linux"), reason="reads peak RSS from /proc"
 )
 
 # Runs the CLI in a fresh interpreter, then reports the peak of its Python allocations
-# (tracemalloc: the eval's own state, without the allocator's noise) and its children's peak
-# RSS (the recorder process, reaped when the eval closes it; ru_maxrss is the largest child).
+# (tracemalloc: the eval's own state, without the allocator's noise).
 _DRIVER = """
-import json, resource, sys, tracemalloc
+import json, sys, tracemalloc
 tracemalloc.start()
 from osmo_store.cli.main import main
 code = main(sys.argv[1:])
 peak = tracemalloc.get_traced_memory()[1]
-kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"code": code, "traced_peak": peak, "children_kib": kids}), file=sys.stderr)
+print(json.dumps({"code": code, "traced_peak": peak}), file=sys.stderr)
 """
 
 
+def _recorder_hwm_kib(root: int) -> int:
+    """The recorder process's peak RSS so far (VmHWM: it only grows), 0 if not running.
+    Read from /proc, not ru_maxrss: Linux keeps a process's maximum across exec, so a child
+    would report the RSS of the process that spawned it."""
+    try:
+        with open(f"/proc/{root}/task/{root}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+    except OSError:
+        return 0
+    peak = 0
+    for kid in kids:
+        try:
+            with open(f"/proc/{kid}/cmdline", "rb") as f:
+                if b"recorder_proc" not in f.read():
+                    continue
+            with open(f"/proc/{kid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+        except OSError:
+            continue
+    return peak
+
+
 def _peak_rss(args: list[str], cwd: Path) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-c", _DRIVER, *args], capture_output=True, text=True, cwd=cwd
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stderr.strip().splitlines()[-1])
-    assert report["code"] == 0, proc.stderr[-3000:]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=cwd,
+    )  # fmt: skip
+    recorder = 0
+    while proc.poll() is None:
+        recorder = max(recorder, _recorder_hwm_kib(proc.pid))
+        try:
+            proc.wait(0.02)
+        except subprocess.TimeoutExpired:
+            continue
+    stderr = proc.stderr.read()  # type: ignore[union-attr]
+    assert proc.returncode == 0, stderr[-3000:]
+    report = json.loads(stderr.strip().splitlines()[-1])
+    assert report["code"] == 0, stderr[-3000:]
+    report["recorder_kib"] = recorder
     return report
 
 
@@ -95,13 +126,15 @@ def test_eval_peak_rss_does_not_grow_per_run(tmp_path: Path) -> None:
         b = _eval_peak(tmp_path, server, big)
     runs = big - small
     main_per_run = (b["traced_peak"] - a["traced_peak"]) / runs
-    recorder_per_run = (b["children_kib"] - a["children_kib"]) * 1024 / runs
-    # Before issue 11: ~5,900 bytes of Python objects per run in the eval, ~4,000 bytes of
-    # RSS in the recorder. Left at these sizes (~1,400): the index reader's cache filling
-    # up to its 4 MB, and results waiting for a recorder that falls behind on a busy
-    # machine (bounded by backpressure, not here).
+    assert a["recorder_kib"] and b["recorder_kib"], (a, b)  # it was seen, and measured
+    recorder_per_run = (b["recorder_kib"] - a["recorder_kib"]) * 1024 / runs
+    # Before issue 11: ~5,900 bytes of Python objects per run in the eval. Left at these
+    # sizes (~1,000): the index reader's cache filling up to its 4 MB, and results waiting
+    # for a recorder that falls behind on a busy machine (bounded by backpressure, not
+    # here). The recorder (~600-800 bytes of RSS a run at these sizes, before and after:
+    # its pack merges grew it later in long evals) is held to a coarse bound.
     assert main_per_run < 2500, (a, b, main_per_run)
-    assert recorder_per_run < 500, (a, b, recorder_per_run)
+    assert recorder_per_run < 1500, (a, b, recorder_per_run)
 
 
 def _configs(store: Path, count: int, template: dict) -> None:
@@ -139,12 +172,6 @@ def test_cache_ls_memory_does_not_grow_per_config(tmp_path: Path) -> None:
         # Before issue 11: ~14 KB per config (every run record's whole metadata kept);
         # what is left is the listing's own fields and the ref names (~1 KB).
         assert per_config < 2500, (peaks, flags, per_config)
-
-
-def test_driver_reports_kib() -> None:
-    # The thresholds above read ru_maxrss as KiB (Linux); a platform counting bytes would
-    # make every growth look a thousand times bigger.
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 64 * 1024 * 1024
 
 
 @pytest.mark.parametrize("fresh", [False, True])
