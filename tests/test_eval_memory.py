@@ -240,3 +240,40 @@ def test_a_pack_written_in_id_order_is_the_one_built_from_records(tmp_path: Path
         late.add(*objects[0])
     late.abort()
     assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_a_dataset_edited_while_the_eval_reads_it_stops_it(tmp_path: Path, capsys) -> None:
+    """Rows are read again as the workers take them: one that is not the row loaded (the
+    file was edited meanwhile) ends the eval with an error naming it, never runs under
+    the key of other content. The runs before it are recorded."""
+    store = tmp_path / "store"
+    data = tmp_path / "rows.jsonl"
+    pad = "x" * 1000  # past the reader's buffer: the last rows are read from disk later
+    rows = [{"user_prompt": f"What is {i} + 1?", "ground_truth": str(i + 1), "pad": pad}
+            for i in range(40)]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    arithmetic = ArithmeticResponder()
+    edited = []
+
+    def responder(request: dict) -> str | dict:
+        if not edited:  # the first question: change the last row in place, same length
+            text = data.read_bytes()
+            at = text.rindex(b"What is 39 + 1?")
+            with data.open("r+b") as f:
+                f.seek(at)
+                f.write(b"What is 93 + 1?")
+            edited.append(True)
+        return arithmetic(request)
+
+    with MockServer(responder=responder) as server:
+        argv = [
+            "--store", str(store), "eval", "-d", str(data), "--model", "m",
+            "--base-url", server.base_url, "--eval-fn", f"{SCORING}:exact_match",
+            "--concurrency", "1", "-q", "--json",
+        ]  # fmt: skip
+        code = cli_main(argv)
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "changed since the eval loaded it" in err and f"{data}:40" in err, err
+    assert "Traceback" not in err
+    assert server.calls == 39
