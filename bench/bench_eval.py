@@ -6,7 +6,7 @@ Run:  .venv/bin/python bench/bench_eval.py [--quick] [--only 123456] [--reps N] 
 Sections (all model calls go to osmo_store.testing.mockserver.MockServer on 127.0.0.1):
   1. end-to-end runs/s of `osmo eval`, zero-latency server, fresh store (subprocess + in-process)
   2. cost of recording the 100,000th run vs the 100th (Recorder.commit), vs a JSON-file design
-  3. resume planning with 100,000 finished runs (ConfigState.load + runner._plan)
+  3. resume planning with 100,000 finished runs (ConfigState.load + Plan.count)
   4. `eval cache ls` over 1,000 configs (list_configs in-process, and the CLI subprocess)
   5. re-run of a completed 10,000-run config (wall time, zero model calls)
   6. throughput at 50 ms latency and concurrency 64, vs the ideal 64 / 0.05 s
@@ -53,7 +53,7 @@ from synthetic import write_dataset as write_rows  # noqa: E402
 
 from osmo_store.backends.fsutil import fsync_dir  # noqa: E402
 from osmo_store.eval.catalog import list_configs  # noqa: E402
-from osmo_store.eval.runner import _plan  # noqa: E402
+from osmo_store.eval.plan import Plan  # noqa: E402
 from osmo_store.eval.state import (  # noqa: E402
     EVAL_REF_PREFIX,
     INDEX_REF,
@@ -765,10 +765,10 @@ def section_plan(big: dict, reps: int, res: dict, profile: bool) -> None:
         t1 = perf()
         state = ConfigState.load(repo, cid)
         t2 = perf()
-        todo, n_done, *_ = _plan(state, repo, rows, 1, retry_failed=False)
+        todo, n_done, _ = Plan.load(state, repo, 1, retry_failed=False).count(r.key for r in rows)
         t3 = perf()
         repo.close()
-        assert not todo and n_done == len(rows), (len(todo), n_done)
+        assert not todo and n_done == len(rows), (todo, n_done)
         if r == 0:
             continue  # first pass warms the page cache; the rest are timed
         opens.append(t1 - t0)
@@ -780,7 +780,7 @@ def section_plan(big: dict, reps: int, res: dict, profile: bool) -> None:
         prof = cProfile.Profile()
         prof.enable()
         state = ConfigState.load(repo, cid)
-        _plan(state, repo, rows, 1, retry_failed=False)
+        Plan.load(state, repo, 1, retry_failed=False).count(r.key for r in rows)
         prof.disable()
         repo.close()
         (OUT / "eval_profile_plan.txt").write_text(cprofile_text(prof))
@@ -797,7 +797,7 @@ def section_plan(big: dict, reps: int, res: dict, profile: bool) -> None:
         "packs": pack_count(path),
     }
     log(
-        f"  => ConfigState.load {fmt_s(med(loads))} + _plan {fmt_s(med(plans))} = "
+        f"  => ConfigState.load {fmt_s(med(loads))} + Plan.count {fmt_s(med(plans))} = "
         f"{fmt_s(med(totals))} (median of {reps}); Repository.open {fmt_s(med(opens))}"
     )
 
@@ -1171,7 +1171,7 @@ def report(res: dict, sz: dict) -> list[dict]:
         p = res["plan"]
         add(
             "3",
-            f"ConfigState.load + _plan, {p['samples']:,} finished",
+            f"ConfigState.load + Plan.count, {p['samples']:,} finished",
             fmt_s(p["median_s"]),
             "plan_seconds" if p["samples"] >= 100_000 else None,
             p["median_s"],

@@ -292,7 +292,7 @@ def test_manifest_reads_return_exactly_its_entries(m: Entries, absent: list[str]
         assert len(iterated) == len(m)
         assert _as_map(iterated) == m
         assert tree_count(store, root) == len(m)
-        reader = TreeReader(store, max_nodes=3)  # a small cache: evictions happen too
+        reader = TreeReader(store, max_bytes=3000)  # a small cache: evictions happen too
         for name, (t, oid) in m.items():
             assert tree_get(store, root, name) == TreeEntry(name, t, oid)
             assert reader.get(root, name) == TreeEntry(name, t, oid)

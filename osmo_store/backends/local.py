@@ -26,7 +26,7 @@ from .compaction import PackTiers, compact, maintenance_lock, reclaim
 from .fsutil import fsync_dir, publish_no_overwrite, publish_or_freshen, write_temp
 from .layout import StoreLayout
 from .lease import WriterLease
-from .pack import OrderedPackWriter, PackReader, PackWriter
+from .pack import PackReader, PackWriter
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -403,8 +403,8 @@ class LocalObjectStore(ObjectStore):
         self, objects: Iterable[tuple[ObjectId, bytes]], *, in_id_order: bool = False
     ) -> Path | None:
         """One new published pack of the given stored objects (None if there were none).
-        ``in_id_order``: they come sorted by id, each once (a pack being rewritten)."""
-        writer = OrderedPackWriter(self.pack_dir) if in_id_order else PackWriter(self.pack_dir)
+        Objects given in increasing id order are indexed as they come (``PackWriter``)."""
+        writer = PackWriter(self.pack_dir, in_id_order=in_id_order)
         try:
             for oid, data in objects:
                 writer.add(oid, data)
@@ -475,18 +475,32 @@ class LocalObjectStore(ObjectStore):
                 return None
             return data
 
+        def read_loose() -> Iterator[tuple[ObjectId, PackReader | None, int, int]]:
+            for oid, _ in sorted(loose):
+                yield oid, None, 0, 0
+
+        def read_pack(pack: PackReader) -> Iterator[tuple[ObjectId, PackReader | None, int, int]]:
+            for oid, off, ln in pack.entries():
+                yield oid, pack, off, ln
+
+        paths = dict(loose)
+
         def objects() -> Iterator[tuple[ObjectId, bytes]]:
-            for oid, path in loose:
-                with contextlib.suppress(FileNotFoundError):  # gone meanwhile (gc)
-                    if (data := sound(oid, path, path.read_bytes)) is not None:
-                        yield oid, data
-            for pack in packs:
-                for oid, off, ln in pack.entries():
+            # Every source is in id order: merged, they are too (the writer drops repeats).
+            for oid, pack, off, ln in heapq.merge(
+                read_loose(), *map(read_pack, packs), key=lambda item: item[0]
+            ):
+                if pack is not None:
                     read = functools.partial(pack.read_at, oid, off, ln)
                     if (data := sound(oid, pack.pack_path, read)) is not None:
                         yield oid, data
+                    continue
+                path = paths[oid]
+                with contextlib.suppress(FileNotFoundError):  # gone meanwhile (gc)
+                    if (data := sound(oid, path, path.read_bytes)) is not None:
+                        yield oid, data
 
-        new_idx = self._write_pack(objects())
+        new_idx = self._write_pack(objects(), in_id_order=True)
         if new_idx is not None:
             for _, path in loose:
                 if path not in kept:

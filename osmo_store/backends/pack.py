@@ -37,15 +37,27 @@ _WRITE_BUFFER = 1 << 20
 
 
 class PackWriter:
-    """Writes one pack. ``add`` stored bytes, then ``finish`` (publish) or ``abort``."""
+    """Writes one pack. ``add`` stored bytes, then ``finish`` (publish) or ``abort``.
 
-    def __init__(self, pack_dir: Path) -> None:
+    With ``in_id_order``, objects come in increasing id order (a repeated id is written
+    once) and their index records go to the index file as they come: a merge of many packs
+    holds no record per object in memory (a dict of them took ~200 bytes an object: an
+    eval's recorder folding its packs would grow with the eval)."""
+
+    def __init__(self, pack_dir: Path, *, in_id_order: bool = False) -> None:
         self.pack_dir = pack_dir
         pack_dir.mkdir(parents=True, exist_ok=True)
         self._tmp = pack_dir / f"tmp-pack-{os.getpid()}-{os.urandom(6).hex()}"
         self._fd = os.open(self._tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         self._hash = blake3.blake3()
         self._records: dict[bytes, tuple[int, int]] = {}
+        self._stream: _IndexStream | None = None
+        if in_id_order:
+            try:
+                self._stream = _IndexStream(self._tmp.with_name(self._tmp.name + "-index"))
+            except BaseException:
+                self.abort()
+                raise
         self._offset = 0
         self._framed_total = 0
         self._buffer = bytearray()
@@ -69,10 +81,11 @@ class PackWriter:
             self._buffer = bytearray()
 
     def __contains__(self, oid: ObjectId) -> bool:
+        assert self._stream is None, "an in-id-order writer keeps no records"
         return oid_to_raw(oid) in self._records
 
     def __len__(self) -> int:
-        return len(self._records)
+        return self._stream.count if self._stream is not None else len(self._records)
 
     @property
     def size(self) -> int:
@@ -80,14 +93,19 @@ class PackWriter:
 
     def add(self, oid: ObjectId, data: bytes) -> None:
         raw = oid_to_raw(oid)
-        if raw in self._records:
+        if self._stream is not None:
+            if not self._stream.add(raw, self._offset, len(data)):
+                return
+        elif raw in self._records:
             return
-        self._records[raw] = (self._offset, len(data))
+        else:
+            self._records[raw] = (self._offset, len(data))
         self._framed_total += stored_content_size(data)
         self._write(data)
 
     def read(self, oid: ObjectId) -> bytes:
         """Stored bytes of an object added to this (unpublished) pack."""
+        assert self._stream is None, "an in-id-order writer keeps no records"
         self._drain()
         offset, length = self._records[oid_to_raw(oid)]
         return os.pread(self._fd, length, offset)
@@ -106,13 +124,16 @@ class PackWriter:
             os.close(self._fd)
             self._fd = -1
             stored_total = self._offset + _TRAILER
-            idx = self._build_index(checksum, stored_total)
-            fd = os.open(idx_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                write_all(fd, idx)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if self._stream is not None:
+                self._stream.finish(checksum, self._framed_total, stored_total)
+            else:
+                idx = build_index(self._records, checksum, self._framed_total, stored_total)
+                fd = os.open(idx_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                try:
+                    write_all(fd, idx)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             name = f"pack-{checksum.hex()}"
             # Order matters: the pack must be in place before the index that makes it visible.
             # An identical pack already there is freshened instead (see gc's protocol).
@@ -130,46 +151,64 @@ class PackWriter:
             os.close(self._fd)
             self._fd = -1
         self._tmp.unlink(missing_ok=True)
+        if self._stream is not None:
+            self._stream.abort()
 
-    def _build_index(self, checksum: bytes, stored_total: int) -> bytes:
-        return build_index(self._records, checksum, self._framed_total, stored_total)
 
+class _IndexStream:
+    """An index file written record by record, for ids that come in increasing order: the
+    header and fan-out are filled in at the end, and the trailer hashes the file read back
+    in chunks (the layout is ``build_index``'s)."""
 
-class OrderedPackWriter(PackWriter):
-    """A ``PackWriter`` for objects that come in increasing id order, each once (a pack
-    rewritten without some of its objects). Its index records are packed as they come,
-    44 bytes an object instead of a dict entry of ~200, so gc rewrites a pack of a million
-    objects in tens of MB. No look-ups: nothing is added twice."""
-
-    def __init__(self, pack_dir: Path) -> None:
-        super().__init__(pack_dir)
-        self._packed = bytearray()
-        self._counts = [0] * 256
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        self.count = 0
+        self._fanout = [0] * 256
         self._last = b""
+        self._buffer = bytearray(_IDX_HEADER.size + _FANOUT.size)  # filled in by finish
 
-    def __contains__(self, oid: ObjectId) -> bool:
-        raise TypeError("an OrderedPackWriter does not look ids up")
-
-    def __len__(self) -> int:
-        return len(self._packed) // _RECORD.size
-
-    def add(self, oid: ObjectId, data: bytes) -> None:
-        raw = oid_to_raw(oid)
+    def add(self, raw: bytes, offset: int, length: int) -> bool:
+        """Record an object; False for a repeat of the last id (not to be written)."""
         if raw <= self._last:
-            raise ValueError(f"{oid} is out of id order")
+            if raw == self._last:
+                return False
+            raise ValueError("objects of an in-id-order pack came out of order")
         self._last = raw
-        self._packed += _RECORD.pack(raw, self._offset, len(data))
-        self._counts[raw[0]] += 1
-        self._framed_total += stored_content_size(data)
-        self._write(data)
+        self._fanout[raw[0]] += 1
+        self.count += 1
+        self._buffer += _RECORD.pack(raw, offset, length)
+        if len(self._buffer) >= _WRITE_BUFFER:
+            write_all(self.fd, self._buffer)
+            self._buffer = bytearray()
+        return True
 
-    def read(self, oid: ObjectId) -> bytes:
-        raise TypeError("an OrderedPackWriter does not look ids up")
+    def finish(self, checksum: bytes, framed_total: int, stored_total: int) -> None:
+        write_all(self.fd, self._buffer + checksum)
+        self._buffer = bytearray()
+        fanout = list(self._fanout)
+        for i in range(1, 256):
+            fanout[i] += fanout[i - 1]
+        head = _IDX_HEADER.pack(IDX_MAGIC, self.count, framed_total, stored_total)
+        os.pwrite(self.fd, head + _FANOUT.pack(*fanout), 0)
+        h = blake3.blake3()
+        pos, end = 0, os.fstat(self.fd).st_size
+        while pos < end:
+            chunk = os.pread(self.fd, min(_WRITE_BUFFER, end - pos), pos)
+            if not chunk:
+                raise OSError(f"{self.path}: short read while hashing the index")
+            h.update(chunk)
+            pos += len(chunk)
+        write_all(self.fd, h.digest())
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = -1
 
-    def _build_index(self, checksum: bytes, stored_total: int) -> bytes:
-        return _index(
-            len(self), self._counts, self._packed, checksum, self._framed_total, stored_total
-        )
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.path.unlink(missing_ok=True)
 
 
 def build_index(

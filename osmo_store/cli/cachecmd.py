@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterable
 
 from ..errors import (
     AmbiguousId,
@@ -112,7 +113,7 @@ def cmd_ls(args: argparse.Namespace, repo: Repository) -> int:
     check_eval_refs(repo)
     configs = _filtered(repo, args)
     if args.json:
-        rows = [
+        rows = (
             {
                 "config_id": c.config_id,
                 "run": c.run_id,
@@ -130,8 +131,8 @@ def cmd_ls(args: argparse.Namespace, repo: Repository) -> int:
                 "updated": c.updated,
             }
             for c in configs
-        ]
-        out(json.dumps(rows, indent=2))
+        )
+        _print_json_list(rows)
         return 0
     differing = _differing_params(configs)
     header = ("CONFIG", "LABEL", "MODEL", "DATASET", "EVAL FNS", "N",
@@ -167,6 +168,20 @@ def _differing_params(configs: list[ConfigInfo]) -> list[str]:
     apart."""
     names = sorted({k for c in configs for k in c.params})
     return [k for k in names if len({json.dumps(c.params.get(k)) for c in configs}) > 1]
+
+
+def _print_json_list(items: Iterable[dict]) -> None:
+    """What ``json.dumps(list(items), indent=2)`` prints, an item at a time (not the whole
+    text at once: a store may hold thousands of configs)."""
+    held: str | None = None  # an item waits for the next one: only the last has no comma
+    for item in items:
+        out("[" if held is None else held + ",")
+        held = "\n".join("  " + line for line in json.dumps(item, indent=2).splitlines())
+    if held is None:
+        out("[]")
+    else:
+        out(held)
+        out("]")
 
 
 def cmd_rm(args: argparse.Namespace, repo: Repository) -> int:

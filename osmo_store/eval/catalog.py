@@ -17,6 +17,9 @@ STATUSES = ("in_progress", "completed", "interrupted", "partial")
 
 
 class ConfigInfo(NamedTuple):
+    """A config as listed: its run record's metadata, or (``list_configs``' default) only
+    the parts a listing shows, not the whole (a few KB parsed, per config)."""
+
     config_id: str
     run_id: ObjectId
     meta: dict[str, Any]
@@ -81,14 +84,19 @@ def list_configs(
     dataset: str | None = None,
     status: str | None = None,
     label: str | None = None,
+    full: bool = False,
 ) -> list[ConfigInfo]:
-    """Configs newest first; filters are case-insensitive substrings (status: exact)."""
+    """Configs newest first; filters are case-insensitive substrings (status: exact). Each
+    run record is read, reduced to what a listing shows, and let go: memory is a few
+    hundred bytes per config, whatever its records hold. ``full``: each keeps its whole
+    metadata (identity, provenance) instead."""
     out = []
     for name, run_id in repo.refs.list(EVAL_REF_PREFIX).items():
         record = load_eval_record(repo, run_id)
-        meta = record.meta
         config_id = name[len(EVAL_REF_PREFIX) :]
-        st = config_status(repo, config_id, meta)
+        st = config_status(repo, config_id, record.meta)
+        meta = record.meta if full else _listed(record.meta)
+        del record
         info = ConfigInfo(config_id, run_id, meta, st)
         if model and model.lower() not in info.model.lower():
             continue
@@ -101,6 +109,28 @@ def list_configs(
         out.append(info)
     out.sort(key=lambda c: c.updated, reverse=True)
     return out
+
+
+_LISTED_CONFIG = ("model", "model_id", "agent", "dataset", "eval_fns", "n", "params", "max_turns")
+
+
+def _listed(meta: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a run record's metadata that ``ConfigInfo``'s fields read."""
+    config = meta.get("config") or {}
+    summary = meta.get("summary") or {}
+    primary = summary.get("primary_metric")
+    metrics = summary.get("metrics") or {}
+    return {
+        "config": {k: config[k] for k in _LISTED_CONFIG if k in config},
+        "counts": meta.get("counts", {}),
+        "label": meta.get("label"),
+        "session": {"updated": (meta.get("session") or {}).get("updated")},
+        "summary": {"primary_metric": primary, "metrics": {primary: metrics[primary]}}
+        if primary in metrics
+        else None,
+        "score": meta.get("score"),
+        "status": meta.get("status"),
+    }
 
 
 def config_status(repo: Repository, config_id: str, meta: dict[str, Any]) -> str:

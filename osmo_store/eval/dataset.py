@@ -49,8 +49,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import blake3
+
 from ..errors import DatasetError, UsageError
 from ..hashing import blake3_hex, canonical_json
+from .rowkeys import RowKeys
 
 KEY_LEN = 32
 ROLES = ("system", "user", "assistant", "tool")
@@ -77,22 +80,64 @@ class Row:
 
 @dataclass
 class Dataset:
+    """A loaded dataset: every row's key, not the rows. The selected rows (``offset`` to
+    ``stop``) are read from the file again as an eval runs them (``iter_rows``), so an
+    eval holds only the rows in flight, whatever the file's size."""
+
     path: Path
-    rows: list[Row]
-    total_rows: int
+    shown: str  # the path as given, for messages
+    keys: RowKeys  # of every row in the file, in order
+    offset: int
+    stop: int  # the selection is rows offset..stop-1
     fingerprint: str  # of every row in the file (provenance)
+    #: of the selected rows, by content: a config's dataset identity, so a copy of the
+    #: file, or the same rows at another path, is the same. Order is not identity: the same
+    #: rows reordered give the same results.
+    selection_fingerprint: str
 
     @property
-    def selection_fingerprint(self) -> str:
-        """Of the selected rows (after offset/limit), by content: a config's dataset
-        identity, so a copy of the file, or the same rows at another path, is the same.
-        Order is not identity: the same rows reordered give the same results."""
-        return blake3_hex(canonical_json(sorted(r.key for r in self.rows)))
+    def total_rows(self) -> int:
+        return len(self.keys)
+
+    @property
+    def selected_rows(self) -> int:
+        return self.stop - self.offset
+
+    def selected_keys(self) -> Iterator[str]:
+        for index in range(self.offset, self.stop):
+            yield self.keys[index]
+
+    def iter_rows(self) -> Iterator[Row]:
+        """The selected rows, read and checked again: a row whose content is not what was
+        loaded (the file changed since) is a ``DatasetError``, never a run under the key of
+        other content."""
+        reader = _READERS[Path(self.shown).suffix.lower()]
+        collector = _RowCollector(self.shown)
+        index = self.offset
+        with closing(reader(self.path, self.shown)) as source:
+            for position, (where, obj) in enumerate(source):
+                if position < self.offset:
+                    continue
+                if index == self.stop:
+                    return
+                key = self.keys[index]
+                row = collector.row(index, where, obj, key)
+                if row.key != key:
+                    raise _changed(self.shown, where)
+                yield row
+                index += 1
+        if index < self.stop:
+            raise _changed(self.shown, None)
+
+    @property
+    def rows(self) -> list[Row]:
+        """Every selected row (read from the file again; an eval uses ``iter_rows``)."""
+        return list(self.iter_rows())
 
 
 def load_dataset(path: str | Path, *, limit: int | None = None, offset: int = 0) -> Dataset:
-    """Load every row of ``path`` (all are validated and keyed, since the fingerprint
-    covers the whole file) and keep ``rows[offset:offset + limit]``.
+    """Read and check every row of ``path`` (all are validated and keyed, since the
+    fingerprint covers the whole file) and select ``rows[offset:offset + limit]``.
 
     Raises :class:`DatasetError` for bad files or rows, ``UsageError`` for a negative
     ``limit``/``offset``."""
@@ -115,29 +160,72 @@ def load_dataset(path: str | Path, *, limit: int | None = None, offset: int = 0)
             path=shown,
             hint=f"use one of {', '.join(SUFFIXES)}",
         )
-    collector = _RowCollector(shown, offset, limit)
+    collector = _RowCollector(shown)
+    keys = RowKeys()
+    stop = None if limit is None else offset + limit
+    # canonical_json of the key list, hashed as the keys come (a list of strings).
+    everything = _ListHash()
     with closing(reader(resolved, shown)) as source:
-        for where, obj in source:
-            collector.add(where, obj)
-    total = len(collector.keys)
+        for index, (where, obj) in enumerate(source):
+            key = keys.add(collector.row(index, where, obj, None).key)
+            everything.add(key)
+    total = len(keys)
     if total == 0:
         raise DatasetError("dataset has no rows", path=shown)
     if offset >= total:
         raise DatasetError(f"offset {offset} is past the last row ({total} rows)", path=shown)
     return Dataset(
         path=resolved,
-        rows=collector.rows,
-        total_rows=total,
-        fingerprint=blake3_hex(canonical_json(collector.keys)),
+        shown=shown,
+        keys=keys,
+        offset=offset,
+        stop=total if stop is None else min(stop, total),
+        fingerprint=everything.hexdigest(),
+        selection_fingerprint=_set_fingerprint(
+            keys, offset, total if stop is None else min(stop, total)
+        ),
     )
 
 
 def row_from_data(data: dict[str, Any], where: str = "a stored row") -> Row:
     """A row rebuilt from its data as a config stores it (the dataset file's object), with
     the messages, ground truth and metadata an eval function is given."""
-    collector = _RowCollector(where, 0, None)
-    collector.add(where, data)
-    return collector.rows[0]
+    return _RowCollector(where).row(0, where, data, None)
+
+
+def _set_fingerprint(keys: RowKeys, start: int, stop: int) -> str:
+    """canonical_json of the sorted keys of rows start..stop-1, hashed: their set."""
+    selection = _ListHash()
+    for key in sorted(keys[i] for i in range(start, stop)):
+        selection.add(key)
+    return selection.hexdigest()
+
+
+def _changed(shown: str, where: str | None) -> DatasetError:
+    return DatasetError(
+        "the file changed since the eval loaded it: "
+        + ("this row is not the one loaded" if where else "rows are missing"),
+        path=shown,
+        where=where,
+        hint="run the eval again on the file as it is now",
+    )
+
+
+class _ListHash:
+    """BLAKE3 of ``canonical_json(list_of_strings)``, fed one string at a time."""
+
+    def __init__(self) -> None:
+        self._h = blake3.blake3(b"[")
+        self._first = True
+
+    def add(self, text: str) -> None:
+        self._h.update(canonical_json(text) if self._first else b"," + canonical_json(text))
+        self._first = False
+
+    def hexdigest(self) -> str:
+        h = self._h.copy()
+        h.update(b"]")
+        return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -152,18 +240,16 @@ class _Columns:
 
 
 class _RowCollector:
-    """Turns raw row objects into keyed rows, keeping only the offset/limit window."""
+    """Turns raw row objects into rows keyed by content (the key of a repeat is numbered by
+    ``RowKeys``, which sees every row)."""
 
-    def __init__(self, shown: str, offset: int, limit: int | None) -> None:
+    def __init__(self, shown: str) -> None:
         self.shown = shown
-        self.start = offset
-        self.stop = None if limit is None else offset + limit
-        self.keys: list[str] = []
-        self.rows: list[Row] = []
         self._columns: dict[tuple[str, ...], _Columns] = {}
-        self._repeats: dict[str, int] = {}
 
-    def add(self, where: str, obj: Any) -> None:
+    def row(self, index: int, where: str, obj: Any, key: str | None) -> Row:
+        """The row, keyed by the hash of its content; by ``key`` instead (the key given at
+        load time, "hash" or "hash-N") if that is the key of the same content."""
         if not isinstance(obj, dict):
             raise DatasetError(
                 f"expected a JSON object, got {_json_type(obj)}", path=self.shown, where=where
@@ -177,17 +263,10 @@ class _RowCollector:
         ground_truth = obj[cols.ground_truth] if cols.ground_truth is not None else None
         metadata = {name: obj[name] for name in cols.metadata}
         content = {"messages": messages, "ground_truth": ground_truth, "metadata": metadata}
-        key = blake3_hex(canonical_json(content))[:KEY_LEN]
-        # Identical rows are separate runs; numbering repeats in file order keeps every
-        # key free of the row's position while still making duplicates distinct.
-        repeat = self._repeats.get(key, 0)
-        self._repeats[key] = repeat + 1
-        if repeat:
-            key = f"{key}-{repeat}"
-        index = len(self.keys)
-        self.keys.append(key)
-        if index >= self.start and (self.stop is None or index < self.stop):
-            self.rows.append(Row(index, where, obj, messages, ground_truth, metadata, key))
+        digest = blake3_hex(canonical_json(content))[:KEY_LEN]
+        if key is None or not key.startswith(digest):
+            key = digest
+        return Row(index, where, obj, messages, ground_truth, metadata, key)
 
     def _messages(self, obj: dict[str, Any], cols: _Columns, where: str) -> list[dict[str, Any]]:
         system = obj[cols.system_prompt] if cols.system_prompt is not None else None

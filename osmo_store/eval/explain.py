@@ -95,7 +95,7 @@ def _nearest(repo: Repository, prepared: PreparedEval) -> dict[str, Any] | None:
     differs, split into what makes rollouts miss (``compute``) and what only rescores."""
     dataset = prepared.dataset
     best: tuple[int, dict[str, Any]] | None = None
-    for info in list_configs(repo):
+    for info in list_configs(repo, full=True):
         prov = info.meta.get("provenance", {}).get("dataset", {})
         if prov.get("fingerprint") != dataset.fingerprint and info.dataset != str(dataset.path):
             continue

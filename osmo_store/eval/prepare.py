@@ -78,7 +78,7 @@ def prepare_eval(
     if not eval_fns:
         raise UsageError("an eval needs at least one eval function")
     loaded = load_dataset(dataset, limit=limit, offset=offset)
-    if not loaded.rows:
+    if not loaded.selected_rows:
         raise UsageError(f"{dataset}: no rows selected (offset {offset})")
     files = []
     for name in key_files:
@@ -112,7 +112,7 @@ def prepare_eval(
         "agent": agent,
         "eval_fns": list(eval_fns),
         "dataset": str(loaded.path),
-        "rows": len(loaded.rows),
+        "rows": loaded.selected_rows,
         "offset": offset,
         "limit": limit,
         "n": n,

@@ -40,7 +40,7 @@ def provenance(config: EvalConfig, dataset: Dataset, started: float) -> dict[str
             "path": str(dataset.path),
             "fingerprint": dataset.fingerprint,
             "rows_total": dataset.total_rows,
-            "rows_selected": len(dataset.rows),
+            "rows_selected": dataset.selected_rows,
         },
         "code": code,
     }

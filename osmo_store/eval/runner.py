@@ -32,9 +32,11 @@ from .config import EvalConfig, rollout_key
 from .configstate import acquire_eval_lock
 from .dataset import Row
 from .journal import Journal, to_replay
+from .plan import Plan, Todo
 from .prepare import PreparedEval
 from .provenance import provenance
 from .recorder_proc import RecorderProcess, meta_builder
+from .rowkeys import RunSet
 from .scoring import EvalFn, score_all
 from .solver import CallOutcome, ModelCaller, Rollout, Solver, StoreLookup
 from .state import (
@@ -73,15 +75,6 @@ class EvalOptions:
     label: str | None = None
     #: results journaled but not yet recorded in the store past which workers wait
     backlog: int = 1024
-
-
-def in_shard(row_key: str, shard: tuple[int, int] | None) -> bool:
-    """Rows are assigned to shards by their content key, so every machine agrees whatever
-    the row order, and a config's shards are disjoint and cover it."""
-    if shard is None:
-        return True
-    index, count = shard
-    return int(row_key[:8], 16) % count == index - 1
 
 
 @dataclass
@@ -151,33 +144,6 @@ def run_eval(
         lock.release()
 
 
-def _plan(
-    state: ConfigState,
-    repo: Repository,
-    rows: list[Row],
-    n: int,
-    retry_failed: bool,
-    replayed: frozenset[str] = frozenset(),
-):
-    """What to run, and how many runs are recorded done and failed. ``replayed`` names runs
-    a crashed session journaled: not run, and counted when the opening commit records them
-    (a failure among them is run again with ``retry_failed``)."""
-    done = state.names(repo, "samples")
-    failed = state.names(repo, "failed")
-    todo: list[tuple[Row, int]] = []
-    n_done = n_failed = 0
-    for row in rows:
-        for i in range(n):
-            name = sample_name(row.key, i)
-            if name in replayed:
-                continue
-            if name in done:
-                n_done += 1
-            elif name in failed and not retry_failed:
-                n_failed += 1
-            else:
-                todo.append((row, i))
-    return todo, n_done, n_failed, failed
 
 
 def _calls_of_failed(repo: Repository, state: ConfigState) -> frozenset[ObjectId]:
@@ -231,12 +197,13 @@ class _EvalRun:
             state = ConfigState.empty(repo)
         self.state = state
         self.parents: tuple[ObjectId, ...] = (state.run_id,) if state.run_id else ()
-        rows = [r for r in self.dataset.rows if in_shard(r.key, options.shard)]
-        self.todo, n_done, n_failed, self.failed_names = _plan(
-            state, repo, rows, config.n, options.retry_failed,
-            frozenset(r.name for r in replayed if r.name),
+        plan = Plan.load(
+            state, repo, config.n, retry_failed=options.retry_failed, shard=options.shard,
+            replayed=frozenset(r.name for r in replayed if r.name),
         )  # fmt: skip
-        self.total = len(self.dataset.rows) * config.n
+        self.todo = Todo(plan, self.dataset)
+        n_done, n_failed, self.failed_names = self.todo.n_done, self.todo.n_failed, plan.failed
+        self.total = self.dataset.selected_rows * config.n
         self.stats = _Stats()
         self.stats.reused_samples = n_done
         self.primary = prepared.eval_fns[0].name if prepared.eval_fns else None
@@ -246,7 +213,11 @@ class _EvalRun:
         # A retried run asks the model again: the answers its failed attempt got (an agent's
         # calls are recorded as they are answered) are not taken from the store.
         retried = _calls_of_failed(repo, state) if options.retry_failed else frozenset()
-        lookup = StoreLookup(repo, state.trees["cache"], shared=not isolated, skip=retried)
+        # Sized for a rollout and a model call per run (an agent's more calls grow it).
+        self.lookup = lookup = StoreLookup(
+            repo, state.trees["cache"], shared=not isolated, skip=retried,
+            expected=2 * len(self.todo),
+        )  # fmt: skip
         for res in replayed:  # an agent's answered calls, say, that its rollout will ask for
             for obj in res.objects:
                 if obj.subtree == "cache" and obj.content is not None:
@@ -292,10 +263,11 @@ class _EvalRun:
         self.commit_error: BaseException | None = None
         # The summary of the runs recorded in this session is built as they are committed;
         # only runs recorded before it are read back at the end.
+        keys = self.dataset.keys
         self.summary = SummaryBuilder(
-            n=config.n, pass_threshold=options.pass_threshold, primary=self.primary
+            n=config.n, pass_threshold=options.pass_threshold, primary=self.primary, rows=keys
         )
-        self.recorded_now: set[str] = set()
+        self.recorded_now = RunSet(keys, config.n)  # a bit a run: not a name per run kept
         if prepared.agent is not None:
             self.caller.record_now = lambda c: self._deliver(
                 SampleResult.objects_only([PendingObject("cache", c.key, c.content, c.oid)])
@@ -406,6 +378,10 @@ class _EvalRun:
                 first = False
                 if self.journal is not None and seqs:
                     self.journal.committed(max(seqs))
+                self.lookup.committed(
+                    self.recorder.trees["cache"],
+                    (o.name for res in batch for o in res.objects if o.subtree == "cache"),
+                )
                 for res in batch:
                     if not res.name:
                         continue  # an agent's model call, recorded ahead of its run

@@ -11,7 +11,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -29,6 +29,7 @@ from ..objects import ObjectType, object_id
 from ..repo import Repository
 from .client import ChatClient
 from .config import EvalConfig, ModelSpec, call_key
+from .keyfilter import KeyFilter
 from .state import IndexReader
 from .stored import parse_call, parse_rollout
 
@@ -73,9 +74,15 @@ class Hit(NamedTuple):
 
 class StoreLookup:
     """Finds stored call/rollout blobs by key: results of this session not yet committed
-    first, then the config's own ``cache`` manifest (``own``: what its earlier sessions
-    recorded, even where a crash kept them out of the index), then the shared index (unless
-    ``shared`` is false: a config started over with ``--fresh``). Thread-safe."""
+    first, then what this session has committed, then the config's own ``cache`` manifest
+    (``own``: what its earlier sessions recorded, even where a crash kept them out of the
+    index), then the shared index (unless ``shared`` is false: a config started over with
+    ``--fresh``). Thread-safe.
+
+    Memory does not grow with the eval: a result's content is held only until its commit
+    (``committed``); after that its key costs a few bits in a filter, and the rare lookup
+    the filter lets through reads the config's ``cache`` manifest as last committed.
+    ``expected`` (how many keys the session may record) sizes that filter."""
 
     def __init__(
         self,
@@ -84,6 +91,7 @@ class StoreLookup:
         *,
         shared: bool = True,
         skip: frozenset[ObjectId] = frozenset(),
+        expected: int = 0,
     ) -> None:
         self.repo = repo
         self._readers = [IndexReader(repo, only=own)] if own is not None else []
@@ -91,12 +99,17 @@ class StoreLookup:
             self._readers.append(IndexReader(repo))
         self._skip = skip  # ids of blobs not to take from the store (only from this session)
         self._pending: dict[str, tuple[ObjectId, bytes]] = {}
+        self._recorded = KeyFilter(expected)
+        self._latest: IndexReader | None = None  # the cache manifest as last committed
         self._lock = threading.Lock()
 
     def _stored_ids(self, key: str) -> list[ObjectId]:
         """Stored candidates for ``key``, best first (called under the lock)."""
+        readers = self._readers
+        if self._latest is not None and key in self._recorded:
+            readers = [self._latest, *readers]
         out: list[ObjectId] = []
-        for reader in self._readers:
+        for reader in readers:
             oid = reader.get(key)
             if oid is not None and oid not in self._skip and oid not in out:
                 out.append(oid)
@@ -113,12 +126,23 @@ class StoreLookup:
         with self._lock:
             self._pending[key] = (oid, content)
 
+    def committed(self, cache: ObjectId, keys: Iterable[str]) -> None:
+        """``keys`` are recorded in the config's ``cache`` manifest ``cache``: look for them
+        there from now on, and let go of their content."""
+        with self._lock:
+            # The manifest first, then the content goes: a lookup always finds one of them.
+            if self._latest is None:
+                self._latest = IndexReader(self.repo, only=cache)
+            self._latest.root = cache
+            for key in keys:
+                self._recorded.add(key)
+                self._pending.pop(key, None)
+
     def find(self, key: str) -> Hit | None:
         with self._lock:
             hit = self._pending.get(key)
-        if hit is not None:
-            return Hit(hit[0], hit[1], True)
-        with self._lock:
+            if hit is not None:
+                return Hit(hit[0], hit[1], True)
             candidates = self._stored_ids(key)
         for oid in candidates:
             try:

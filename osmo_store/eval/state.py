@@ -341,8 +341,8 @@ class IndexReader:
 
     def __init__(self, repo: Repository, only: ObjectId | None = None) -> None:
         self.repo = repo
-        # A parsed 256-entry leaf takes ~65 KB: 1,024 nodes bound the cache near 64 MB.
-        self.reader = TreeReader(repo.objects, max_nodes=1024)
+        # Bounded (4 MB, ~160 leaves): an eval's memory must not grow with the index.
+        self.reader = TreeReader(repo.objects)
         self.shared = only is None
         self.root = repo.refs.read(INDEX_REF) if only is None else only
         self._read_at = time.monotonic()

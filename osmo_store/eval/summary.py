@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import math
 import statistics
+from array import array
 from collections import defaultdict
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .rowkeys import RowKeys
 
 from .failures import FailureGroups
 
@@ -45,7 +49,7 @@ def metric_values(scores: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def describe(values: list[float]) -> dict[str, float]:
+def describe(values: Sequence[float]) -> dict[str, float]:
     return {
         "mean": statistics.fmean(values),
         "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
@@ -60,20 +64,48 @@ class SummaryBuilder:
     """Summary of sample records (dicts as stored), fed one at a time. A run *passes* when
     its primary metric (the first eval function's score; for a dict, its "score", "pass",
     "correct" or "accuracy" entry, else the alphabetically first) is >= ``pass_threshold``;
-    failed runs and runs whose primary score errored do not pass."""
+    failed runs and runs whose primary score errored do not pass.
 
-    def __init__(self, *, n: int, pass_threshold: float, primary: str | None) -> None:
+    Given the dataset's ``rows``, what it keeps per run is a few bytes: each metric's
+    values as 8-byte floats, and per row two counters (runs, passes) found by the row's
+    index; a row not among ``rows`` is counted in a dict."""
+
+    def __init__(
+        self, *, n: int, pass_threshold: float, primary: str | None, rows: RowKeys | None = None
+    ) -> None:
         self.n = n
         self.pass_threshold = pass_threshold
         self.primary = primary
-        self.by_metric: dict[str, list[float]] = defaultdict(list)
-        self.per_row: dict[str, list[bool]] = defaultdict(list)
+        self.by_metric: dict[str, array] = defaultdict(lambda: array("d"))
+        self._rows = rows
+        size = len(rows) if rows is not None else 0
+        self._row_runs = array("I", bytes(4 * size))
+        self._row_passes = array("I", bytes(4 * size))
+        self._other_rows: dict[str, list[int]] = {}  # row key -> [runs, passes]
         self.failed = self.scoring_errors = self.runs = 0
         self.errors_by_fn: dict[str, int] = defaultdict(int)
         self.tokens: dict[str, int] = defaultdict(int)
         self.groups = FailureGroups()
         self.primary_sum = 0.0
         self.primary_count = 0
+
+    def _count_row(self, row: str, passed: bool) -> None:
+        index = self._rows.index(row) if self._rows is not None else None
+        if index is None:
+            counts = self._other_rows.setdefault(row, [0, 0])
+            counts[0] += 1
+            counts[1] += passed
+        else:
+            self._row_runs[index] += 1
+            self._row_passes[index] += passed
+
+    def _per_row(self) -> Iterator[tuple[int, int]]:
+        """(runs, passes) of every row that has runs."""
+        for runs, passes in zip(self._row_runs, self._row_passes, strict=True):
+            if runs:
+                yield runs, passes
+        for runs, passes in self._other_rows.values():
+            yield runs, passes
 
     def add(self, s: dict[str, Any]) -> None:
         self.runs += 1
@@ -83,7 +115,7 @@ class SummaryBuilder:
                 self.tokens[k] += v
         if s.get("status") == "failed":
             self.failed += 1
-            self.per_row[s["row"]].append(False)
+            self._count_row(s["row"], False)
             return
         if s.get("scoring_errors"):
             self.scoring_errors += 1
@@ -95,18 +127,18 @@ class SummaryBuilder:
         if p is not None:
             self.primary_sum += p
             self.primary_count += 1
-        self.per_row[s["row"]].append(p is not None and p >= self.pass_threshold)
+        self._count_row(s["row"], p is not None and p >= self.pass_threshold)
 
     def result(self) -> dict[str, Any]:
         groups = self.groups.result()
         pass_k: dict[str, float] = {}
         for k in ks_for(self.n):
-            rows = [r for r in self.per_row.values() if len(r) >= k]
+            rows = [pass_at_k(r, c, k) for r, c in self._per_row() if r >= k]
             if rows:
-                pass_k[f"pass@{k}"] = statistics.fmean(pass_at_k(len(r), sum(r), k) for r in rows)
+                pass_k[f"pass@{k}"] = statistics.fmean(rows)
         return {
             "runs": self.runs,
-            "rows": len(self.per_row),
+            "rows": sum(1 for _ in self._per_row()),
             "failed": self.failed,
             "scoring_errors": self.scoring_errors,
             "scoring_errors_by_fn": dict(self.errors_by_fn),

@@ -31,7 +31,7 @@ def older_configs(repo: Repository, prepared: PreparedEval) -> list[ConfigInfo]:
     if repo.refs.read(config_ref(prepared.config.config_id)) is not None:
         return []
     out = []
-    for info in list_configs(repo):
+    for info in list_configs(repo, full=True):
         schema = info.meta.get("identity", {}).get("schema")
         if not isinstance(schema, int) or schema >= KEY_SCHEMA_VERSION:
             continue

@@ -62,7 +62,14 @@ class Workers:
         if self.stopping:
             return None
         with self._lock:
-            return next(self._todo, None)
+            try:
+                return next(self._todo, None)
+            except BaseException as e:  # noqa: BLE001 - re-raised by the caller
+                # Reading the next run failed (the dataset changed under the eval, say):
+                # nothing more is launched, and the eval ends with that error.
+                self.error = self.error or e
+                self._halted.set()
+                return None
 
     def _work(self) -> None:
         try:
