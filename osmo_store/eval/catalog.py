@@ -17,64 +17,60 @@ STATUSES = ("in_progress", "completed", "interrupted", "partial")
 
 
 class ConfigInfo(NamedTuple):
-    """A config as listed: its run record's metadata, or (``list_configs``' default) only
-    the parts a listing shows, not the whole (a few KB parsed, per config)."""
+    """A config as listed: the fields a listing shows, taken from its run record's metadata
+    (a few KB parsed, per config, let go at once); ``meta`` is the whole metadata only when
+    asked for (``list_configs(full=True)``: identity, provenance)."""
 
     config_id: str
     run_id: ObjectId
-    meta: dict[str, Any]
     status: str
+    model: str
+    dataset: str
+    counts: dict[str, int]  # total, done, failed
+    score: float | None
+    updated: float
+    label: str | None
+    eval_fns: tuple[str, ...]  # the eval functions' names (``fns.py:exact`` -> ``exact``)
+    n: int | None
+    params: dict[str, Any]  # sampling parameters as given, and max_turns
+    meta: dict[str, Any] | None = None
 
-    @property
-    def model(self) -> str:
-        c = self.meta.get("config", {})
+    @classmethod
+    def from_meta(
+        cls, config_id: str, run_id: ObjectId, meta: dict[str, Any], status: str, *, full: bool
+    ) -> ConfigInfo:
+        c = meta.get("config") or {}
         model = c.get("model")
         if model and c.get("model_id") and c["model_id"] != model:
             model = f"{model} [{c['model_id']}]"  # the identity that tells it apart
         if c.get("agent"):
-            return f"{c['agent']}" + (f" ({model})" if model else "")
-        return model or "-"
-
-    @property
-    def dataset(self) -> str:
-        return self.meta.get("config", {}).get("dataset") or "-"
-
-    @property
-    def counts(self) -> dict[str, Any]:
-        return self.meta.get("counts", {})
-
-    @property
-    def label(self) -> str | None:
-        return self.meta.get("label")
-
-    @property
-    def eval_fns(self) -> list[str]:
-        """The eval functions' names (``fns.py:exact`` -> ``exact``)."""
-        return [s.rpartition(":")[2] for s in self.meta.get("config", {}).get("eval_fns") or []]
-
-    @property
-    def n(self) -> int | None:
-        return self.meta.get("config", {}).get("n")
-
-    @property
-    def params(self) -> dict[str, Any]:
-        """Sampling parameters as given, and max_turns."""
-        c = self.meta.get("config", {})
+            model = f"{c['agent']}" + (f" ({model})" if model else "")
         params = dict(c.get("params") or {})
         if c.get("max_turns") is not None:
             params["max_turns"] = c["max_turns"]
-        return params
+        counts = meta.get("counts") or {}
+        return cls(
+            config_id,
+            run_id,
+            status,
+            model or "-",
+            c.get("dataset") or "-",
+            {k: counts[k] for k in ("total", "done", "failed") if k in counts},
+            _score(meta),
+            float((meta.get("session") or {}).get("updated") or 0),
+            meta.get("label"),
+            tuple(s.rpartition(":")[2] for s in c.get("eval_fns") or []),
+            c.get("n"),
+            params,
+            meta if full else None,
+        )
 
-    @property
-    def updated(self) -> float:
-        return float(self.meta.get("session", {}).get("updated") or 0)
 
-    @property
-    def score(self) -> float | None:
-        summary = self.meta.get("summary")
-        if summary and summary.get("primary_metric") in summary.get("metrics", {}):
-            return summary["metrics"][summary["primary_metric"]]["mean"]
-        return self.meta.get("score")
+def _score(meta: dict[str, Any]) -> float | None:
+    summary = meta.get("summary")
+    if summary and summary.get("primary_metric") in summary.get("metrics", {}):
+        return summary["metrics"][summary["primary_metric"]]["mean"]
+    return meta.get("score")
 
 
 def list_configs(
@@ -95,9 +91,8 @@ def list_configs(
         record = load_eval_record(repo, run_id)
         config_id = name[len(EVAL_REF_PREFIX) :]
         st = config_status(repo, config_id, record.meta)
-        meta = record.meta if full else _listed(record.meta)
+        info = ConfigInfo.from_meta(config_id, run_id, record.meta, st, full=full)
         del record
-        info = ConfigInfo(config_id, run_id, meta, st)
         if model and model.lower() not in info.model.lower():
             continue
         if dataset and dataset.lower() not in info.dataset.lower():
@@ -109,28 +104,6 @@ def list_configs(
         out.append(info)
     out.sort(key=lambda c: c.updated, reverse=True)
     return out
-
-
-_LISTED_CONFIG = ("model", "model_id", "agent", "dataset", "eval_fns", "n", "params", "max_turns")
-
-
-def _listed(meta: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a run record's metadata that ``ConfigInfo``'s fields read."""
-    config = meta.get("config") or {}
-    summary = meta.get("summary") or {}
-    primary = summary.get("primary_metric")
-    metrics = summary.get("metrics") or {}
-    return {
-        "config": {k: config[k] for k in _LISTED_CONFIG if k in config},
-        "counts": meta.get("counts", {}),
-        "label": meta.get("label"),
-        "session": {"updated": (meta.get("session") or {}).get("updated")},
-        "summary": {"primary_metric": primary, "metrics": {primary: metrics[primary]}}
-        if primary in metrics
-        else None,
-        "score": meta.get("score"),
-        "status": meta.get("status"),
-    }
 
 
 def config_status(repo: Repository, config_id: str, meta: dict[str, Any]) -> str:
