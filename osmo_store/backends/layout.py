@@ -71,7 +71,7 @@ class StoreLayout:
         others."""
         return self.locks / f"{name}.lock"
 
-    def rollout_claim(self, key: str) -> Path:
-        """An eval's claim on a rollout in flight (``eval.claims``), fanned out by the key's
-        first two hex digits (after its kind letter)."""
-        return self.lock(f"rollouts/{key[1:3]}/{key}")
+    @property
+    def rollout_claims(self) -> Path:
+        """The file whose bytes evals lock to claim rollouts in flight (``eval.claims``)."""
+        return self.lock("rollouts")

@@ -227,7 +227,7 @@ class _EvalRun:
         # started over with --fresh takes nothing from others, so it waits for none.
         layout = repo.layout
         self.claims = (
-            RolloutClaims(layout.rollout_claim, stop, on_shared_wait)
+            RolloutClaims(layout.rollout_claims, stop, on_shared_wait)
             if layout is not None and not isolated
             else None
         )
