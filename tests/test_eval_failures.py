@@ -53,8 +53,15 @@ def test_every_run_failing_shows_the_cause_and_exits_non_zero(osmo_bin, project)
     cause = next(line for line in text.splitlines() if "HTTP 500" in line)
     assert cause.lstrip().startswith(f"{ROWS} x model_error 500:"), text
     assert "example: osmo eval show" in text and "--row" in text
-    # No "0 model calls" after 12 HTTP attempts.
+    # No "0 model calls" after 12 HTTP attempts: the calls that failed and the attempts
+    # behind them, beside the ones answered, each line within 80 columns.
     assert "0 model calls" not in text
+    calls = next(line for line in text.splitlines() if line.startswith("calls "))
+    assert calls.split(None, 1)[1] == (
+        f"0 answered, {ROWS} failed; {ROWS} attempts retried, {2 * ROWS} unanswered"
+    )
+    assert all(len(line) <= 80 for line in text.splitlines() if line[:9].rstrip() in
+               ("config", "solver", "runs", "store", "calls"))  # fmt: skip
     assert "--retry-failed" in done.stderr and "every run failed" in done.stderr
 
 

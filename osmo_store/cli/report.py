@@ -15,7 +15,7 @@ from ..eval.scoring import final_text
 from ..objects import ObjectType
 from ..repo import Repository
 from .common import err, out
-from .summarytext import model_calls_text, print_failures, print_scores
+from .summarytext import print_failures, print_scores
 
 
 def print_summary(config: EvalConfig, outcome: EvalOutcome, display: dict[str, Any]) -> None:
@@ -32,15 +32,16 @@ def print_summary(config: EvalConfig, outcome: EvalOutcome, display: dict[str, A
         f"runs     {s['runs']} recorded: {ok} ok, {s['failed']} failed, "
         f"{s['scoring_errors']} with scoring errors"
     )
+    # Each line fits 80 columns while counts have at most five digits.
     out(
-        f"store    {sess['reused_samples']} reused from this config, "
-        f"{sess['reused_rollouts']} rollouts reused from the store, {sess['computed']} computed, "
-        + model_calls_text(sess, s)
+        f"store    {sess['computed']} computed; reused {sess['reused_samples']} from this "
+        f"config, {sess['reused_rollouts']} from the store"
     )
+    # Calls answered and calls failed for good, then the attempts behind them: "0 answered"
+    # beside "6 failed" cannot read as "no call was made".
     out(
-        f"attempts {sess['retried_attempts']} retried, "
-        f"{sess['failed_attempts']} failed (no answer), "
-        f"{sess['failed_calls']} calls failed for good"
+        f"calls    {sess['model_calls']} answered, {sess['failed_calls']} failed; "
+        f"{sess['retried_attempts']} attempts retried, {sess['failed_attempts']} unanswered"
     )
     print_scores(s)
     print_failures(s, outcome.config_id)

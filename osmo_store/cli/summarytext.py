@@ -29,16 +29,6 @@ def print_scores(s: dict[str, Any]) -> None:
         )
 
 
-def model_calls_text(session: dict[str, Any], summary: dict[str, Any]) -> str:
-    """The model calls answered in this session. Calls whose every attempt failed are not
-    among them: when runs failed and none was answered, "0 model calls" would read as "no
-    call was attempted", so the failures below speak for themselves."""
-    calls = session.get("model_calls", 0)
-    if calls == 0 and summary.get("failed"):
-        return "no model call answered"
-    return f"{calls} model calls"
-
-
 def print_failures(summary: dict[str, Any], config_id: str) -> None:
     """Failed runs by cause and scoring errors by eval function, each cause with its count
     and a command that shows an example run."""
