@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from hypothesis import event, settings
@@ -73,8 +74,8 @@ class StoreMachine(RuleBasedStateMachine):
         self._wrote(otype, content, oid, LOOSE)
         return oid
 
-    def _reachable(self) -> set[ObjectId]:
-        todo = [*self.refs.values(), *self.reflog_ids]
+    def _reachable(self, extra: Iterable[ObjectId] = ()) -> set[ObjectId]:
+        todo = [*self.refs.values(), *self.reflog_ids, *extra]
         seen: set[ObjectId] = set()
         while todo:
             oid = todo.pop()
@@ -186,22 +187,25 @@ class StoreMachine(RuleBasedStateMachine):
     @rule()
     def collect_garbage(self) -> None:
         reachable = self._reachable()
+        # gc keeps what the refs reach and, as git does, what recent objects reach: a
+        # writer that freshened a tree still needs its blobs (objects_spec.md section 7).
+        kept = self._reachable(oid for oid in self.place if self._is_fresh(oid))
         report = gc(self.repo, prune="now", reflog_expire="never")
         assert report.reachable == len(reachable)
         removed: set[ObjectId] = set()
         by_pack: dict[str, list[ObjectId]] = {}
         for oid, where in self.place.items():
             if where == LOOSE:
-                if oid not in reachable and not self._is_fresh(oid):
+                if oid not in kept:
                     removed.add(oid)
             else:
                 by_pack.setdefault(where, []).append(oid)
         for pack, members in by_pack.items():
-            dead = [oid for oid in members if oid not in reachable]
+            dead = [oid for oid in members if oid not in kept]
             if pack in self.fresh or not dead:
                 continue
             removed.update(dead)
-            survivors = [oid for oid in members if oid in reachable]
+            survivors = [oid for oid in members if oid in kept]
             event("gc rewrote a pack")
             if survivors:  # rewritten into a new pack, which is fresh
                 new = next(self.pack_ids)
