@@ -717,13 +717,18 @@ def test_a_fatal_model_error_leaves_no_thread_behind(run_in_process) -> None:
 
 def test_a_keyboard_interrupt_leaves_no_thread_behind(run_in_process) -> None:
     """Ctrl-C in a program that runs the eval (the default handler: KeyboardInterrupt in
-    the main thread) while runs are in flight."""
+    the main thread) while runs are in flight. The later calls are held at a gate until
+    the interrupt is sent: on a loaded machine, the first progress report could otherwise
+    come only once every run had finished (seen in a loaded stability run). After it, two
+    more waves of 0.5 s answers are left: the main thread notices the interrupt first."""
+    gate = Gate(answered=2)
 
     def on_progress(p) -> None:
-        if p.done:
+        if p.done and not gate.released:
             _thread.interrupt_main()
+            gate.release()
 
-    with MockServer(latency=0.5) as srv:
+    with gate, MockServer(responder=gate, latency=0.5) as srv:
         error, left = run_in_process(srv, on_progress)
     assert isinstance(error, KeyboardInterrupt) and left == []
 

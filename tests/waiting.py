@@ -90,6 +90,10 @@ class Gate:
     def release(self) -> None:
         self._open.set()
 
+    @property
+    def released(self) -> bool:
+        return self._open.is_set()
+
     def __enter__(self) -> Gate:
         return self
 
