@@ -161,8 +161,13 @@ def _import(target: str, what: str, spec: str):
                 f"{what} {spec!r}: importing {target} failed: {describe_error(e)}"
             ) from None
         return module
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")  # MODULE names resolve from the working directory, like python -m
+    # MODULE names resolve from the working directory first, like python -m, even after a
+    # file.py load in this process put that file's folder in front (a library caller's
+    # second eval, or a test run in-process, would import another folder's module).
+    if sys.path[:1] != [""]:
+        while "" in sys.path:
+            sys.path.remove("")
+        sys.path.insert(0, "")
     try:
         return importlib.import_module(target)
     except USER_CODE_ERRORS as e:
