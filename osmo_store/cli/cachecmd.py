@@ -50,7 +50,7 @@ def register_eval_cache(csub: argparse._SubParsersAction, common: argparse.Argum
         parents=[common],
         help="remove configs and their history (`eval cache gc` then frees their data)",
     )
-    p.add_argument("ids", nargs="*", metavar="ID", help="config ids or unique prefixes")
+    p.add_argument("ids", nargs="*", metavar="ID", help="config ids, unique prefixes or labels")
     p.add_argument("--all", action="store_true", help="every config")
     _filters(p)
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
@@ -63,7 +63,7 @@ def register_eval_cache(csub: argparse._SubParsersAction, common: argparse.Argum
 
 def register_history(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("log", parents=[common], help="history of a config's run records")
-    p.add_argument("config", metavar="CONFIG", help="config id or unique prefix")
+    p.add_argument("config", metavar="CONFIG", help="config id, unique prefix or label")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_log)
 

@@ -28,7 +28,7 @@ def register(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
         description="Show a stored config: its parameters, summary and failures by cause. "
         "--row shows one sample: its conversation, answer, scores, errors, usage and calls.",
     )
-    p.add_argument("config", metavar="CONFIG", help="config id or unique prefix")
+    p.add_argument("config", metavar="CONFIG", help="config id, unique prefix or label")
     which = p.add_mutually_exclusive_group()
     which.add_argument(
         "--row",
@@ -50,8 +50,8 @@ def register(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
         "paired test (McNemar's exact test for 0/1 scores, else a sign-flip permutation "
         "test), and the rows only one of them has.",
     )
-    p.add_argument("a", metavar="A", help="config id or unique prefix (the baseline)")
-    p.add_argument("b", metavar="B", help="config id or unique prefix (compared with A)")
+    p.add_argument("a", metavar="A", help="config id, unique prefix or label (the baseline)")
+    p.add_argument("b", metavar="B", help="config id, unique prefix or label (compared with A)")
     p.add_argument(
         "--metric", metavar="NAME", help="metric to compare (default: A's primary metric)"
     )
@@ -89,7 +89,7 @@ def register(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
         "row's data and the conversation) to FILE; the format comes from its suffix "
         "(.jsonl, .csv, .parquet) or --format.",
     )
-    p.add_argument("config", metavar="CONFIG", help="config id or unique prefix")
+    p.add_argument("config", metavar="CONFIG", help="config id, unique prefix or label")
     p.add_argument("-o", "--output", metavar="FILE", required=True, help="file to write")
     p.add_argument("--format", choices=("jsonl", "csv", "parquet"), help="default: by suffix")
     p.set_defaults(cache_func=_run("evalexport", "cmd_export"))
@@ -102,7 +102,7 @@ def register(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
         "are now (or those given with --eval-fn), without calling any model, and compare with "
         f"the stored scores. Exits {EXIT_ERROR} if any score disagrees.",
     )
-    p.add_argument("config", metavar="CONFIG", help="config id or unique prefix")
+    p.add_argument("config", metavar="CONFIG", help="config id, unique prefix or label")
     p.add_argument(
         "--eval-fn",
         metavar="MODULE:FN",
@@ -127,6 +127,6 @@ def register(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
         description='Name a config; an empty NAME ("") removes its name. The name is kept '
         "by later runs of the config and shown by osmo eval cache ls, show and diff.",
     )
-    p.add_argument("config", metavar="CONFIG", help="config id or unique prefix")
+    p.add_argument("config", metavar="CONFIG", help="config id, unique prefix or label")
     p.add_argument("name", metavar="NAME", help="one line, at most 100 characters")
     p.set_defaults(cache_func=_run("evalshow", "cmd_label"))
