@@ -3,6 +3,7 @@ data reported as damaged, and what start-up imports."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import pytest
 from osmo_store import Repository, RunRecord, write_tree
 from osmo_store.cli import main as main_mod
 from osmo_store.cli.common import EXIT_ERROR
-from osmo_store.cli.main import COMMAND_MODULES, build_parser, main, modules_for
+from osmo_store.cli.evalcmd import SUBCOMMAND_MODULES
+from osmo_store.cli.main import COMMAND_MODULES, build_parser, main, modules_for, subcommand_for
 
 CONFIG_ID = "c0" * 32
 
@@ -161,6 +163,31 @@ def test_each_command_loads_only_its_module() -> None:
     assert modules_for(["--debug", "push", "origin"]) == ("synccmd",)
     for everything in ([], ["-h"], ["fsck", "--help"], ["nonsense"], ["--store"]):
         assert modules_for(everything) == tuple(COMMAND_MODULES)
+
+
+def test_eval_builds_only_the_subcommand_being_run() -> None:
+    assert subcommand_for(["--store", "x", "eval", "cache", "ls"]) == "cache"
+    assert subcommand_for(["eval", "show", "abc", "--row", "3"]) == "show"
+    for everything in (["eval", "-d", "x.jsonl"], ["eval", "cache", "-h"], ["eval"], []):
+        assert subcommand_for(everything) is None
+
+    def eval_subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        top = next(a for a in parser._actions if a.dest == "command")
+        eval_parser = top.choices["eval"]
+        return next(a for a in eval_parser._actions if a.dest == "eval_command").choices
+
+    full = eval_subcommands(build_parser(modules=("evalcmd",)))
+    # The table says where each subcommand lives: one missing from it would be built only
+    # in the full parser, and `osmo eval NAME` would then fail to parse.
+    assert sorted(full) == sorted(n for names in SUBCOMMAND_MODULES.values() for n in names)
+    for name, parser in full.items():
+        narrow = eval_subcommands(build_parser(modules=("evalcmd",), subcommand=name))
+        assert narrow[name].format_help() == parser.format_help()
+        assert len(narrow) < len(full)
+    args = build_parser(modules=("evalcmd",), subcommand="cache").parse_args(
+        ["eval", "cache", "ls", "--json"]
+    )
+    assert args.eval_command == "cache" and args.eval_cache_command == "ls" and args.json
 
 
 def test_the_command_table_names_every_command_in_help_order() -> None:

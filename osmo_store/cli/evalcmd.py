@@ -34,7 +34,21 @@ if TYPE_CHECKING:
 # osmo command starts: CLI start-up time is part of every `osmo eval cache ls`.
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+#: ``osmo eval``'s subcommands, by the module that registers them
+SUBCOMMAND_MODULES = {
+    "cachecmd": ("cache",),
+    "evalviews": ("show", "diff", "export", "verify", "label"),
+    "explaincmd": ("explain",),
+}
+
+
+def register(
+    sub: argparse._SubParsersAction, common: argparse.ArgumentParser, subcommand: str | None = None
+) -> None:
+    """``osmo eval`` and its subcommands. When ``subcommand`` names one of them, only that
+    one's parser is built (with none of the eval's own flags): parsing ``osmo eval cache
+    ls`` needs nothing else, and every flag built costs start-up time."""
+    only = next((m for m, names in SUBCOMMAND_MODULES.items() if subcommand in names), None)
     p = sub.add_parser(
         "eval",
         parents=[common],
@@ -47,13 +61,21 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "interrupted, 1 on an error, 2 for bad arguments.",
     )
     p.set_defaults(func=cmd_eval, needs_repo=False)
-    add_eval_arguments(p)
+    if only is None:
+        add_eval_arguments(p)
     csub = p.add_subparsers(dest="eval_command", metavar="COMMAND")
-    from . import cachecmd, evalviews, explaincmd
+    if only in (None, "cachecmd"):
+        from . import cachecmd
 
-    cachecmd.register_eval_cache(csub, common)
-    evalviews.register(csub, common)
-    explaincmd.register_explain(csub, common, add_eval_arguments, build_config)
+        cachecmd.register_eval_cache(csub, common)
+    if only in (None, "evalviews"):
+        from . import evalviews
+
+        evalviews.register(csub, common)
+    if only in (None, "explaincmd"):
+        from . import explaincmd
+
+        explaincmd.register_explain(csub, common, add_eval_arguments, build_config)
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:

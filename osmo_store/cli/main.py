@@ -84,9 +84,9 @@ class _Peek(argparse.ArgumentParser):
         raise ValueError(message)
 
 
-def modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
-    """The command modules that parsing ``argv`` needs: the named command's, none for a bare
-    ``--version``, and all of them otherwise (help, or a usage error that lists commands)."""
+def _peek(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]] | None:
+    """The global options and command of ``argv``, and what follows them; None when they do
+    not parse (the full parser then reports the error)."""
     # It never prints help: a fixed width spares the terminal lookup (see _help_width).
     fixed = functools.partial(argparse.HelpFormatter, width=80)
     peek = _Peek(add_help=False, formatter_class=fixed)
@@ -97,9 +97,18 @@ def modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
     peek.add_argument("--create", action="store_true")
     peek.add_argument("command", nargs="?")
     try:
-        known, _ = peek.parse_known_args(argv)
+        return peek.parse_known_args(argv)
     except ValueError:
+        return None
+
+
+def modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
+    """The command modules that parsing ``argv`` needs: the named command's, none for a bare
+    ``--version``, and all of them otherwise (help, or a usage error that lists commands)."""
+    peeked = _peek(argv)
+    if peeked is None:
         return tuple(COMMAND_MODULES)
+    known, _ = peeked
     if not known.help:
         for module, commands in COMMAND_MODULES.items():
             if known.command in commands:
@@ -107,6 +116,16 @@ def modules_for(argv: Sequence[str] | None) -> tuple[str, ...]:
         if known.command is None and known.version:
             return ()
     return tuple(COMMAND_MODULES)
+
+
+def subcommand_for(argv: Sequence[str] | None) -> str | None:
+    """The word right after the command in ``argv`` (``cache`` in ``osmo eval cache ls``),
+    which lets a command build only that subcommand's parser; None when an option comes
+    first or help is asked for, and the whole parser is needed."""
+    peeked = _peek(argv)
+    if peeked is None or peeked[0].help or not peeked[1] or peeked[1][0].startswith("-"):
+        return None
+    return peeked[1][0]
 
 
 def _help_width() -> int:
@@ -126,10 +145,13 @@ def _help_width() -> int:
 
 
 def build_parser(
-    width: int | None = None, modules: Sequence[str] = tuple(COMMAND_MODULES)
+    width: int | None = None,
+    modules: Sequence[str] = tuple(COMMAND_MODULES),
+    subcommand: str | None = None,
 ) -> argparse.ArgumentParser:
     """The CLI with the commands of ``modules`` (default: all). ``width`` fixes the help
-    width (the docs are generated at 88)."""
+    width (the docs are generated at 88). ``subcommand`` (see subcommand_for) lets ``osmo
+    eval`` build only the parser of the subcommand being run."""
     fmt = functools.partial(argparse.HelpFormatter, width=width or _help_width())
 
     class SizedParser(Parser):
@@ -179,13 +201,16 @@ def build_parser(
             module.register_cache(sub_parsers(cache, "cache_command"), common)
         elif name == "cachecmd":
             module.register_history(sub, common)
+        elif name == "evalcmd":
+            module.register(sub, common, subcommand)
         else:
             module.register(sub, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(modules=modules_for(sys.argv[1:] if argv is None else argv))
+    given = sys.argv[1:] if argv is None else argv
+    parser = build_parser(modules=modules_for(given), subcommand=subcommand_for(given))
     args = parser.parse_args(argv)
     if args.debug:
         import logging  # here: a noticeable part of start-up, needed only with --debug
