@@ -7,7 +7,6 @@ import functools
 import json
 import math
 import os
-import signal
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -366,6 +365,8 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
         recorder_process={"auto": None, "process": True, "thread": False}[recorder],
         label=check_label(args.label) if args.label else None,
     )
+    import signal  # here: only a running eval handles signals, not every start
+
     display = prepared.describe(options)
     stop = threading.Event()
     interrupts = {"count": 0}

@@ -7,7 +7,6 @@ import functools
 import importlib
 import os
 import re
-import select
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -267,6 +266,8 @@ def _stdout_closed() -> bool:
         fd = sys.stdout.fileno()
     except (OSError, ValueError):  # replaced by a stream without a descriptor
         return False
+    import select  # here: only a failed write asks
+
     if not hasattr(select, "poll"):
         return True
     poller = select.poll()
