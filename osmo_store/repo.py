@@ -14,7 +14,6 @@ from .backends.layout import STORE_FILE, StoreLayout
 from .backends.local import LocalObjectStore
 from .backends.localrefs import LocalRefStore
 from .backends.locking import FileLock
-from .backends.memory import MemoryObjectStore, MemoryRefStore
 from .errors import InvalidRefName, ObjectNotFound, RefConflict, RefTargetMissing, StoreError
 from .hashing import ObjectId, is_oid_prefix
 from .refs import ANY, RefStore, validate_ref_name
@@ -146,6 +145,8 @@ class Repository:
 
     @classmethod
     def memory(cls) -> Repository:
+        from .backends.memory import MemoryObjectStore, MemoryRefStore  # here: tests, not the CLI
+
         return cls(MemoryObjectStore(), MemoryRefStore())
 
     def close(self) -> None:

@@ -28,7 +28,6 @@ from ..eval.catalog import (
 from ..eval.configstate import EVAL_REF_PREFIX
 from ..objects import ObjectType, RunRecord
 from ..repo import Repository
-from ..tree import list_tree
 from .common import EXIT_ERROR, err, human_bytes, open_repo, out
 from .maintenance import add_gc_arguments, cmd_gc
 
@@ -280,6 +279,8 @@ def cmd_show(args: argparse.Namespace, repo: Repository) -> int:
             sys.stdout.buffer.write(content)
         return 0
     if otype is ObjectType.TREE:
+        from ..tree import list_tree  # here: `osmo eval cache ls` starts without tree.py
+
         entries = list_tree(repo.objects, oid)
         out(f"tree {oid}  ({len(entries)} entries)")
         for e in entries[:200]:

@@ -19,7 +19,6 @@ from ..errors import EvalLocked, LockTimeout, StoppedWaiting
 from ..hashing import ObjectId
 from ..objects import RunRecord
 from ..repo import Repository
-from ..tree import empty_tree, iter_names, list_tree, tree_count
 from .stored import load_eval_record
 
 EVAL_REF_PREFIX = "refs/evals/"
@@ -85,8 +84,14 @@ class ConfigState(NamedTuple):
     record: RunRecord | None
     trees: dict[str, ObjectId]
 
+    # The tree functions are imported where they are used: listing configs (`osmo eval
+    # cache ls`) reads only refs and run records, and tree.py is a noticeable part of its
+    # start-up.
+
     @classmethod
     def empty(cls, repo: Repository) -> ConfigState:
+        from ..tree import empty_tree
+
         empty = empty_tree(repo.objects)
         return cls(None, None, {name: empty for name in SUBTREES})
 
@@ -97,6 +102,8 @@ class ConfigState(NamedTuple):
 
     @classmethod
     def from_run(cls, repo: Repository, run_id: ObjectId) -> ConfigState:
+        from ..tree import empty_tree, list_tree
+
         record = load_eval_record(repo, run_id)
         entries = {e.name: e.oid for e in list_tree(repo.objects, record.tree)}
         empty = None
@@ -108,7 +115,11 @@ class ConfigState(NamedTuple):
         return cls(run_id, record, trees)
 
     def names(self, repo: Repository, subtree: str) -> set[str]:
+        from ..tree import iter_names
+
         return set(iter_names(repo.objects, self.trees[subtree]))
 
     def count(self, repo: Repository, subtree: str) -> int:
+        from ..tree import tree_count
+
         return tree_count(repo.objects, self.trees[subtree])
