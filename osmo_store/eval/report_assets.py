@@ -39,15 +39,16 @@ svg.plot .ci { stroke: var(--fg); stroke-width: 2; }
 .bad { color: var(--bad); }
 .good { color: var(--good); }
 .controls { display: flex; flex-wrap: wrap; gap: 10px; align-items: center; margin: 6px 0; }
+#samples-table { width: 100%; }
 #samples-table tbody tr { cursor: pointer; }
 #samples-table tbody tr:hover { background: var(--soft); }
 #samples-table tbody tr.selected { background: #dcecf7; }
 #samples-table td.prompt { max-width: 420px; white-space: nowrap; overflow: hidden;
   text-overflow: ellipsis; }
 .failed { color: var(--bad); font-weight: 600; }
-#sample-panel { border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px;
-  margin-top: 14px; }
-#sample-panel[hidden] { display: none; }
+#samples-table tr.detail, #samples-table tr.detail:hover { background: var(--bg); cursor: auto; }
+#sample-panel { border: 1px solid var(--line); border-radius: 8px; padding: 4px 14px 10px;
+  margin: 4px 0 12px; max-width: 1400px; }
 .sides { display: grid; gap: 14px; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); }
 .side { border-top: 3px solid var(--line); padding-top: 6px; min-width: 0; }
 .msg { border: 1px solid var(--line); border-radius: 6px; margin: 6px 0; padding: 4px 8px; }
@@ -66,7 +67,7 @@ JS = r"""
   "use strict";
   var data = JSON.parse(document.getElementById("osmo-data").textContent);
   var PAGE = 50;
-  var state = { filter: "all", query: "", sort: "dataset", page: 0, shown: [] };
+  var state = { filter: "all", query: "", sort: "dataset", page: 0, shown: [], selected: null };
   var byName = {};
   data.samples.forEach(function (e, i) { byName[e[0] + "." + e[1]] = i; });
   var ncfg = data.configs.length;
@@ -177,9 +178,9 @@ JS = r"""
         if (d) { dt.classList.add(d < 0 ? "bad" : "good"); }
         tr.appendChild(dt);
       }
-      if (state.selected === tr.dataset.sample) { tr.classList.add("selected"); }
       body.appendChild(tr);
     });
+    openDetail();
     document.getElementById("page-info").textContent = shown.length + " of " +
       data.samples.length + " samples; page " + (state.page + 1) + " of " + pages;
     document.getElementById("prev").disabled = state.page === 0;
@@ -236,16 +237,12 @@ JS = r"""
     box.appendChild(conv);
     return box;
   }
-  function show(name) {
-    var i = byName[name];
-    var panel = document.getElementById("sample-panel");
-    if (i === undefined) { return; }
-    var e = data.samples[i];
+  function panelFor(name) {
+    var e = data.samples[byName[name]];
     var row = data.rows[e[0]];
-    state.selected = name;
-    panel.textContent = "";
-    panel.hidden = false;
-    panel.appendChild(el("h3", null, "row " + (e[2] === null ? "-" : e[2]) + "  (" + e[0] +
+    var panel = el("div");
+    panel.id = "sample-panel";
+    panel.appendChild(el("h3", null, "row " + (e[2] === null ? "-" : e[2]) + " (" + e[0] +
       "), run " + e[1]));
     var dl = el("dl", "kv");
     var gt = field(row, "ground_truth");
@@ -260,24 +257,55 @@ JS = r"""
     var sides = el("div", "sides");
     for (var c = 0; c < ncfg; c++) { sides.appendChild(side(e[3][c], c, row)); }
     panel.appendChild(sides);
-    var rows = document.querySelectorAll("#samples-body tr");
-    rows.forEach(function (tr) { tr.classList.toggle("selected", tr.dataset.sample === name); });
+    return panel;
+  }
+  // The open sample shows in a row of its own under the sample's row, so the table keeps
+  // its place; it is drawn from the data when opened, never before.
+  function openDetail() {
+    var body = document.getElementById("samples-body");
+    var at = null;
+    body.querySelectorAll("tr[data-sample]").forEach(function (tr) {
+      var on = tr.dataset.sample === state.selected;
+      tr.classList.toggle("selected", on);
+      if (on) { at = tr; }
+    });
+    if (!at) { return null; }
+    var detail = el("tr", "detail");
+    var td = el("td");
+    td.colSpan = at.children.length;
+    td.appendChild(panelFor(state.selected));
+    detail.appendChild(td);
+    at.after(detail);
+    return at;
+  }
+  function show(name, scroll) {
+    if (byName[name] === undefined) { return; }
+    state.selected = state.selected === name && !scroll ? null : name;
+    var pos = state.shown.indexOf(byName[name]);
+    if (pos < 0) {  // filtered out: show every sample again
+      state.filter = "all"; state.query = "";
+      document.getElementById("filter").value = "all";
+      document.getElementById("search").value = "";
+      render();
+      pos = state.shown.indexOf(byName[name]);
+    }
+    state.page = Math.floor(pos / PAGE);
+    render();
+    var at = document.querySelector("#samples-body tr.selected");
+    if (at && scroll) { at.scrollIntoView(); }
   }
   function fromHash() {
     var m = /^#sample=(.+)$/.exec(location.hash);
-    if (m) {
-      show(decodeURIComponent(m[1]));
-      document.getElementById("sample-panel").scrollIntoView();
-    }
+    if (m) { show(decodeURIComponent(m[1]), true); }
   }
 
   document.getElementById("samples-body").addEventListener("click", function (ev) {
-    var tr = ev.target.closest("tr");
-    if (tr && tr.dataset.sample) { show(tr.dataset.sample); }
+    var tr = ev.target.closest("tr[data-sample]");
+    if (tr) { show(tr.dataset.sample, false); }
   });
   document.getElementById("samples-body").addEventListener("keydown", function (ev) {
-    var tr = ev.target.closest("tr");
-    if (tr && tr.dataset.sample && ev.key === "Enter") { show(tr.dataset.sample); }
+    var tr = ev.target.closest("tr[data-sample]");
+    if (tr && ev.key === "Enter") { show(tr.dataset.sample, false); }
   });
   document.getElementById("filter").addEventListener("change", function (ev) {
     state.filter = ev.target.value; state.page = 0; render();

@@ -262,5 +262,5 @@ def _samples(data: ReportData) -> str:
         '<button id="next" type="button">next</button><span id="page-info"></span></div>'
         '<table id="samples-table"><thead><tr><th class="num">row</th><th>key.run</th>'
         f'<th>prompt</th>{heads}</tr></thead><tbody id="samples-body"></tbody></table>'
-        '<div id="sample-panel" hidden></div></section>'
+        "</section>"
     )

@@ -45,7 +45,7 @@ def histogram(series: Sequence[tuple[str, Sequence[float]]], *, title: str, xlab
     pw, ph = WIDTH - _LEFT - _RIGHT, HEIGHT - _TOP - _BOTTOM
     slot = pw / nbins
     bar = slot * 0.8 / len(series)
-    parts = [_axes(0.0, top, percent=True)]
+    parts = [_axes(), _ytick(_TOP + ph, "0"), _ytick(_TOP, f"{100 * top:.0f}%")]
     for si, row in enumerate(shares):
         name = series[si][0]
         for b, share in enumerate(row):
@@ -89,7 +89,7 @@ def scatter(points: Sequence[tuple[float, float]], *, title: str, xlabel: str, y
         return _TOP + ph - ph * (v - lo) / (hi - lo)
 
     most = max(counts.values())
-    parts = [_axes(lo, hi),
+    parts = [_axes(),
              f'<line x1="{sx(lo):.1f}" y1="{sy(lo):.1f}" x2="{sx(hi):.1f}" y2="{sy(hi):.1f}" '
              'class="ref"/>']  # fmt: skip
     for (x, y), n in sorted(counts.items()):
@@ -101,6 +101,7 @@ def scatter(points: Sequence[tuple[float, float]], *, title: str, xlabel: str, y
             f"{'s' if n != 1 else ''}</title></circle>"
         )
     for v in (lo + pad, hi - pad):
+        parts.append(_ytick(sy(v), _num(v)))
         parts.append(f'<text x="{sx(v):.1f}" y="{HEIGHT - _BOTTOM + 14}" '
                      f'text-anchor="middle">{_num(v)}</text>')  # fmt: skip
     parts.append(_xlabel(xlabel))
@@ -148,17 +149,16 @@ def _frame(title: str, body: str, *, height: int = HEIGHT) -> str:
     )
 
 
-def _axes(lo: float, hi: float, *, percent: bool = False) -> str:
-    """The two axes, and the y axis's bottom and top values."""
-    x0, y0, y1 = _LEFT, HEIGHT - _BOTTOM, _TOP
-    top = f"{100 * hi:.0f}%" if percent else _num(hi)
-    bottom = "0" if percent else _num(lo)
+def _axes() -> str:
+    x0, y0 = _LEFT, HEIGHT - _BOTTOM
     return (
         f'<line x1="{x0}" y1="{y0}" x2="{WIDTH - _RIGHT}" y2="{y0}" class="axis"/>'
-        f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" class="axis"/>'
-        f'<text x="{x0 - 4}" y="{y0}" text-anchor="end">{bottom}</text>'
-        f'<text x="{x0 - 4}" y="{y1 + 8}" text-anchor="end">{top}</text>'
+        f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{_TOP}" class="axis"/>'
     )
+
+
+def _ytick(y: float, text: str) -> str:
+    return f'<text x="{_LEFT - 4}" y="{y + 3:.1f}" text-anchor="end">{escape(text)}</text>'
 
 
 def _xlabel(text: str) -> str:
