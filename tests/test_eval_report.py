@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from osmo_store.eval import report_svg
 from osmo_store.testing.mockserver import MockServer
 
+from . import test_eval_report as this
 from .conftest import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
@@ -55,7 +57,7 @@ def evals(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two configs of the demo's agent (one turn: its answer is the model's) on 30 rows of
     its dataset plus a row whose answer is HTML, n=2: ``good`` (a model that answers right)
     and ``worse`` (a seeded 30% of answers wrong, 10% of calls failing with HTTP 500 and no
-    retries). Built once; the tests only read them."""
+    retries), and ``broken`` (every call fails). Built once; the tests only read them."""
     project = tmp_path_factory.mktemp("report")
     shutil.copy(ROOT / "examples" / "agent.py", project)
     lines = (ROOT / "examples" / "arithmetic.jsonl").read_text().splitlines()[:ROWS]
@@ -63,7 +65,8 @@ def evals(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (project / "data.jsonl").write_text("\n".join(lines) + "\n")
     (project / "fns.py").write_text(SCORING)
     ids = {}
-    servers = {"good": MockServer(), "worse": MockServer(error_rate=0.3, fail_rate=0.1, seed=7)}
+    servers = {"good": MockServer(), "worse": MockServer(error_rate=0.3, fail_rate=0.1, seed=7),
+               "broken": MockServer(fail_rate=1.0)}  # fmt: skip
     try:
         for name, srv in servers.items():
             done = osmo(project, "--create", "eval", "-d", "data.jsonl", "--model", "toy",
@@ -71,7 +74,7 @@ def evals(tmp_path_factory: pytest.TempPathFactory) -> dict:
                         "--eval-fn", "fns.py:exact", "--eval-fn", "fns.py:judged", "--n", "2",
                         "--temperature", "0.7", "--max-turns", "1", "--max-retries", "0",
                         "--label", name, "--json", "-q")  # fmt: skip
-            assert done.returncode == 0, done.stderr
+            assert done.returncode == (3 if name == "broken" else 0), done.stderr
             ids[name] = json.loads(done.stdout)["config_id"]
     finally:
         for srv in servers.values():
@@ -217,3 +220,44 @@ def test_bad_input_is_a_one_line_error_before_any_work(evals) -> None:
         assert first.startswith("osmo: error: ") and message in first, done.stderr
         assert "Traceback" not in done.stderr
         assert not (project / output).is_file() or output == "a-file"
+
+
+def test_a_config_with_no_scored_run_is_reported_not_compared(evals) -> None:
+    out = evals["project"] / "broken.html"
+    done = osmo(evals["project"], "eval", "report", "good", "broken", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    html = out.read_text()
+    assert f"not compared: config {evals['broken'][:12]} has no scored run" in html
+    assert "model_error 500" in html  # its failure groups
+
+
+def test_without_a_browser_the_test_skips_but_fails_under_ci(monkeypatch) -> None:
+    monkeypatch.setattr(this, "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        this._chromium()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run the browser test"):
+        this._chromium()
+
+
+def test_plots_are_well_formed_svg_with_escaped_labels() -> None:
+    """In-process: each plot parses as XML (a label with markup stays text), 0/1 scores get
+    a bar per value, many distinct values get ranges, and a scatter of 10,000 rows of 0/1
+    scores is at most four points."""
+    import xml.etree.ElementTree as ET
+
+    ns = "{http://www.w3.org/2000/svg}"
+    evil = "<b>a&b</b>"
+    discrete = report_svg.histogram([(evil, [0.0, 1.0, 1.0]), ("b", [1.0])], title=evil,
+                                    xlabel=evil)  # fmt: skip
+    tree = ET.fromstring(discrete)
+    assert tree.find(f"{ns}text").text == evil
+    assert len(tree.findall(f"{ns}rect")) == 3  # a: 0 and 1; b: 1
+    continuous = ET.fromstring(report_svg.histogram([("a", [i / 99 for i in range(100)])],
+                                                    title="t", xlabel="x"))  # fmt: skip
+    assert len(continuous.findall(f"{ns}rect")) == 20
+    rows = [(float(i % 2), float(i % 3 == 0)) for i in range(10_000)]
+    points = ET.fromstring(report_svg.scatter(rows, title="t", xlabel=evil, ylabel=evil))
+    assert len(points.findall(f"{ns}circle")) == 4
+    ET.fromstring(report_svg.interval(-0.2, -0.3, -0.1, title=evil, label=evil))
