@@ -33,6 +33,8 @@ ROWS = 30
 # Model output that would run if the page put it into HTML unescaped: the mock model echoes
 # a prompt it cannot solve, so this row's answer is this text.
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+# A label is the user's text too: it is shown in headings, table heads and plot legends.
+LABELS = {"broken": "<script>window.__pwned = 3</script>broken"}
 SCORING = '''
 def exact(solution_str, ground_truth, extra_info):
     return solution_str.strip() == str(ground_truth).strip()
@@ -73,7 +75,7 @@ def evals(tmp_path_factory: pytest.TempPathFactory) -> dict:
                         "--base-url", srv.base_url, "--agent", "agent.py:solve",
                         "--eval-fn", "fns.py:exact", "--eval-fn", "fns.py:judged", "--n", "2",
                         "--temperature", "0.7", "--max-turns", "1", "--max-retries", "0",
-                        "--label", name, "--json", "-q")  # fmt: skip
+                        "--label", LABELS.get(name, name), "--json", "-q")  # fmt: skip
             assert done.returncode == (3 if name == "broken" else 0), done.stderr
             ids[name] = json.loads(done.stdout)["config_id"]
     finally:
@@ -224,9 +226,10 @@ def test_bad_input_is_a_one_line_error_before_any_work(evals) -> None:
 
 def test_a_config_with_no_scored_run_is_reported_not_compared(evals) -> None:
     out = evals["project"] / "broken.html"
-    done = osmo(evals["project"], "eval", "report", "good", "broken", "-o", str(out))
+    done = osmo(evals["project"], "eval", "report", "good", evals["broken"][:8], "-o", str(out))
     assert done.returncode == 0, done.stderr
     html = out.read_text()
+    assert html.count("<script") == 2 and "&lt;script&gt;window.__pwned = 3" in html
     assert f"not compared: config {evals['broken'][:12]} has no scored run" in html
     assert "model_error 500" in html  # its failure groups
 
