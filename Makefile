@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow lint docs bench
+.PHONY: demo test test-slow test-browser browser lint docs bench
 
 $(BIN)/osmo: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,13 +14,24 @@ $(BIN)/osmo: pyproject.toml
 demo: $(BIN)/osmo
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
 
-test: $(BIN)/osmo
+# The report's browser test drives Debian's chromium (playwright's own browser download is
+# not used): installed here when missing, as root or through sudo.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	@[ -x $(CHROMIUM) ] || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+test: $(BIN)/osmo browser
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
-test-slow: $(BIN)/osmo
+test-slow: $(BIN)/osmo browser
 	$(BIN)/pytest -q --runslow
+
+test-browser: $(BIN)/osmo browser
+	$(BIN)/pytest -q --runslow tests/test_eval_report.py
 
 docs: $(BIN)/osmo
 	$(BIN)/python -m osmo_store.cli.docgen > docs/cli.md

@@ -18,6 +18,7 @@ from .common import (
     EXIT_ALL_FAILED,
     EXIT_BELOW_THRESHOLD,
     EXIT_INTERRUPTED,
+    check_writable,
     err,
     open_repo,
     out,
@@ -262,17 +263,8 @@ def _check_output_paths(args: argparse.Namespace, short: str) -> None:
         default = Path(args.output_path or ".") / f"samples-{short}.jsonl"
         wanted.append((args.log_samples or str(default), "--log-samples", False))
     for text, flag, is_dir in wanted:
-        if not text:
-            continue
-        path = Path(text)
-        if path.exists() and path.is_dir() != is_dir:
-            kind = "a file" if is_dir else "a directory"
-            raise UsageError(f"{flag} {text}: is {kind}")
-        existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
-        if existing != path and not existing.is_dir():
-            raise UsageError(f"{flag} {text}: {existing} is not a directory")
-        if not os.access(existing, os.W_OK):
-            raise UsageError(f"{flag} {text}: permission denied")
+        if text:
+            check_writable(text, flag, is_dir=is_dir)
     if args.output:
         from .report import output_format
 

@@ -1,4 +1,4 @@
-"""``osmo eval show|diff|export|verify|label``: looking at stored results. This module only
+"""``osmo eval show|diff|export|verify|label|report``: looking at stored results. This module only
 declares the commands; each one's code is imported when it runs."""
 
 from __future__ import annotations
@@ -130,3 +130,39 @@ def register(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p.add_argument("config", metavar="CONFIG", help="config id, unique prefix or label")
     p.add_argument("name", metavar="NAME", help="one line, at most 100 characters")
     p.set_defaults(cache_func=_run("evalshow", "cmd_label"))
+
+    p = csub.add_parser(
+        "report",
+        parents=[common],
+        help="one self-contained HTML page of configs: summaries, plots, comparisons, samples",
+        description="Write one HTML file (it needs no network to open) showing each CONFIG's "
+        "parameters, summary, score distributions and failure groups; with two configs or "
+        "more, each one compared with the first (mean difference with a paired bootstrap CI, "
+        "a paired test, per-row plots); and a table of samples whose conversation, scores, "
+        "errors and usage open with a click.",
+    )
+    p.add_argument(
+        "configs", metavar="CONFIG", nargs="+", help="config id, unique prefix or label"
+    )
+    p.add_argument("-o", "--output", metavar="FILE", required=True, help="HTML file to write")
+    p.add_argument(
+        "--metric",
+        metavar="NAME",
+        help="metric to compare and list per sample (default: the first config's primary)",
+    )
+    p.add_argument(
+        "--confidence",
+        type=probability,
+        default=0.95,
+        metavar="C",
+        help="confidence level of the interval (default 0.95)",
+    )
+    p.add_argument(
+        "--resamples",
+        type=positive_int,
+        default=2000,
+        metavar="N",
+        help="bootstrap and permutation resamples (default 2000)",
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="of the resampling (default 0)")
+    p.set_defaults(cache_func=_run("evalreport", "cmd_report"))

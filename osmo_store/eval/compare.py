@@ -32,7 +32,7 @@ def compare(
         if not any(flat for _, flat in scored.values()):
             raise UsageError(f"config {side.config_id[:12]} has no scored run",
                              hint=f"see why: osmo eval show {side.config_id[:12]}")  # fmt: skip
-    metric = metric or _default_metric(a, samples_a)
+    metric = metric or default_metric(a)
     values_a = _values(samples_a, metric)
     values_b = _values(samples_b, metric)
     if not any(v is not None for v in values_b.values()):
@@ -104,16 +104,16 @@ def _values(scored: dict[str, tuple[SampleRef, dict[str, float]]], metric: str):
     return {name: flat.get(metric) for name, (_, flat) in scored.items()}
 
 
-def _default_metric(a: StoredConfig, scored: dict[str, tuple[SampleRef, dict[str, float]]]) -> str:
-    """A's primary metric as the summary names it: the first eval function, or for a dict
-    score the entry that stands for it (``fn/score``...)."""
-    primary = a.primary_metric
+def default_metric(stored: StoredConfig) -> str:
+    """A config's primary metric as the summary names it: the first eval function, or for a
+    dict score the entry that stands for it (``fn/score``...)."""
+    primary = stored.primary_metric
     if primary is None:
-        raise UsageError(f"config {a.config_id[:12]} has no eval function to compare by")
-    for ref, _ in scored.values():
+        raise UsageError(f"config {stored.config_id[:12]} has no eval function to compare by")
+    for ref in stored.refs():
         if ref.subtree != "samples":
             continue
-        score = (a.sample(ref).get("scores") or {}).get(primary)
+        score = (stored.sample(ref).get("scores") or {}).get(primary)
         if isinstance(score, dict):
             return f"{primary}/{primary_entry(score)}"
         if score is not None:

@@ -1,0 +1,23 @@
+"""``osmo eval report CONFIG... -o FILE``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..eval.report_data import gather
+from ..eval.report_html import render_report, write_report
+from ..repo import Repository
+from .common import check_writable, out
+from .evalshow import open_config
+
+
+def cmd_report(args: argparse.Namespace, repo: Repository) -> int:
+    check_writable(args.output, "-o")  # refused before the store is read, not after
+    configs = [open_config(repo, text) for text in args.configs]
+    data = gather(configs, metric=args.metric, confidence=args.confidence,
+                  resamples=args.resamples, seed=args.seed)  # fmt: skip
+    write_report(render_report(data), args.output)
+    samples = sum(len(c.views) for c in data.configs)
+    out(f"wrote a report of {len(configs)} config{'s' if len(configs) > 1 else ''} "
+        f"({samples} samples) to {args.output}")  # fmt: skip
+    return 0
