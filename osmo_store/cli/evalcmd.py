@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 #: ``osmo eval``'s subcommands, by the module that registers them
 SUBCOMMAND_MODULES = {
     "cachecmd": ("cache",),
-    "evalviews": ("show", "diff", "export", "verify", "label"),
+    "evalviews": ("show", "diff", "export", "verify", "label", "report"),
     "explaincmd": ("explain",),
 }
 
@@ -54,8 +54,8 @@ def register(
         parents=[common],
         help="run a dataset through a model or agent, score it, record every run",
         description="Run an eval on the store; re-running resumes and reuses stored results. "
-        "`osmo eval cache ...` manages stored configs; show, diff, export, verify and label "
-        "look at them; `osmo eval explain ...` shows what a run would reuse and why. Exit "
+        "`osmo eval cache ...` manages stored configs; show, diff, export, verify, label and "
+        "report look at them; `osmo eval explain ...` shows what a run would reuse and why. Exit "
         f"status: 0 when the eval ran to its end, {EXIT_ALL_FAILED} when every run failed, "
         f"{EXIT_BELOW_THRESHOLD} when the score is below --fail-under, {EXIT_INTERRUPTED} when "
         "interrupted, 1 on an error, 2 for bad arguments.",
