@@ -91,7 +91,7 @@ def test_the_cli_and_the_api_give_one_config_id(server, store_path, project, cap
 
 
 def test_a_dataframe_is_the_same_dataset_as_its_rows(server, store_path, project) -> None:
-    pandas = pytest.importorskip("pandas")
+    import pandas
     rows = default_rows()
     by_rows, _ = run(server, store_path, rows, "fns.py:exact")
     frame = pandas.DataFrame(rows)
@@ -105,7 +105,7 @@ def test_a_dataframe_is_the_same_dataset_as_its_rows(server, store_path, project
 
 
 def test_samples_and_a_dataframe_of_them(server, store_path, project) -> None:
-    pandas = pytest.importorskip("pandas")
+    import pandas
     rows = default_rows()
     rows[1]["ground_truth"] = "wrong"
     result, _ = run(server, store_path, rows, "fns.py:exact", n=2)

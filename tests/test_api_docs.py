@@ -17,7 +17,6 @@ BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
 def test_the_python_walk_through_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("pandas")
     blocks = BLOCK.findall((ROOT / "docs" / "python.md").read_text())
     assert len(blocks) >= 8
     for name in ("arithmetic.jsonl", "scoring.py", "agent.py"):

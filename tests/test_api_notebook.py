@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
 
 from .conftest import ROOT
@@ -14,7 +16,6 @@ NOTEBOOK = ROOT / "examples" / "analysis.ipynb"
 
 
 def test_the_notebook_is_committed_without_outputs() -> None:
-    nbformat = pytest.importorskip("nbformat")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(nb)
     for cell in nb.cells:
@@ -25,12 +26,12 @@ def test_the_notebook_is_committed_without_outputs() -> None:
 def test_the_analysis_notebook_runs_in_a_jupyter_kernel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
-    pytest.importorskip("matplotlib")
-    # The kernel is a child of this process: what it writes stays under tmp_path.
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    # The kernel is a child of this process: what it and Jupyter write stays under tmp_path.
+    # (Its kernelspec runs "python", which jupyter_client replaces by this sys.executable:
+    # the venv's, without activating it or installing a kernelspec with --user.)
+    for name in ("TMPDIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+        (tmp_path / name.lower()).mkdir()
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
     monkeypatch.setenv("OSMO_RECORDER", "thread")
     nb = nbformat.read(NOTEBOOK, as_version=4)
