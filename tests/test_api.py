@@ -271,6 +271,8 @@ def test_bad_input_is_an_osmo_error_and_nothing_is_printed(
         run(server, store_path, "missing.jsonl", "fns.py:exact")
     with pytest.raises(DatasetError):
         run(server, store_path, [{"prompt": "no user_prompt column"}], "fns.py:exact")
+    with pytest.raises(UsageError, match="a list of dicts or a pandas DataFrame"):
+        run(server, store_path, 42, "fns.py:exact")
     with pytest.raises(CodeLoadError):
         run(server, store_path, "data.jsonl", [42])
     with pytest.raises(StoreError):

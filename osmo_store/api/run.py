@@ -12,8 +12,8 @@ import math
 import os
 import signal
 import threading
-from collections.abc import Callable, Coroutine, Iterator, Sequence
-from typing import Any, ParamSpec
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 from ..errors import StoppedWaiting, UsageError
 from ..eval.catalog import check_label
@@ -31,6 +31,9 @@ from ..eval.results import StoredConfig
 from ..eval.runner import EvalOptions
 from .progress import ProgressBar
 from .result import EvalResult, StorePath, open_store
+
+if TYPE_CHECKING:
+    import pandas
 
 log = logging.getLogger("osmo_store")
 
@@ -56,7 +59,7 @@ class EvalInterrupted(KeyboardInterrupt):
 
 
 def evaluate(
-    dataset: str | os.PathLike[str] | Sequence[dict[str, Any]] | Any,
+    dataset: str | os.PathLike[str] | Sequence[Mapping[str, Any]] | pandas.DataFrame,
     eval_fns: UserCode | Sequence[UserCode],
     *,
     model: str | None = None,

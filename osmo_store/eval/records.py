@@ -10,15 +10,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import DatasetError
+from ..errors import DatasetError, UsageError
 from .dataset import Dataset, _json_value, select_rows
 
 
 def is_records(value: Any) -> bool:
-    """Whether ``value`` is rows given as objects (not a path to a file)."""
-    if isinstance(value, (str, bytes, Path)) or hasattr(value, "__fspath__"):
-        return False
-    return _is_dataframe(value) or isinstance(value, Sequence)
+    """Whether ``value`` is meant as rows given as objects (not as a path to a file)."""
+    return not isinstance(value, (str, Path)) and not hasattr(value, "__fspath__")
 
 
 def load_records(
@@ -31,7 +29,13 @@ def load_records(
     mapping or holds a value JSON has no form for."""
     frame = _is_dataframe(value)
     shown = name or ("<DataFrame>" if frame else "<list>")
-    items = value.to_dict(orient="records") if frame else value
+    if frame:
+        items = value.to_dict(orient="records")
+    elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        items = value
+    else:
+        raise UsageError(f"a dataset is a path, a list of dicts or a pandas DataFrame, not "
+                         f"{type(value).__name__}")  # fmt: skip
     rows: list[tuple[str, Any]] = []
     for i, item in enumerate(items):
         where = f"{shown} row {i}"
