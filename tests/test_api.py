@@ -304,3 +304,23 @@ def test_the_api_is_listed_typed_and_documented() -> None:
         assert signature.return_annotation is not inspect.Signature.empty
         assert all(p.annotation is not inspect.Parameter.empty
                    for p in signature.parameters.values())  # fmt: skip
+
+
+def test_a_notebook_function_is_keyed_by_the_user_modules_it_uses(
+    server, store_path, project
+) -> None:
+    (project / "grading.py").write_text("def norm(s):\n    return s.strip()\n")
+    cell: dict = {}
+    define_in_cell("import grading\n", cell)
+    define_in_cell(
+        "def graded(solution_str, ground_truth, extra_info):\n"
+        "    return grading.norm(solution_str) == ground_truth\n",
+        cell,
+    )
+    first, calls = run(server, store_path, "data.jsonl", [cell["graded"]])
+    assert calls == ROWS and first.score == 1.0
+    (project / "grading.py").write_text("def norm(s):\n    return s.strip() + '!'\n")
+    forget_modules_under(project)
+    define_in_cell("import grading\n", cell)  # the cell that imports it, run again
+    again, calls = run(server, store_path, "data.jsonl", [cell["graded"]])
+    assert again.config_id != first.config_id and calls == 0 and again.score == 0.0
