@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -324,3 +325,29 @@ def test_a_notebook_function_is_keyed_by_the_user_modules_it_uses(
     define_in_cell("import grading\n", cell)  # the cell that imports it, run again
     again, calls = run(server, store_path, "data.jsonl", [cell["graded"]])
     assert again.config_id != first.config_id and calls == 0 and again.score == 0.0
+
+
+def test_cancelling_evaluate_async_stops_the_eval_resumably(store_path, project) -> None:
+    rows = default_rows(30)
+
+    async def cancel_after_some_calls(server: MockServer) -> None:
+        task = asyncio.ensure_future(osmo_store.evaluate_async(
+            rows, "fns.py:exact", model="mock", base_url=server.base_url, store=store_path,
+            concurrency=2, progress=False))  # fmt: skip
+        deadline = time.monotonic() + 60
+        while server.calls < 4:
+            assert not task.done() and time.monotonic() < deadline
+            await asyncio.sleep(0.01)  # the loop is free while the eval runs
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with MockServer(latency=0.05) as slow:
+        asyncio.run(cancel_after_some_calls(slow))
+        stopped = osmo_store.configs(store=store_path)[0]
+        assert stopped.status == "interrupted"
+        assert 4 <= stopped.counts["done"] < len(rows)
+        first = slow.calls
+        done, calls = run(slow, store_path, rows, "fns.py:exact", concurrency=2)
+    assert done.status == "completed" and done.config_id == stopped.config_id
+    assert first + calls == len(rows)  # the runs in flight were recorded before it returned
