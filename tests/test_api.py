@@ -260,6 +260,8 @@ def test_bad_input_is_an_osmo_error_and_nothing_is_printed(
     bad = [
         ({"n": 0}, UsageError),
         ({"concurrency": 0}, UsageError),
+        ({"limit": 2.5}, UsageError),
+        ({"offset": -1}, UsageError),
         ({"temperature": float("nan")}, UsageError),
         ({"shard": (3, 2)}, UsageError),
         ({"model": None}, UsageError),

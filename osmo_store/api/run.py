@@ -115,10 +115,13 @@ def evaluate(
     KeyboardInterrupt): the config is resumable. A second Ctrl-C abandons the runs in
     flight. Errors are ``OsmoError`` subclasses (``UsageError``, ``DatasetError``,
     ``CodeLoadError``, ``FatalModelError``, ``OlderKeys``, ``EvalLocked``, ...)."""
-    _check_numbers(n=n, concurrency=concurrency, timeout=timeout, max_retries=max_retries,
-                   max_tokens=max_tokens, max_turns=max_turns, shard=shard,
-                   floats={"temperature": temperature, "top_p": top_p,
-                           "pass_threshold": pass_threshold})  # fmt: skip
+    _check_numbers(
+        ints={"n": (n, 1), "concurrency": (concurrency, 1), "max_retries": (max_retries, 0),
+              "offset": (offset, 0), "max_tokens": (max_tokens, 1), "max_turns": (max_turns, 1),
+              "limit": (limit, 0), "seed": (seed, None)},
+        floats={"temperature": temperature, "top_p": top_p, "pass_threshold": pass_threshold},
+        timeout=timeout, shard=shard,
+    )  # fmt: skip
     if older_keys not in (None, "adopt", "recompute"):
         raise UsageError(f"older_keys must be 'adopt', 'recompute' or None, not {older_keys!r}")
     fns = [eval_fns] if isinstance(eval_fns, str) or callable(eval_fns) else list(eval_fns)
@@ -211,23 +214,22 @@ def _interrupts_stop(stop: threading.Event) -> Iterator[None]:
 
 def _check_numbers(
     *,
-    n: int,
-    concurrency: int,
-    timeout: float,
-    max_retries: int,
-    max_tokens: int | None,
-    max_turns: int | None,
-    shard: tuple[int, int] | None,
+    ints: dict[str, tuple[int | None, int | None]],
     floats: dict[str, float | None],
+    timeout: float,
+    shard: tuple[int, int] | None,
 ) -> None:
-    """What the command line's argument types check, for arguments given in Python."""
-    for name, value, least in (("n", n, 1), ("concurrency", concurrency, 1),
-                               ("max_retries", max_retries, 0), ("max_tokens", max_tokens, 1),
-                               ("max_turns", max_turns, 1)):  # fmt: skip
-        if value is None and name in ("max_tokens", "max_turns"):
+    """What the command line's argument types check, for arguments given in Python:
+    ``ints`` maps a name to its value (None: not given) and its least value (None: any)."""
+    for name, (value, least) in ints.items():
+        if value is None:
+            if name in ("n", "concurrency", "max_retries", "offset"):
+                raise UsageError(f"{name} must be an int, not None")
             continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise UsageError(f"{name} must be an int >= {least}, not {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UsageError(f"{name} must be an int, not {value!r}")
+        if least is not None and value < least:
+            raise UsageError(f"{name} must be >= {least}, not {value!r}")
     if not isinstance(timeout, (int, float)) or not timeout > 0 or not math.isfinite(timeout):
         raise UsageError(f"timeout must be a number of seconds > 0, not {timeout!r}")
     for name, x in floats.items():
