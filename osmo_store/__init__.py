@@ -10,6 +10,15 @@ __version__ = "0.1.0"
 # Every import of a submodule (`osmo --version` imports osmo_store.cli) runs this file, so
 # the public names load on first use (PEP 562), not here: start-up pays only for what runs.
 _EXPORTS = {
+    # the Python API for scripts and notebooks (docs/python.md)
+    "evaluate": ".api.run",
+    "evaluate_async": ".api.run",
+    "EvalInterrupted": ".api.run",
+    "EvalResult": ".api.result",
+    "load": ".api.result",
+    "configs": ".api.result",
+    "ConfigInfo": ".eval.catalog",
+    # the store
     "OsmoError": ".errors",
     "ObjectId": ".hashing",
     "parse_oid": ".hashing",
@@ -27,16 +36,23 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "ConfigInfo",
+    "EvalInterrupted",
+    "EvalResult",
     "ObjectId",
     "ObjectType",
     "OsmoError",
     "Repository",
     "RunRecord",
     "TreeEntry",
+    "configs",
     "default_store_path",
+    "evaluate",
+    "evaluate_async",
     "init_store",
     "iter_tree",
     "list_tree",
+    "load",
     "parse_oid",
     "tree_get",
     "update_tree",
@@ -44,7 +60,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .api.result import EvalResult, configs, load
+    from .api.run import EvalInterrupted, evaluate, evaluate_async
     from .errors import OsmoError
+    from .eval.catalog import ConfigInfo
     from .hashing import ObjectId, parse_oid
     from .objects import ObjectType, RunRecord
     from .repo import Repository, default_store_path, init_store

@@ -19,6 +19,7 @@ from ..errors import (
 from ..eval.catalog import (
     STATUSES,
     ConfigInfo,
+    check_eval_refs,
     dataset_label,
     find_config,
     history,
@@ -93,14 +94,6 @@ def _with_repo(fn):
 
 def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
-
-
-def check_eval_refs(repo: Repository) -> None:
-    """Stop at a damaged config ref. The ref store lists only refs that hold an id, so a
-    damaged one would pass for a removed (or unknown) config instead of a damaged one."""
-    for name in repo.refs.damaged():
-        if name.startswith(EVAL_REF_PREFIX):
-            raise CorruptRef(name, "does not hold an object id")
 
 
 def cmd_dir(args: argparse.Namespace, repo: Repository) -> int:

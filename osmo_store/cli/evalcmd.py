@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import math
-import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -271,17 +268,6 @@ def _check_output_paths(args: argparse.Namespace, short: str) -> None:
         output_format(args.output)  # a suffix it cannot write is refused now, not after
 
 
-def _lock_timeout() -> float:
-    text = os.environ.get("OSMO_LOCK_TIMEOUT", "30")
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not (math.isfinite(v) and v >= 0):
-        raise UsageError(f"OSMO_LOCK_TIMEOUT must be a number of seconds >= 0, not {text!r}")
-    return v
-
-
 def _shard(text: str) -> tuple[int, int]:
     i, sep, n = text.partition("/")
     try:
@@ -327,26 +313,16 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
         return args.cache_func(args)
     from ..errors import StoppedWaiting
     from ..eval.catalog import check_label
-    from ..eval.client import ChatClient, resolve_api_key
-    from ..eval.runner import EvalOptions, run_eval
+    from ..eval.launch import ClientSettings, launch, lock_timeout_from_env, recorder_from_env
+    from ..eval.runner import EvalOptions
     from .progress import ProgressDisplay
 
-    lock_timeout = _lock_timeout()
-    recorder = os.environ.get("OSMO_RECORDER", "auto")
-    if recorder not in ("auto", "process", "thread"):
-        raise UsageError(f"OSMO_RECORDER must be auto, process or thread, not {recorder!r}")
+    lock_timeout = lock_timeout_from_env()
+    recorder = recorder_from_env()
     prepared = build_config(args)
     config = prepared.config
     _check_output_paths(args, config.config_id[:12])
-    client = None
-    if config.model is not None:
-        client = ChatClient(
-            prepared.base_url,
-            api_key=resolve_api_key(args.api_key),
-            timeout=args.timeout,
-            max_retries=args.max_retries,
-            pool_size=max(args.concurrency, 4),
-        )
+    settings = ClientSettings(args.api_key, args.timeout, args.max_retries)
     options = EvalOptions(
         concurrency=args.concurrency,
         fresh=args.fresh,
@@ -354,7 +330,7 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
         pass_threshold=args.pass_threshold,
         lock_timeout=lock_timeout,
         shard=args.shard,
-        recorder_process={"auto": None, "process": True, "thread": False}[recorder],
+        recorder_process=recorder,
         label=check_label(args.label) if args.label else None,
     )
     import signal  # here: only a running eval handles signals, not every start
@@ -385,18 +361,13 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
         sys.stderr, interval=args.progress_interval)  # fmt: skip
     try:
         with open_repo(args) as repo:
-            if not args.fresh:
-                _check_older_keys(args, repo, prepared, lock_timeout)
             try:
-                outcome = run_eval(
-                    repo, prepared, client=client, options=options, stop=stop,
+                outcome = launch(
+                    repo, prepared, options, client=settings, stop=stop,
+                    older_keys="adopt" if args.adopt_old_keys else (
+                        "recompute" if args.recompute else None),
                     on_progress=display_bar.update if display_bar else None,
-                    on_wait=None if args.quiet else functools.partial(
-                        err, f"osmo: another eval of config {config.config_id[:12]} is "
-                        f"running; waiting up to {lock_timeout:g}s for it to finish"),
-                    on_shared_wait=None if args.quiet else functools.partial(
-                        err, "osmo: another eval is computing runs this one needs (the same "
-                        "solver): waiting for them rather than paying twice"),
+                    on_notice=None if args.quiet else lambda line: err(f"osmo: {line}"),
                 )  # fmt: skip
             except StoppedWaiting:
                 err("osmo: interrupted while waiting for another eval of this config; "
@@ -416,8 +387,6 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
         if handle:
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
-        if client is not None:
-            client.close()
     if outcome.interrupted:
         err(
             f"osmo: interrupted; {outcome.summary['runs']} of "
@@ -450,22 +419,6 @@ def _exit_status(args: argparse.Namespace, summary: dict[str, Any]) -> int:
                 f"{args.fail_under:g}")  # fmt: skip
             return EXIT_BELOW_THRESHOLD
     return 0
-
-
-def _check_older_keys(args, repo: Repository, prepared: PreparedEval, lock_timeout: float) -> None:
-    """Before anything runs: configs of this command recorded under an older key schema are
-    adopted or recomputed as the user chose, or the eval stops to ask (once: the choice
-    makes this config, and a stored config is never asked about)."""
-    from ..eval.upgrade import adopt, older_configs, refuse_older
-
-    found = older_configs(repo, prepared)
-    if not found or args.recompute:
-        return
-    if not args.adopt_old_keys:
-        raise refuse_older(found)
-    adopt(repo, prepared, found[0], lock_timeout)
-    if not args.quiet:
-        err(f"osmo: adopted the runs of config {found[0].config_id[:12]} (older key schema)")
 
 
 class _Aborted(KeyboardInterrupt):

@@ -7,11 +7,10 @@ import json
 import time
 from typing import Any
 
-from ..eval.catalog import config_status, find_config
+from ..eval.catalog import check_eval_refs, config_status, find_config
 from ..eval.failures import describe_cause, group_failures
 from ..eval.results import SampleRef, StoredConfig
 from ..repo import Repository
-from .cachecmd import check_eval_refs
 from .common import out
 from .summarytext import print_failures, print_scores
 

@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import AmbiguousId, AmbiguousLabel, ConfigNotFound, ConfigRunning, UsageError
+from ..errors import (
+    AmbiguousId,
+    AmbiguousLabel,
+    ConfigNotFound,
+    ConfigRunning,
+    CorruptRef,
+    UsageError,
+)
 from ..hashing import ObjectId
 from ..objects import RunRecord
 from ..repo import Repository
@@ -113,6 +120,14 @@ def config_status(repo: Repository, config_id: str, meta: dict[str, Any]) -> str
     if st == "in_progress" and not is_eval_running(repo, config_id):
         return "interrupted"
     return st
+
+
+def check_eval_refs(repo: Repository) -> None:
+    """Stop at a damaged config ref. The ref store lists only refs that hold an id, so a
+    damaged one would pass for a removed (or unknown) config instead of a damaged one."""
+    for name in repo.refs.damaged():
+        if name.startswith(EVAL_REF_PREFIX):
+            raise CorruptRef(name, "does not hold an object id")
 
 
 def find_config(repo: Repository, text: str) -> str:

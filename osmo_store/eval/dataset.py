@@ -60,6 +60,9 @@ ROLES = ("system", "user", "assistant", "tool")
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 PARQUET_HINT = "pip install 'osmo-store[parquet]'"
 
+#: a dataset's rows: ``reader(path, shown)`` gives ``(where, row object)`` pairs in order
+Reader = Callable[[Path, str], Iterator[tuple[str, Any]]]
+
 _BOM = b"\xef\xbb\xbf"
 _PARQUET_BATCH_ROWS = 8192
 _COLUMN_NAMES = ("user_prompt", "messages", "system_prompt", "ground_truth")
@@ -94,6 +97,9 @@ class Dataset:
     #: file, or the same rows at another path, is the same. Order is not identity: the same
     #: rows reordered give the same results.
     selection_fingerprint: str
+    #: what reads the rows (again) from ``path``: a file's reader, or the rows given as
+    #: Python objects (``records``)
+    source: Reader
 
     @property
     def total_rows(self) -> int:
@@ -111,7 +117,7 @@ class Dataset:
         """The selected rows, read and checked again: a row whose content is not what was
         loaded (the file changed since) is a ``DatasetError``, never a run under the key of
         other content."""
-        reader = _READERS[Path(self.shown).suffix.lower()]
+        reader = self.source
         collector = _RowCollector(self.shown)
         index = self.offset
         with closing(reader(self.path, self.shown)) as source:
@@ -141,10 +147,6 @@ def load_dataset(path: str | Path, *, limit: int | None = None, offset: int = 0)
 
     Raises :class:`DatasetError` for bad files or rows, ``UsageError`` for a negative
     ``limit``/``offset``."""
-    if offset < 0:
-        raise UsageError(f"offset must be >= 0, got {offset}")
-    if limit is not None and limit < 0:
-        raise UsageError(f"limit must be >= 0, got {limit}")
     shown = str(path)
     given = Path(path)
     resolved = given.resolve()
@@ -160,12 +162,25 @@ def load_dataset(path: str | Path, *, limit: int | None = None, offset: int = 0)
             path=shown,
             hint=f"use one of {', '.join(SUFFIXES)}",
         )
+    return select_rows(reader, resolved, shown, limit=limit, offset=offset)
+
+
+def select_rows(
+    reader: Reader, path: Path, shown: str, *, limit: int | None, offset: int
+) -> Dataset:
+    """Read, check and key every row ``reader`` gives, and select ``rows[offset:offset +
+    limit]``; ``path`` is passed to the reader and recorded, ``shown`` names the rows in
+    messages. ``reader`` must give the same rows each time it is called."""
+    if offset < 0:
+        raise UsageError(f"offset must be >= 0, got {offset}")
+    if limit is not None and limit < 0:
+        raise UsageError(f"limit must be >= 0, got {limit}")
     collector = _RowCollector(shown)
     keys = RowKeys()
     stop = None if limit is None else offset + limit
     # canonical_json of the key list, hashed as the keys come (a list of strings).
     everything = _ListHash()
-    with closing(reader(resolved, shown)) as source:
+    with closing(reader(path, shown)) as source:
         for index, (where, obj) in enumerate(source):
             key = keys.add(collector.row(index, where, obj, None).key)
             everything.add(key)
@@ -175,7 +190,7 @@ def load_dataset(path: str | Path, *, limit: int | None = None, offset: int = 0)
     if offset >= total:
         raise DatasetError(f"offset {offset} is past the last row ({total} rows)", path=shown)
     return Dataset(
-        path=resolved,
+        path=path,
         shown=shown,
         keys=keys,
         offset=offset,
@@ -184,6 +199,7 @@ def load_dataset(path: str | Path, *, limit: int | None = None, offset: int = 0)
         selection_fingerprint=_set_fingerprint(
             keys, offset, total if stop is None else min(stop, total)
         ),
+        source=reader,
     )
 
 
@@ -586,7 +602,7 @@ def _json_value(value: Any, shown: str, where: str, column: str) -> Any:
     )
 
 
-_READERS: dict[str, Callable[[Path, str], Iterator[tuple[str, Any]]]] = {
+_READERS: dict[str, Reader] = {
     ".jsonl": _jsonl_rows,
     ".json": _json_rows,
     ".csv": _csv_rows,

@@ -85,7 +85,7 @@ def write_records(records: list[dict[str, Any]], path: str | Path, fmt: str) -> 
     some records have is empty (null) in the others."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = _columns(records)
+    columns = table_columns(records)
     if fmt == "jsonl":
         with open(path, "w", encoding="utf-8") as f:
             for r in records:
@@ -109,7 +109,8 @@ def write_records(records: list[dict[str, Any]], path: str | Path, fmt: str) -> 
 _TEXT_COLUMNS = frozenset((*NESTED_COLUMNS, "ground_truth"))
 
 
-def _columns(records: Iterable[dict[str, Any]]) -> list[str]:
+def table_columns(records: Iterable[dict[str, Any]]) -> list[str]:
+    """The columns of a table of ``records`` (see ``flat_record``), in export order."""
     extra: set[str] = set()
     for r in records:
         extra.update(r)

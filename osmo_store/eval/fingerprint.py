@@ -95,10 +95,7 @@ def fingerprint_code(roots: Sequence[tuple[str, str]]) -> CodeFingerprint:
     walk = _Walk()
     for module, path in roots:
         walk.visit(module, path)
-    files = tuple(sorted(walk.files.values(), key=lambda f: f.module))
-    packages = tuple(sorted(walk.packages.items()))
-    body = {"files": {f.module: f.digest for f in files}, "packages": dict(packages)}
-    return CodeFingerprint(blake3_hex(canonical_json(body)), files, packages)
+    return walk.fingerprint()
 
 
 class _Walk:
@@ -111,6 +108,12 @@ class _Walk:
         self._labels: set[str] = set()
         self._followed: set[str] = set()
         self._installed_tops: set[str] = set()  # their submodules count with them
+
+    def fingerprint(self) -> CodeFingerprint:
+        files = tuple(sorted(self.files.values(), key=lambda f: f.module))
+        packages = tuple(sorted(self.packages.items()))
+        body = {"files": {f.module: f.digest for f in files}, "packages": dict(packages)}
+        return CodeFingerprint(blake3_hex(canonical_json(body)), files, packages)
 
     def visit(self, module: str, path: str) -> None:
         path = _real(path)
@@ -125,9 +128,9 @@ class _Walk:
         package = module if Path(path).name == "__init__.py" else module.rpartition(".")[0]
         for level, name, names in facts.imports:
             for target in _import_targets(package, level, name, names):
-                self._follow(target)
+                self.follow(target)
 
-    def _follow(self, name: str) -> None:
+    def follow(self, name: str) -> None:
         top = name.partition(".")[0]
         if not top or top == _OSMO_TOP or _is_stdlib_name(top) or name in self._followed:
             return
@@ -409,3 +412,20 @@ def _statements(body: list[ast.AST]) -> Iterator[ast.AST]:
             children = getattr(node, name, None)
             if isinstance(children, list):
                 stack.extend(reversed(children))
+
+
+def fingerprint_imports(modules: Iterable[str], sources: Iterable[bytes] = ()) -> CodeFingerprint:
+    """The fingerprint of what code without a file of its own (a function defined in a
+    notebook cell) uses: the ``modules`` it names, and those the import statements in
+    ``sources`` may load, counted as an import of them from a file would be (user files by
+    content and what they import, installed packages by version, the standard library not
+    at all)."""
+    walk = _Walk()
+    names = list(modules)
+    for source in sources:
+        for level, name, imported in _imports(source):
+            if not level:  # a relative import has no package to be relative to here
+                names += _import_targets("", 0, name, imported)
+    for name in names:
+        walk.follow(name)
+    return walk.fingerprint()

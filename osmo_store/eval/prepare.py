@@ -21,9 +21,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+from .callables import callable_ref
 from .code import load_callable
-from .config import EvalConfig, ModelSpec, SamplingParams, endpoint_identity, resolve_base_url
+from .config import (
+    CodeRef,
+    EvalConfig,
+    ModelSpec,
+    SamplingParams,
+    endpoint_identity,
+    resolve_base_url,
+)
 from .dataset import Dataset, load_dataset
+from .records import is_records, load_records
 from .scoring import EvalFn
 
 if TYPE_CHECKING:
@@ -52,14 +61,18 @@ class PreparedEval:
         return shown
 
 
+#: user code as a ``MODULE:ATTR`` or ``file.py:ATTR`` spec, or as the callable itself
+UserCode = str | Callable[..., Any]
+
+
 def prepare_eval(
-    dataset: str | Path,
-    eval_fns: Sequence[str],
+    dataset: str | Path | Any,
+    eval_fns: Sequence[UserCode],
     *,
     model: str | None = None,
     base_url: str | None = None,
     model_id: str | None = None,
-    agent: str | None = None,
+    agent: UserCode | None = None,
     params: SamplingParams | None = None,
     n: int = 1,
     max_turns: int | None = None,
@@ -67,27 +80,33 @@ def prepare_eval(
     offset: int = 0,
     key_env: Sequence[str] = (),
     key_files: Sequence[str] = (),
+    dataset_name: str | None = None,
 ) -> PreparedEval:
-    """Load the dataset and the user code (``MODULE:ATTR`` or ``file.py:ATTR`` specs) and
-    compute the config's identity. ``key_env`` and ``key_files`` name environment variables
-    and files the user code depends on: their values join the key of the agent and of every
-    eval function. Raises ``UsageError``, ``DatasetError`` or ``CodeLoadError`` for input
-    that cannot run, before anything is stored."""
+    """Load the dataset (a file, or rows as objects: a list of dicts or a DataFrame, shown
+    as ``dataset_name``) and the user code (``MODULE:ATTR`` or ``file.py:ATTR`` specs, or
+    callables: see ``callables``) and compute the config's identity. ``key_env`` and
+    ``key_files`` name environment variables and files the user code depends on: their
+    values join the key of the agent and of every eval function. Raises ``UsageError``,
+    ``DatasetError`` or ``CodeLoadError`` for input that cannot run, before anything is
+    stored."""
     if model is None and agent is None:
         raise UsageError("an eval needs a model or an agent")
     if not eval_fns:
         raise UsageError("an eval needs at least one eval function")
-    loaded = load_dataset(dataset, limit=limit, offset=offset)
+    if is_records(dataset):
+        loaded = load_records(dataset, name=dataset_name, limit=limit, offset=offset)
+    else:
+        loaded = load_dataset(dataset, limit=limit, offset=offset)
     if not loaded.selected_rows:
-        raise UsageError(f"{dataset}: no rows selected (offset {offset})")
+        raise UsageError(f"{loaded.shown}: no rows selected (offset {offset})")
     files = []
     for name in key_files:
         if not Path(name).is_file():
             raise UsageError(f"--key-file {name}: no such file")
         files.append((name, Path(name)))
     declared = {"key_env": tuple(key_env), "key_files": tuple(files)}
-    agent_fn, agent_ref = load_callable(agent, "agent", **declared) if agent else (None, None)
-    fns = [EvalFn.wrap(*load_callable(spec, "eval function", **declared)) for spec in eval_fns]
+    agent_fn, agent_ref = _user_code(agent, "agent", **declared) if agent else (None, None)
+    fns = [EvalFn.wrap(*_user_code(spec, "eval function", **declared)) for spec in eval_fns]
     names = [f.name for f in fns]
     if len(set(names)) != len(names):
         raise UsageError(f"two eval functions share a name: {', '.join(names)}")
@@ -109,8 +128,8 @@ def prepare_eval(
         # The endpoint called, also when a model id keeps it out of the identity.
         "base_url": endpoint_identity(url) if spec else None,
         "model_id": model_id,
-        "agent": agent,
-        "eval_fns": list(eval_fns),
+        "agent": agent_ref.spec if agent_ref else None,
+        "eval_fns": [f.ref.spec for f in fns],
         "dataset": str(loaded.path),
         "rows": loaded.selected_rows,
         "offset": offset,
@@ -122,3 +141,9 @@ def prepare_eval(
         "key_files": list(key_files),
     }
     return PreparedEval(config, loaded, fns, agent_fn, url, given)
+
+
+def _user_code(code: UserCode, what: str, **declared: Any) -> tuple[Callable[..., Any], CodeRef]:
+    if isinstance(code, str):
+        return load_callable(code, what, **declared)
+    return code, callable_ref(code, what, **declared)

@@ -162,6 +162,11 @@ class StoredConfig:
             self._indexes = self._load_indexes()
         return self._indexes  # type: ignore[return-value]
 
+    def use_row_indexes(self, indexes: dict[str, int]) -> None:
+        """Number the rows by ``indexes`` (row key -> position) rather than from the
+        dataset file: rows given as Python objects have no file to read again."""
+        self._indexes = indexes
+
     def _load_indexes(self) -> dict[str, int] | None:
         from .dataset import load_dataset  # here: only a row index needs the dataset
 

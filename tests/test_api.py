@@ -1,0 +1,355 @@
+"""The Python API (``osmo_store.evaluate``, ``load``, ``configs``) against the mock model
+server: the same config ids as the command, reuse and resume, Python objects as the
+dataset and as user code, Ctrl-C, and errors that are ``OsmoError``s, never prints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import osmo_store
+from osmo_store.cli.main import main
+from osmo_store.errors import CodeLoadError, DatasetError, OsmoError, StoreError, UsageError
+from osmo_store.testing.mockserver import MockServer
+
+from .evalproject import ROWS, default_rows, forget_modules_under, write_rows
+from .notebookcode import define_in_cell
+
+FNS = (
+    "def exact(solution_str, ground_truth, extra_info):\n"
+    "    return solution_str.strip() == ground_truth\n"
+)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with MockServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    write_rows(tmp_path / "data.jsonl", default_rows())
+    (tmp_path / "fns.py").write_text(FNS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("OSMO_RECORDER", "thread")  # no recorder process per eval: faster
+    yield tmp_path
+    forget_modules_under(tmp_path)
+
+
+def run(server: MockServer, store: Path, dataset, fns, **kwargs) -> tuple[Any, int]:
+    """``evaluate`` on the mock server; the result and the model calls the server saw."""
+    before = server.calls
+    kwargs.setdefault("model", "mock")
+    result = osmo_store.evaluate(dataset, fns, base_url=server.base_url, store=store,
+                                 progress=False, max_retries=0, **kwargs)  # fmt: skip
+    return result, server.calls - before
+
+
+def cli_config_id(store: Path, server: MockServer, capsys, *argv: str) -> str:
+    code = main(["--store", str(store), "eval", "-q", "--json", "--model", "mock",
+                 "--base-url", server.base_url, "--max-retries", "0", *argv])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out)["config_id"]
+
+
+def test_a_second_call_makes_no_model_call(server, store_path, project) -> None:
+    first, calls = run(server, store_path, "data.jsonl", "fns.py:exact", n=2)
+    assert calls == 2 * ROWS and first.status == "completed"
+    assert first.summary["runs"] == 2 * ROWS and first.score == 1.0
+    again, calls = run(server, store_path, "data.jsonl", "fns.py:exact", n=2)
+    assert calls == 0 and again.config_id == first.config_id
+    assert again.session["model_calls"] == 0 and again.session["reused_samples"] == 2 * ROWS
+
+
+def test_the_cli_and_the_api_give_one_config_id(server, store_path, project, capsys) -> None:
+    cli = cli_config_id(store_path, server, capsys, "-d", "data.jsonl", "--eval-fn",
+                        "fns.py:exact", "--temperature", "0.5", "--n", "2")  # fmt: skip
+    import fns  # the same function, imported rather than named by a spec
+
+    rows = default_rows()
+    for dataset, fn in (("data.jsonl", "fns.py:exact"), ("data.jsonl", fns.exact),
+                        (rows, fns.exact), (rows, "fns.py:exact")):  # fmt: skip
+        result, calls = run(server, store_path, dataset, [fn], temperature=0.5, n=2)
+        assert (result.config_id, calls) == (cli, 0), (dataset, fn)
+    # ... and the other way round: the command reuses what the API recorded.
+    api, calls = run(server, store_path, rows, [fns.exact], n=3)
+    assert calls == 3 * ROWS
+    assert cli_config_id(store_path, server, capsys, "-d", "data.jsonl", "--eval-fn",
+                         "fns.py:exact", "--n", "3") == api.config_id  # fmt: skip
+
+
+def test_a_dataframe_is_the_same_dataset_as_its_rows(server, store_path, project) -> None:
+    import pandas
+    rows = default_rows()
+    by_rows, _ = run(server, store_path, rows, "fns.py:exact")
+    frame = pandas.DataFrame(rows)
+    by_frame, calls = run(server, store_path, frame, "fns.py:exact", dataset_name="sums")
+    assert (by_frame.config_id, calls) == (by_rows.config_id, 0)
+    assert by_frame.config["dataset"] == "sums"
+    # The objects are copied when the eval starts: a later change is a new dataset.
+    frame.loc[0, "ground_truth"] = "nonsense"
+    changed, calls = run(server, store_path, frame, "fns.py:exact")
+    assert changed.config_id != by_rows.config_id and calls == 0  # the rollouts are reused
+
+
+def test_samples_and_a_dataframe_of_them(server, store_path, project) -> None:
+    import pandas
+    rows = default_rows()
+    rows[1]["ground_truth"] = "wrong"
+    result, _ = run(server, store_path, rows, "fns.py:exact", n=2)
+    samples = list(result.samples())
+    assert [(s["index"], s["run"]) for s in samples] == [(i, r) for i in range(ROWS)
+                                                         for r in range(2)]  # fmt: skip
+    second = samples[2]
+    assert second["status"] == "ok" and second["scores"] == {"exact": 0.0}
+    assert second["messages"][-1]["role"] == "assistant" and second["usage"]["total_tokens"] > 0
+    assert second["data"] == rows[1] and second["error"] is None
+    frame = result.to_pandas()
+    assert isinstance(frame, pandas.DataFrame) and len(frame) == 2 * ROWS
+    assert list(frame["score/exact"]) == [0.0 if i == 1 else 1.0 for i in range(ROWS)
+                                          for _ in range(2)]  # fmt: skip
+    assert list(frame.columns[:8]) == ["config_id", "index", "row", "run", "status", "prompt",
+                                       "ground_truth", "solution"]  # fmt: skip
+    loaded = osmo_store.load(result.config_id[:8], store=store_path)
+    assert loaded.run_id == result.run_id and loaded.status == "completed"
+    assert loaded.summary == result.summary
+
+
+def test_to_pandas_without_pandas_says_what_to_install(
+    server, store_path, project, monkeypatch
+) -> None:
+    result, _ = run(server, store_path, "data.jsonl", "fns.py:exact", limit=1)
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas raises ImportError
+    with pytest.raises(UsageError) as info:
+        result.to_pandas()
+    assert "pandas" in str(info.value) and "osmo-store[pandas]" in info.value.hint
+
+
+def test_configs_filters_as_eval_cache_ls(server, store_path, project) -> None:
+    a, _ = run(server, store_path, "data.jsonl", "fns.py:exact", label="baseline")
+    b, _ = run(server, store_path, default_rows(3), "fns.py:exact", model="other")
+    assert [c.config_id for c in osmo_store.configs(store=store_path)] == [b.config_id,
+                                                                           a.config_id]
+    assert [c.config_id for c in osmo_store.configs(store=store_path, label="BASE")] == [
+        a.config_id]  # fmt: skip
+    assert [c.config_id for c in osmo_store.configs(store=store_path, model="oth")] == [
+        b.config_id]  # fmt: skip
+    assert [c.config_id for c in osmo_store.configs(store=store_path, dataset="data")] == [
+        a.config_id]  # fmt: skip
+    assert osmo_store.configs(store=store_path, status="interrupted") == []
+    assert osmo_store.load("baseline", store=store_path).config_id == a.config_id
+    with pytest.raises(UsageError):
+        osmo_store.configs(store=store_path, status="done")
+
+
+def test_a_notebook_function_is_keyed_by_its_source_and_what_it_reads(
+    server, store_path, project
+) -> None:
+    cell = {}
+    define_in_cell("THRESHOLD = 0\nNOTES = 'unused'\n", cell)
+    define_in_cell(
+        "def check(solution_str, ground_truth, extra_info):\n"
+        "    return int(solution_str.strip() == ground_truth) > THRESHOLD\n",
+        cell,
+    )
+    first, calls = run(server, store_path, "data.jsonl", [cell["check"]])
+    assert calls == ROWS and first.score == 1.0
+    assert first.config["eval_fns"] == ["__main__:check"]
+    # A global it does not read is not part of its key.
+    cell["NOTES"] = "changed"
+    same, calls = run(server, store_path, "data.jsonl", [cell["check"]])
+    assert (same.config_id, calls) == (first.config_id, 0)
+    # A global it reads is: rescored, no model call.
+    cell["THRESHOLD"] = 1
+    rescored, calls = run(server, store_path, "data.jsonl", [cell["check"]])
+    assert rescored.config_id != first.config_id and calls == 0 and rescored.score == 0.0
+    assert rescored.session["reused_rollouts"] == ROWS
+    # So is a helper from another cell that it calls: redefined, the key changes.
+    define_in_cell("def norm(s):\n    return s.strip()\n", cell)
+    define_in_cell(
+        "def graded(solution_str, ground_truth, extra_info):\n"
+        "    return norm(solution_str) == ground_truth\n",
+        cell,
+    )
+    before, _ = run(server, store_path, "data.jsonl", [cell["graded"]])
+    define_in_cell("def norm(s):\n    return s.strip() + '!'\n", cell)
+    after, calls = run(server, store_path, "data.jsonl", [cell["graded"]])
+    assert after.config_id != before.config_id and calls == 0 and after.score == 0.0
+
+
+def test_a_function_whose_source_cannot_be_read_is_refused(server, store_path, project) -> None:
+    namespace: dict = {}
+    exec(compile(FNS, "<no source kept>", "exec"), namespace)
+    with pytest.raises(CodeLoadError, match="cannot read its source"):
+        run(server, store_path, "data.jsonl", [namespace["exact"]])
+
+
+_calls = {"count": 0, "interrupt_at": 0}
+_calls_lock = threading.Lock()
+
+
+def interrupting_agent(messages, row, client):
+    """Asks the model, and on the ``interrupt_at``-th call sends this process a SIGINT, as
+    Ctrl-C in a terminal (or a notebook's interrupt button, to its kernel) does."""
+    reply = client.chat(messages)
+    with _calls_lock:
+        _calls["count"] += 1
+        if _calls["count"] == _calls["interrupt_at"]:
+            os.kill(os.getpid(), signal.SIGINT)
+    return [*messages, reply]
+
+
+def test_ctrl_c_leaves_a_resumable_config_and_a_later_call_runs_only_the_rest(
+    server, store_path, project
+) -> None:
+    rows = default_rows(24)
+    _calls.update(count=0, interrupt_at=3)
+    before = server.calls
+    with pytest.raises(osmo_store.EvalInterrupted) as info:
+        run(server, store_path, rows, "fns.py:exact", agent=interrupting_agent, concurrency=2)
+    assert isinstance(info.value, KeyboardInterrupt) and not isinstance(info.value, Exception)
+    partial = info.value.result
+    assert partial is not None and partial.status == "interrupted"
+    recorded = partial.summary["runs"]
+    assert 3 <= recorded < len(rows)
+    first_calls = server.calls - before
+    assert osmo_store.load(partial.config_id, store=store_path).status == "interrupted"
+    # The Ctrl-C handler was only the eval's: Python's own is back.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    _calls.update(count=0, interrupt_at=0)
+    done, calls = run(server, store_path, rows, "fns.py:exact", agent=interrupting_agent,
+                      concurrency=2)  # fmt: skip
+    assert done.config_id == partial.config_id and done.status == "completed"
+    assert done.session["reused_samples"] == recorded
+    assert calls == len(rows) - recorded and first_calls + calls == len(rows)
+    assert done.summary["runs"] == len(rows) and done.score == 1.0
+
+
+def test_evaluate_async_runs_in_a_running_event_loop(server, store_path, project) -> None:
+    async def notebook_cell():
+        assert asyncio.get_running_loop() is not None
+        return await osmo_store.evaluate_async(
+            "data.jsonl", "fns.py:exact", model="mock", base_url=server.base_url,
+            store=store_path, progress=False,
+        )  # fmt: skip
+
+    first = asyncio.run(notebook_cell())
+    assert first.status == "completed" and first.summary["runs"] == ROWS
+    before = server.calls
+    assert asyncio.run(notebook_cell()).config_id == first.config_id
+    assert server.calls == before
+
+
+def test_bad_input_is_an_osmo_error_and_nothing_is_printed(
+    server, store_path, project, capfd
+) -> None:
+    bad = [
+        ({"n": 0}, UsageError),
+        ({"concurrency": 0}, UsageError),
+        ({"limit": 2.5}, UsageError),
+        ({"offset": -1}, UsageError),
+        ({"temperature": float("nan")}, UsageError),
+        ({"shard": (3, 2)}, UsageError),
+        ({"model": None}, UsageError),
+        ({"older_keys": "maybe"}, UsageError),
+    ]
+    for kwargs, error in bad:
+        with pytest.raises(error):
+            run(server, store_path, "data.jsonl", "fns.py:exact", **kwargs)
+    with pytest.raises(DatasetError):
+        run(server, store_path, "missing.jsonl", "fns.py:exact")
+    with pytest.raises(DatasetError):
+        run(server, store_path, [{"prompt": "no user_prompt column"}], "fns.py:exact")
+    with pytest.raises(UsageError, match="a list of dicts or a pandas DataFrame"):
+        run(server, store_path, 42, "fns.py:exact")
+    with pytest.raises(CodeLoadError):
+        run(server, store_path, "data.jsonl", [42])
+    with pytest.raises(StoreError):
+        osmo_store.load("abcd", store=project / "not-a-store")
+    with pytest.raises(OsmoError):
+        osmo_store.load("abcd", store=store_path)
+    run(server, store_path, "data.jsonl", "fns.py:exact")  # and a run that works
+    assert capfd.readouterr() == ("", "")
+
+
+def test_importing_osmo_store_loads_none_of_the_api() -> None:
+    code = "import json, sys, osmo_store\nprint(json.dumps(sorted(sys.modules)))\n"
+    loaded = set(json.loads(subprocess.check_output([sys.executable, "-c", code], text=True)))
+    assert not {m for m in loaded if m.startswith("osmo_store.")}
+    assert not {"tqdm", "dataclasses", "inspect", "pandas"} & loaded
+
+
+def test_the_api_is_listed_typed_and_documented() -> None:
+    for name in ("evaluate", "evaluate_async", "load", "configs", "EvalResult",
+                 "EvalInterrupted", "ConfigInfo"):  # fmt: skip
+        assert name in osmo_store.__all__
+        obj = getattr(osmo_store, name)
+        assert obj.__doc__ and len(obj.__doc__) > 40, name
+    import inspect
+
+    for fn in (osmo_store.evaluate, osmo_store.evaluate_async, osmo_store.load,
+               osmo_store.configs):  # fmt: skip
+        signature = inspect.signature(fn)
+        assert signature.return_annotation is not inspect.Signature.empty
+        assert all(p.annotation is not inspect.Parameter.empty
+                   for p in signature.parameters.values())  # fmt: skip
+
+
+def test_a_notebook_function_is_keyed_by_the_user_modules_it_uses(
+    server, store_path, project
+) -> None:
+    (project / "grading.py").write_text("def norm(s):\n    return s.strip()\n")
+    cell: dict = {}
+    define_in_cell("import grading\n", cell)
+    define_in_cell(
+        "def graded(solution_str, ground_truth, extra_info):\n"
+        "    return grading.norm(solution_str) == ground_truth\n",
+        cell,
+    )
+    first, calls = run(server, store_path, "data.jsonl", [cell["graded"]])
+    assert calls == ROWS and first.score == 1.0
+    (project / "grading.py").write_text("def norm(s):\n    return s.strip() + '!'\n")
+    forget_modules_under(project)
+    define_in_cell("import grading\n", cell)  # the cell that imports it, run again
+    again, calls = run(server, store_path, "data.jsonl", [cell["graded"]])
+    assert again.config_id != first.config_id and calls == 0 and again.score == 0.0
+
+
+def test_cancelling_evaluate_async_stops_the_eval_resumably(store_path, project) -> None:
+    rows = default_rows(30)
+
+    async def cancel_after_some_calls(server: MockServer) -> None:
+        task = asyncio.ensure_future(osmo_store.evaluate_async(
+            rows, "fns.py:exact", model="mock", base_url=server.base_url, store=store_path,
+            concurrency=2, progress=False))  # fmt: skip
+        deadline = time.monotonic() + 60
+        while server.calls < 4:
+            assert not task.done() and time.monotonic() < deadline
+            await asyncio.sleep(0.01)  # the loop is free while the eval runs
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with MockServer(latency=0.05) as slow:
+        asyncio.run(cancel_after_some_calls(slow))
+        stopped = osmo_store.configs(store=store_path)[0]
+        assert stopped.status == "interrupted"
+        assert 4 <= stopped.counts["done"] < len(rows)
+        first = slow.calls
+        done, calls = run(slow, store_path, rows, "fns.py:exact", concurrency=2)
+    assert done.status == "completed" and done.config_id == stopped.config_id
+    assert first + calls == len(rows)  # the runs in flight were recorded before it returned
