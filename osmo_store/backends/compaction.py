@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 FANOUT = 8
 MAX_PACKS = 32
+#: loose objects a store may hold before a writer folds them into a pack
+LOOSE_MAX = 32
 # gc and repack wait this long for each other; compaction never waits
 MAINTENANCE_LOCK_TIMEOUT = 60.0
 
