@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import zstandard
+
+from ..errors import CorruptObject
 from ..hashing import is_oid, oid_to_raw
 from ..objects import stored_content_size
 from ..repo import Repository
@@ -109,10 +112,22 @@ def _bucket_copies(
         except FileNotFoundError:
             continue  # folded into a pack or collected meanwhile
         raw = bytes((first,)) + bytes.fromhex(name)
-        yield raw, stored_content_size(head), st.st_size, st.st_blocks * 512, False
+        yield raw, _framed_size(head), st.st_size, st.st_blocks * 512, False
     for pack in packs:
-        lo, hi = pack.bucket_range(first)
+        # Clamped: a damaged fan-out must not send a read past the records (fsck reports it).
+        lo, hi = (min(max(x, 0), pack.count) for x in pack.bucket_range(first))
         for i in range(lo, hi):
             oid, offset, length = pack.entry_at(i)
-            head = pack.read_at(oid, offset, min(length, _FRAME_HEAD))
-            yield oid_to_raw(oid), stored_content_size(head), length, length, True
+            try:
+                head = pack.read_at(oid, offset, min(length, _FRAME_HEAD))
+            except CorruptObject:  # its index places it outside the pack: fsck says so
+                head = b""
+            yield oid_to_raw(oid), _framed_size(head), length, length, True
+
+
+def _framed_size(head: bytes) -> int:
+    """From the zstd frame header; 0 for a damaged one (fsck reports it, stats go on)."""
+    try:
+        return stored_content_size(head)
+    except zstandard.ZstdError:
+        return 0
