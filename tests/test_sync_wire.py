@@ -130,7 +130,6 @@ def test_push_and_pull_move_no_more_than_the_stored_packs(tmp_path, serve) -> No
         report = push(repo, open_remote(repo, server.url))
     assert report.transfer.objects > 3000
     pushed = server.received + server.sent  # the ids asked about count too
-    print(f"stored {stored}, pushed {pushed}")
     assert pushed <= stored, f"push sent {pushed} bytes for {stored} bytes of packs"
     before = server.received + server.sent
     with Repository.open(tmp_path / "clone") as repo:
@@ -138,7 +137,6 @@ def test_push_and_pull_move_no_more_than_the_stored_packs(tmp_path, serve) -> No
         assert repo.refs.read(REF) is not None
         assert not fsck(repo).problems
     pulled = server.received + server.sent - before
-    print(f"stored {stored}, pulled {pulled}")
     assert pulled <= stored, f"pull took {pulled} bytes for {stored} bytes of packs"
 
 
