@@ -12,8 +12,9 @@ long-lived store object): compaction's rules live here and nowhere else. Three r
 - *bound*: past ``MAX_PACKS`` packs in the store (many evals, pushes received, pulls), the
   smaller half is folded into one pack; not between an eval's commits, only at its end.
 - *loose*: after a bulk write (not between an eval's commits) every loose object is folded
-  into a pack, with the small packs of the bound if there are any; a store object that
-  wrote loose objects itself folds them once the store holds ``LOOSE_MAX`` (``fold_loose``).
+  into a pack, with the small packs of the bound, or else the smallest pack (a pack of its
+  own would cost two files where the loose files cost one each); a store object that wrote
+  loose objects itself folds them once the store holds ``LOOSE_MAX`` (``fold_loose``).
   Small objects (a label's run record, ``hash-object -w``, an eval's first empty tree) do
   not stay loose, where a filesystem block costs 10x their size.
 
@@ -106,14 +107,10 @@ def compact(
         if not bound:
             return True
         store.reload_packs()
-        packs = store.packs()
-        small = []
-        if len(packs) > max_packs:
-            packs.sort(key=lambda p: p.stored_total)
-            small = packs[: len(packs) - max_packs // 2]
-        # The loose objects go into the same new pack as the small packs, if any.
+        packs = sorted(store.packs(), key=lambda p: p.stored_total)
+        small = packs[: len(packs) - max_packs // 2] if len(packs) > max_packs else []
         if len(small) >= 2 or loose:
-            store.merge_packs(small if len(small) >= 2 else [], loose)
+            store.merge_packs(small if len(small) >= 2 else packs[:1], loose)
         return True
     finally:
         lock.release()
@@ -134,7 +131,8 @@ def fold_loose(store: LocalObjectStore, *, at_least: int = LOOSE_MAX) -> bool:
     except LockTimeout:
         return False
     try:
-        store.merge_packs([], loose)
+        store.reload_packs()
+        store.merge_packs(sorted(store.packs(), key=lambda p: p.stored_total)[:1], loose)
         return True
     finally:
         lock.release()
