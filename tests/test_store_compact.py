@@ -4,13 +4,14 @@ objects that do not stay loose after an eval or a run of CLI writes."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from osmo_store import Repository
-from osmo_store.backends.compaction import LOOSE_MAX
+from osmo_store import ObjectType, Repository
+from osmo_store.backends.compaction import LOOSE_MAX, SMALL_PACK
 from osmo_store.cli.main import main
 from osmo_store.eval.catalog import list_configs
 from osmo_store.eval.state import ConfigState
@@ -117,3 +118,19 @@ def test_loose_objects_stay_bounded_without_bulk_writes(store_path, project, cap
     for i, oid in enumerate(ids):
         _, out = osmo(store_path, capsys, "cat-file", "-p", oid)
         assert out == f"one small file, number {i}"
+
+
+def test_loose_objects_fold_in_with_a_small_pack_never_a_big_one(repo: Repository) -> None:
+    with repo.objects.bulk() as w:
+        big = [w.put(ObjectType.BLOB, os.urandom(2**20)) for _ in range(SMALL_PACK // 2**20 + 1)]
+    (big_pack,) = repo.objects.packs()
+    small = [repo.objects.put(ObjectType.BLOB, b"small %d" % i) for i in range(3)]
+    repo.objects.after_bulk_write()
+    assert loose_count(repo.path) == 0
+    assert big_pack.pack_path.exists()  # not rewritten for three small objects
+    assert len(repo.objects.packs()) == 2
+    small += [repo.objects.put(ObjectType.BLOB, b"more %d" % i) for i in range(3)]
+    repo.objects.after_bulk_write()  # now folded in with the small pack
+    assert len(repo.objects.packs()) == 2 and loose_count(repo.path) == 0
+    for oid in [*big, *small]:
+        assert repo.objects.has(oid)

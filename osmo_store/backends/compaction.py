@@ -12,8 +12,8 @@ long-lived store object): compaction's rules live here and nowhere else. Three r
 - *bound*: past ``MAX_PACKS`` packs in the store (many evals, pushes received, pulls), the
   smaller half is folded into one pack; not between an eval's commits, only at its end.
 - *loose*: after a bulk write (not between an eval's commits) every loose object is folded
-  into a pack, with the small packs of the bound, or else the smallest pack (a pack of its
-  own would cost two files where the loose files cost one each); a store object that wrote
+  into a pack, with the small packs of the bound, or else the smallest pack if it is below
+  ``SMALL_PACK`` (a pack of their own costs two more files); a store object that wrote
   loose objects itself folds them once the store holds ``LOOSE_MAX`` (``fold_loose``).
   Small objects (a label's run record, ``hash-object -w``, an eval's first empty tree) do
   not stay loose, where a filesystem block costs 10x their size.
@@ -35,11 +35,15 @@ from .locking import FileLock
 
 if TYPE_CHECKING:
     from .local import LocalObjectStore
+    from .pack import PackReader
 
 FANOUT = 8
 MAX_PACKS = 32
 #: loose objects a store may hold before a writer folds them into a pack
 LOOSE_MAX = 32
+#: loose objects fold in with the store's smallest pack only if it is this small: folding a
+#: few objects must not rewrite a big pack
+SMALL_PACK = 4 * 2**20
 # gc and repack wait this long for each other; compaction never waits
 MAINTENANCE_LOCK_TIMEOUT = 60.0
 
@@ -109,8 +113,10 @@ def compact(
         store.reload_packs()
         packs = sorted(store.packs(), key=lambda p: p.stored_total)
         small = packs[: len(packs) - max_packs // 2] if len(packs) > max_packs else []
-        if len(small) >= 2 or loose:
-            store.merge_packs(small if len(small) >= 2 else packs[:1], loose)
+        if len(small) >= 2:
+            store.merge_packs(small, loose)
+        elif loose:
+            store.merge_packs(_smallest(packs), loose)
         return True
     finally:
         lock.release()
@@ -132,10 +138,16 @@ def fold_loose(store: LocalObjectStore, *, at_least: int = LOOSE_MAX) -> bool:
         return False
     try:
         store.reload_packs()
-        store.merge_packs(sorted(store.packs(), key=lambda p: p.stored_total)[:1], loose)
+        store.merge_packs(_smallest(sorted(store.packs(), key=lambda p: p.stored_total)), loose)
         return True
     finally:
         lock.release()
+
+
+def _smallest(packs: list[PackReader]) -> list[PackReader]:
+    """The pack loose objects fold in with (from packs sorted by size): the smallest, if it
+    is small; else none, and they make a pack of their own."""
+    return packs[:1] if packs and packs[0].stored_total <= SMALL_PACK else []
 
 
 def reclaim(
