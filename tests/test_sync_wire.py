@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from osmo_store import ObjectType, Repository, RunRecord, TreeEntry, write_tree
-from osmo_store.hashing import blake3_hex
+from osmo_store.hashing import ObjectId, blake3_hex
 from osmo_store.http import protocol as wire
 from osmo_store.http.app import make_app
 from osmo_store.http.client import HttpConnection, HttpObjectStore
@@ -165,3 +165,35 @@ def test_an_old_client_gets_plain_records(tmp_path, serve) -> None:
     got = list(wire.iter_records(io.BytesIO(response.content).read))
     assert [oid for oid, _ in got] == ids[:3]
     old.close()
+
+
+def test_a_bad_compressed_upload_is_refused_clearly(tmp_path, serve, monkeypatch) -> None:
+    import requests
+    import zstandard
+
+    from osmo_store.http import app
+    from osmo_store.objects import ObjectType, encode_object
+
+    monkeypatch.setattr(app, "MAX_FRAMED_UPLOAD", 2**20)  # the server's bound, made small
+    server = serve("remote")
+    url = server.url + wire.API_PREFIX + wire.OBJECTS_PUT
+    headers = {wire.CONTENT_TYPE: wire.ZSTD_RECORDS_TYPE}
+    oid, stored = encode_object(ObjectType.BLOB, b"real content")
+    framed = zstandard.ZstdDecompressor().decompress(stored)
+    bodies = {
+        "not zstd": b"garbage, not a zstd stream at all",
+        "wrong content": b"".join(wire.zstd_records([(oid, stored)]))[:-4] + b"\0\0\0\0",
+        "cut short": zstandard.ZstdCompressor().compress(wire.encode_record(oid, framed)[:-3]),
+        "lies about its id": zstandard.ZstdCompressor().compress(
+            wire.encode_record(ObjectId("ab" * 32), framed)
+        ),
+    }
+    for what, body in bodies.items():
+        answer = requests.post(url, data=body, headers=headers, timeout=30)
+        assert answer.status_code == 400, (what, answer.text)
+        assert answer.json()["error"] == "bad_object", what
+    # A few KB that decompress past the limit: refused as too large, not held in memory.
+    bomb = zstandard.ZstdCompressor(level=19).compress(wire.encode_record(oid, b"\0" * (2 * 2**20)))
+    answer = requests.post(url, data=bomb, headers=headers, timeout=120)
+    assert answer.status_code == 413, answer.text
+    assert server.repo.objects.missing([oid]) == [oid]
