@@ -115,6 +115,19 @@ def decode_object(oid: ObjectId, data: bytes, where: str | None = None) -> tuple
         raise CorruptObject(oid, f"bad header: {e}", where=where) from None
 
 
+def stored_from_framed(oid: ObjectId, framed: bytes) -> bytes:
+    """The stored bytes of an object received in its framed form (sync's compressed
+    batches), verified against ``oid`` first. Raises CorruptObject."""
+    got = blake3.blake3(framed).hexdigest()
+    if got != oid:
+        raise CorruptObject(oid, f"content hashes to {got}")
+    try:
+        unframe(framed)
+    except ValueError as e:
+        raise CorruptObject(oid, f"bad header: {e}") from None
+    return _compressor().compress(framed)
+
+
 def stored_content_size(data: bytes) -> int:
     """Uncompressed (framed) size of stored bytes, read from the zstd frame header only."""
     return max(zstandard.frame_content_size(data), 0)

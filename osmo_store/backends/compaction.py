@@ -1,7 +1,8 @@
 """Pack compaction of the local store: how many packs it keeps, and which it folds.
 
-The store runs this itself after a bulk write (``LocalObjectStore.after_bulk_write``), the one
-place compaction is triggered from. Two rules:
+The store runs this itself after a bulk write (``LocalObjectStore.after_bulk_write``) and
+after single writes (``LocalObjectStore.close``, and every ``LOOSE_MAX`` loose writes of a
+long-lived store object): compaction's rules live here and nowhere else. Three rules:
 
 - *tiers*: the packs this store object wrote, oldest first, each with a level. A new pack has
   level 0; whenever the newest ``FANOUT`` packs share a level they are folded into one pack of
@@ -10,8 +11,14 @@ place compaction is triggered from. Two rules:
   times in 500 commits), so an eval's many small commits do not become many small packs.
 - *bound*: past ``MAX_PACKS`` packs in the store (many evals, pushes received, pulls), the
   smaller half is folded into one pack; not between an eval's commits, only at its end.
+- *loose*: after a bulk write (not between an eval's commits) every loose object is folded
+  into a pack, with the small packs of the bound, or else the smallest pack if it is below
+  ``SMALL_PACK`` (a pack of their own costs two more files); a store object that wrote
+  loose objects itself folds them once the store holds ``LOOSE_MAX`` (``fold_loose``).
+  Small objects (a label's run record, ``hash-object -w``, an eval's first empty tree) do
+  not stay loose, where a filesystem block costs 10x their size.
 
-Both skip, rather than wait, when gc or repack holds the maintenance lock: compaction is never
+All skip, rather than wait, when gc or repack holds the maintenance lock: compaction is never
 needed for correctness, and a writer must never wait for gc.
 """
 
@@ -28,9 +35,15 @@ from .locking import FileLock
 
 if TYPE_CHECKING:
     from .local import LocalObjectStore
+    from .pack import PackReader
 
 FANOUT = 8
 MAX_PACKS = 32
+#: loose objects a store may hold before a writer folds them into a pack
+LOOSE_MAX = 32
+#: loose objects fold in with the store's smallest pack only if it is this small: folding a
+#: few objects must not rewrite a big pack
+SMALL_PACK = 4 * 2**20
 # gc and repack wait this long for each other; compaction never waits
 MAINTENANCE_LOCK_TIMEOUT = 60.0
 
@@ -80,12 +93,13 @@ class PackTiers:
 def compact(
     store: LocalObjectStore, tiers: PackTiers, *, bound: bool = True, max_packs: int = MAX_PACKS
 ) -> bool:
-    """Apply the tiers rule, and the bound unless ``bound`` is false; False if there was
-    nothing to do or gc/repack was at work. A writer between two of its commits (an eval
-    recording answers) passes ``bound=False``: folding half of a big store's packs could
-    hold up its next commit for long, and the bound is kept when it is done."""
+    """Apply the tiers rule, and the bound and the loose rule unless ``bound`` is false;
+    False if there was nothing to do or gc/repack was at work. A writer between two of its
+    commits (an eval recording answers) passes ``bound=False``: folding half of a big
+    store's packs could hold up its next commit for long, and the rest is done when it is."""
     over = bound and len(store.packs()) > max_packs
-    if not tiers.mergeable() and not over:
+    loose = list(store.iter_loose()) if bound else []
+    if not tiers.mergeable() and not over and not loose:
         return False
     lock = maintenance_lock(store.layout.maintenance_lock)
     try:
@@ -97,15 +111,43 @@ def compact(
         if not bound:
             return True
         store.reload_packs()
-        packs = store.packs()
-        if len(packs) > max_packs:
-            packs.sort(key=lambda p: p.stored_total)
-            small = packs[: len(packs) - max_packs // 2]
-            if len(small) >= 2:
-                store.merge_packs(small)
+        packs = sorted(store.packs(), key=lambda p: p.stored_total)
+        small = packs[: len(packs) - max_packs // 2] if len(packs) > max_packs else []
+        if len(small) >= 2:
+            store.merge_packs(small, loose)
+        elif loose:
+            store.merge_packs(_smallest(packs), loose)
         return True
     finally:
         lock.release()
+
+
+def fold_loose(store: LocalObjectStore, *, at_least: int = LOOSE_MAX) -> bool:
+    """The loose rule for writers that write no packs (single CLI writes, a label, a
+    server's single uploads): once the store holds ``at_least`` loose objects, fold them
+    all into one pack. A loose file costs a filesystem block (4 KiB for a 300-byte object)
+    while a pack of one object costs more than that, so a few stay loose until the next
+    bulk write or this bound folds them. False if below the bound or gc/repack is at work."""
+    loose = list(store.iter_loose())
+    if len(loose) < at_least:
+        return False
+    lock = maintenance_lock(store.layout.maintenance_lock)
+    try:
+        lock.acquire(blocking=False)
+    except LockTimeout:
+        return False
+    try:
+        store.reload_packs()
+        store.merge_packs(_smallest(sorted(store.packs(), key=lambda p: p.stored_total)), loose)
+        return True
+    finally:
+        lock.release()
+
+
+def _smallest(packs: list[PackReader]) -> list[PackReader]:
+    """The pack loose objects fold in with (from packs sorted by size): the smallest, if it
+    is small; else none, and they make a pack of their own."""
+    return packs[:1] if packs and packs[0].stored_total <= SMALL_PACK else []
 
 
 def reclaim(

@@ -22,7 +22,7 @@ from ..errors import CorruptObject, CorruptPack, LockTimeout, ObjectNotFound
 from ..hashing import ObjectId, is_oid, oid_to_raw, parse_oid
 from ..objects import ObjectType, decode_object, encode_object
 from .base import ObjectStore
-from .compaction import PackTiers, compact, maintenance_lock, reclaim
+from .compaction import LOOSE_MAX, PackTiers, compact, fold_loose, maintenance_lock, reclaim
 from .fsutil import fsync_dir, publish_no_overwrite, publish_or_freshen, write_temp
 from .layout import StoreLayout
 from .lease import WriterLease
@@ -70,6 +70,8 @@ class LocalObjectStore(ObjectStore):
         self._flush_lock = threading.Lock()
         self._lease: WriterLease | None = None
         self._lease_used = 0.0
+        #: loose objects this store object wrote (see ``compaction.fold_loose``)
+        self._loose_written = 0
         self.reload_packs()
 
     # --- paths and packs -----------------------------------------------------------
@@ -244,6 +246,17 @@ class LocalObjectStore(ObjectStore):
         tmp = write_temp(directory, data)
         if publish_or_freshen(tmp, path):
             self._mark_dirty(directory)
+        self._loose_written += 1
+        if self._loose_written % LOOSE_MAX == 0:  # a long-lived writer (a server) folds too
+            self._fold_loose()
+
+    def _fold_loose(self) -> None:
+        try:
+            fold_loose(self)
+        except OSError as e:  # never needed for correctness: the objects stay loose
+            import logging  # here: every command loads this module, and logging costs
+
+            logging.getLogger(__name__).warning("loose objects not folded into a pack: %s", e)
 
     def iter_ids(self) -> Iterator[ObjectId]:
         loose: set[str] = set()
@@ -269,6 +282,9 @@ class LocalObjectStore(ObjectStore):
 
     def close(self) -> None:
         self.flush()
+        if self._loose_written and not self.read_only:
+            self._loose_written = 0
+            self._fold_loose()
         with self._lock:
             for pack in self._packs.values():
                 pack.close()

@@ -43,7 +43,11 @@ def register_cache(cache_sub: argparse._SubParsersAction, common: argparse.Argum
     add_gc_arguments(p)
     p.set_defaults(func=cmd_gc)
 
-    p = cache_sub.add_parser("stats", parents=[common], help="objects, packs and bytes stored")
+    p = cache_sub.add_parser(
+        "stats",
+        parents=[common],
+        help="objects, packs and bytes stored, per kind of object (calls, rollouts, samples, ...)",
+    )
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_stats)
 
@@ -138,9 +142,11 @@ def cmd_gc(args: argparse.Namespace, repo: Repository) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, repo: Repository) -> int:
+    from ..eval.objectkinds import object_kinds
     from ..maintenance.gc import stats
 
     s = stats(repo)
+    kinds = object_kinds(repo)
     body = {
         "path": str(repo.path),
         "objects": s.objects,
@@ -150,6 +156,16 @@ def cmd_stats(args: argparse.Namespace, repo: Repository) -> int:
         "bytes_stored": s.stored_bytes,
         "bytes_uncompressed": s.content_bytes,
         "ratio": round(s.ratio, 3),
+        "kinds": {
+            name: {
+                "objects": k.objects,
+                "logical_bytes": k.logical_bytes,
+                "stored_bytes": k.stored_bytes,
+                "disk_bytes": k.disk_bytes,
+                "ratio": round(k.ratio, 3),
+            }
+            for name, k in kinds.items()
+        },
     }
     if args.json:
         out(json.dumps(body, indent=2))
@@ -160,4 +176,12 @@ def cmd_stats(args: argparse.Namespace, repo: Repository) -> int:
     out(f"bytes stored:        {human_bytes(s.stored_bytes)} ({s.stored_bytes})")
     out(f"before compression:  {human_bytes(s.content_bytes)} ({s.content_bytes})")
     out(f"compression ratio:   {s.ratio:.2f}x")
+    out("")
+    out(f"{'kind':<12} {'objects':>9} {'logical':>11} {'stored':>11} {'on disk':>11} {'ratio':>6}")
+    for name, k in kinds.items():
+        ratio = f"{k.ratio:.2f}x" if k.objects else "-"
+        out(
+            f"{name:<12} {k.objects:>9} {human_bytes(k.logical_bytes):>11} "
+            f"{human_bytes(k.stored_bytes):>11} {human_bytes(k.disk_bytes):>11} {ratio:>6}"
+        )
     return 0

@@ -42,8 +42,8 @@ from ..errors import (
     RefConflict,
     UsageError,
 )
-from ..hashing import ObjectId, parse_oid
-from ..objects import decode_object, stored_content_size
+from ..hashing import OID_RAW_LEN, ObjectId, parse_oid
+from ..objects import decode_object, stored_content_size, stored_from_framed
 from ..refs import ANY, validate_ref_name
 from ..repo import STORE_VERSION, Repository
 from . import protocol as wire
@@ -52,12 +52,15 @@ from .protocol import (
     DEFAULT_MAX_BODY,
     FF_WALK_LIMIT,
     MAX_BATCH_IDS,
+    MAX_FRAMED_UPLOAD,
     MAX_JSON_BODY,
     MAX_MESSAGE_CHARS,
     MAX_UPLOAD_OBJECT,
     MAX_WHO_CHARS,
     encode_record,
     iter_records,
+    iter_zstd_records,
+    zstd_records,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,6 +71,7 @@ _LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _STREAM_CHUNK = 1 << 20
 #: the WSGI environ key of the Authorization header
 _AUTH_KEY = "HTTP_" + wire.AUTHORIZATION.upper().replace("-", "_")
+_ACCEPT_KEY = "HTTP_" + wire.ACCEPT.upper()
 
 
 def _status_line(status: int) -> str:
@@ -195,6 +199,7 @@ class StoreApp:
             "append_only": self.append_only,
             "max_body": self.max_body,
             "max_ids": MAX_BATCH_IDS,
+            wire.BODY_TYPES: [wire.ZSTD_RECORDS_TYPE, wire.ID_BYTES_TYPE],
         }
 
     def _refs(self, request: _Request) -> dict[str, Any]:
@@ -228,53 +233,63 @@ class StoreApp:
 
         return _Stream(wire.ID_LIST_TYPE, lines())
 
-    def _missing(self, request: _Request) -> dict[str, Any]:
-        ids = _ids(request.json_body(min(MAX_JSON_BODY, self.max_body)))
-        return {"missing": self.repo.objects.missing(ids)}
+    def _asked_ids(self, request: _Request) -> list[ObjectId]:
+        """The ids of a ``missing`` or ``get`` question: raw, or a JSON list of hex ids."""
+        if request.content_type() != wire.ID_BYTES_TYPE:
+            return _ids(request.json_body(min(MAX_JSON_BODY, self.max_body)))
+        limit = MAX_BATCH_IDS * OID_RAW_LEN
+        read = request.body_reader(limit)
+        try:
+            return wire.decode_ids(b"".join(iter(lambda: read(1 << 16), b"")))
+        except ValueError as e:
+            raise wire.error(wire.BAD_REQUEST, str(e)) from None
+
+    def _missing(self, request: _Request) -> dict[str, Any] | _Stream:
+        ids = self._asked_ids(request)
+        absent = set(self.repo.objects.missing(ids))
+        if request.content_type() == wire.ID_BYTES_TYPE:
+            bitmap = wire.encode_bitmap([oid in absent for oid in ids])
+            return _Stream(wire.MISSING_BITMAP_TYPE, iter([bitmap]))
+        return {"missing": [oid for oid in ids if oid in absent]}
 
     def _get(self, request: _Request) -> _Stream:
-        ids = _ids(request.json_body(min(MAX_JSON_BODY, self.max_body)))
+        ids = self._asked_ids(request)
         absent = self.repo.objects.missing(ids)
         if absent:
             raise wire.error(wire.NOT_FOUND, f"object not found: {absent[0]}", id=absent[0])
         objects = self.repo.objects
-
-        def records() -> Iterator[bytes]:
-            # An object gc removes after the check above ends the stream early (the
-            # exception aborts the response); the client sees a short stream and fails.
-            batch: list[bytes] = []
-            size = 0
-            for oid in ids:
-                record = encode_record(oid, objects.get_raw(oid))
-                batch.append(record)
-                size += len(record)
-                if size >= _STREAM_CHUNK:
-                    yield b"".join(batch)
-                    batch, size = [], 0
-            if batch:
-                yield b"".join(batch)
-
-        return _Stream(wire.RECORDS_TYPE, records())
+        # An object gc removes after the check above ends the stream early (the exception
+        # aborts the response); the client sees a short stream and fails.
+        stored = ((oid, objects.get_raw(oid)) for oid in ids)
+        if wire.ZSTD_RECORDS_TYPE in request.environ.get(_ACCEPT_KEY, ""):
+            return _Stream(wire.ZSTD_RECORDS_TYPE, _rechunk(zstd_records(stored)))
+        return _Stream(wire.RECORDS_TYPE, _rechunk(encode_record(o, d) for o, d in stored))
 
     # --- writes --------------------------------------------------------------------------
 
     def _put(self, request: _Request) -> dict[str, Any]:
         self._check_writable()
-        request.require_content_type(wire.RECORDS_TYPE)
+        zstd = request.content_type() == wire.ZSTD_RECORDS_TYPE
+        if not zstd:
+            request.require_content_type(wire.RECORDS_TYPE)
         read = request.body_reader(self.max_body)
+        # A compressed upload is bounded by what it decompresses to as well: a few bytes
+        # of zstd can stand for gigabytes.
+        budget = MAX_FRAMED_UPLOAD if zstd else self.max_body
+        records = iter_zstd_records(read, budget) if zstd else iter_records(read, budget)
+        verify = _verify_framed if zstd else _verify_upload
         received: list[tuple[ObjectId, bytes]] = []
         try:
-            for oid, data in iter_records(read, self.max_body):
+            for oid, data in records:
                 if len(received) >= MAX_BATCH_IDS:
                     raise wire.error(
                         wire.BAD_REQUEST, f"at most {MAX_BATCH_IDS} objects per upload"
                     )
                 # Verify everything before storing anything: a bad object anywhere in the
                 # upload means nothing of it is kept.
-                _verify_upload(oid, data)
-                received.append((oid, data))
+                received.append((oid, verify(oid, data)))
         except RecordTooLarge:
-            raise _too_large(self.max_body) from None
+            raise _too_large(budget) from None
         except RecordStreamError as e:
             raise wire.error(wire.BAD_OBJECT, f"truncated upload: {e}", id=e.oid) from None
         # One pack (bulk) for the whole upload: published at once, after every write.
@@ -420,12 +435,14 @@ class _Request:
             raise wire.error(wire.BAD_REQUEST, f"{key!r} given more than once")
         return values[0]
 
+    def content_type(self) -> str:
+        return self.environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+
     def require_content_type(self, wanted: str) -> None:
         # Browsers cannot send application/json or octet-stream across origins without a
         # CORS preflight, which this server never approves: requiring them stops a web
         # page from driving a token-less server on localhost.
-        got = self.environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-        if got != wanted:
+        if self.content_type() != wanted:
             raise wire.error(wire.UNSUPPORTED_MEDIA_TYPE, f"send Content-Type: {wanted}")
 
     def body_reader(self, limit: int) -> Callable[[int], bytes]:
@@ -497,7 +514,8 @@ def _sanitize(text: str, limit: int, replacement: str) -> str:
     return _LINE_BREAKING.sub(replacement, text)[:limit]
 
 
-def _verify_upload(oid: ObjectId, data: bytes) -> None:
+def _verify_upload(oid: ObjectId, data: bytes) -> bytes:
+    """The stored form received, once verified against ``oid``."""
     try:
         declared = stored_content_size(data)
     except zstandard.ZstdError:
@@ -513,6 +531,29 @@ def _verify_upload(oid: ObjectId, data: bytes) -> None:
         decode_object(oid, data)
     except CorruptObject as e:
         raise wire.error(wire.BAD_OBJECT, str(e), id=oid) from None
+    return data
+
+
+def _verify_framed(oid: ObjectId, framed: bytes) -> bytes:
+    """The stored form of a framed object received, once verified against ``oid``."""
+    try:
+        return stored_from_framed(oid, framed)
+    except CorruptObject as e:
+        raise wire.error(wire.BAD_OBJECT, str(e), id=oid) from None
+
+
+def _rechunk(records: Iterator[bytes]) -> Iterator[bytes]:
+    """Pieces of about ``_STREAM_CHUNK`` bytes: not a write per (often tiny) record."""
+    batch: list[bytes] = []
+    size = 0
+    for record in records:
+        batch.append(record)
+        size += len(record)
+        if size >= _STREAM_CHUNK:
+            yield b"".join(batch)
+            batch, size = [], 0
+    if batch:
+        yield b"".join(batch)
 
 
 def _json_bytes(value: Any) -> bytes:

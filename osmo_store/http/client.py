@@ -12,7 +12,7 @@ a repr or an exception message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,12 +24,18 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from ..backends.base import ObjectStore, StagedWriter
 from ..errors import RecordStreamError, RemoteError, StoreError, UsageError
 from ..hashing import ObjectId, is_oid, parse_oid
-from ..objects import ObjectType
+from ..objects import ObjectType, stored_from_framed
 from ..refs import ANY, ReflogEntry, RefStore, validate_ref_name
 from ..repo import STORE_VERSION
 from . import protocol as wire
 from .auth import BearerToken
-from .protocol import DEFAULT_MAX_BODY, encode_record, iter_records
+from .protocol import (
+    DEFAULT_MAX_BODY,
+    encode_record,
+    iter_records,
+    iter_zstd_records,
+    zstd_records,
+)
 
 # How the client splits batches: its own choice, within the protocol's MAX_BATCH_IDS.
 MISSING_CHUNK = 10_000
@@ -89,10 +95,15 @@ class HttpConnection:
         params: dict[str, str] | None = None,
         json: Any = None,
         data: bytes | None = None,
+        content_type: str = wire.RECORDS_TYPE,
+        accept: str | None = None,
         stream: bool = False,
     ) -> requests.Response:
-        """Send one request; a non-200 answer raises the matching library error."""
-        headers = {wire.CONTENT_TYPE: wire.RECORDS_TYPE} if data is not None else None
+        """Send one request; a non-200 answer raises the matching library error. ``data``
+        is sent as ``content_type``."""
+        headers = {wire.CONTENT_TYPE: content_type} if data is not None else {}
+        if accept is not None:
+            headers[wire.ACCEPT] = accept
         try:
             response = self._session.request(
                 method,
@@ -207,10 +218,15 @@ class HttpObjectStore(ObjectStore):
         *,
         read_only: bool = False,
         max_body: int = DEFAULT_MAX_BODY,
+        body_types: Collection[str] = (),
     ) -> None:
         self.connection = connection
         self.read_only = read_only
         self.max_body = max_body
+        #: what the server takes beyond JSON and plain records (its ``/v1/info`` says):
+        #: compressed uploads and raw id lists are sent only to a server that takes them
+        self.zstd_uploads = wire.ZSTD_RECORDS_TYPE in body_types
+        self.raw_ids = wire.ID_BYTES_TYPE in body_types
 
     def __repr__(self) -> str:
         return f"HttpObjectStore({self.connection.url!r})"
@@ -257,6 +273,16 @@ class HttpObjectStore(ObjectStore):
         return out
 
     def _missing(self, chunk: list[ObjectId]) -> list[ObjectId]:
+        if self.raw_ids:
+            response = self.connection.request(
+                "POST", wire.OBJECTS_MISSING, data=wire.encode_ids(chunk),
+                content_type=wire.ID_BYTES_TYPE,
+            )  # fmt: skip
+            try:
+                flags = wire.decode_bitmap(response.content, len(chunk))
+            except ValueError as e:
+                raise RemoteError(f"the osmo server at {self.connection.url}: {e}") from None
+            return [oid for oid, absent in zip(chunk, flags, strict=True) if absent]
         body = self.connection.post_json(wire.OBJECTS_MISSING, {"ids": chunk})
         answer = body.get("missing")
         if not isinstance(answer, list):
@@ -271,11 +297,25 @@ class HttpObjectStore(ObjectStore):
 
     def _fetch(self, chunk: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
         url = self.connection.url
-        response = self.connection.request(
-            "POST", wire.OBJECTS_GET, json={"ids": chunk}, stream=True
-        )
+        # A server that does not know the compressed form answers with plain records.
+        accept = f"{wire.ZSTD_RECORDS_TYPE}, {wire.RECORDS_TYPE}"
+        if self.raw_ids:
+            response = self.connection.request(
+                "POST", wire.OBJECTS_GET, data=wire.encode_ids(chunk),
+                content_type=wire.ID_BYTES_TYPE, accept=accept, stream=True,
+            )  # fmt: skip
+        else:
+            response = self.connection.request(
+                "POST", wire.OBJECTS_GET, json={"ids": chunk}, accept=accept, stream=True
+            )
         try:
-            records = iter_records(response.raw.read)
+            if response.headers.get(wire.CONTENT_TYPE, "").startswith(wire.ZSTD_RECORDS_TYPE):
+                records = (
+                    (oid, stored_from_framed(oid, framed))
+                    for oid, framed in iter_zstd_records(response.raw.read)
+                )
+            else:
+                records = iter_records(response.raw.read)
             for want in chunk:
                 got = next(records, None)
                 if got is None:
@@ -315,29 +355,36 @@ class HttpObjectStore(ObjectStore):
         writer.finish()
 
     def _upload(self, items: Iterable[tuple[ObjectId, bytes]]) -> int:
+        # Batches are bounded by their records' size as stored: compressed as one stream
+        # they are smaller still.
         limit = min(PUT_CHUNK_BYTES, self.max_body)
-        batch: list[bytes] = []
+        batch: list[tuple[ObjectId, bytes]] = []
         size = n = 0
         for oid, data in items:
             oid = parse_oid(oid)
-            record = encode_record(oid, data)
-            if len(record) > self.max_body:
+            record_size = wire.RECORD_HEAD.size + len(data)
+            if record_size > self.max_body:
                 raise RemoteError(
                     f"object {oid} is {len(data)} bytes stored; the osmo server at "
                     f"{self.connection.url} accepts at most {self.max_body} bytes per upload"
                 )
-            if batch and (len(batch) >= PUT_CHUNK_OBJECTS or size + len(record) > limit):
+            if batch and (len(batch) >= PUT_CHUNK_OBJECTS or size + record_size > limit):
                 self._send(batch)
                 batch, size = [], 0
-            batch.append(record)
-            size += len(record)
+            batch.append((oid, data))
+            size += record_size
             n += 1
         if batch:
             self._send(batch)
         return n
 
-    def _send(self, records: list[bytes]) -> None:
-        self.connection.request("POST", wire.OBJECTS_PUT, data=b"".join(records)).close()
+    def _send(self, batch: list[tuple[ObjectId, bytes]]) -> None:
+        if self.zstd_uploads:
+            body, kind = b"".join(zstd_records(batch)), wire.ZSTD_RECORDS_TYPE
+        else:
+            body = b"".join(encode_record(oid, data) for oid, data in batch)
+            kind = wire.RECORDS_TYPE
+        self.connection.request("POST", wire.OBJECTS_PUT, data=body, content_type=kind).close()
 
 
 class _UploadingWriter(StagedWriter):
@@ -447,9 +494,11 @@ def open_http_remote(url: str, token: str | None) -> tuple[HttpObjectStore, Http
         connection.close()
         raise
     max_body = info.get("max_body")
+    takes = info.get(wire.BODY_TYPES)
     objects = HttpObjectStore(
         connection,
         read_only=bool(info.get("read_only")),
         max_body=max_body if isinstance(max_body, int) and max_body > 0 else DEFAULT_MAX_BODY,
+        body_types=[t for t in takes if isinstance(t, str)] if isinstance(takes, list) else (),
     )
     return objects, HttpRefStore(connection)

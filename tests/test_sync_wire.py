@@ -1,0 +1,199 @@
+"""Sync moves no more bytes than the stored packs (issue 15): push and pull through a real
+server on 127.0.0.1 that counts the bytes on the wire, and the negotiation that keeps an
+older server or client working."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from osmo_store import ObjectType, Repository, RunRecord, TreeEntry, write_tree
+from osmo_store.hashing import ObjectId, blake3_hex
+from osmo_store.http import protocol as wire
+from osmo_store.http.app import make_app
+from osmo_store.http.client import HttpConnection, HttpObjectStore
+from osmo_store.http.serve import HttpServer
+from osmo_store.maintenance.fsck import fsck
+from osmo_store.sync.remotes import open_remote
+from osmo_store.sync.transfer import pull, push
+
+REF = "refs/evals/" + "cd" * 32
+
+
+class CountingServer:
+    """``make_app`` under waitress in a thread, counting request and answer body bytes.
+    ``old``: behaves as a server from before compressed batches (ignores ``Accept``, does
+    not list upload types, refuses their content type)."""
+
+    def __init__(self, path: Path, *, old: bool = False) -> None:
+        self.repo = Repository.open(path)
+        self.sent = self.received = 0
+        self.lock = threading.Lock()
+        app = make_app(self.repo, token=None)
+
+        def counting(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+            if old:
+                environ.pop("HTTP_ACCEPT", None)
+                if environ.get("CONTENT_TYPE") not in (wire.JSON_TYPE, wire.RECORDS_TYPE):
+                    environ["CONTENT_TYPE"] = "application/x-unknown"
+            body = environ["wsgi.input"]
+            read = body.read
+
+            def counted_read(*args: Any) -> bytes:
+                data = read(*args)
+                with self.lock:
+                    self.received += len(data)
+                return data
+
+            body.read = counted_read  # type: ignore[method-assign]
+            if old and environ["PATH_INFO"] == "/v1/info":
+                yield old_info(environ, start_response)
+                return
+            for chunk in app(environ, start_response):
+                with self.lock:
+                    self.sent += len(chunk)
+                yield chunk
+
+        def old_info(environ: dict[str, Any], start_response: Any) -> bytes:
+            answer: list[Any] = []
+            info = json.loads(b"".join(app(environ, lambda *a: answer.extend(a[:2]))))
+            del info[wire.BODY_TYPES]
+            body = json.dumps(info).encode()
+            status, headers = answer
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+            start_response(status, [*headers, ("Content-Length", str(len(body)))])
+            return body
+
+        self.server = HttpServer(counting, "127.0.0.1", 0, threads=2, max_body=app.max_body)
+        self.url = self.server.url
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.stop()
+        self.thread.join(10)
+        self.repo.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Any]:
+    servers: list[CountingServer] = []
+
+    def start(name: str, **kw: Any) -> CountingServer:
+        servers.append(CountingServer(tmp_path / name, **kw))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def eval_like_store(path: Path, n: int) -> int:
+    """A store of ``n`` sample-like records under one ref, packed as an eval leaves it;
+    returns its pack bytes."""
+    with Repository.open(path) as repo:
+        with repo.objects.bulk() as w:
+            blobs = []
+            for i in range(n):
+                record = {
+                    "messages": [
+                        {"role": "user", "content": f"What is {i} + {i * 7 % 13}?"},
+                        {"role": "assistant", "content": str(i + i * 7 % 13)},
+                    ],
+                    "rollout_id": blake3_hex(b"rollout %d" % i),
+                    "scores": {"exact_match": float(i % 3 == 0)},
+                    "status": "ok",
+                    "usage": {"prompt_tokens": 20 + i % 5, "completion_tokens": 1 + i % 3},
+                }
+                blobs.append(w.put(ObjectType.BLOB, json.dumps(record, sort_keys=True).encode()))
+            entries = [TreeEntry(f"row{i}.0", ObjectType.BLOB, b) for i, b in enumerate(blobs)]
+            tree = write_tree(w, entries)
+            run = w.put(ObjectType.RUN, RunRecord(tree, (), {"status": "completed"}).to_content())
+        repo.update_ref(REF, run)
+        return pack_bytes(path)
+
+
+def pack_bytes(store: Path) -> int:
+    return sum(p.stat().st_size for p in (store / "objects" / "pack").glob("*.pack"))
+
+
+def test_push_and_pull_move_no_more_than_the_stored_packs(tmp_path, serve) -> None:
+    stored = eval_like_store(tmp_path / "origin", 3000)
+    server = serve("remote")
+    with Repository.open(tmp_path / "origin") as repo:
+        report = push(repo, open_remote(repo, server.url))
+    assert report.transfer.objects > 3000
+    pushed = server.received + server.sent  # the ids asked about count too
+    assert pushed <= stored, f"push sent {pushed} bytes for {stored} bytes of packs"
+    before = server.received + server.sent
+    with Repository.open(tmp_path / "clone") as repo:
+        pull(repo, open_remote(repo, server.url))
+        assert repo.refs.read(REF) is not None
+        assert not fsck(repo).problems
+    pulled = server.received + server.sent - before
+    assert pulled <= stored, f"pull took {pulled} bytes for {stored} bytes of packs"
+
+
+def test_an_old_server_gets_plain_records_both_ways(tmp_path, serve) -> None:
+    eval_like_store(tmp_path / "origin", 300)
+    server = serve("remote", old=True)
+    with Repository.open(tmp_path / "origin") as repo:
+        push(repo, open_remote(repo, server.url))
+    with Repository.open(tmp_path / "clone") as repo:
+        pull(repo, open_remote(repo, server.url))
+        assert repo.refs.read(REF) is not None and not fsck(repo).problems
+
+
+def test_an_old_client_gets_plain_records(tmp_path, serve) -> None:
+    """A client that neither asks for nor sends the compressed form: what it sends is
+    stored, and what it is sent is plain records."""
+    eval_like_store(tmp_path / "origin", 50)
+    server = serve("remote")
+    old = HttpObjectStore(HttpConnection(server.url, None))  # JSON and plain records only
+    with Repository.open(tmp_path / "origin") as repo:
+        ids = list(repo.objects.iter_ids())
+        old.put_many_raw(repo.objects.get_many_raw(ids))
+    assert not server.repo.objects.missing(ids)
+    response = old.connection.request("POST", wire.OBJECTS_GET, json={"ids": ids[:3]})
+    assert response.headers[wire.CONTENT_TYPE] == wire.RECORDS_TYPE
+    got = list(wire.iter_records(io.BytesIO(response.content).read))
+    assert [oid for oid, _ in got] == ids[:3]
+    old.close()
+
+
+def test_a_bad_compressed_upload_is_refused_clearly(tmp_path, serve, monkeypatch) -> None:
+    import requests
+    import zstandard
+
+    from osmo_store.http import app
+    from osmo_store.objects import ObjectType, encode_object
+
+    monkeypatch.setattr(app, "MAX_FRAMED_UPLOAD", 2**20)  # the server's bound, made small
+    server = serve("remote")
+    url = server.url + wire.API_PREFIX + wire.OBJECTS_PUT
+    headers = {wire.CONTENT_TYPE: wire.ZSTD_RECORDS_TYPE}
+    oid, stored = encode_object(ObjectType.BLOB, b"real content")
+    framed = zstandard.ZstdDecompressor().decompress(stored)
+    bodies = {
+        "not zstd": b"garbage, not a zstd stream at all",
+        "wrong content": b"".join(wire.zstd_records([(oid, stored)]))[:-4] + b"\0\0\0\0",
+        "cut short": zstandard.ZstdCompressor().compress(wire.encode_record(oid, framed)[:-3]),
+        "lies about its id": zstandard.ZstdCompressor().compress(
+            wire.encode_record(ObjectId("ab" * 32), framed)
+        ),
+    }
+    for what, body in bodies.items():
+        answer = requests.post(url, data=body, headers=headers, timeout=30)
+        assert answer.status_code == 400, (what, answer.text)
+        assert answer.json()["error"] == "bad_object", what
+    # A few KB that decompress past the limit: refused as too large, not held in memory.
+    bomb = zstandard.ZstdCompressor(level=19).compress(wire.encode_record(oid, b"\0" * (2 * 2**20)))
+    answer = requests.post(url, data=bomb, headers=headers, timeout=120)
+    assert answer.status_code == 413, answer.text
+    assert server.repo.objects.missing([oid]) == [oid]
