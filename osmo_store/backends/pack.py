@@ -127,6 +127,11 @@ class PackWriter:
     def add_framed(self, oid: ObjectId, framed: bytes) -> None:
         """Add an object in its framed form, verified by the caller."""
         raw = oid_to_raw(oid)
+        if self._stream is not None and self._pending:
+            # Held objects reach the index stream later: their order is checked now.
+            last = next(reversed(self._pending))
+            if raw < last:
+                raise ValueError("objects of an in-id-order pack came out of order")
         if self._codec is not None:
             self._put(raw, self._codec.compress(framed), len(framed))
         elif raw not in self._pending:
