@@ -14,10 +14,12 @@ from osmo_store import ObjectType, Repository
 from osmo_store.backends import pack as pack_mod
 from osmo_store.backends.pack import PackReader, PackWriter
 from osmo_store.backends.packdict import DICT_SAMPLE_BYTES
+from osmo_store.cli.main import main
 from osmo_store.errors import CorruptObject, UnsupportedPackVersion
 from osmo_store.maintenance.fsck import fsck
 from osmo_store.maintenance.gc import repack
-from osmo_store.objects import compress_framed, decode_object, frame_object
+from osmo_store.objects import RunRecord, compress_framed, decode_object, frame_object
+from osmo_store.tree import TreeEntry, write_tree
 
 _WORDS = [b"score", b"model", b"answer", b"rubric", b"question", b'{"role":', b"0.95", b"ok"]
 
@@ -202,3 +204,42 @@ def test_repack_all_rewrites_v1_packs_as_v2(repo: Repository, monkeypatch) -> No
         assert repo.objects.get(oid) == (ObjectType.BLOB, content)
     assert repo.objects.get(loose) == (ObjectType.BLOB, b"loose")
     assert fsck(repo, full=True).ok
+
+
+def _pack_versions(store: Path) -> list[int]:
+    with Repository.open(store) as repo:
+        return sorted({p.version for p in repo.objects.packs()})
+
+
+def test_sync_between_v1_and_v2_stores_both_ways(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A store written by the old (version 1) writer pushes to a version 2 store, and a
+    store written with version 1 packs clones from it: every object arrives, ids and all."""
+    old, remote, clone = tmp_path / "old", tmp_path / "remote", tmp_path / "clone"
+    rng = random.Random(11)
+    contents = [_content(rng, 3000) for _ in range(150)]
+    with monkeypatch.context() as m:
+        m.setattr(pack_mod, "PACK_VERSION", 1)
+        with Repository.open(old, create=True) as repo:
+            with repo.objects.bulk() as w:
+                ids = [w.put(ObjectType.BLOB, c) for c in contents]
+                tree = write_tree(
+                    w, [TreeEntry(f"r{i}", ObjectType.BLOB, o) for i, o in enumerate(ids)]
+                )
+                run = w.put(ObjectType.RUN, RunRecord(tree, (), {}).to_content())
+            repo.update_ref("refs/evals/" + "ab" * 32, run)
+    assert _pack_versions(old) == [1]
+    assert main(["--store", str(old), "remote", "add", "up", str(remote)]) == 0
+    assert main(["--store", str(old), "push", "up"]) == 0  # v1 -> v2
+    assert _pack_versions(remote) == [2]
+    with monkeypatch.context() as m:
+        m.setattr(pack_mod, "PACK_VERSION", 1)
+        assert main(["clone", str(remote), str(clone)]) == 0  # v2 -> a v1 writer
+    assert _pack_versions(clone) == [1]
+    for store in (old, remote, clone):
+        with Repository.open(store) as repo:
+            assert repo.refs.read("refs/evals/" + "ab" * 32) == run
+            for oid, content in zip(ids, contents, strict=True):
+                assert repo.objects.get(oid) == (ObjectType.BLOB, content)
+            report = fsck(repo, full=True)
+            assert report.ok, (store, report.problems)
+    capsys.readouterr()
