@@ -68,8 +68,13 @@ class PackCodec:
     def compress(self, framed: bytes) -> bytes:
         with self._lock:
             if self._compressor is None:
-                # No dictionary id in the frames: the pack names its one dictionary.
-                kw = {"dict_data": self._dict(), "write_dict_id": False} if self.dictionary else {}
+                kw = {}
+                if self.dictionary:
+                    # Digested once, not at every frame; no dictionary id in the frames
+                    # (the pack names its one dictionary).
+                    digested = self._dict()
+                    digested.precompute_compress(level=ZSTD_LEVEL)
+                    kw = {"dict_data": digested, "write_dict_id": False}
                 self._compressor = zstandard.ZstdCompressor(
                     level=ZSTD_LEVEL, write_content_size=True, **kw
                 )
