@@ -14,7 +14,10 @@ Times are CPU seconds (this process's, or the subprocess's), medians:
   in-process the first ``get`` after opening the store (the pack's index and, in version 2,
   its dictionary are read then), median over ``--reads`` ids;
 - whole-config read: every record read and verified through ``repo.objects.get`` in a
-  shuffled order (manifest order is not write order), median of 3.
+  shuffled order (manifest order is not write order), the versions taking turns, median
+  of 5;
+- bulk write of the records, and ``repack -a`` of the store afterwards (one loose object
+  added, so the pack is rewritten: as version 2 in both columns).
 
 Figures also go to bench/out/bench_pack.json.
 """
@@ -45,6 +48,7 @@ from bench_store import make_records  # noqa: E402
 
 from osmo_store import ObjectType, Repository  # noqa: E402
 from osmo_store.backends import pack as pack_mod  # noqa: E402
+from osmo_store.maintenance.gc import repack  # noqa: E402
 from osmo_store.objects import ZSTD_LEVEL  # noqa: E402
 
 # CPU time, not wall time: the machine this runs on is shared and loaded (load 13 on 2
@@ -94,35 +98,58 @@ def cat_file_s(store: Path, ids: list[str], n: int) -> float:
     return statistics.median(times)
 
 
-def whole_read_s(store: Path, ids: list[str]) -> float:
+def whole_read_s(stores: dict[int, Path], ids: list[str], reps: int = 5) -> dict[int, float]:
+    """Per version, the median time to read every id; the versions take turns, so load
+    from other work falls on both alike."""
     order = list(ids)
     random.Random(3).shuffle(order)
-    times = []
-    for _ in range(3):
-        with Repository.open(store) as repo:
-            t = perf()
-            for oid in order:
-                repo.objects.get(oid)
-            times.append(perf() - t)
-    return statistics.median(times)
+    times: dict[int, list[float]] = {v: [] for v in stores}
+    repos = {v: Repository.open(store) for v, store in stores.items()}
+    try:
+        for _ in range(reps):
+            for version, repo in repos.items():
+                t = perf()
+                for oid in order:
+                    repo.objects.get(oid)
+                times[version].append(perf() - t)
+    finally:
+        for repo in repos.values():
+            repo.close()
+    return {v: statistics.median(t) for v, t in times.items()}
+
+
+def repack_s(store: Path) -> float:
+    """``osmo repack -a`` of the pack and one loose object: every object is read, verified
+    and written again (a version 1 pack becomes version 2)."""
+    with Repository.open(store) as repo:
+        repo.objects.put(ObjectType.BLOB, b"one loose object")
+        t = perf()
+        repack(repo, all_packs=True)
+        return perf() - t
 
 
 def measure(n: int, reads: int, cat_files: int, work: Path) -> dict:
     records = make_records(n)
     stream = len(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(b"".join(records)))
     row: dict = {"records": n, "record_bytes": sum(map(len, records)), "zstd3_stream": stream}
-    for version in (1, 2):
-        store = work / f"v{version}-{n}"
+    stores = {v: work / f"v{v}-{n}" for v in (1, 2)}
+    for version, store in stores.items():
         t = perf()
         ids, stored = build(store, records, version)
         row[f"v{version}"] = {
             "write_s": perf() - t,
             "pack_bytes": stored,
             "ratio_to_stream": stored / stream,
+        }
+    del records
+    whole = whole_read_s(stores, ids)
+    for version, store in stores.items():
+        row[f"v{version}"].update({
             "first_get_ms": first_read_s(store, ids, reads) * 1e3,
             "cat_file_ms": cat_file_s(store, ids, cat_files) * 1e3,
-            "whole_read_s": whole_read_s(store, ids),
-        }
+            "whole_read_s": whole[version],
+            "repack_s": repack_s(store),
+        })  # fmt: skip
     return row
 
 
@@ -148,6 +175,7 @@ def main() -> None:
                 ("first_get_ms", "open + first get ms", "{:10.2f}"),
                 ("whole_read_s", "read all records s", "{:10.2f}"),
                 ("write_s", "bulk write s", "{:10.2f}"),
+                ("repack_s", "repack -a s", "{:10.2f}"),
             ]:
                 a, b = v1[key], v2[key]
                 scale = 1e6 if key == "pack_bytes" else 1
