@@ -16,7 +16,7 @@ from osmo_store.backends import pack as pack_mod
 from osmo_store.backends.pack import PackReader, PackWriter
 from osmo_store.backends.packdict import DICT_SAMPLE_BYTES
 from osmo_store.cli.main import main
-from osmo_store.errors import CorruptObject, UnsupportedPackVersion
+from osmo_store.errors import CorruptObject, ObjectNotFound, UnsupportedPackVersion
 from osmo_store.maintenance.fsck import fsck
 from osmo_store.maintenance.gc import repack
 from osmo_store.objects import RunRecord, compress_framed, decode_object, frame_object
@@ -179,6 +179,9 @@ def test_unknown_pack_version_is_refused_clearly(repo: Repository) -> None:
         PackReader(future)
     repo.objects.reload_packs()
     assert repo.objects.get(oid) == (ObjectType.BLOB, b"kept")  # the other packs read on
+    with pytest.raises(ObjectNotFound) as missing:
+        repo.objects.get("cd" * 32)
+    assert "version 3 is not one this osmo reads" in (missing.value.hint or "")
     problems = fsck(repo).problems
     assert problems == [f"{future.stem}.idx: cannot be read: pack format version 3 is not one "
                         "this osmo reads (1 and 2)"]  # fmt: skip

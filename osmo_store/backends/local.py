@@ -192,9 +192,10 @@ class LocalObjectStore(ObjectStore):
             return self._get_raw_located(oid, framed)
         missing = ObjectNotFound(oid)
         if self._unreadable:
+            name = min(self._unreadable)
             missing.hint = (
-                f"it may be in a pack whose index is damaged ({min(self._unreadable)}.idx): "
-                "run: osmo fsck"
+                f"it may be in a pack this osmo cannot read ({name}.idx: "
+                f"{self._unreadable[name]}): run: osmo fsck"
             )
         raise missing
 
