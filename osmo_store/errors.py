@@ -92,6 +92,16 @@ class CorruptPack(OsmoError):
         self.reason = reason
 
 
+class UnsupportedPackVersion(CorruptPack):
+    """A pack of a format version this osmo does not read (a newer osmo wrote it)."""
+
+    def __init__(self, path: str, version: str) -> None:
+        reason = f"pack format version {version} is not one this osmo reads (1 and 2)"
+        OsmoError.__init__(self, f"{path}: {reason}", hint="a newer osmo wrote it: upgrade osmo")
+        self.path = path
+        self.reason = reason
+
+
 class MalformedObject(OsmoError, ValueError):
     """Content that is not a valid encoding of its declared type (trees, run records)."""
 

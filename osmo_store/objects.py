@@ -75,6 +75,17 @@ def compress_object(otype: ObjectType, content: bytes) -> bytes:
     return _compressor().compress(frame_header(otype, len(content)) + content)
 
 
+def frame_object(otype: ObjectType, content: bytes) -> tuple[ObjectId, bytes]:
+    """Return (id, framed form): what a version 2 pack compresses itself."""
+    framed = frame_header(otype, len(content)) + content
+    return ObjectId(blake3.blake3(framed).hexdigest()), framed
+
+
+def compress_framed(framed: bytes) -> bytes:
+    """The stored form (objects_spec.md section 2) of a framed object."""
+    return _compressor().compress(framed)
+
+
 def unframe(framed: bytes) -> tuple[ObjectType, bytes]:
     """Split a framed object strictly: known type, one space, canonical decimal size, NUL."""
     nul = framed.find(b"\x00", 0, 32)
@@ -91,21 +102,34 @@ def unframe(framed: bytes) -> tuple[ObjectType, bytes]:
     return otype, framed[nul + 1 :]
 
 
-def decompress_framed(data: bytes, oid: str, where: str | None = None) -> bytes:
+def decompress_framed(
+    data: bytes,
+    oid: str,
+    where: str | None = None,
+    decompressor: zstandard.ZstdDecompressor | None = None,
+) -> bytes:
+    """The framed form in one stored frame; ``decompressor`` holds a pack's dictionary."""
     try:
         size = zstandard.frame_content_size(data)
         if size < 0 or size > MAX_OBJECT_SIZE:
             raise CorruptObject(oid, "zstd frame has no valid content size", where=where)
         # Exactly one frame (objects_spec.md section 2): bytes after it, even a second
         # frame, make the stored form another byte string than the one that was verified.
-        return _decompressor().decompress(data, allow_extra_data=False)
+        d = decompressor or _decompressor()
+        return d.decompress(data, allow_extra_data=False)
     except zstandard.ZstdError as e:
         raise CorruptObject(oid, f"cannot decompress ({e})", where=where) from None
 
 
 def decode_object(oid: ObjectId, data: bytes, where: str | None = None) -> tuple[ObjectType, bytes]:
     """Decompress stored bytes and verify they hash to ``oid``. Raises CorruptObject."""
-    framed = decompress_framed(data, oid, where)
+    return verify_framed(oid, decompress_framed(data, oid, where), where)
+
+
+def verify_framed(
+    oid: ObjectId, framed: bytes, where: str | None = None
+) -> tuple[ObjectType, bytes]:
+    """Verify a framed object hashes to ``oid`` and split it. Raises CorruptObject."""
     got = blake3.blake3(framed).hexdigest()
     if got != oid:
         raise CorruptObject(oid, f"content hashes to {got}", where=where)

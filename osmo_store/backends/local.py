@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import CorruptObject, CorruptPack, LockTimeout, ObjectNotFound
 from ..hashing import ObjectId, is_oid, oid_to_raw, parse_oid
-from ..objects import ObjectType, decode_object, encode_object
+from ..objects import ObjectType, decode_object, decompress_framed, frame_object, verify_framed
 from .base import ObjectStore
 from .compaction import LOOSE_MAX, PackTiers, compact, fold_loose, maintenance_lock, reclaim
 from .fsutil import fsync_dir, publish_no_overwrite, publish_or_freshen, write_temp
@@ -155,19 +155,24 @@ class LocalObjectStore(ObjectStore):
         except FileNotFoundError:
             return None
 
-    def _read_packed(self, oid: ObjectId) -> tuple[bytes, str] | None:
-        """From the packs already loaded (the caller reloads them before a second try)."""
+    def _read_packed(self, oid: ObjectId, framed: bool = False) -> tuple[bytes, str] | None:
+        """From the packs already loaded (the caller reloads them before a second try): the
+        stored form, or with ``framed`` the framed form (not yet verified)."""
         pack = self._pack_with(oid)
         if pack is None:
             return None
         try:
-            return pack.read(oid), pack.pack_path.name
+            data = pack.read_framed(oid) if framed else pack.read(oid)
         except (FileNotFoundError, ValueError):
             return None  # rewritten under us by gc or repack: the caller looks again
+        return data, pack.pack_path.name
 
-    def _get_raw_located(self, oid: ObjectId) -> tuple[bytes, str | None]:
+    def _get_raw_located(self, oid: ObjectId, framed: bool = False) -> tuple[bytes, str | None]:
+        """The stored form and where it lies (None: loose). With ``framed``, a packed copy
+        comes in its framed form (a version 2 pack's frames need its dictionary): only a
+        loose copy (``where`` None) is still compressed."""
         # Packs first: looking there costs no system call, and evals and sync write packs.
-        hit = self._read_packed(oid)
+        hit = self._read_packed(oid, framed)
         if hit is not None:
             return hit
         data = self._read_loose(oid)
@@ -178,7 +183,7 @@ class LocalObjectStore(ObjectStore):
         for _ in range(_RELOADS):
             if not self.reload_packs():
                 break
-            hit = self._read_packed(oid)
+            hit = self._read_packed(oid, framed)
             if hit is not None:
                 return hit
             data = self._read_loose(oid)
@@ -186,29 +191,32 @@ class LocalObjectStore(ObjectStore):
                 return data, None
         # Last resort: a gc killed mid-delete may have left it aside (gc-<name>).
         if self._restore_aside_unless_gc_runs():
-            return self._get_raw_located(oid)
+            return self._get_raw_located(oid, framed)
         missing = ObjectNotFound(oid)
         if self._unreadable:
+            name = min(self._unreadable)
             missing.hint = (
-                f"it may be in a pack whose index is damaged ({min(self._unreadable)}.idx): "
-                "run: osmo fsck"
+                f"it may be in a pack this osmo cannot read ({name}.idx: "
+                f"{self._unreadable[name]}): run: osmo fsck"
             )
         raise missing
 
     def get(self, oid: ObjectId) -> tuple[ObjectType, bytes]:
         oid = parse_oid(oid)
         try:
-            data, where = self._get_raw_located(oid)
-            return decode_object(oid, data, where)
+            data, where = self._get_raw_located(oid, framed=True)
+            if where is None:
+                return decode_object(oid, data)
+            return verify_framed(oid, data, where)
         except CorruptObject as damaged:
             # A damaged copy (or a pack index that points at the wrong bytes) must not
             # hide a sound copy in the other place.
             if damaged.where is None:
                 self.reload_packs()
-                hit = self._read_packed(oid)
+                hit = self._read_packed(oid, framed=True)
                 if hit is None:
                     raise
-                return decode_object(oid, hit[0], hit[1])
+                return verify_framed(oid, hit[0], hit[1])
             other = self._read_loose(oid)
             if other is None:
                 raise
@@ -397,9 +405,12 @@ class LocalObjectStore(ObjectStore):
         with self.bulk() as w:
             for oid, data in items:
                 oid = parse_oid(oid)
-                if not verified:
-                    decode_object(oid, data)
-                w._writer.add(oid, data)
+                if verified:
+                    w._writer.add(oid, data)
+                else:
+                    framed = decompress_framed(data, oid)
+                    verify_framed(oid, framed)
+                    w._writer.add_framed(oid, framed)
                 n += 1
         return n
 
@@ -418,12 +429,13 @@ class LocalObjectStore(ObjectStore):
     def _write_pack(
         self, objects: Iterable[tuple[ObjectId, bytes]], *, in_id_order: bool = False
     ) -> Path | None:
-        """One new published pack of the given stored objects (None if there were none).
-        Objects given in increasing id order are indexed as they come (``PackWriter``)."""
+        """One new published pack of the given objects in framed form, verified (None if
+        there were none). Objects given in increasing id order are indexed as they come
+        (``PackWriter``)."""
         writer = PackWriter(self.pack_dir, in_id_order=in_id_order)
         try:
-            for oid, data in objects:
-                writer.add(oid, data)
+            for oid, framed in objects:
+                writer.add_framed(oid, framed)
         except BaseException:
             writer.abort()
             raise
@@ -450,7 +462,7 @@ class LocalObjectStore(ObjectStore):
         caller to delete or put back (gc decides once it has read the refs again). With
         ``stale_before``: None if a writer freshened the old pack, which then stays whole."""
         kept = (
-            (o, pack.read_at(o, off, ln))
+            (o, pack.read_framed_at(o, off, ln))
             for i, (o, off, ln) in enumerate(pack.entries())
             if live[i]
         )
@@ -481,15 +493,16 @@ class LocalObjectStore(ObjectStore):
         kept: set[Path] = set()
 
         def sound(oid: ObjectId, file: Path, read: Callable[[], bytes]) -> bytes | None:
+            """The framed form, verified; None (reported) if damaged."""
             packed = file.name if file.suffix == ".pack" else None
             try:
-                data = read()
-                decode_object(oid, data, packed)
+                framed = read() if packed else decompress_framed(read(), oid)
+                verify_framed(oid, framed, packed)
             except CorruptObject as e:
                 on_damaged(e)
                 kept.add(file)
                 return None
-            return data
+            return framed
 
         def read_loose() -> Iterator[tuple[ObjectId, PackReader | None, int, int]]:
             for oid, _ in sorted(loose):
@@ -507,7 +520,7 @@ class LocalObjectStore(ObjectStore):
                 read_loose(), *map(read_pack, packs), key=lambda item: item[0]
             ):
                 if pack is not None:
-                    read = functools.partial(pack.read_at, oid, off, ln)
+                    read = functools.partial(pack.read_framed_at, oid, off, ln)
                     if (data := sound(oid, pack.pack_path, read)) is not None:
                         yield oid, data
                     continue
@@ -659,8 +672,9 @@ class BulkWriter:
         self.published: Path | None = None  # the new pack's index, once finished
 
     def put(self, otype: ObjectType, content: bytes) -> ObjectId:
-        oid, data = encode_object(ObjectType(otype), content)
-        self._add(oid, data)
+        oid, framed = frame_object(ObjectType(otype), content)
+        if oid not in self._writer and not self.store._freshen(oid):
+            self._writer.add_framed(oid, framed)
         return oid
 
     def put_new(self, otype: ObjectType, content: bytes) -> ObjectId:
@@ -668,15 +682,17 @@ class BulkWriter:
         is a changed tree node) without looking for a stored copy first. A rare duplicate
         is harmless: it lands in the new pack, whose fresh mtime keeps it as safe from gc
         as a touch of the old copy would."""
-        oid, data = encode_object(ObjectType(otype), content)
-        self._writer.add(oid, data)
+        oid, framed = frame_object(ObjectType(otype), content)
+        self._writer.add_framed(oid, framed)
         return oid
 
     def put_raw(self, oid: ObjectId, data: bytes) -> None:
         """Bytes received from elsewhere: verified before they go into the pack."""
         oid = parse_oid(oid)
-        decode_object(oid, data)
-        self._add(oid, data)
+        framed = decompress_framed(data, oid)
+        verify_framed(oid, framed)
+        if oid not in self._writer and not self.store._freshen(oid):
+            self._writer.add_framed(oid, framed)
 
     def put_verified(self, oid: ObjectId, data: bytes, *, new: bool = False) -> None:
         """Bytes the caller has verified against ``oid`` already (or encoded itself). With
@@ -692,7 +708,7 @@ class BulkWriter:
 
     def get(self, oid: ObjectId) -> tuple[ObjectType, bytes]:
         if oid in self._writer:
-            return decode_object(oid, self._writer.read(oid))
+            return verify_framed(oid, self._writer.read_framed(oid))
         return self.store.get(oid)
 
     def has(self, oid: ObjectId) -> bool:

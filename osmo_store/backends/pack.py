@@ -1,10 +1,12 @@
 """Pack files: many stored objects in one file, found through a sorted index.
 
-``pack-<checksum>.pack`` holds a 12-byte header, the stored bytes of each object back to
-back (exactly what a loose file would hold), and a BLAKE3 trailer. ``pack-<checksum>.idx``
-holds a fan-out table and sorted (id, offset, length) records. A pack becomes visible only
-when its index is published, and the index is published last, so a reader never sees a
-partial pack. Byte layout: objects_spec.md, "packs".
+``pack-<checksum>.pack`` holds a header, one zstd frame per object back to back, and a BLAKE3
+trailer. In a version 1 pack each frame is exactly what a loose file would hold; a version 2
+pack (what osmo writes) also holds a zstd dictionary in its header, trained on its first
+objects, and compresses every frame with it (``packdict``). ``pack-<checksum>.idx`` holds a
+fan-out table and sorted (id, offset, length) records. A pack becomes visible only when its
+index is published, and the index is published last, so a reader never sees a partial pack.
+Byte layout: objects_spec.md, "packs".
 """
 
 from __future__ import annotations
@@ -20,15 +22,21 @@ from pathlib import Path
 
 import blake3
 
-from ..errors import CorruptObject, CorruptPack, ObjectNotFound
+from ..errors import CorruptObject, CorruptPack, ObjectNotFound, UnsupportedPackVersion
 from ..hashing import OID_RAW_LEN, ObjectId, oid_from_raw, oid_to_raw
-from ..objects import stored_content_size
+from ..objects import compress_framed, decompress_framed, stored_content_size
 from .fsutil import fsync_dir, publish_or_freshen, write_all
+from .packdict import DICT_SAMPLE_BYTES, MAX_DICT_SIZE, PackCodec, train_dictionary
 
 PACK_MAGIC = b"OSMOPACK"
-IDX_MAGIC = b"OSMOIDX1"
-PACK_VERSION = 1
+PACK_VERSION = 2  # what new packs are written as
+READABLE_VERSIONS = (1, 2)
+# The index names its pack's version: "OSMOIDX" and the version as one ASCII digit.
+_IDX_MAGIC_PREFIX = b"OSMOIDX"
 _PACK_HEADER = struct.Struct(">8sI")  # magic, version
+_DICT_LENGTH = struct.Struct(">I")  # version 2: the dictionary's length, after the header
+_V2_HEADER = _PACK_HEADER.size + _DICT_LENGTH.size
+_PLAIN = PackCodec(b"")
 _IDX_HEADER = struct.Struct(">8sIQQ")  # magic, count, total framed bytes, total stored bytes
 _RECORD = struct.Struct(">32sQI")  # id, offset, length
 _FANOUT = struct.Struct(">256I")
@@ -37,14 +45,24 @@ _WRITE_BUFFER = 1 << 20
 
 
 class PackWriter:
-    """Writes one pack. ``add`` stored bytes, then ``finish`` (publish) or ``abort``.
+    """Writes one pack. ``add`` stored bytes (or ``add_framed``), then ``finish`` (publish)
+    or ``abort``. A version 2 writer holds the first objects (``DICT_SAMPLE_BYTES``) until
+    it has trained the pack's dictionary on them.
 
     With ``in_id_order``, objects come in increasing id order (a repeated id is written
     once) and their index records go to the index file as they come: a merge of many packs
     holds no record per object in memory (a dict of them took ~200 bytes an object: an
     eval's recorder folding its packs would grow with the eval)."""
 
-    def __init__(self, pack_dir: Path, *, in_id_order: bool = False) -> None:
+    def __init__(
+        self, pack_dir: Path, *, in_id_order: bool = False, version: int | None = None
+    ) -> None:
+        # Looked up per writer: the compatibility tests build version 1 stores by setting
+        # PACK_VERSION, through the same code paths (evals, sync) as ever.
+        version = PACK_VERSION if version is None else version
+        if version not in READABLE_VERSIONS:
+            raise ValueError(f"cannot write pack version {version}")
+        self.version = version
         self.pack_dir = pack_dir
         pack_dir.mkdir(parents=True, exist_ok=True)
         self._tmp = pack_dir / f"tmp-pack-{os.getpid()}-{os.urandom(6).hex()}"
@@ -52,20 +70,26 @@ class PackWriter:
         self._hash = blake3.blake3()
         self._records: dict[bytes, tuple[int, int]] = {}
         self._stream: _IndexStream | None = None
+        # Version 2: the framed objects held until the dictionary is trained on them.
+        self._pending: dict[bytes, bytes] = {}
+        self._pending_bytes = 0
+        self._codec: PackCodec | None = None
         if in_id_order:
             try:
-                self._stream = _IndexStream(self._tmp.with_name(self._tmp.name + "-index"))
+                self._stream = _IndexStream(self._tmp.with_name(self._tmp.name + "-index"), version)
             except BaseException:
                 self.abort()
                 raise
         self._offset = 0
         self._framed_total = 0
         self._buffer = bytearray()
-        try:
-            self._write(_PACK_HEADER.pack(PACK_MAGIC, PACK_VERSION))
-        except BaseException:
-            self.abort()
-            raise
+        if version == 1:
+            self._codec = _PLAIN
+            try:
+                self._write(_PACK_HEADER.pack(PACK_MAGIC, 1))
+            except BaseException:
+                self.abort()
+                raise
 
     def _write(self, data: bytes) -> None:
         # Buffered: one write(2) per ~1 MiB, not one per (often tiny) object.
@@ -82,17 +106,52 @@ class PackWriter:
 
     def __contains__(self, oid: ObjectId) -> bool:
         assert self._stream is None, "an in-id-order writer keeps no records"
-        return oid_to_raw(oid) in self._records
+        raw = oid_to_raw(oid)
+        return raw in self._records or raw in self._pending
 
     def __len__(self) -> int:
-        return self._stream.count if self._stream is not None else len(self._records)
+        written = self._stream.count if self._stream is not None else len(self._records)
+        return written + len(self._pending)
 
     @property
     def size(self) -> int:
-        return self._offset
+        return self._offset + self._pending_bytes
 
     def add(self, oid: ObjectId, data: bytes) -> None:
+        """Add an object in its stored form (section 2), verified by the caller."""
+        if self.version == 1:
+            self._put(oid_to_raw(oid), data, stored_content_size(data))
+        else:
+            self.add_framed(oid, decompress_framed(data, oid))
+
+    def add_framed(self, oid: ObjectId, framed: bytes) -> None:
+        """Add an object in its framed form, verified by the caller."""
         raw = oid_to_raw(oid)
+        if self._stream is not None and self._pending:
+            # Held objects reach the index stream later: their order is checked now.
+            last = next(reversed(self._pending))
+            if raw < last:
+                raise ValueError("objects of an in-id-order pack came out of order")
+        if self._codec is not None:
+            self._put(raw, self._codec.compress(framed), len(framed))
+        elif raw not in self._pending:
+            self._pending[raw] = framed
+            self._pending_bytes += len(framed)
+            if self._pending_bytes >= DICT_SAMPLE_BYTES:
+                self._start()
+
+    def _start(self) -> None:
+        """Version 2: train the dictionary on the objects held so far, write the header
+        with it, then those objects."""
+        dictionary = train_dictionary(list(self._pending.values()))
+        self._codec = PackCodec(dictionary)
+        self._write(_PACK_HEADER.pack(PACK_MAGIC, 2) + _DICT_LENGTH.pack(len(dictionary)))
+        self._write(dictionary)
+        pending, self._pending, self._pending_bytes = self._pending, {}, 0
+        for raw, framed in pending.items():
+            self._put(raw, self._codec.compress(framed), len(framed))
+
+    def _put(self, raw: bytes, data: bytes, framed_size: int) -> None:
         if self._stream is not None:
             if not self._stream.add(raw, self._offset, len(data)):
                 return
@@ -100,15 +159,19 @@ class PackWriter:
             return
         else:
             self._records[raw] = (self._offset, len(data))
-        self._framed_total += stored_content_size(data)
+        self._framed_total += framed_size
         self._write(data)
 
-    def read(self, oid: ObjectId) -> bytes:
-        """Stored bytes of an object added to this (unpublished) pack."""
+    def read_framed(self, oid: ObjectId) -> bytes:
+        """Framed form of an object added to this (unpublished) pack, not verified."""
         assert self._stream is None, "an in-id-order writer keeps no records"
+        raw = oid_to_raw(oid)
+        if raw in self._pending:
+            return self._pending[raw]
+        assert self._codec is not None
         self._drain()
-        offset, length = self._records[oid_to_raw(oid)]
-        return os.pread(self._fd, length, offset)
+        offset, length = self._records[raw]
+        return self._codec.decompress(oid, os.pread(self._fd, length, offset), "new pack")
 
     def finish(self) -> Path | None:
         """fsync and publish; returns the .idx path, or None (nothing written) if empty."""
@@ -117,6 +180,8 @@ class PackWriter:
             return None
         idx_tmp = self._tmp.with_name(self._tmp.name + "-index")
         try:
+            if self._codec is None:
+                self._start()
             checksum = self._hash.digest()
             self._drain()
             write_all(self._fd, checksum)
@@ -127,7 +192,9 @@ class PackWriter:
             if self._stream is not None:
                 self._stream.finish(checksum, self._framed_total, stored_total)
             else:
-                idx = build_index(self._records, checksum, self._framed_total, stored_total)
+                idx = build_index(
+                    self._records, checksum, self._framed_total, stored_total, self.version
+                )
                 fd = os.open(idx_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 try:
                     write_all(fd, idx)
@@ -160,8 +227,9 @@ class _IndexStream:
     header and fan-out are filled in at the end, and the trailer hashes the file read back
     in chunks (the layout is ``build_index``'s)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, version: int) -> None:
         self.path = path
+        self.version = version
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         self.count = 0
         self._fanout = [0] * 256
@@ -189,7 +257,7 @@ class _IndexStream:
         fanout = list(self._fanout)
         for i in range(1, 256):
             fanout[i] += fanout[i - 1]
-        head = _IDX_HEADER.pack(IDX_MAGIC, self.count, framed_total, stored_total)
+        head = _IDX_HEADER.pack(idx_magic(self.version), self.count, framed_total, stored_total)
         os.pwrite(self.fd, head + _FANOUT.pack(*fanout), 0)
         h = blake3.blake3()
         pos, end = 0, os.fstat(self.fd).st_size
@@ -211,15 +279,23 @@ class _IndexStream:
         self.path.unlink(missing_ok=True)
 
 
+def idx_magic(version: int) -> bytes:
+    return _IDX_MAGIC_PREFIX + b"%d" % version
+
+
 def build_index(
-    records: dict[bytes, tuple[int, int]], checksum: bytes, framed_total: int, stored_total: int
+    records: dict[bytes, tuple[int, int]],
+    checksum: bytes,
+    framed_total: int,
+    stored_total: int,
+    version: int,
 ) -> bytes:
     ids = sorted(records)
     counts = [0] * 256
     for raw in ids:
         counts[raw[0]] += 1
     packed = b"".join(_RECORD.pack(raw, *records[raw]) for raw in ids)
-    return _index(len(ids), counts, packed, checksum, framed_total, stored_total)
+    return _index(len(ids), counts, packed, checksum, framed_total, stored_total, version)
 
 
 def _index(
@@ -229,11 +305,12 @@ def _index(
     checksum: bytes,
     framed_total: int,
     stored_total: int,
+    version: int,
 ) -> bytes:
     """The index file: header, fan-out from per-first-byte ``counts``, the ``packed``
     records (sorted by id), the pack's checksum and the index's own."""
     body = b"".join([
-        _IDX_HEADER.pack(IDX_MAGIC, count, framed_total, stored_total),
+        _IDX_HEADER.pack(idx_magic(version), count, framed_total, stored_total),
         _FANOUT.pack(*itertools.accumulate(counts)),
         packed,
         checksum,
@@ -267,8 +344,13 @@ class PackReader:
                 raise CorruptPack(str(idx_path), "index too short")
             self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         magic, self.count, self.framed_total, self.stored_total = _IDX_HEADER.unpack_from(self._mm)
+        if magic[:7] == _IDX_MAGIC_PREFIX and magic[7:] not in (b"1", b"2"):
+            self._mm.close()
+            raise UnsupportedPackVersion(str(idx_path), magic[7:].decode("latin-1"))
+        self.version = 2 if magic == idx_magic(2) else 1
         expected = _IDX_HEADER.size + _FANOUT.size + self.count * _RECORD.size + 2 * _TRAILER
-        if magic != IDX_MAGIC or size != expected:
+        if magic != idx_magic(self.version) or size != expected:
+            self._mm.close()
             raise CorruptPack(str(idx_path), "bad index header or size")
         self._fanout = _FANOUT.unpack_from(self._mm, _IDX_HEADER.size)
         self._base = _IDX_HEADER.size + _FANOUT.size
@@ -278,6 +360,10 @@ class PackReader:
         # Where objects may lie: a damaged index must not send a read past the pack (or
         # past what pread accepts: an offset over 2**63 is an OverflowError).
         self._end = os.fstat(self._fd).st_size - _TRAILER
+        # Read from the pack's header on the first read: opening every pack of a store
+        # (each command does) must not read every dictionary.
+        self._codec: PackCodec | None = _PLAIN if self.version == 1 else None
+        self._first = _PACK_HEADER.size if self.version == 1 else _V2_HEADER
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -312,16 +398,55 @@ class PackReader:
     def _record(self, i: int) -> tuple[bytes, int, int]:
         return _RECORD.unpack_from(self._mm, self._base + i * _RECORD.size)
 
-    def read(self, oid: ObjectId) -> bytes:
+    def _locate(self, oid: ObjectId) -> tuple[int, int]:
         i = self._find(oid_to_raw(oid))
         if i < 0:
             raise ObjectNotFound(oid)
         _, offset, length = self._record(i)
-        return self.read_at(oid, offset, length)
+        return offset, length
+
+    def read(self, oid: ObjectId) -> bytes:
+        """The object's stored form (objects_spec.md section 2)."""
+        return self.read_at(oid, *self._locate(oid))
+
+    def read_framed(self, oid: ObjectId) -> bytes:
+        """The object's framed form, decompressed but not yet verified against ``oid``."""
+        return self.read_framed_at(oid, *self._locate(oid))
 
     def read_at(self, oid: ObjectId, offset: int, length: int) -> bytes:
-        """Stored bytes at a known place (from ``entries()``): no index search."""
-        if offset < _PACK_HEADER.size or offset + length > self._end:
+        """Stored form at a known place (from ``entries()``): no index search. A version 2
+        frame compressed with the pack's dictionary is recompressed without it."""
+        codec = self._load_codec(oid)
+        frame = self._frame_at(oid, offset, length)
+        if not codec.dictionary:
+            return frame
+        return compress_framed(codec.decompress(oid, frame, self.pack_path.name))
+
+    def read_framed_at(self, oid: ObjectId, offset: int, length: int) -> bytes:
+        """``read_framed`` at a known place (from ``entries()``)."""
+        codec = self._load_codec(oid)
+        return codec.decompress(oid, self._frame_at(oid, offset, length), self.pack_path.name)
+
+    def _load_codec(self, oid: ObjectId) -> PackCodec:
+        """The pack's codec; a version 2 pack's header and dictionary are read once. A
+        damaged header fails the read of ``oid`` (every object of the pack, each by id)."""
+        if self._codec is not None:
+            return self._codec
+        # Only the dictionary's length and bytes matter to the objects (a damaged magic is
+        # for the pack checksum, ``verify_checksums``, to find, as in version 1).
+        head = os.pread(self._fd, _DICT_LENGTH.size, _PACK_HEADER.size)
+        if len(head) == _DICT_LENGTH.size:
+            (length,) = _DICT_LENGTH.unpack(head)
+            if length <= min(MAX_DICT_SIZE, self._end - _V2_HEADER):
+                dictionary = os.pread(self._fd, length, _V2_HEADER)
+                if len(dictionary) == length:
+                    self._first = _V2_HEADER + length
+                    self._codec = PackCodec(dictionary)
+                    return self._codec
+        raise CorruptObject(oid, "its pack's header is damaged", where=self.pack_path.name)
+
+    def _frame_at(self, oid: ObjectId, offset: int, length: int) -> bytes:
+        if offset < self._first or offset + length > self._end:
             raise CorruptObject(
                 oid,
                 f"its index {self.idx_path.name} places it outside the pack",
@@ -381,6 +506,8 @@ class PackReader:
         end = 0
         unsorted: list[int] = []
         in_header: list[int] = []
+        # The index alone does not say how long a version 2 header is (its dictionary).
+        first = _PACK_HEADER.size if self.version == 1 else _V2_HEADER
         # Hashed and walked in place, without a copy of the index (at 1M objects, 48 MB).
         with memoryview(self._mm) as view:
             digest = blake3.blake3(view[: len(view) - _TRAILER]).digest()
@@ -391,7 +518,7 @@ class PackReader:
                     counts[raw[0]] += 1
                     if raw <= previous:
                         unsorted.append(i)
-                    if offset < _PACK_HEADER.size:
+                    if offset < first:
                         in_header.append(i)
                     previous = raw
                     end = max(end, offset + length)

@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "--all",
         dest="all_packs",
         action="store_true",
-        help="also fold every existing pack into the new one",
+        help="also fold every existing pack into the new one (rewriting version 1 packs "
+        "in the current pack format, version 2)",
     )
     p.set_defaults(func=cmd_repack)
 
