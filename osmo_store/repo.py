@@ -19,7 +19,11 @@ from .hashing import ObjectId, is_oid_prefix
 from .refs import ANY, RefStore, validate_ref_name
 
 STORE_FORMAT = "osmo-store"
-STORE_VERSION = 1
+#: the store format version osmo writes; it reads every version in READABLE_STORE_VERSIONS.
+#: Version 2 stores may hold version 2 packs (objects_spec.md section 5), which an osmo that
+#: reads only version 1 must not see: it refuses the whole store instead.
+STORE_VERSION = 2
+READABLE_STORE_VERSIONS = (1, 2)
 # How long a ref write waits while gc re-reads the refs and deletes (it holds the ref
 # barrier alone for that): long, because giving up fails an eval's commit.
 REF_BARRIER_TIMEOUT = 600.0
@@ -88,16 +92,33 @@ def _make_subdirs(path: Path) -> None:
         sub.mkdir(parents=True, exist_ok=True)
 
 
+def _store_file_body(version: int) -> bytes:
+    return (json.dumps({"format": STORE_FORMAT, "version": version}, indent=2) + "\n").encode()
+
+
 def _publish_store_file(path: Path) -> bool:
     """Write ``osmo.json`` without ever leaving a temp file inside the store directory."""
-    body = {"format": STORE_FORMAT, "version": STORE_VERSION}
-    tmp = write_temp(path.parent, (json.dumps(body, indent=2) + "\n").encode(), prefix=".osmo-")
+    tmp = write_temp(path.parent, _store_file_body(STORE_VERSION), prefix=".osmo-")
     created = publish_no_overwrite(tmp, StoreLayout(path).store_file)
     fsync_dir(path)
     return created
 
 
-def _check_format(path: Path) -> None:
+def upgrade_store_format(repo: Repository) -> bool:
+    """Raise a version 1 store to version 2 (``osmo repack`` does), before anything of
+    version 2 is written to it: ``osmo.json`` is replaced atomically, and from then on the
+    store writes version 2 packs. True if it was version 1."""
+    if repo.layout is None or repo.objects.pack_version is None:
+        return False
+    tmp = write_temp(repo.layout.root, _store_file_body(2), prefix=".osmo-")
+    os.replace(tmp, repo.layout.store_file)
+    fsync_dir(repo.layout.root)
+    repo.objects.pack_version = None
+    return True
+
+
+def _check_format(path: Path) -> int:
+    """The store format version of the store at ``path``, if this osmo reads it."""
     store_file = StoreLayout(path).store_file
     try:
         body = json.loads(store_file.read_text(encoding="utf-8"))
@@ -107,12 +128,14 @@ def _check_format(path: Path) -> None:
         raise StoreError(f"{path} is not an osmo store: {store_file} is not a JSON object")
     if body.get("format") != STORE_FORMAT:
         raise StoreError(f"{path} is not an osmo store")
-    if body.get("version") != STORE_VERSION:
+    version = body.get("version")
+    if type(version) is not int or version not in READABLE_STORE_VERSIONS:
+        readable = " and ".join(map(str, READABLE_STORE_VERSIONS))
         raise StoreError(
-            f"{path} has store format version {body.get('version')}; "
-            f"this osmo reads version {STORE_VERSION}",
+            f"{path} has store format version {version}; this osmo reads versions {readable}",
             hint="upgrade osmo",
         )
+    return version
 
 
 class Repository:
@@ -139,9 +162,12 @@ class Repository:
                 raise StoreError(f"not an osmo store: {path}", hint=f"run: osmo init {path}")
             path, _ = init_store(path)
         path = path.absolute()
-        _check_format(path)
+        version = _check_format(path)
         layout = StoreLayout(path)
-        return cls(LocalObjectStore(layout), LocalRefStore(layout), layout)
+        # A version 1 store keeps version 1 packs, so that an older osmo still reads it all,
+        # until `osmo repack` raises it to version 2 (upgrade_store_format).
+        objects = LocalObjectStore(layout, pack_version=None if version >= 2 else 1)
+        return cls(objects, LocalRefStore(layout), layout)
 
     @classmethod
     def memory(cls) -> Repository:

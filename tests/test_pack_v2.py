@@ -3,6 +3,7 @@ version rules, and stores holding version 1 and version 2 packs side by side."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -273,3 +274,46 @@ def test_a_pack_of_similar_records_takes_about_one_zstd_stream(
         (sizes[version],) = [p.stored_total for p in repo.objects.packs() if p.version == version]
     assert sizes[1] > 1.5 * stream  # what version 1 costs: the test can tell
     assert sizes[2] <= 1.3 * stream, (sizes, stream)  # 1.17x when written
+
+
+def _store_version(store: Path) -> int:
+    return json.loads((store / "osmo.json").read_text())["version"]
+
+
+def test_a_version_1_store_keeps_version_1_packs_until_repack_upgrades_it(
+    tmp_path: Path, capsys
+) -> None:
+    """An older osmo reads only version 1 stores and packs. A store it made (osmo.json
+    version 1) must not get version 2 packs behind its back, which it would not see: osmo
+    writes version 1 packs there until `osmo repack` raises the store to version 2."""
+    store = tmp_path / "store"
+    assert main(["init", str(store)]) == 0
+    assert _store_version(store) == 2  # new stores are version 2
+    (store / "osmo.json").write_text(json.dumps({"format": "osmo-store", "version": 1}))
+    rng = random.Random(17)
+    contents = [_content(rng, 2000) for _ in range(200)]
+    with Repository.open(store) as repo, repo.objects.bulk() as w:
+        ids = [w.put(ObjectType.BLOB, c) for c in contents]
+    assert _pack_versions(store) == [1]
+    assert main(["--store", str(store), "repack", "-a"]) == 0
+    assert "upgraded the store to format version 2" in capsys.readouterr().out
+    assert _store_version(store) == 2
+    assert _pack_versions(store) == [2]
+    with Repository.open(store) as repo:
+        for oid, content in zip(ids, contents, strict=True):
+            assert repo.objects.get(oid) == (ObjectType.BLOB, content)
+        with repo.objects.bulk() as w:
+            w.put(ObjectType.BLOB, _content(rng, 2000))
+    assert _pack_versions(store) == [2]
+    assert main(["--store", str(store), "repack"]) == 0
+    assert "upgraded" not in capsys.readouterr().out  # once only
+
+
+def test_a_store_of_an_unknown_format_version_is_refused(tmp_path: Path, capsys) -> None:
+    store = tmp_path / "store"
+    assert main(["init", str(store)]) == 0
+    (store / "osmo.json").write_text(json.dumps({"format": "osmo-store", "version": 3}))
+    assert main(["--store", str(store), "cat-file", "-t", "ab" * 32]) != 0
+    err = capsys.readouterr().err
+    assert "has store format version 3; this osmo reads versions 1 and 2" in err
+    assert "hint: upgrade osmo" in err

@@ -30,6 +30,9 @@ class ObjectStore(ABC):
     has_leases: bool = False
     #: the directory of the store on this machine's file system, for backends that have one
     local_path: Path | None = None
+    #: with packs: the pack format version it writes, when not the current one (a store of
+    #: format version 1 writes version 1 packs until `osmo repack` upgrades it)
+    pack_version: int | None = None
 
     # --- the six primitives --------------------------------------------------------
 

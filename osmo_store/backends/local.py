@@ -53,8 +53,12 @@ class LocalObjectStore(ObjectStore):
     has_packs = True
     has_leases = True
 
-    def __init__(self, layout: StoreLayout, *, read_only: bool = False) -> None:
+    def __init__(
+        self, layout: StoreLayout, *, read_only: bool = False, pack_version: int | None = None
+    ) -> None:
         self.layout = layout
+        #: the version of the packs this store writes; None: the current one (PACK_VERSION)
+        self.pack_version = pack_version
         self.local_path = layout.root
         self.root = layout.objects
         self._root_str = str(self.root) + os.sep
@@ -432,7 +436,7 @@ class LocalObjectStore(ObjectStore):
         """One new published pack of the given objects in framed form, verified (None if
         there were none). Objects given in increasing id order are indexed as they come
         (``PackWriter``)."""
-        writer = PackWriter(self.pack_dir, in_id_order=in_id_order)
+        writer = PackWriter(self.pack_dir, in_id_order=in_id_order, version=self.pack_version)
         try:
             for oid, framed in objects:
                 writer.add_framed(oid, framed)
@@ -668,7 +672,7 @@ class BulkWriter:
         # The lease first: gc spares what is newer than a live lease's start, and objects
         # written without a look for a stored copy (put_new) never take it on the way.
         store.lease()
-        self._writer = PackWriter(store.pack_dir)
+        self._writer = PackWriter(store.pack_dir, version=store.pack_version)
         self.published: Path | None = None  # the new pack's index, once finished
 
     def put(self, otype: ObjectType, content: bytes) -> ObjectId:

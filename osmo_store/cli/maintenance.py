@@ -25,7 +25,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     p.set_defaults(func=cmd_fsck)
 
-    p = sub.add_parser("repack", parents=[common], help="move loose objects into a pack")
+    p = sub.add_parser(
+        "repack",
+        parents=[common],
+        help="move loose objects into a pack",
+        description="Move loose objects into one new pack. A store of format version 1 is "
+        "upgraded to version 2 first (packs with a shared zstd dictionary; osmo versions "
+        "that read only version 1 then refuse the store).",
+    )
     p.add_argument(
         "-a",
         "--all",
@@ -101,6 +108,9 @@ def cmd_repack(args: argparse.Namespace, repo: Repository) -> int:
     from ..maintenance.gc import repack
 
     r = repack(repo, all_packs=args.all_packs)
+    if r.upgraded:
+        out("upgraded the store to format version 2: an osmo that reads only version 1 "
+            "cannot open it now")  # fmt: skip
     for e in r.damaged:
         err(f"error: {e} (not packed, left where it is)")
     out(

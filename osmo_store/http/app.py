@@ -45,7 +45,7 @@ from ..errors import (
 from ..hashing import OID_RAW_LEN, ObjectId, parse_oid
 from ..objects import decode_object, stored_content_size, stored_from_framed
 from ..refs import ANY, validate_ref_name
-from ..repo import STORE_VERSION, Repository
+from ..repo import Repository
 from . import protocol as wire
 from .auth import bearer_matches, validate_token
 from .protocol import (
@@ -194,7 +194,7 @@ class StoreApp:
         return {
             "server": wire.SERVER_NAME,
             "version": __version__,
-            "store_format": STORE_VERSION,
+            "store_format": wire.OBJECT_FORMAT,
             "read_only": self.read_only,
             "append_only": self.append_only,
             "max_body": self.max_body,

@@ -26,7 +26,6 @@ from ..errors import RecordStreamError, RemoteError, StoreError, UsageError
 from ..hashing import ObjectId, is_oid, parse_oid
 from ..objects import ObjectType, stored_from_framed
 from ..refs import ANY, ReflogEntry, RefStore, validate_ref_name
-from ..repo import STORE_VERSION
 from . import protocol as wire
 from .auth import BearerToken
 from .protocol import (
@@ -148,10 +147,10 @@ class HttpConnection:
         info = self.get_json(wire.INFO)
         if info.get("server") != wire.SERVER_NAME:
             raise RemoteError(f"{self.url} is not an osmo server")
-        if info.get("store_format") != STORE_VERSION:
+        if info.get("store_format") != wire.OBJECT_FORMAT:
             raise RemoteError(
                 f"the osmo server at {self.url} has store format {info.get('store_format')}; "
-                f"this osmo speaks {STORE_VERSION}",
+                f"this osmo speaks {wire.OBJECT_FORMAT}",
                 hint="use the same osmo version on both sides",
             )
         return info

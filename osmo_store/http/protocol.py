@@ -43,6 +43,10 @@ from ..objects import ZSTD_LEVEL, decompress_framed
 # --- routes (every one under API_PREFIX) ---------------------------------------------------
 
 API_PREFIX = "/v1"
+#: what ``/v1/info`` calls ``store_format``: the form objects travel in (objects_spec.md
+#: section 2), which is the same for stores of format version 1 and 2 (their packs differ,
+#: and packs never travel as they are stored), so either side may hold either
+OBJECT_FORMAT = 1
 INFO = "/info"
 REFS = "/refs"
 REFLOG = "/reflog"

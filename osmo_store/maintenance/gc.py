@@ -28,7 +28,7 @@ from ..errors import CorruptObject, CorruptRef, ObjectNotFound, StoreError, Usag
 from ..hashing import ObjectId
 from ..objects import ObjectType, stored_content_size
 from ..refs import RefStore
-from ..repo import Repository
+from ..repo import Repository, upgrade_store_format
 from . import DEFAULT_PRUNE, DEFAULT_REFLOG_EXPIRE
 from .idset import IdSet
 from .reachability import ref_roots, walk
@@ -384,17 +384,21 @@ class RepackReport:
     packs_after: int = 0
     #: objects found damaged, left where they were (not packed, not removed)
     damaged: list[CorruptObject] = field(default_factory=list)
+    #: the store was of format version 1 and is now version 2 (it writes version 2 packs)
+    upgraded: bool = False
 
 
 def repack(repo: Repository, *, all_packs: bool = False) -> RepackReport:
     """Move loose objects into one new pack (and, with ``all_packs``, fold every existing
     pack into it too). The new pack is durable and published before any loose file or old
     pack is removed, so a crash at any point loses nothing. A damaged object is never
-    copied: it is listed in the report's ``damaged`` and left where it was."""
+    copied: it is listed in the report's ``damaged`` and left where it was. A store of
+    format version 1 is raised to version 2 first, so the new pack is of version 2."""
     objects = _local(repo)
     report = RepackReport()
     lock = _locked(repo)
     try:
+        report.upgraded = upgrade_store_format(repo)
         objects.reload_packs()
         old_packs = objects.packs() if all_packs else []
         report.packs_before = len(objects.packs())
