@@ -39,6 +39,7 @@ from urllib3.exceptions import TimeoutError as _TimeoutError
 from osmo_store.errors import FatalModelError, ModelCallError, ModelError, UsageError
 
 from .config import normalize_base_url
+from .sse import assemble_chat_stream, parse_sse
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +206,9 @@ class ChatClient:
         self._pool.close()
 
     def chat(self, request: dict[str, Any]) -> ChatResult:
-        """Send one chat completion request, retrying transient failures."""
+        """Send one chat completion request, retrying transient failures. A streamed
+        request (``stream: true``) is read to its end and given as the response it
+        assembles to."""
         if self._closed:
             raise UsageError("ChatClient is closed")
         attempts = 0
@@ -220,7 +223,8 @@ class ChatClient:
             else:
                 self._reached = True
                 if 200 <= response.status < 300:
-                    return self._result(response, time.monotonic() - started, attempts)
+                    latency = time.monotonic() - started
+                    return self._result(response, latency, attempts, request.get("stream") is True)
                 status = response.status
                 problem, wait = self._http_failure(response, attempts)
             if attempts > self.max_retries:
@@ -314,12 +318,19 @@ class ChatClient:
             )
         return problem, self._retry_after(response)
 
-    def _result(self, response: _Answer, latency: float, attempts: int) -> ChatResult:
+    def _result(
+        self, response: _Answer, latency: float, attempts: int, streamed: bool
+    ) -> ChatResult:
         status = response.status
         try:
-            data = response.json()
+            if streamed and "event-stream" in response.headers.get("Content-Type", ""):
+                data = assemble_chat_stream(parse_sse(response.body))
+            else:
+                data = response.json()
         except ValueError:
             data = None
+        except ModelCallError as e:
+            self._fail(ModelCallError, f"model call to {self.chat_url}: {e}", attempts=attempts)
         if not isinstance(data, dict):
             self._fail(
                 ModelCallError,

@@ -1,0 +1,158 @@
+"""The recording endpoint: agents written with the real ``openai`` SDK, or with ``httpx`` by
+hand, call the model through ``client.base_url`` / ``client.api_key`` and every call is
+cached, keyed and recorded as ``client.chat`` calls are. Real HTTP end to end: the agent's
+SDK talks to the eval's endpoint on 127.0.0.1, which talks to the mock model server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from osmo_store.testing.mockserver import MockServer
+
+from .evalproject import ROWS, default_rows, forget_modules_under, make_runner, write_rows
+
+SDK_AGENT = """\
+import openai
+
+def solve(messages, row, client):
+    api = openai.OpenAI(base_url=client.base_url, api_key=client.api_key)
+    reply = api.chat.completions.create(model=client.model, messages=messages)
+    return [*messages, reply.choices[0].message.model_dump(exclude_none=True)]
+"""
+
+HTTPX_AGENT = """\
+import httpx
+
+def solve(messages, row, client):
+    answer = httpx.post(
+        client.base_url + "/chat/completions",
+        headers={"Authorization": "Bearer " + client.api_key},
+        json={"model": "anything", "messages": messages},
+    )
+    answer.raise_for_status()
+    return [*messages, answer.json()["choices"][0]["message"]]
+"""
+
+CHAT_AGENT = """\
+def solve(messages, row, client):
+    return [*messages, client.chat(messages)]
+"""
+
+
+@pytest.fixture(scope="module")
+def server():
+    with MockServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    write_rows(tmp_path / "data.jsonl", default_rows())
+    (tmp_path / "fns.py").write_text(
+        "def exact(solution_str, ground_truth, extra_info):\n"
+        "    return solution_str.strip() == ground_truth\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OSMO_RECORDER", "thread")
+    yield tmp_path
+    forget_modules_under(tmp_path)
+
+
+@pytest.fixture
+def osmo_eval(store_path: Path, server: MockServer, project: Path, capsys):
+    return make_runner(store_path, server, project, capsys)
+
+
+@pytest.mark.parametrize("source", [SDK_AGENT, HTTPX_AGENT], ids=["openai-sdk", "httpx"])
+def test_an_agent_calling_through_the_endpoint_pays_each_call_once(
+    osmo_eval, project, source
+) -> None:
+    (project / "agent.py").write_text(source)
+    first = osmo_eval("--agent", "agent.py:solve")
+    assert first.code == 0, first.err
+    assert first.calls == ROWS
+    assert first.body["summary"]["metrics"]["exact"]["mean"] == 1.0
+    assert osmo_eval("--agent", "agent.py:solve").calls == 0
+    # A changed agent runs again, and each call it makes is answered from the store.
+    (project / "agent.py").write_text(source + "CHANGED = 1\n")
+    again = osmo_eval("--agent", "agent.py:solve")
+    assert again.code == 0, again.err
+    assert again.computed == ROWS and again.calls == 0
+
+
+def test_an_sdk_call_has_the_key_of_the_same_client_chat_call(osmo_eval, project) -> None:
+    (project / "chat_agent.py").write_text(CHAT_AGENT)
+    assert osmo_eval("--agent", "chat_agent.py:solve").calls == ROWS
+    (project / "agent.py").write_text(SDK_AGENT)
+    sdk = osmo_eval("--agent", "agent.py:solve", "--temperature", "0")
+    assert sdk.code == 0, sdk.err
+    assert sdk.calls == ROWS  # --temperature joins the request the SDK sent
+    (project / "agent2.py").write_text(SDK_AGENT + "ANOTHER = 1\n")
+    assert osmo_eval("--agent", "agent2.py:solve").calls == 0
+
+
+def test_an_upstream_500_reaches_the_sdk_as_a_500_after_the_evals_retries_only(
+    osmo_eval, project, server
+) -> None:
+    (project / "agent.py").write_text(
+        "import json, pathlib, openai\n\n"
+        "def solve(messages, row, client):\n"
+        "    api = openai.OpenAI(base_url=client.base_url, api_key=client.api_key)\n"
+        "    try:\n"
+        "        api.chat.completions.create(model=client.model, messages=messages)\n"
+        "    except openai.APIStatusError as e:\n"
+        "        seen = pathlib.Path(__file__).with_name('seen.jsonl')\n"
+        "        with seen.open('a') as f:\n"
+        "            f.write(json.dumps([e.status_code, e.body]) + '\\n')\n"
+        "        raise\n"
+        "    return messages\n"
+    )
+    server.fail_next(500, count=100)
+    try:
+        run = osmo_eval("--agent", "agent.py:solve", "--limit", "1", "--max-retries", "2")
+    finally:
+        server._faults.clear()
+    assert run.calls == 3  # the eval's 1 + 2 retries; the SDK's own 2 retries do not multiply
+    seen = [json.loads(line) for line in (project / "seen.jsonl").read_text().splitlines()]
+    assert len(seen) == 1
+    status, body = seen[0]
+    assert status == 500
+    assert "injected failure" in body["message"]
+
+
+def test_a_call_with_a_wrong_or_finished_token_is_refused(osmo_eval, project) -> None:
+    (project / "agent.py").write_text(
+        "import json, pathlib, openai\n\n"
+        "URLS = []\n\n"
+        "def solve(messages, row, client):\n"
+        "    seen = pathlib.Path(__file__).with_name('seen.jsonl')\n"
+        "    wrong = client.base_url.replace('/r/', '/r/x')\n"
+        "    tries = [(client.base_url, 'wrong-key'), (wrong, client.api_key)]\n"
+        "    tries += [(u, client.api_key) for u in URLS]  # a rollout that has finished\n"
+        "    URLS.append(client.base_url)\n"
+        "    for url, key in tries:\n"
+        "        api = openai.OpenAI(base_url=url, api_key=key, max_retries=0)\n"
+        "        try:\n"
+        "            api.chat.completions.create(model=client.model, messages=messages)\n"
+        "        except openai.APIStatusError as e:\n"
+        "            with seen.open('a') as f:\n"
+        "                f.write(json.dumps([e.status_code, e.body]) + '\\n')\n"
+        "    return messages\n"
+    )
+    run = osmo_eval("--agent", "agent.py:solve", "--limit", "2", "--concurrency", "1")
+    assert run.code == 0, run.err
+    assert run.calls == 0
+    seen = [json.loads(line) for line in (project / "seen.jsonl").read_text().splitlines()]
+    assert [s[0] for s in seen] == [401, 403, 401, 403, 403]
+    assert all(isinstance(s[1].get("message"), str) for s in seen)
+
+
+def test_a_fatal_upstream_answer_stops_the_eval(store_path, project, capsys) -> None:
+    (project / "agent.py").write_text(SDK_AGENT)
+    with MockServer(require_api_key="right") as srv:
+        run = make_runner(store_path, srv, project, capsys)("--agent", "agent.py:solve")
+    assert run.code == 1
+    assert "refused the request: HTTP 401" in run.err
