@@ -6,6 +6,7 @@ SDK talks to the eval's endpoint on 127.0.0.1, which talks to the mock model ser
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,70 @@ def test_a_fatal_upstream_answer_stops_the_eval(store_path, project, capsys) -> 
         run = make_runner(store_path, srv, project, capsys)("--agent", "agent.py:solve")
     assert run.code == 1
     assert "refused the request: HTTP 401" in run.err
+
+
+CURL_AGENT = """\
+#!/bin/sh
+# An agent in any language: the row on stdin, the model at $OPENAI_BASE_URL.
+set -e
+prompt=$(jq -r .user_prompt)
+request=$(jq -n --arg p "$prompt" --arg m "$OSMO_MODEL" \\
+    '{model: $m, messages: [{role: "user", content: $p}]}')
+answer=$(curl -sS --fail -H "Authorization: Bearer $OPENAI_API_KEY" \\
+    -H "Content-Type: application/json" -d "$request" "$OPENAI_BASE_URL/chat/completions")
+printf '%s' "$answer" | jq --arg p "$prompt" '[{role: "user", content: $p}, .choices[0].message]'
+"""
+
+needs_curl = pytest.mark.skipif(
+    not (shutil.which("curl") and shutil.which("jq")), reason="needs curl and jq"
+)
+
+
+@needs_curl
+def test_an_agent_command_calls_through_the_endpoint_and_pays_each_call_once(
+    osmo_eval, project
+) -> None:
+    (project / "agent.sh").write_text(CURL_AGENT)
+    first = osmo_eval("--agent-cmd", "sh agent.sh")
+    assert first.code == 0, first.err
+    assert first.calls == ROWS and first.computed == ROWS
+    assert first.body["summary"]["metrics"]["exact"]["mean"] == 1.0
+    assert osmo_eval("--agent-cmd", "sh agent.sh").calls == 0
+    # The script named by the command is part of the config: an edit runs it again, and
+    # its calls are answered from the store.
+    (project / "agent.sh").write_text(CURL_AGENT + "# changed\n")
+    again = osmo_eval("--agent-cmd", "sh agent.sh")
+    assert again.code == 0, again.err
+    assert again.config_id != first.config_id
+    assert again.computed == ROWS and again.calls == 0
+    # So is the command itself.
+    other = osmo_eval("--agent-cmd", "sh ./agent.sh")
+    assert other.config_id not in (first.config_id, again.config_id)
+
+
+def test_an_agent_command_that_fails_or_prints_no_messages_fails_its_run(
+    osmo_eval, project
+) -> None:
+    (project / "agent.sh").write_text(
+        "row=$(cat)\n"
+        "case $row in\n"
+        '  *"0 + 1"*) echo "first line" >&2; echo "boom: the tool broke" >&2; exit 3;;\n'
+        '  *"1 + 2"*) echo "not json";;\n'
+        '  *"2 + 3"*) echo \'{"answer": 5}\';;\n'
+        '  *) echo \'[{"role": "assistant", "content": "x"}]\';;\n'
+        "esac\n"
+    )
+    run = osmo_eval("--agent-cmd", "sh agent.sh")
+    assert run.code == 0, run.err
+    causes = {g["message"] for g in run.body["summary"]["failure_groups"]}
+    assert any("exited with status 3" in c and "boom: the tool broke" in c for c in causes)
+    assert any("not JSON" in c for c in causes)
+    assert any("list of messages" in c for c in causes)
+    assert sum(g["count"] for g in run.body["summary"]["failure_groups"]) == 3
+
+
+def test_agent_and_agent_cmd_are_exclusive(osmo_eval, project) -> None:
+    (project / "agent.py").write_text(SDK_AGENT)
+    with pytest.raises(SystemExit) as exited:
+        osmo_eval("--agent", "agent.py:solve", "--agent-cmd", "true")
+    assert exited.value.code == 2

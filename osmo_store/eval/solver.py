@@ -298,6 +298,11 @@ class AgentClient:
         )
 
     @property
+    def run_index(self) -> int:
+        """The sample index of this rollout (0 to n - 1)."""
+        return self._run_index
+
+    @property
     def model(self) -> str | None:
         """The eval's model name (``--model``); the endpoint asks for it whatever an SDK
         names, since it is part of every call's key."""
