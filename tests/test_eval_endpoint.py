@@ -224,3 +224,109 @@ def test_agent_and_agent_cmd_are_exclusive(osmo_eval, project) -> None:
     with pytest.raises(SystemExit) as exited:
         osmo_eval("--agent", "agent.py:solve", "--agent-cmd", "true")
     assert exited.value.code == 2
+
+
+STREAM_AGENT = """\
+import json, pathlib, openai
+
+TOOLS = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
+
+def solve(messages, row, client):
+    api = openai.OpenAI(base_url=client.base_url, api_key=client.api_key)
+    stream = api.chat.completions.create(
+        model=client.model, messages=messages, stream=True,
+        stream_options={"include_usage": True}, tools=TOOLS, tool_choice="auto",
+    )
+    content, calls, chunks, usage = "", {}, 0, None
+    for chunk in stream:
+        chunks += 1
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            content += choice.delta.content or ""
+            for call in choice.delta.tool_calls or []:
+                seen = calls.setdefault(call.index, {"id": None, "name": "", "arguments": ""})
+                seen["id"] = call.id or seen["id"]
+                seen["name"] += call.function.name or ""
+                seen["arguments"] += call.function.arguments or ""
+    heard = {"content": content, "calls": calls, "usage": usage.model_dump()}
+    with pathlib.Path(__file__).with_name("heard.jsonl").open("a") as f:
+        f.write(json.dumps([row["user_prompt"], heard, chunks > 3]) + "\\n")
+    return [*messages, {"role": "assistant", "content": content}]
+"""
+
+
+def _tool_then_text(request: dict) -> dict:
+    question = request["messages"][-1]["content"]
+    return {
+        "content": f"Let me add that up: {question} Calling the tool now, one moment.",
+        "tool_calls": [{"id": "call_1", "function": {"name": "add",
+                                                     "arguments": {"q": question, "x": [1, 2]}}}],
+    }  # fmt: skip
+
+
+def _heard(project: Path) -> dict[str, list]:
+    lines = (project / "heard.jsonl").read_text().splitlines()
+    (project / "heard.jsonl").unlink()
+    return {prompt: [heard, many] for prompt, heard, many in map(json.loads, lines)}
+
+
+def test_a_streamed_answer_replayed_from_the_store_reassembles_to_the_recorded_one(
+    store_path, project, capsys
+) -> None:
+    (project / "agent.py").write_text(STREAM_AGENT)
+    with MockServer(responder=_tool_then_text) as srv:
+        run = make_runner(store_path, srv, project, capsys)
+        first = run("--agent", "agent.py:solve", fns=("fns.py:exact",))
+        assert first.code == 0, first.err
+        assert first.calls == ROWS
+        asked = srv.requests[0]
+        assert asked["stream"] is True and asked["tool_choice"] == "auto"
+        assert asked["tools"][0]["function"]["name"] == "add"
+        live = _heard(project)
+        (project / "agent.py").write_text(STREAM_AGENT + "CHANGED = 1\n")
+        again = run("--agent", "agent.py:solve")
+        assert again.code == 0, again.err
+        assert again.calls == 0 and again.computed == ROWS
+        replayed = _heard(project)
+    assert replayed == live
+    heard, many_chunks = next(iter(live.values()))
+    assert many_chunks
+    assert heard["content"].startswith("Let me add that up: What is")
+    assert json.loads(heard["calls"]["0"]["arguments"])["x"] == [1, 2]
+    assert heard["calls"]["0"]["name"] == "add" and heard["usage"]["total_tokens"] > 0
+
+
+def test_completions_embeddings_models_and_request_options_go_through(
+    osmo_eval, project, server
+) -> None:
+    (project / "agent.py").write_text(
+        "import json, pathlib, httpx, openai\n\n"
+        "def solve(messages, row, client):\n"
+        "    api = openai.OpenAI(base_url=client.base_url, api_key=client.api_key)\n"
+        "    models = [m.id for m in api.models.list()]\n"
+        "    vectors = api.embeddings.create(model='e', input=[row['user_prompt'], 'x'])\n"
+        "    text = api.completions.create(model='t', prompt=row['user_prompt'])\n"
+        "    chat = api.chat.completions.create(\n"
+        "        model=client.model, messages=messages, n=2, logprobs=True,\n"
+        "        response_format={'type': 'json_object'})\n"
+        "    other = httpx.post(client.base_url + '/images/generations', json={},\n"
+        "                       headers={'Authorization': 'Bearer ' + client.api_key})\n"
+        "    heard = [models, len(vectors.data), text.choices[0].text, len(chat.choices),\n"
+        "             other.status_code]\n"
+        "    with pathlib.Path(__file__).with_name('heard.jsonl').open('a') as f:\n"
+        "        f.write(json.dumps([row['user_prompt'], heard, True]) + '\\n')\n"
+        "    return [*messages, {'role': 'assistant', 'content': text.choices[0].text}]\n"
+    )
+    first = osmo_eval("--agent", "agent.py:solve")
+    assert first.code == 0, first.err
+    assert first.calls == 3 * ROWS
+    asked = next(r for r in server.requests[-3:] if "messages" in r)
+    assert asked["n"] == 2 and asked["logprobs"] is True
+    assert asked["response_format"] == {"type": "json_object"}
+    heard = _heard(project)
+    assert heard["What is 2 + 3?"][0] == [["mock"], 2, "5", 2, 404]
+    (project / "agent.py").write_text((project / "agent.py").read_text() + "CHANGED = 1\n")
+    again = osmo_eval("--agent", "agent.py:solve")
+    assert again.code == 0, again.err
+    assert again.calls == 0 and again.computed == ROWS
+    assert _heard(project) == heard

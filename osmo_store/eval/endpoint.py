@@ -28,13 +28,18 @@ from types import TracebackType
 from typing import Any
 
 from ..errors import FatalModelError, ModelError
+from .config import CHAT_API
 from .sse import render_chat_stream
 
 log = logging.getLogger(__name__)
 
-#: answers a request (the agent's fields, the model and stream flags taken out; the
-#: transport fields to send along) with the whole upstream response; raises ``ModelError``
-Complete = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+#: answers a request to an API (``chat/completions``, ``completions``, ``embeddings``: the
+#: agent's fields, the model and stream flags taken out; the transport fields to send
+#: along) with the whole upstream response; raises ``ModelError``
+Complete = Callable[[str, dict[str, Any], dict[str, Any]], dict[str, Any]]
+
+#: the APIs served, each cached and recorded; every other path is refused (404)
+RECORDED_APIS = frozenset({CHAT_API, "completions", "embeddings"})
 
 #: request fields the endpoint owns: the model is the eval's (it is in every call key), and
 #: streaming is how the answer is sent back, not what is asked
@@ -228,8 +233,10 @@ class _Handler(BaseHTTPRequestHandler):
         if route is None:
             return
         session, path = route
-        if path != "/chat/completions":
-            self._refuse(404, f"no route for POST /v1{path}", "not_found")
+        api = path.removeprefix("/")
+        if api not in RECORDED_APIS:
+            self._refuse(404, f"no route for POST /v1{path}: osmo records only "
+                         "chat/completions, completions and embeddings", "not_found")  # fmt: skip
             return
         try:
             request = json.loads(body)
@@ -239,13 +246,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(400, "the request body must be a JSON object", "invalid_request_error")
             return
         stream = request.get("stream") is True
+        if stream and api != CHAT_API:
+            self._refuse(400, f"osmo streams only chat completions, not {api}",
+                         "invalid_request_error")  # fmt: skip
+            return
         include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
         fields = {k: v for k, v in request.items() if k not in _ENDPOINT_FIELDS}
         # A stream is asked for upstream too (it is what the agent would have got), with
         # usage, so that the stored answer has it.
         transport = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
         try:
-            response = session.complete(fields, transport)
+            response = session.complete(api, fields, transport)
         except ModelError as e:
             session.failed(e)
             self._refuse(e.status or 502, str(e), "upstream_error")

@@ -29,7 +29,7 @@ from ..hashing import ObjectId, canonical_json
 from ..objects import ObjectType, object_id
 from ..repo import Repository
 from .client import ChatClient
-from .config import EvalConfig, ModelSpec, call_key
+from .config import CHAT_API, EvalConfig, ModelSpec, call_key
 from .endpoint import EndpointRollout, RecordingEndpoint
 from .keyfilter import KeyFilter
 from .state import IndexReader
@@ -189,11 +189,13 @@ class ModelCaller:
         # carries no content), so a rollout cut short by a crash does not pay for it again.
         self.record_now: Callable[[CallOutcome], None] | None = None
 
-    def call(self, request: dict[str, Any], run_index: int, occurrence: int) -> CallOutcome:
+    def call(
+        self, request: dict[str, Any], run_index: int, occurrence: int, api: str = CHAT_API
+    ) -> CallOutcome:
         if self.model is None or self.client is None:
             raise NoModelConfigured()
         request = {"model": self.model.name, **request}
-        key = call_key(self.model, request, run_index, occurrence)
+        key = call_key(self.model, request, run_index, occurrence, api)
         hit = self.lookup.find(key)
         if hit is not None and (reused := self._outcome(key, hit)) is not None:
             return reused
@@ -205,7 +207,7 @@ class ModelCaller:
         if not owner:
             return fut.result()  # identical request in flight: share its answer
         try:
-            outcome = self._real_call(key, request)
+            outcome = self._real_call(key, request, api)
             fut.set_result(outcome)
             return outcome
         except BaseException as e:
@@ -215,10 +217,10 @@ class ModelCaller:
             with self._lock:
                 self._inflight.pop(key, None)
 
-    def _real_call(self, key: str, request: dict[str, Any]) -> CallOutcome:
+    def _real_call(self, key: str, request: dict[str, Any], api: str) -> CallOutcome:
         started = time.time()
         try:
-            result = self.client.chat(request)  # type: ignore[union-attr]
+            result = self.client.chat(request, api)  # type: ignore[union-attr]
         except ModelError as e:
             with self._lock:
                 self.failed_calls += 1
@@ -239,6 +241,8 @@ class ModelCaller:
             "attempts": result.attempts,
             "started": round(started, 3),
         }
+        if api != CHAT_API:
+            body["api"] = api
         content = canonical_json(body)
         oid = object_id(ObjectType.BLOB, content)
         self.lookup.remember(key, oid, content)
@@ -328,26 +332,36 @@ class AgentClient:
         the assistant message as a dict (``content``, maybe ``tool_calls``)."""
         return dict(self._ask({**overrides, "messages": messages}).message)
 
-    def _complete(self, fields: dict[str, Any], transport: dict[str, Any]) -> dict[str, Any]:
+    def _complete(
+        self, api: str, fields: dict[str, Any], transport: dict[str, Any]
+    ) -> dict[str, Any]:
         """The endpoint's path: request fields as an SDK sent them (the model and stream
         flags taken out) to the whole response, asked and keyed exactly as ``chat`` would
-        ask it; ``transport`` (``stream``) is sent upstream but changes no key."""
-        outcome = self._ask(fields, transport)
+        ask it; ``transport`` (``stream``) is sent upstream but changes no key. The eval's
+        sampling parameters are for chat: other APIs get the fields as sent."""
+        outcome = self._ask(fields, transport, api)
         assert outcome.response is not None
         return outcome.response
 
-    def _ask(self, fields: dict[str, Any], transport: dict[str, Any] | None = None) -> CallOutcome:
-        request = {**self._params, **fields}
+    def _ask(
+        self,
+        fields: dict[str, Any],
+        transport: dict[str, Any] | None = None,
+        api: str = CHAT_API,
+    ) -> CallOutcome:
+        request = {**self._params, **fields} if api == CHAT_API else fields
         if self._single_call:
             occurrence = 0  # the plain model path: one call per rollout, nothing to count
         else:
             fingerprint = canonical_json(request)
+            if api != CHAT_API:
+                fingerprint = api.encode() + fingerprint
             with self._seen_lock:
                 occurrence = self._seen.get(fingerprint, 0)
                 self._seen[fingerprint] = occurrence + 1
         if transport:
             request = {**request, **transport}
-        outcome = self._caller.call(request, self._run_index, occurrence)
+        outcome = self._caller.call(request, self._run_index, occurrence, api)
         self.calls.append(outcome)
         return outcome
 
