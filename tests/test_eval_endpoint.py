@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from osmo_store.testing.mockserver import MockServer
 
 from .evalproject import ROWS, default_rows, forget_modules_under, make_runner, write_rows
+from .waiting import wait_until
 
 SDK_AGENT = """\
 import openai
@@ -330,3 +333,83 @@ def test_completions_embeddings_models_and_request_options_go_through(
     assert again.code == 0, again.err
     assert again.calls == 0 and again.computed == ROWS
     assert _heard(project) == heard
+
+
+STEPS = 3
+SDK_STEPS_AGENT = f"""\
+import openai
+
+def solve(messages, row, client):
+    api = openai.OpenAI(base_url=client.base_url, api_key=client.api_key)
+    for step in range({STEPS}):
+        convo = messages + [{{"role": "user", "content": f"step {{step}}"}}]
+        reply = api.chat.completions.create(model=client.model, messages=convo)
+    return convo + [reply.choices[0].message.model_dump(exclude_none=True)]
+"""
+CURL_STEPS_AGENT = f"""\
+set -e
+prompt=$(jq -r .user_prompt)
+for step in $(seq 0 {STEPS - 1}); do
+    request=$(jq -n --arg p "$prompt" --arg s "step $step" \\
+        '{{model: "m", messages: [{{role: "user", content: $p}}, {{role: "user", content: $s}}]}}')
+    answer=$(curl -sS --fail -H "Authorization: Bearer $OPENAI_API_KEY" \\
+        -H "Content-Type: application/json" -d "$request" "$OPENAI_BASE_URL/chat/completions")
+done
+printf '%s' "$answer" | jq '[.choices[0].message]'
+"""
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [
+        pytest.param(("agent.py", SDK_STEPS_AGENT, ("--agent", "agent.py:solve")), id="sdk"),
+        pytest.param(
+            ("agent.sh", CURL_STEPS_AGENT, ("--agent-cmd", "sh agent.sh")),
+            id="agent-cmd",
+            marks=needs_curl,
+        ),
+    ],
+)
+def test_a_sigkill_mid_eval_re_asks_only_the_calls_in_flight(
+    osmo_bin: str, tmp_path: Path, agent: tuple[str, str, tuple[str, ...]]
+) -> None:
+    """Each call through the endpoint is recorded once answered: killed while every rollout
+    waits on its last call, the resumed eval makes only those."""
+    from .test_eval_crash import cached_entries, eval_cmd, killed, recorded
+
+    name, source, flags = agent
+    project = tmp_path / "project"
+    project.mkdir()
+    write_rows(project / "data.jsonl", default_rows())
+    (project / "fns.py").write_text(
+        "def exact(solution_str, ground_truth, extra_info):\n    return 1.0\n"
+    )
+    (project / name).write_text(source)
+    release = threading.Event()
+
+    def responder(request: dict) -> str:
+        if request["messages"][-1]["content"] == f"step {STEPS - 1}":
+            release.wait(60)  # the last step hangs until the eval is killed
+        return "ok"
+
+    store = tmp_path / "store"
+    with MockServer(responder=responder) as srv:
+        cmd = [*eval_cmd(osmo_bin, store, srv.base_url), *flags, "--concurrency", str(ROWS)]
+        proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        answered = ROWS * (STEPS - 1)
+        wait_until(
+            lambda: cached_entries(store) >= answered and srv.calls == ROWS * STEPS,
+            what="the agents' answered calls being recorded, the last ones asked",
+            proc=proc,
+        )
+        killed(proc)
+        release.set()
+        assert recorded(store)[0] == 0  # no run finished
+        wait_until(srv.settled, what="the server reading every request sent")
+        before = srv.calls
+        r = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        body = json.loads(r.stdout)
+        assert body["summary"]["runs"] == ROWS and body["session"]["model_calls"] == ROWS
+        assert srv.calls - before == ROWS
