@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from osmo_store.testing.mockserver import MockServer
@@ -413,3 +416,41 @@ def test_a_sigkill_mid_eval_re_asks_only_the_calls_in_flight(
         body = json.loads(r.stdout)
         assert body["summary"]["runs"] == ROWS and body["session"]["model_calls"] == ROWS
         assert srv.calls - before == ROWS
+
+
+def test_the_endpoint_speaks_http_as_curl_and_sdks_do() -> None:
+    """Bodies curl sends with ``Expect: 100-continue``, keep-alive, and the requests the
+    small server refuses (a chunked body, a malformed request line) with a status."""
+    from osmo_store.eval.endpoint import RecordingEndpoint
+
+    asked: list[dict] = []
+
+    def complete(api: str, fields: dict, transport: dict) -> dict:
+        asked.append(fields)
+        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}
+
+    endpoint = RecordingEndpoint("m")
+    try:
+        with endpoint.rollout(complete) as session:
+            big = json.dumps({"model": "x", "messages": [{"role": "user", "content": "y" * 5000}]})
+            if shutil.which("curl"):
+                done = subprocess.run(
+                    ["curl", "-sS", "-H", f"Authorization: Bearer {session.api_key}",
+                     "-H", "Content-Type: application/json", "-d", big,
+                     session.base_url + "/chat/completions"],
+                    capture_output=True, text=True, timeout=60,
+                )  # fmt: skip
+                assert json.loads(done.stdout)["choices"][0]["message"]["content"] == "hi"
+                assert asked[-1]["messages"][0]["content"] == "y" * 5000
+            with httpx.Client(base_url=session.base_url) as http:
+                auth = {"Authorization": f"Bearer {session.api_key}"}
+                for _ in range(3):  # one connection, kept alive
+                    assert http.get("/models", headers=auth).json()["data"][0]["id"] == "m"
+                chunked = http.post("/chat/completions", headers=auth, content=iter([big.encode()]))
+                assert chunked.status_code == 411
+            port = urlsplit(session.base_url).port
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                raw.sendall(b"nonsense\r\n\r\n")
+                assert raw.recv(100).startswith(b"HTTP/1.1 400 ")
+    finally:
+        endpoint.close()
