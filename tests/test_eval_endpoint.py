@@ -6,7 +6,9 @@ SDK talks to the eval's endpoint on 127.0.0.1, which talks to the mock model ser
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -16,10 +18,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from osmo_store import Repository
+from osmo_store.eval.catalog import list_configs
 from osmo_store.testing.mockserver import MockServer
 
 from .evalproject import ROWS, default_rows, forget_modules_under, make_runner, write_rows
-from .waiting import wait_until
+from .waiting import Gate, wait_for_line, wait_until
 
 SDK_AGENT = """\
 import openai
@@ -454,3 +458,43 @@ def test_the_endpoint_speaks_http_as_curl_and_sdks_do() -> None:
                 assert raw.recv(100).startswith(b"HTTP/1.1 400 ")
     finally:
         endpoint.close()
+
+
+@needs_curl
+def test_ctrl_c_lets_agent_commands_in_flight_finish_their_runs(
+    osmo_bin: str, tmp_path: Path
+) -> None:
+    """Ctrl-C at a terminal signals the whole foreground process group: the agent programs
+    must not die of it, or the runs in flight (already paid for) would be failed runs that a
+    plain re-run does not retry."""
+    from .test_eval_crash import eval_cmd, recorded
+
+    project = tmp_path / "project"
+    project.mkdir()
+    write_rows(project / "data.jsonl", default_rows())
+    (project / "fns.py").write_text(
+        "def exact(solution_str, ground_truth, extra_info):\n"
+        "    return solution_str.strip() == ground_truth\n"
+    )
+    write_rows(project / "data.jsonl", default_rows(12))  # more than 2 + 4 runs
+    (project / "agent.sh").write_text(CURL_AGENT)
+    store = tmp_path / "store"
+    with Gate(2) as gate, MockServer(responder=gate) as srv:
+        cmd = [*eval_cmd(osmo_bin, store, srv.base_url), "--agent-cmd", "sh agent.sh"]
+        # A session of its own, as a terminal's job is: the signal goes to its group only.
+        proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # fmt: skip
+        wait_until(lambda: gate.held == 4, what="4 agent commands waiting on the model",
+                   proc=proc)  # fmt: skip
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.stderr is not None
+        wait_for_line(proc.stderr, proc, "osmo: stopping")
+        gate.release()
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+    done, status = recorded(store)
+    assert status == "interrupted" and done >= 6  # 2 before the gate, 4 in flight
+    with Repository.open(store) as repo:
+        config = list_configs(repo)[0]
+        assert config.counts.get("failed", 0) == 0

@@ -53,6 +53,10 @@ class CommandAgent:
             capture_output=True,
             env=env,
             check=False,
+            # Not in the eval's process group: a Ctrl-C at the terminal stops the eval, which
+            # lets the runs in flight finish (they are paid for); killing their programs
+            # would make them failed runs that a plain re-run does not retry.
+            start_new_session=True,
         )
         if done.returncode != 0:
             why = f"exited with status {done.returncode}"
