@@ -1,11 +1,13 @@
 """A real OpenAI-compatible chat server on 127.0.0.1, for tests, benchmarks and the offline demo.
 
-``MockServer`` answers ``POST /v1/chat/completions`` (and ``/chat/completions``) and
-``GET /v1/models`` over real HTTP, so clients are exercised through sockets, keep-alive, timeouts
-and retries exactly as against vLLM or OpenAI. The default responder solves arithmetic questions
-("What is 12 + 7?") and, with ``error_rate``, gets a reproducible fraction of them wrong, so
-example evals have realistic scores. Faults (status codes with ``Retry-After``, random 500s,
-answers slower than the client's timeout, bad keys, unknown models) are injected on demand.
+``MockServer`` answers ``POST /v1/chat/completions`` (and ``/chat/completions``; streamed
+with ``stream: true``; ``n`` choices), ``POST /v1/completions``, ``POST /v1/embeddings`` and
+``GET /v1/models`` over real HTTP (see ``mockapi``), so clients are exercised through
+sockets, keep-alive, timeouts and retries exactly as against vLLM or OpenAI. The default
+responder solves arithmetic questions ("What is 12 + 7?") and, with ``error_rate``, gets a
+reproducible fraction of them wrong, so example evals have realistic scores. Faults (status
+codes with ``Retry-After``, random 500s, answers slower than the client's timeout, bad
+keys, unknown models) are injected on demand.
 
 Run ``python -m osmo_store.testing.mockserver [--port N]`` to serve until SIGINT/SIGTERM; the first
 line on stdout is the base URL.
