@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,6 +90,20 @@ def test_the_cli_and_the_api_give_one_config_id(server, store_path, project, cap
     assert calls == 3 * ROWS
     assert cli_config_id(store_path, server, capsys, "-d", "data.jsonl", "--eval-fn",
                          "fns.py:exact", "--n", "3") == api.config_id  # fmt: skip
+
+
+@pytest.mark.skipif(not (shutil.which("curl") and shutil.which("jq")), reason="needs curl, jq")
+def test_an_agent_command_runs_from_the_api_as_from_the_cli(
+    server, store_path, project, capsys
+) -> None:
+    from .test_eval_endpoint import CURL_AGENT
+
+    (project / "agent.sh").write_text(CURL_AGENT)
+    result, calls = run(server, store_path, "data.jsonl", "fns.py:exact", agent_cmd="sh agent.sh")
+    assert calls == ROWS and result.score == 1.0
+    cli = cli_config_id(store_path, server, capsys, "-d", "data.jsonl", "--eval-fn",
+                        "fns.py:exact", "--agent-cmd", "sh agent.sh")  # fmt: skip
+    assert cli == result.config_id and server.calls == ROWS  # the command reused every run
 
 
 def test_a_dataframe_is_the_same_dataset_as_its_rows(server, store_path, project) -> None:

@@ -64,6 +64,7 @@ def evaluate(
     *,
     model: str | None = None,
     agent: UserCode | None = None,
+    agent_cmd: str | None = None,
     n: int = 1,
     store: StorePath = None,
     base_url: str | None = None,
@@ -102,7 +103,9 @@ def evaluate(
     ``dataset_name`` when given as objects. ``eval_fns`` and ``agent``: ``MODULE:NAME`` or
     ``file.py:NAME`` specs, or the callables themselves; a function defined in a notebook
     cell is keyed by its source and what it reaches by name (docs/python.md says what that
-    does not cover). The other arguments are the flags of ``osmo eval`` (``n=`` is
+    does not cover). ``agent_cmd``: a program run per rollout against the eval's recording
+    endpoint, as ``--agent-cmd`` (docs/eval.md). The other arguments are the flags of
+    ``osmo eval`` (``n=`` is
     ``--n``, ``older_keys="adopt"`` is ``--adopt-old-keys``, ``"recompute"``
     ``--recompute``; ``shard=(1, 3)`` is ``--shard 1/3``).
 
@@ -127,7 +130,7 @@ def evaluate(
     fns = [eval_fns] if isinstance(eval_fns, str) or callable(eval_fns) else list(eval_fns)
     prepared = prepare_eval(
         dataset, fns, model=model, base_url=base_url, model_id=model_id, agent=agent,
-        params=SamplingParams(temperature, max_tokens, top_p, seed), n=n,
+        agent_cmd=agent_cmd, params=SamplingParams(temperature, max_tokens, top_p, seed), n=n,
         max_turns=max_turns, limit=limit, offset=offset, key_env=list(key_env),
         key_files=list(key_files), dataset_name=dataset_name,
     )  # fmt: skip

@@ -92,10 +92,18 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
         help="name the endpoint part of the model's identity yourself: the cache then "
         "survives the endpoint moving (the model name always counts)",
     )
-    d.add_argument(
+    agent = d.add_mutually_exclusive_group()
+    agent.add_argument(
         "--agent",
         metavar="MODULE:ATTR",
         help="a callable (messages, row, client) -> final messages; sync or async",
+    )
+    agent.add_argument(
+        "--agent-cmd",
+        metavar="COMMAND",
+        help="an agent that is a program: run per run with OPENAI_BASE_URL and "
+        "OPENAI_API_KEY set to the eval's recording endpoint, the row as JSON on stdin; "
+        "prints the final messages as JSON",
     )
     d.add_argument(
         "--eval-fn",
@@ -287,7 +295,7 @@ def build_config(args: argparse.Namespace) -> PreparedEval:
 
     if not args.dataset:
         raise UsageError("no dataset: give -d FILE", hint="see osmo eval --help")
-    if not args.model and not args.agent:
+    if not args.model and not args.agent and args.agent_cmd is None:
         raise UsageError("give --model NAME or --agent MODULE:ATTR")
     if not args.eval_fn:
         raise UsageError("give at least one --eval-fn MODULE:FN")
@@ -298,6 +306,7 @@ def build_config(args: argparse.Namespace) -> PreparedEval:
         base_url=args.base_url,
         model_id=args.model_id,
         agent=args.agent,
+        agent_cmd=args.agent_cmd,
         params=SamplingParams(args.temperature, args.max_tokens, args.top_p, args.seed),
         n=args.n,
         max_turns=args.max_turns,

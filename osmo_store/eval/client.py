@@ -38,7 +38,8 @@ from urllib3.exceptions import TimeoutError as _TimeoutError
 
 from osmo_store.errors import FatalModelError, ModelCallError, ModelError, UsageError
 
-from .config import normalize_base_url
+from .config import CHAT_API, normalize_base_url
+from .sse import assemble_chat_stream, parse_sse
 
 logger = logging.getLogger(__name__)
 
@@ -155,9 +156,8 @@ class ChatClient:
         self.backoff_max = backoff_max
         self._api_key = api_key or None
         self._pool = _Pool(self.chat_url, pool_size)
-        # One request target and one set of headers for every call: the pool is this
-        # endpoint's own (or a proxy's, which takes the absolute URL).
-        self._target = self.chat_url if self._pool.proxied else _path_of(self.chat_url)
+        # One set of headers for every call: the pool is this endpoint's own (or a proxy's,
+        # which takes the absolute URL as the request target).
         self._headers = {
             "User-Agent": "osmo-store",
             "Accept": "application/json",
@@ -173,13 +173,13 @@ class ChatClient:
         self._closed = False
         self._rng = random.Random()
 
-    def _send(self, request: dict[str, Any]) -> _Answer:
+    def _send(self, request: dict[str, Any], target: str) -> _Answer:
         """POST through the pool and read the whole answer, so transport errors surface here
         (where they are retried) and the connection goes back to the pool whatever the caller
         does next. Redirects are not followed (a redirected POST would come back as a GET)."""
         response = self._pool.urlopen(
             "POST",
-            self._target,
+            target,
             body=json.dumps(request).encode("utf-8"),
             headers=self._headers,
             retries=False,
@@ -204,29 +204,35 @@ class ChatClient:
         self._closed = True
         self._pool.close()
 
-    def chat(self, request: dict[str, Any]) -> ChatResult:
-        """Send one chat completion request, retrying transient failures."""
+    def chat(self, request: dict[str, Any], api: str = CHAT_API) -> ChatResult:
+        """Send one chat completion request (or one to another ``api`` under the base URL,
+        ``completions`` or ``embeddings``), retrying transient failures. A streamed request
+        (``stream: true``) is read to its end and given as the response it assembles to."""
         if self._closed:
             raise UsageError("ChatClient is closed")
+        url = self.chat_url if api == CHAT_API else f"{self.base_url}/{api}"
+        target = url if self._pool.proxied else _path_of(url)
         attempts = 0
         while True:
             attempts += 1
             started = time.monotonic()
             try:
-                response = self._send(request)
+                response = self._send(request, target)
             except HTTPError as exc:
                 status = None
-                problem, wait = self._transport_failure(exc, attempts), None
+                problem, wait = self._transport_failure(exc, attempts, url), None
             else:
                 self._reached = True
                 if 200 <= response.status < 300:
-                    return self._result(response, time.monotonic() - started, attempts)
+                    latency = time.monotonic() - started
+                    streamed = request.get("stream") is True
+                    return self._result(response, latency, attempts, url, streamed)
                 status = response.status
-                problem, wait = self._http_failure(response, attempts)
+                problem, wait = self._http_failure(response, attempts, url)
             if attempts > self.max_retries:
                 self._fail(
                     ModelCallError,
-                    f"model call to {self.chat_url} failed after {attempts} attempts: {problem}",
+                    f"model call to {url} failed after {attempts} attempts: {problem}",
                     status=status,
                     attempts=attempts,
                 )
@@ -234,7 +240,7 @@ class ChatClient:
                 wait = self._backoff(attempts)
             logger.info(
                 "model call to %s: %s; retry %d of %d in %.2fs",
-                self.chat_url,
+                url,
                 self._redact(problem),
                 attempts,
                 self.max_retries,
@@ -244,12 +250,12 @@ class ChatClient:
 
     # -- classification --
 
-    def _transport_failure(self, exc: HTTPError, attempts: int) -> str:
+    def _transport_failure(self, exc: HTTPError, attempts: int, url: str) -> str:
         """Describe a retryable failure without an HTTP answer, or raise if it is final."""
         if isinstance(exc, SSLError):
             self._fail(
                 FatalModelError,
-                f"TLS error talking to {self.chat_url}: {_short(str(exc))}",
+                f"TLS error talking to {url}: {_short(str(exc))}",
                 attempts=attempts,
                 hint="check the base URL scheme (http vs https) and the server's certificate",
             )
@@ -261,7 +267,7 @@ class ChatClient:
             if attempts > budget:
                 self._fail(
                     FatalModelError,
-                    f"model endpoint {self.chat_url} is unreachable ({problem}, "
+                    f"model endpoint {url} is unreachable ({problem}, "
                     f"{attempts} attempt{'s' if attempts > 1 else ''})",
                     attempts=attempts,
                     hint="is the model server running? check --base-url",
@@ -273,11 +279,11 @@ class ChatClient:
             return f"connection lost: {_os_reason(exc)}"
         self._fail(
             ModelCallError,
-            f"model call to {self.chat_url} failed: {_short(str(exc))}",
+            f"model call to {url} failed: {_short(str(exc))}",
             attempts=attempts,
         )
 
-    def _http_failure(self, response: _Answer, attempts: int) -> tuple[str, float | None]:
+    def _http_failure(self, response: _Answer, attempts: int, url: str) -> tuple[str, float | None]:
         """Describe a retryable HTTP error and the server's requested wait, or raise."""
         status = response.status
         code, excerpt = _error_excerpt(response)
@@ -291,7 +297,7 @@ class ChatClient:
             }
             self._fail(
                 FatalModelError,
-                f"model endpoint {self.chat_url} refused the request: {problem}",
+                f"model endpoint {url} refused the request: {problem}",
                 status=status,
                 attempts=attempts,
                 hint=hints[status],
@@ -300,7 +306,7 @@ class ChatClient:
             location = response.headers.get("Location", "?")
             self._fail(
                 FatalModelError,
-                f"model endpoint {self.chat_url} redirects (HTTP {status}) to {location}",
+                f"model endpoint {url} redirects (HTTP {status}) to {location}",
                 status=status,
                 attempts=attempts,
                 hint="use the redirect target as the base URL",
@@ -308,27 +314,36 @@ class ChatClient:
         if status not in RETRYABLE_STATUSES:
             self._fail(
                 ModelCallError,
-                f"model call to {self.chat_url} failed: {problem}",
+                f"model call to {url} failed: {problem}",
                 status=status,
                 attempts=attempts,
             )
         return problem, self._retry_after(response)
 
-    def _result(self, response: _Answer, latency: float, attempts: int) -> ChatResult:
+    def _result(
+        self, response: _Answer, latency: float, attempts: int, url: str, streamed: bool
+    ) -> ChatResult:
         status = response.status
         try:
-            data = response.json()
+            if streamed and "event-stream" in response.headers.get("Content-Type", ""):
+                data = assemble_chat_stream(parse_sse(response.body))
+            else:
+                data = response.json()
         except ValueError:
             data = None
+        except ModelCallError as e:
+            self._fail(ModelCallError, f"model call to {url}: {e}", attempts=attempts)
         if not isinstance(data, dict):
             self._fail(
                 ModelCallError,
-                f"malformed response from {self.chat_url} (HTTP {status}): not a JSON object: "
+                f"malformed response from {url} (HTTP {status}): not a JSON object: "
                 f"{_short(response.text) or '(empty body)'}",
                 status=status,
                 attempts=attempts,
             )
         choices = data.get("choices")
+        if url != self.chat_url:
+            return self._other_result(data, response, latency, attempts, url)
         if (
             not isinstance(choices, list)
             or not choices
@@ -338,8 +353,7 @@ class ChatClient:
             detail = _error_text(data) or _short(response.text)
             self._fail(
                 ModelCallError,
-                f"malformed response from {self.chat_url} (HTTP {status}): "
-                f"no choices[0].message: {detail}",
+                f"malformed response from {url} (HTTP {status}): no choices[0].message: {detail}",
                 status=status,
                 attempts=attempts,
             )
@@ -351,6 +365,22 @@ class ChatClient:
             latency_s=latency,
             attempts=attempts,
         )
+
+    def _other_result(
+        self, data: dict[str, Any], response: _Answer, latency: float, attempts: int, url: str
+    ) -> ChatResult:
+        """A completions or embeddings answer: its list of results must be there."""
+        field = "data" if url.endswith("/embeddings") else "choices"
+        if not isinstance(data.get(field), list):
+            detail = _error_text(data) or _short(response.text)
+            self._fail(
+                ModelCallError,
+                f"malformed response from {url} (HTTP {response.status}): no {field}: {detail}",
+                status=response.status,
+                attempts=attempts,
+            )
+        usage = data.get("usage")
+        return ChatResult({}, data, usage if isinstance(usage, dict) else {}, latency, attempts)
 
     # -- helpers --
 

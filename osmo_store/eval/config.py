@@ -33,6 +33,10 @@ KEY_SCHEMA_CHANGES = {
     "dependencies and the model name under --model-id",
 }
 
+#: the API path (under the base URL) of chat completions; a call to another one
+#: (``completions``, ``embeddings``) has it in its key
+CHAT_API = "chat/completions"
+
 #: request fields that never change what a model returns (transport and bookkeeping)
 _NON_IDENTITY_REQUEST_FIELDS = frozenset({"stream", "stream_options", "user", "model"})
 
@@ -189,10 +193,17 @@ def rollout_key(config: EvalConfig, row_key: str, run_index: int) -> str:
     return "r" + blake3_hex(canonical_json(body))
 
 
-def call_key(model: ModelSpec, request: dict[str, Any], run_index: int, occurrence: int) -> str:
+def call_key(
+    model: ModelSpec,
+    request: dict[str, Any],
+    run_index: int,
+    occurrence: int,
+    api: str = CHAT_API,
+) -> str:
     """Identity of one model call: the model, the request that produced the response, the
     sample index (so n samples are n calls) and how many identical requests came before it
-    in the same rollout (an agent asking the same thing twice gets two samples)."""
+    in the same rollout (an agent asking the same thing twice gets two samples); and the
+    API asked, unless it is chat completions (whose keys never had it)."""
     req = {k: v for k, v in request.items() if k not in _NON_IDENTITY_REQUEST_FIELDS}
     body = {
         "schema": KEY_SCHEMA_VERSION,
@@ -202,4 +213,6 @@ def call_key(model: ModelSpec, request: dict[str, Any], run_index: int, occurren
         "run": run_index,
         "occurrence": occurrence,
     }
+    if api != CHAT_API:
+        body["api"] = api
     return "c" + blake3_hex(canonical_json(body))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+from .agentcmd import load_command_agent
 from .callables import callable_ref
 from .code import load_callable
 from .config import (
@@ -73,6 +74,7 @@ def prepare_eval(
     base_url: str | None = None,
     model_id: str | None = None,
     agent: UserCode | None = None,
+    agent_cmd: str | None = None,
     params: SamplingParams | None = None,
     n: int = 1,
     max_turns: int | None = None,
@@ -84,13 +86,16 @@ def prepare_eval(
 ) -> PreparedEval:
     """Load the dataset (a file, or rows as objects: a list of dicts or a DataFrame, shown
     as ``dataset_name``) and the user code (``MODULE:ATTR`` or ``file.py:ATTR`` specs, or
-    callables: see ``callables``) and compute the config's identity. ``key_env`` and
+    callables: see ``callables``) and compute the config's identity. ``agent_cmd`` is an
+    agent that is a program (``agentcmd``), in place of ``agent``. ``key_env`` and
     ``key_files`` name environment variables and files the user code depends on: their
     values join the key of the agent and of every eval function. Raises ``UsageError``,
     ``DatasetError`` or ``CodeLoadError`` for input that cannot run, before anything is
     stored."""
-    if model is None and agent is None:
+    if model is None and agent is None and agent_cmd is None:
         raise UsageError("an eval needs a model or an agent")
+    if agent is not None and agent_cmd is not None:
+        raise UsageError("give an agent or an agent command, not both")
     if not eval_fns:
         raise UsageError("an eval needs at least one eval function")
     if is_records(dataset):
@@ -105,7 +110,12 @@ def prepare_eval(
             raise UsageError(f"--key-file {name}: no such file")
         files.append((name, Path(name)))
     declared = {"key_env": tuple(key_env), "key_files": tuple(files)}
-    agent_fn, agent_ref = _user_code(agent, "agent", **declared) if agent else (None, None)
+    agent_fn: Callable[..., Any] | None = None
+    agent_ref = None
+    if agent:
+        agent_fn, agent_ref = _user_code(agent, "agent", **declared)
+    elif agent_cmd is not None:
+        agent_fn, agent_ref = load_command_agent(agent_cmd, **declared)
     fns = [EvalFn.wrap(*_user_code(spec, "eval function", **declared)) for spec in eval_fns]
     names = [f.name for f in fns]
     if len(set(names)) != len(names):
@@ -128,7 +138,11 @@ def prepare_eval(
         # The endpoint called, also when a model id keeps it out of the identity.
         "base_url": endpoint_identity(url) if spec else None,
         "model_id": model_id,
-        "agent": agent_ref.spec if agent_ref else None,
+        # Every view shows "agent"; a command is shown there as a shell line.
+        "agent": f"$ {agent_cmd}"
+        if agent_cmd is not None
+        else (agent_ref.spec if agent_ref else None),
+        "agent_cmd": agent_cmd,
         "eval_fns": [f.ref.spec for f in fns],
         "dataset": str(loaded.path),
         "rows": loaded.selected_rows,

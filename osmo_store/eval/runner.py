@@ -31,6 +31,7 @@ from .code import USER_CODE_ERRORS, describe_error
 from .config import EvalConfig, rollout_key
 from .configstate import acquire_eval_lock
 from .dataset import Row
+from .endpoint import RecordingEndpoint
 from .journal import Journal, to_replay
 from .plan import Plan, Todo
 from .prepare import PreparedEval
@@ -231,7 +232,14 @@ class _EvalRun:
             if layout is not None and not isolated
             else None
         )
-        solver = Solver(config, lookup, self.caller, prepared.agent)
+        # An agent may call the model through an SDK of its own: the eval's endpoint serves
+        # it (started at the first rollout that asks for its URL).
+        self.endpoint = (
+            RecordingEndpoint(config.model.name if config.model else None)
+            if prepared.agent is not None
+            else None
+        )
+        solver = Solver(config, lookup, self.caller, prepared.agent, self.endpoint)
         self.base_meta: dict[str, Any] = {
             "kind": "osmo.eval",
             "schema": SCHEMA,
@@ -315,6 +323,8 @@ class _EvalRun:
             raise
         finally:
             self._end_threads(wait_for_runs=not abort)
+            if self.endpoint is not None and not abort:
+                self.endpoint.close()
             if self.claims is not None:
                 self.claims.release_all()
             if isinstance(self.recorder, RecorderProcess):

@@ -23,12 +23,14 @@ from ..errors import (
     ModelError,
     NoModelConfigured,
     ObjectNotFound,
+    UsageError,
 )
 from ..hashing import ObjectId, canonical_json
 from ..objects import ObjectType, object_id
 from ..repo import Repository
 from .client import ChatClient
-from .config import EvalConfig, ModelSpec, call_key
+from .config import CHAT_API, EvalConfig, ModelSpec, call_key
+from .endpoint import EndpointRollout, RecordingEndpoint
 from .keyfilter import KeyFilter
 from .state import IndexReader
 from .stored import parse_call, parse_rollout
@@ -45,6 +47,8 @@ class CallOutcome:
     message: dict[str, Any]
     usage: dict[str, Any]
     reused: bool
+    #: the whole answer, for the endpoint to give back (None for a rollout's reused calls)
+    response: dict[str, Any] | None = None
 
 
 @dataclass
@@ -185,11 +189,13 @@ class ModelCaller:
         # carries no content), so a rollout cut short by a crash does not pay for it again.
         self.record_now: Callable[[CallOutcome], None] | None = None
 
-    def call(self, request: dict[str, Any], run_index: int, occurrence: int) -> CallOutcome:
+    def call(
+        self, request: dict[str, Any], run_index: int, occurrence: int, api: str = CHAT_API
+    ) -> CallOutcome:
         if self.model is None or self.client is None:
             raise NoModelConfigured()
         request = {"model": self.model.name, **request}
-        key = call_key(self.model, request, run_index, occurrence)
+        key = call_key(self.model, request, run_index, occurrence, api)
         hit = self.lookup.find(key)
         if hit is not None and (reused := self._outcome(key, hit)) is not None:
             return reused
@@ -201,7 +207,7 @@ class ModelCaller:
         if not owner:
             return fut.result()  # identical request in flight: share its answer
         try:
-            outcome = self._real_call(key, request)
+            outcome = self._real_call(key, request, api)
             fut.set_result(outcome)
             return outcome
         except BaseException as e:
@@ -211,10 +217,10 @@ class ModelCaller:
             with self._lock:
                 self._inflight.pop(key, None)
 
-    def _real_call(self, key: str, request: dict[str, Any]) -> CallOutcome:
+    def _real_call(self, key: str, request: dict[str, Any], api: str) -> CallOutcome:
         started = time.time()
         try:
-            result = self.client.chat(request)  # type: ignore[union-attr]
+            result = self.client.chat(request, api)  # type: ignore[union-attr]
         except ModelError as e:
             with self._lock:
                 self.failed_calls += 1
@@ -235,10 +241,14 @@ class ModelCaller:
             "attempts": result.attempts,
             "started": round(started, 3),
         }
+        if api != CHAT_API:
+            body["api"] = api
         content = canonical_json(body)
         oid = object_id(ObjectType.BLOB, content)
         self.lookup.remember(key, oid, content)
-        outcome = CallOutcome(key, oid, content, result.message, result.usage or {}, False)
+        outcome = CallOutcome(
+            key, oid, content, result.message, result.usage or {}, False, result.response
+        )
         if self.record_now is not None:
             self.record_now(outcome)
             outcome = dataclasses.replace(outcome, content=None)
@@ -255,12 +265,15 @@ class ModelCaller:
         response = body.get("response") or {}
         message = (response.get("choices") or [{}])[0].get("message") or {}
         content = hit.content if hit.pending else None
-        return CallOutcome(key, hit.oid, content, message, response.get("usage") or {}, True)
+        usage = response.get("usage") or {}
+        return CallOutcome(key, hit.oid, content, message, usage, True, response)
 
 
 class AgentClient:
     """What an agent gets as ``client``: ``chat()`` goes through the store (cached, single-
-    flighted, retried) and records every call for the rollout's provenance."""
+    flighted, retried) and records every call for the rollout's provenance. ``base_url``
+    and ``api_key`` are the same path for an SDK of the agent's choosing (the eval's
+    recording endpoint); ``model`` is the model name to ask for."""
 
     def __init__(
         self,
@@ -271,6 +284,7 @@ class AgentClient:
         *,
         single_call: bool = False,
         calls: list[CallOutcome] | None = None,
+        endpoint: RecordingEndpoint | None = None,
     ) -> None:
         self._single_call = single_call
         self._caller = caller
@@ -282,20 +296,74 @@ class AgentClient:
         self.max_turns = max_turns
         self.calls: list[CallOutcome] = [] if calls is None else calls
         self._seen: dict[bytes, int] = {}
+        self._seen_lock = threading.Lock()  # an agent may call from several threads
+        self.endpoint: EndpointRollout | None = (
+            endpoint.rollout(self._complete) if endpoint is not None else None
+        )
+
+    @property
+    def run_index(self) -> int:
+        """The sample index of this rollout (0 to n - 1)."""
+        return self._run_index
+
+    @property
+    def model(self) -> str | None:
+        """The eval's model name (``--model``); the endpoint asks for it whatever an SDK
+        names, since it is part of every call's key."""
+        return self._caller.model.name if self._caller.model is not None else None
+
+    @property
+    def base_url(self) -> str:
+        """This rollout's base URL at the eval's recording endpoint (``.../v1``)."""
+        return self._endpoint().base_url
+
+    @property
+    def api_key(self) -> str:
+        """The eval's endpoint key (not the model's: that never reaches the agent)."""
+        return self._endpoint().api_key
+
+    def _endpoint(self) -> EndpointRollout:
+        if self.endpoint is None:
+            raise UsageError("this client has no endpoint: only agents run by an eval get one")
+        return self.endpoint
 
     def chat(self, messages: list[dict[str, Any]], **overrides: Any) -> dict[str, Any]:
         """Send ``messages`` (plus any request fields, e.g. ``tools``) to the model; returns
         the assistant message as a dict (``content``, maybe ``tool_calls``)."""
-        request = {**self._params, **overrides, "messages": messages}
+        return dict(self._ask({**overrides, "messages": messages}).message)
+
+    def _complete(
+        self, api: str, fields: dict[str, Any], transport: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The endpoint's path: request fields as an SDK sent them (the model and stream
+        flags taken out) to the whole response, asked and keyed exactly as ``chat`` would
+        ask it; ``transport`` (``stream``) is sent upstream but changes no key. The eval's
+        sampling parameters are for chat: other APIs get the fields as sent."""
+        outcome = self._ask(fields, transport, api)
+        assert outcome.response is not None
+        return outcome.response
+
+    def _ask(
+        self,
+        fields: dict[str, Any],
+        transport: dict[str, Any] | None = None,
+        api: str = CHAT_API,
+    ) -> CallOutcome:
+        request = {**self._params, **fields} if api == CHAT_API else fields
         if self._single_call:
             occurrence = 0  # the plain model path: one call per rollout, nothing to count
         else:
             fingerprint = canonical_json(request)
-            occurrence = self._seen.get(fingerprint, 0)
-            self._seen[fingerprint] = occurrence + 1
-        outcome = self._caller.call(request, self._run_index, occurrence)
+            if api != CHAT_API:
+                fingerprint = api.encode() + fingerprint
+            with self._seen_lock:
+                occurrence = self._seen.get(fingerprint, 0)
+                self._seen[fingerprint] = occurrence + 1
+        if transport:
+            request = {**request, **transport}
+        outcome = self._caller.call(request, self._run_index, occurrence, api)
         self.calls.append(outcome)
-        return dict(outcome.message)
+        return outcome
 
     async def achat(self, messages: list[dict[str, Any]], **overrides: Any) -> dict[str, Any]:
         # In a daemon thread of its own, not asyncio.to_thread: the loop's executor threads
@@ -345,8 +413,10 @@ class Solver:
         lookup: StoreLookup,
         caller: ModelCaller,
         agent: Callable[..., Any] | None,
+        endpoint: RecordingEndpoint | None = None,
     ) -> None:
         self.config = config
+        self.endpoint = endpoint
         self.lookup = lookup
         self.caller = caller
         self.agent = agent
@@ -392,14 +462,16 @@ class Solver:
         client = AgentClient(
             self.caller, run_index, self.params, self.config.max_turns,
             single_call=self.agent is None, calls=calls,
+            endpoint=self.endpoint if self.agent is not None else None,
         )  # fmt: skip
         if self.agent is None:
             reply = client.chat(messages)
             final = [*messages, reply]
         else:
-            result = self.agent([dict(m) for m in messages], row_data, client)
-            if inspect.isawaitable(result):
-                result = asyncio.run(_await(result))
+            with client.endpoint or contextlib.nullcontext():
+                result = self.agent([dict(m) for m in messages], row_data, client)
+                if inspect.isawaitable(result):
+                    result = asyncio.run(_await(result))
             final = _validate_messages(result)
         usage: dict[str, int] = {}
         for c in client.calls:

@@ -1,11 +1,13 @@
 """A real OpenAI-compatible chat server on 127.0.0.1, for tests, benchmarks and the offline demo.
 
-``MockServer`` answers ``POST /v1/chat/completions`` (and ``/chat/completions``) and
-``GET /v1/models`` over real HTTP, so clients are exercised through sockets, keep-alive, timeouts
-and retries exactly as against vLLM or OpenAI. The default responder solves arithmetic questions
-("What is 12 + 7?") and, with ``error_rate``, gets a reproducible fraction of them wrong, so
-example evals have realistic scores. Faults (status codes with ``Retry-After``, random 500s,
-answers slower than the client's timeout, bad keys, unknown models) are injected on demand.
+``MockServer`` answers ``POST /v1/chat/completions`` (and ``/chat/completions``; streamed
+with ``stream: true``; ``n`` choices), ``POST /v1/completions``, ``POST /v1/embeddings`` and
+``GET /v1/models`` over real HTTP (see ``mockapi``), so clients are exercised through
+sockets, keep-alive, timeouts and retries exactly as against vLLM or OpenAI. The default
+responder solves arithmetic questions ("What is 12 + 7?") and, with ``error_rate``, gets a
+reproducible fraction of them wrong, so example evals have realistic scores. Faults (status
+codes with ``Retry-After``, random 500s, answers slower than the client's timeout, bad
+keys, unknown models) are injected on demand.
 
 Run ``python -m osmo_store.testing.mockserver [--port N]`` to serve until SIGINT/SIGTERM; the first
 line on stdout is the base URL.
@@ -39,12 +41,20 @@ from urllib.parse import urlsplit
 
 from osmo_store.errors import UsageError
 
+from . import mockapi
+
 logger = logging.getLogger(__name__)
 
 Responder = Callable[[dict[str, Any]], "str | dict[str, Any]"]
 
 DEFAULT_MODEL = "osmo-mock"
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+#: what each POST route serves (the chat routes, text completions, embeddings)
+POST_ROUTES = {
+    **dict.fromkeys(CHAT_PATHS, "chat"),
+    **dict.fromkeys(("/v1/completions", "/completions"), "completions"),
+    **dict.fromkeys(("/v1/embeddings", "/embeddings"), "embeddings"),
+}
 MODELS_PATHS = frozenset({"/v1/models", "/models"})
 _MAX_EXPRESSION_CHARS = 200
 
@@ -346,17 +356,18 @@ class _Handler(BaseHTTPRequestHandler):
         # Read the body even when the route is wrong: leftovers would corrupt the next
         # request on this keep-alive connection.
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if urlsplit(self.path).path.rstrip("/") not in CHAT_PATHS:
+        api = POST_ROUTES.get(urlsplit(self.path).path.rstrip("/"))
+        if api is None:
             self._send_error(404, f"no route for POST {self.path}", "not_found")
             return
         mock = self.server.mock
         mock._enter()
         try:
-            self._chat(body)
+            self._chat(body, api)
         finally:
             mock._leave()
 
-    def _chat(self, body: bytes) -> None:
+    def _chat(self, body: bytes, api: str = "chat") -> None:
         mock = self.server.mock
         try:
             request = json.loads(body)
@@ -381,6 +392,9 @@ class _Handler(BaseHTTPRequestHandler):
         if mock._random_failure():
             self._send_error(500, "injected random failure", "server_error")
             return
+        if api != "chat":
+            self._other_api(request, api)
+            return
         messages, model = request.get("messages"), request.get("model")
         if not isinstance(messages, list) or not messages:
             self._send_error(400, "'messages' must be a non-empty list", "invalid_request_error")
@@ -398,7 +412,39 @@ class _Handler(BaseHTTPRequestHandler):
             logger.exception("mock server: responder failed")
             self._send_error(500, f"responder failed: {exc}", "server_error")
             return
-        self._send_json(200, _completion(request, answer))
+        completion = _completion(request, answer)
+        n = request.get("n")
+        if isinstance(n, int) and n > 1:
+            completion["choices"] = [{**completion["choices"][0], "index": i} for i in range(n)]
+        if request.get("stream") is True:
+            include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+            data = mockapi.chat_stream(completion, include_usage=include_usage)
+            self._send(200, data, "text/event-stream; charset=utf-8", None)
+            return
+        self._send_json(200, completion)
+
+    def _other_api(self, request: dict[str, Any], api: str) -> None:
+        """``POST /v1/completions`` (answered as the chat responder answers the prompt)
+        and ``POST /v1/embeddings``."""
+        if not isinstance(request.get("model"), str) or not request["model"]:
+            self._send_error(400, "you must provide a model parameter", "invalid_request_error")
+            return
+        if api == "embeddings":
+            answer = mockapi.embeddings(request)
+            if answer is None:
+                self._send_error(400, "'input' must be text or a list of texts",
+                                 "invalid_request_error")  # fmt: skip
+                return
+            self._send_json(200, answer)
+            return
+        prompt = request.get("prompt")
+        if not isinstance(prompt, str):
+            self._send_error(400, "'prompt' must be text", "invalid_request_error")
+            return
+        text = self.server.mock.responder(
+            {**request, "messages": [{"role": "user", "content": prompt}]}
+        )
+        self._send_json(200, mockapi.text_completion(request, _text_of(text)))
 
     def _authorized(self) -> bool:
         expected = self.server.mock.require_api_key
