@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from osmo_store import Repository
 from osmo_store.eval.client import ChatClient
 from osmo_store.eval.prepare import prepare_eval
 from osmo_store.eval.runner import EvalOptions, run_eval
+from osmo_store.eval.state import Recorder
 from osmo_store.maintenance.fsck import fsck
 from osmo_store.maintenance.gc import gc
 from osmo_store.testing.mockserver import MockServer
@@ -87,3 +89,34 @@ def test_a_second_config_on_the_same_solver_stores_no_second_copy_of_anything(
     copies = stored_copies(store)
     assert [oid for oid, n in copies.items() if n > 1] == []
     assert unreachable(store) == 0
+
+
+def test_superseded_checkpoints_are_reclaimed_as_the_eval_goes(
+    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the recorder notes to reclaim stays bounded (a long eval noted an id per node
+    each commit superseded: ~150 bytes, more of them a run the longer it went), and what it
+    reclaims along the way leaves a whole store."""
+    bound = 40
+    monkeypatch.setattr(Recorder, "RECLAIM_AFTER", bound, raising=False)
+    noted: list[int] = []
+    live: list[int] = []  # nodes and run records the checkpoint in place reaches
+    commit = Recorder.commit
+
+    def spy(self: Recorder, *args: Any, **kwargs: Any) -> str:
+        run_id = commit(self, *args, **kwargs)
+        noted.append(len(self._written))
+        live.append(len(self._still_used()))
+        return run_id
+
+    monkeypatch.setattr(Recorder, "commit", spy)
+    store = tmp_path / "store"
+    with MockServer(latency=0.005) as srv:
+        evaluate(store, srv, "a.py:a", recorder_process=False)
+    assert len(noted) > 10, "too few checkpoints to tell"
+    # what the current checkpoint uses stays noted (a later one may supersede it)
+    assert max(noted) < bound + max(live)
+    assert unreachable(store) == 0
+    with Repository.open(store) as repo:
+        report = fsck(repo, full=True)
+        assert report.ok, report.problems

@@ -100,6 +100,11 @@ class SampleResult:
 class Recorder:
     """Group-commits sample results for one config. Not thread-safe: one committer."""
 
+    #: superseded checkpoint objects noted past which a commit reclaims them there and then
+    #: rather than at the session's end: each commit supersedes a node per manifest leaf it
+    #: touches, so over a long eval the ids noted grow faster than the runs (~150 bytes each)
+    RECLAIM_AFTER = 20_000
+
     def __init__(
         self,
         repo: Repository,
@@ -217,19 +222,32 @@ class Recorder:
         # Each commit wrote a pack: the store folds them as they pile up (the bound on the
         # store's pack count waits for the eval's end, see run_eval).
         self.repo.objects.after_bulk_write(more_coming=True)
-        if final:
-            self.reclaim()
+        if final or len(self._written) >= self.RECLAIM_AFTER:
+            self.reclaim(final=final)
         return run_id
 
-    def reclaim(self) -> int:
+    def reclaim(self, *, final: bool = True) -> int:
         """Delete the checkpoints this session superseded (what its commits wrote that no
         ref, reflogged commit or the lookup index reaches), where the store can tell that
         no other writer relies on them (``ObjectStore.reclaim_written``); gc collects them
-        otherwise. Returns how many objects went."""
+        otherwise. Returns how many objects went.
+
+        Before the session's end (``final`` false), only what is still used stays noted (a
+        later commit may supersede it), so the notes stay bounded even where nothing could
+        be reclaimed. A reader holding a superseded root (the eval's lookups) then meets a
+        missing node, which it takes as a miss (``IndexReader``)."""
         written, self._written = self._written, set()
+        used: set[ObjectId] = set()
+
+        def still_used() -> set[ObjectId]:
+            used.update(self._still_used())
+            return used
+
         started = time.monotonic()
         try:
-            dropped = self.repo.objects.reclaim_written(written, self._still_used)
+            dropped = self.repo.objects.reclaim_written(written, still_used)
+            if not final:
+                self._written = written.intersection(used or still_used())
         except (CorruptObject, MalformedObject, ObjectNotFound) as e:
             # What a damaged object reaches is unknown: delete nothing, gc will decide.
             _log.warning("osmo: not reclaiming superseded checkpoints (%s)", e)
