@@ -224,6 +224,9 @@ class Recorder:
         self.repo.objects.after_bulk_write(more_coming=True)
         if final or len(self._written) >= self.RECLAIM_AFTER:
             self.reclaim(final=final)
+        # The presence checks map pack index pages at random: over a long eval, every page
+        # of every index, which would count in the recorder's memory as the store grows.
+        self.repo.objects.release_memory()
         return run_id
 
     def reclaim(self, *, final: bool = True) -> int:
