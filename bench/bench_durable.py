@@ -67,9 +67,9 @@ def osmo() -> list[str]:
 
 
 def eval_cmd(store: Path, dataset: Path, base_url: str, fn: str) -> list[str]:
-    return [*osmo(), "--store", str(store), "eval", "-d", str(dataset), "--model", "bench",
-            "--base-url", base_url, "--eval-fn", fn, "--concurrency", str(WORKERS),
-            "--json", "-q"]  # fmt: skip
+    return [*osmo(), "--store", str(store), "--create", "eval", "-d", str(dataset),
+            "--model", "bench", "--base-url", base_url, "--eval-fn", fn,
+            "--concurrency", str(WORKERS), "--json", "-q"]  # fmt: skip
 
 
 def questions(srv: MockServer, start: int = 0) -> list[str]:

@@ -144,7 +144,8 @@ def section_eval(work: Path, sizes: list[int], res: dict) -> None:
             data = write_dataset(work / f"eval-{size}.jsonl", size, seed="mem", row_id="m-{:07d}")
             store = work / f"eval-store-{size}"
             cmd = [
-                *osmo_cmd(), "--store", str(store), "eval", "-d", str(data), "--model", "mem-model",
+                *osmo_cmd(), "--store", str(store), "--create", "eval", "-d", str(data),
+                "--model", "mem-model",
                 "--base-url", server.base_url, "--eval-fn", f"{SCORING}:exact_match",
                 "--concurrency", "16", "--json", "-q",
             ]  # fmt: skip

@@ -1,12 +1,15 @@
 """No garbage by construction: an eval's superseded checkpoints (manifest nodes and run
 records no ref reaches any more) are reclaimed by its recorder when it ends, and a second
-config on the same solver stores no second copy of the first one's manifests."""
+config on the same solver stores no second copy of the first one's manifests. Along the
+way, what the recorder keeps to reclaim them, and the index pages its checks map, stay
+bounded."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +17,7 @@ from osmo_store import Repository
 from osmo_store.eval.client import ChatClient
 from osmo_store.eval.prepare import prepare_eval
 from osmo_store.eval.runner import EvalOptions, run_eval
+from osmo_store.eval.state import Recorder
 from osmo_store.maintenance.fsck import fsck
 from osmo_store.maintenance.gc import gc
 from osmo_store.testing.mockserver import MockServer
@@ -87,3 +91,74 @@ def test_a_second_config_on_the_same_solver_stores_no_second_copy_of_anything(
     copies = stored_copies(store)
     assert [oid for oid, n in copies.items() if n > 1] == []
     assert unreachable(store) == 0
+
+
+def test_superseded_checkpoints_are_reclaimed_as_the_eval_goes(
+    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the recorder notes to reclaim stays bounded (a long eval noted an id per node
+    each commit superseded: ~150 bytes, more of them a run the longer it went), and what it
+    reclaims along the way leaves a whole store."""
+    bound = 40
+    monkeypatch.setattr(Recorder, "RECLAIM_AFTER", bound, raising=False)
+    noted: list[int] = []
+    live: list[int] = []  # nodes and run records the checkpoint in place reaches
+    commit = Recorder.commit
+
+    def spy(self: Recorder, *args: Any, **kwargs: Any) -> str:
+        run_id = commit(self, *args, **kwargs)
+        noted.append(len(self._written))
+        live.append(len(self._still_used()))
+        return run_id
+
+    monkeypatch.setattr(Recorder, "commit", spy)
+    store = tmp_path / "store"
+    with MockServer(latency=0.005) as srv:
+        evaluate(store, srv, "a.py:a", recorder_process=False)
+    assert len(noted) > 10, "too few checkpoints to tell"
+    # what the current checkpoint uses stays noted (a later one may supersede it)
+    assert max(noted) < bound + max(live)
+    assert unreachable(store) == 0
+    with Repository.open(store) as repo:
+        report = fsck(repo, full=True)
+        assert report.ok, report.problems
+
+
+def _mapped_index_kib(store: Path) -> tuple[int, int]:
+    """(KiB of this process's RSS in the store's mapped pack indexes, their size in KiB)."""
+    rss = size = 0
+    mapping = ""
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:
+                mapping = fields[5] if len(fields) > 5 else ""
+            elif mapping.startswith(str(store)) and mapping.endswith(".idx"):
+                if fields[0] == "Rss:":
+                    rss += int(fields[1])
+                elif fields[0] == "Size:":
+                    size += int(fields[1])
+    return rss, size
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads /proc/self/smaps")
+def test_the_recorder_lets_go_of_the_index_pages_its_checks_map(
+    tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each commit's presence checks map pages of every pack index: kept, they made the
+    recorder's memory grow with the store. After each commit, few are still mapped."""
+    store = tmp_path / "store"
+    mapped: list[tuple[int, int]] = []
+    commit = Recorder.commit
+
+    def spy(self: Recorder, *args: Any, **kwargs: Any) -> str:
+        run_id = commit(self, *args, **kwargs)
+        mapped.append(_mapped_index_kib(store))
+        return run_id
+
+    monkeypatch.setattr(Recorder, "commit", spy)
+    with MockServer(latency=0.005) as srv:
+        evaluate(store, srv, "a.py:a", recorder_process=False)
+    big = [(rss, size) for rss, size in mapped if size >= 32]  # indexes of 8 pages or more
+    assert big, mapped
+    assert sum(rss for rss, _ in big) <= sum(size for _, size in big) / 4, big

@@ -392,6 +392,9 @@ class _EvalRun:
                     self.recorder.trees["cache"],
                     (o.name for res in batch for o in res.objects if o.subtree == "cache"),
                 )
+                # The workers' lookups map pack index pages at random: let them go now and
+                # then, or every page of every index ends up counted in this process.
+                self.repo.objects.release_memory()
                 for res in batch:
                     if not res.name:
                         continue  # an agent's model call, recorded ahead of its run

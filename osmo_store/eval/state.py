@@ -47,6 +47,7 @@ from .configstate import EVAL_REF_PREFIX, SUBTREES, ConfigState, config_ref
 from .merge import merge_configs
 
 INDEX_REF = "refs/cache/index"
+INDEX_CACHE_BYTES = 1 << 20  # parsed index nodes an ``IndexReader`` keeps
 _log = logging.getLogger(__name__)
 
 
@@ -99,6 +100,11 @@ class SampleResult:
 
 class Recorder:
     """Group-commits sample results for one config. Not thread-safe: one committer."""
+
+    #: superseded checkpoint objects noted past which a commit reclaims them there and then
+    #: rather than at the session's end: each commit supersedes a node per manifest leaf it
+    #: touches, so over a long eval the ids noted grow faster than the runs (~150 bytes each)
+    RECLAIM_AFTER = 20_000
 
     def __init__(
         self,
@@ -217,19 +223,35 @@ class Recorder:
         # Each commit wrote a pack: the store folds them as they pile up (the bound on the
         # store's pack count waits for the eval's end, see run_eval).
         self.repo.objects.after_bulk_write(more_coming=True)
-        if final:
-            self.reclaim()
+        if final or len(self._written) >= self.RECLAIM_AFTER:
+            self.reclaim(final=final)
+        # The presence checks map pack index pages at random: over a long eval, every page
+        # of every index, which would count in the recorder's memory as the store grows.
+        self.repo.objects.release_memory()
         return run_id
 
-    def reclaim(self) -> int:
+    def reclaim(self, *, final: bool = True) -> int:
         """Delete the checkpoints this session superseded (what its commits wrote that no
         ref, reflogged commit or the lookup index reaches), where the store can tell that
         no other writer relies on them (``ObjectStore.reclaim_written``); gc collects them
-        otherwise. Returns how many objects went."""
+        otherwise. Returns how many objects went.
+
+        Before the session's end (``final`` false), only what is still used stays noted (a
+        later commit may supersede it), so the notes stay bounded even where nothing could
+        be reclaimed. A reader holding a superseded root (the eval's lookups) then meets a
+        missing node, which it takes as a miss (``IndexReader``)."""
         written, self._written = self._written, set()
+        used: set[ObjectId] = set()
+
+        def still_used() -> set[ObjectId]:
+            used.update(self._still_used())
+            return used
+
         started = time.monotonic()
         try:
-            dropped = self.repo.objects.reclaim_written(written, self._still_used)
+            dropped = self.repo.objects.reclaim_written(written, still_used)
+            if not final:
+                self._written = written.intersection(used or still_used())
         except (CorruptObject, MalformedObject, ObjectNotFound) as e:
             # What a damaged object reaches is unknown: delete nothing, gc will decide.
             _log.warning("osmo: not reclaiming superseded checkpoints (%s)", e)
@@ -341,8 +363,12 @@ class IndexReader:
 
     def __init__(self, repo: Repository, only: ObjectId | None = None) -> None:
         self.repo = repo
-        # Bounded (4 MB, ~160 leaves): an eval's memory must not grow with the index.
-        self.reader = TreeReader(repo.objects)
+        # Bounded (1 MB, ~40 leaves): an eval's memory must not grow with the index. Not
+        # more: a growing index's leaves change at every commit, so a bigger cache mostly
+        # held stale versions, and cost more RSS than its size (leaves read by 16 worker
+        # threads, each with its own malloc arena): from 3,000 to 28,500 runs the eval's
+        # anonymous RSS grew 17 MB with 4 MB, 9 MB with 1 MB.
+        self.reader = TreeReader(repo.objects, max_bytes=INDEX_CACHE_BYTES)
         self.shared = only is None
         self.root = repo.refs.read(INDEX_REF) if only is None else only
         self._read_at = time.monotonic()
