@@ -132,10 +132,13 @@ def test_eval_peak_rss_does_not_grow_per_run(tmp_path: Path) -> None:
     # Before issue 11: ~5,900 bytes of Python objects per run in the eval. Left at these
     # sizes (~1,000): the index reader's cache filling up to its 4 MB, and results waiting
     # for a recorder that falls behind on a busy machine (bounded by backpressure, not
-    # here). The recorder (~600-800 bytes of RSS a run at these sizes, before and after:
-    # its pack merges grew it later in long evals) is held to a coarse bound.
+    # here). The recorder's RSS cannot tell before from after at these sizes (~600-1,500
+    # bytes a run either way, moved by when its pack folds land): it is held to a coarse
+    # bound only, 2x what a loaded machine measured (1,512 once, failing a bound of 1,500).
+    # Its own growth (ids of superseded nodes, mapped index pages) is tested directly in
+    # test_eval_garbage.py.
     assert main_per_run < 2500, (a, b, main_per_run)
-    assert recorder_per_run < 1500, (a, b, recorder_per_run)
+    assert recorder_per_run < 3000, (a, b, recorder_per_run)
 
 
 def _configs(store: Path, count: int, template: dict) -> None:
