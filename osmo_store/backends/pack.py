@@ -427,6 +427,12 @@ class PackReader:
         codec = self._load_codec(oid)
         return codec.decompress(oid, self._frame_at(oid, offset, length), self.pack_path.name)
 
+    def frame_bytes_at(self, oid: ObjectId, offset: int, length: int) -> bytes:
+        """``length`` bytes of the object's frame as the pack holds it, from its start (a
+        version 2 frame's header gives its framed size, dictionary or not)."""
+        self._load_codec(oid)  # where a version 2 pack's records begin
+        return self._frame_at(oid, offset, length)
+
     def _load_codec(self, oid: ObjectId) -> PackCodec:
         """The pack's codec; a version 2 pack's header and dictionary are read once. A
         damaged header fails the read of ``oid`` (every object of the pack, each by id)."""
