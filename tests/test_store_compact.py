@@ -142,8 +142,9 @@ def test_stats_of_a_v2_pack_give_each_objects_framed_size(repo: Repository) -> N
     from osmo_store.maintenance.footprint import UNREACHABLE, footprint
     from osmo_store.objects import frame_object
 
-    contents = [json.dumps({"row": i, "messages": [f"What is {i} + {j}?" for j in range(6)],
-                            "scores": {"exact_match": i % 2}}).encode() for i in range(2000)]  # fmt: skip
+    records = [{"row": i, "messages": [f"What is {i} + {j}?" for j in range(6)],
+                "scores": {"exact_match": i % 2}} for i in range(2000)]  # fmt: skip
+    contents = [json.dumps(r).encode() for r in records]
     with repo.objects.bulk() as w:
         for content in contents:
             w.put(ObjectType.BLOB, content)

@@ -414,6 +414,28 @@ class LocalObjectStore(ObjectStore):
                 n += 1
         return n
 
+    def get_many_framed(self, oids: Iterable[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+        # A version 2 pack's frames decompress with its dictionary straight to the framed
+        # form; asking for the stored form would recompress each without it (~5x the CPU).
+        for oid in oids:
+            oid = parse_oid(oid)
+            data, where = self._get_raw_located(oid, framed=True)
+            yield oid, data if where is not None else decompress_framed(data, oid)
+
+    def put_many_framed(
+        self, items: Iterable[tuple[ObjectId, bytes]], *, verified: bool = False
+    ) -> int:
+        """``put_many_raw`` of framed forms: into the new pack as they are."""
+        n = 0
+        with self.bulk() as w:
+            for oid, framed in items:
+                oid = parse_oid(oid)
+                if not verified:
+                    verify_framed(oid, framed)
+                w._writer.add_framed(oid, framed)
+                n += 1
+        return n
+
     @contextmanager
     def bulk(self) -> Iterator[BulkWriter]:
         """Collect writes into one pack, published when the block exits without error."""

@@ -42,8 +42,8 @@ from ..errors import (
     RefConflict,
     UsageError,
 )
-from ..hashing import OID_RAW_LEN, ObjectId, parse_oid
-from ..objects import decode_object, stored_content_size, stored_from_framed
+from ..hashing import OID_RAW_LEN, ObjectId, blake3_hex, parse_oid
+from ..objects import decode_object, stored_content_size, stored_from_framed, unframe
 from ..refs import ANY, validate_ref_name
 from ..repo import STORE_VERSION, Repository
 from . import protocol as wire
@@ -199,7 +199,7 @@ class StoreApp:
             "append_only": self.append_only,
             "max_body": self.max_body,
             "max_ids": MAX_BATCH_IDS,
-            wire.BODY_TYPES: [wire.ZSTD_RECORDS_TYPE, wire.ID_BYTES_TYPE],
+            wire.BODY_TYPES: [wire.ZSTD_OBJECTS_TYPE, wire.ZSTD_RECORDS_TYPE, wire.ID_BYTES_TYPE],
         }
 
     def _refs(self, request: _Request) -> dict[str, Any]:
@@ -260,8 +260,12 @@ class StoreApp:
         objects = self.repo.objects
         # An object gc removes after the check above ends the stream early (the exception
         # aborts the response); the client sees a short stream and fails.
+        accept = request.environ.get(_ACCEPT_KEY, "")
+        if wire.ZSTD_OBJECTS_TYPE in accept:
+            framed = (f for _, f in objects.get_many_framed(ids))
+            return _Stream(wire.ZSTD_OBJECTS_TYPE, _rechunk(wire.zstd_objects(framed)))
         stored = ((oid, objects.get_raw(oid)) for oid in ids)
-        if wire.ZSTD_RECORDS_TYPE in request.environ.get(_ACCEPT_KEY, ""):
+        if wire.ZSTD_RECORDS_TYPE in accept:
             return _Stream(wire.ZSTD_RECORDS_TYPE, _rechunk(zstd_records(stored)))
         return _Stream(wire.RECORDS_TYPE, _rechunk(encode_record(o, d) for o, d in stored))
 
@@ -269,6 +273,8 @@ class StoreApp:
 
     def _put(self, request: _Request) -> dict[str, Any]:
         self._check_writable()
+        if request.content_type() == wire.ZSTD_OBJECTS_TYPE:
+            return self._put_objects(request)
         zstd = request.content_type() == wire.ZSTD_RECORDS_TYPE
         if not zstd:
             request.require_content_type(wire.RECORDS_TYPE)
@@ -296,6 +302,35 @@ class StoreApp:
         self.repo.objects.put_many_raw(received, verified=True)  # each checked above
         self.repo.objects.after_bulk_write()  # many small pushes must not mean many packs
         return {"ok": True, "stored": len(received)}
+
+    def _put_objects(self, request: _Request) -> dict[str, Any]:
+        """An upload of id-less framed objects: each is named by its own hash, so it cannot
+        lie about its id; the answer's digest of those ids tells the sender all arrived."""
+        read = request.body_reader(self.max_body)
+        received: list[tuple[ObjectId, bytes]] = []
+        try:
+            for framed in wire.iter_zstd_objects(read, MAX_FRAMED_UPLOAD):
+                if len(received) >= MAX_BATCH_IDS:
+                    raise wire.error(
+                        wire.BAD_REQUEST, f"at most {MAX_BATCH_IDS} objects per upload"
+                    )
+                oid = ObjectId(blake3_hex(framed))
+                try:
+                    unframe(framed)  # a known type and a true size
+                except ValueError as e:
+                    raise wire.error(wire.BAD_OBJECT, f"object {oid}: {e}", id=oid) from None
+                received.append((oid, framed))
+        except RecordTooLarge:
+            raise _too_large(MAX_FRAMED_UPLOAD) from None
+        except RecordStreamError as e:
+            raise wire.error(wire.BAD_OBJECT, f"truncated upload: {e}", id=None) from None
+        self.repo.objects.put_many_framed(received, verified=True)
+        self.repo.objects.after_bulk_write()
+        return {
+            "ok": True,
+            "stored": len(received),
+            "digest": wire.ids_digest(o for o, _ in received),
+        }
 
     def _update_ref(self, request: _Request) -> dict[str, Any]:
         self._check_writable()

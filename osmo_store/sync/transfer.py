@@ -18,7 +18,7 @@ from pathlib import Path
 from ..backends.base import ObjectStore
 from ..errors import PushRejected, RefConflict, RemoteError, UsageError
 from ..hashing import ObjectId, blake3_hex
-from ..objects import ObjectType, RunRecord, decode_object
+from ..objects import ObjectType, RunRecord, verify_framed
 from ..refs import default_who, validate_ref_name
 from ..repo import Repository
 from ..tree import Internal, Leaf, decode_node
@@ -67,7 +67,7 @@ def default_refs(refs: dict[str, ObjectId], prefix: str) -> list[str]:
 @dataclass
 class Transfer:
     objects: int = 0
-    bytes: int = 0
+    bytes: int = 0  # the objects' framed (uncompressed) bytes
     total: int = 0
 
 
@@ -119,15 +119,15 @@ def copy_closure(
         to_read = [oid for oid, hint in batch if oid in missing and hint is not ObjectType.BLOB]
         frontier = []
         for chunk in _chunks(to_read, CHUNK_OBJECTS):
-            for oid, data in src.get_many_raw(chunk):
-                otype, content = decode_object(oid, data)  # verified on the way
+            for oid, data in src.get_many_framed(chunk):
+                otype, content = verify_framed(oid, data)  # verified on the way
                 kids = _children(otype, content)
                 nodes[oid] = (data, [k for k, _ in kids])
                 frontier.extend(kids)
     order = _post_order(nodes)
     report = Transfer(total=len(blobs) + len(order))
     for chunk in _chunks(blobs, CHUNK_OBJECTS):
-        _send(dst, src.get_many_raw(chunk), report, progress)
+        _send(dst, src.get_many_framed(chunk), report, progress)
     for chunk in _chunks(order, CHUNK_OBJECTS):
         _send(dst, ((oid, nodes[oid][0]) for oid in chunk), report, progress)
     if report.objects:
@@ -138,8 +138,11 @@ def copy_closure(
 def _send(
     dst: ObjectStore, items: Iterable[tuple[ObjectId, bytes]], report: Transfer, progress
 ) -> None:
+    """Objects in their framed form: sync moves them so (a version 2 pack reads them so
+    without recompressing; the receiver verifies each, and packs it with its own
+    dictionary)."""
     batch = list(items)
-    dst.put_many_raw(batch)
+    dst.put_many_framed(batch)
     report.objects += len(batch)
     report.bytes += sum(len(d) for _, d in batch)
     if progress:
