@@ -197,3 +197,76 @@ def test_a_bad_compressed_upload_is_refused_clearly(tmp_path, serve, monkeypatch
     answer = requests.post(url, data=bomb, headers=headers, timeout=120)
     assert answer.status_code == 413, answer.text
     assert server.repo.objects.missing([oid]) == [oid]
+
+
+def test_a_bad_id_less_upload_is_refused_and_nothing_stored(tmp_path, serve, monkeypatch) -> None:
+    """An upload of id-less objects names each by its hash; a body that is not such a
+    stream, is cut short, or holds something that is not an object is refused whole."""
+    import requests
+    import zstandard
+
+    from osmo_store.http import app
+    from osmo_store.objects import ObjectType, frame_object
+
+    monkeypatch.setattr(app, "MAX_FRAMED_UPLOAD", 2**20)
+    server = serve("remote")
+    url = server.url + wire.API_PREFIX + wire.OBJECTS_PUT
+    headers = {wire.CONTENT_TYPE: wire.ZSTD_OBJECTS_TYPE}
+    oid, framed = frame_object(ObjectType.BLOB, b"real content")
+    good = wire.OBJECT_HEAD.pack(len(framed)) + framed
+    z = zstandard.ZstdCompressor().compress
+    bodies = {
+        "not zstd": b"garbage, not a zstd stream at all",
+        "cut short": z(good + good[:-3]),
+        "not an object": z(good + wire.OBJECT_HEAD.pack(9) + b"blob 5\0ab"),
+        "length cut": z(good + b"\0\0"),
+    }
+    for what, body in bodies.items():
+        answer = requests.post(url, data=body, headers=headers, timeout=30)
+        assert answer.status_code == 400, (what, answer.text)
+        assert answer.json()["error"] == "bad_object", what
+    bomb = zstandard.ZstdCompressor(level=19).compress(
+        good + wire.OBJECT_HEAD.pack(2 * 2**20) + b"\0" * (2 * 2**20)
+    )
+    answer = requests.post(url, data=bomb, headers=headers, timeout=120)
+    assert answer.status_code == 413, answer.text
+    assert server.repo.objects.missing([oid]) == [oid]
+    answer = requests.post(url, data=z(good), headers=headers, timeout=30)
+    assert answer.json()["digest"] == wire.ids_digest([oid])
+    assert not server.repo.objects.missing([oid])
+
+
+def test_a_server_sending_other_content_is_caught(tmp_path, serve, monkeypatch) -> None:
+    """Downloads carry no ids: each object must hash to the id asked for in its place."""
+    from osmo_store.errors import RemoteError
+    from osmo_store.http import app
+
+    eval_like_store(tmp_path / "remote", 20)
+    server = serve("remote")
+    real = wire.zstd_objects
+    monkeypatch.setattr(app.wire, "zstd_objects", lambda forms: real(reversed(list(forms))))
+    with Repository.open(tmp_path / "clone") as repo:
+        with pytest.raises(RemoteError, match="wrong content"):
+            pull(repo, open_remote(repo, server.url))
+        assert not list(repo.objects.iter_ids())
+
+
+def test_a_client_from_before_id_less_batches_still_syncs(tmp_path, serve) -> None:
+    """A client that sends and asks for compressed records (with ids) only."""
+    eval_like_store(tmp_path / "origin", 50)
+    server = serve("remote")
+    types = [wire.ZSTD_RECORDS_TYPE, wire.ID_BYTES_TYPE]
+    older = HttpObjectStore(HttpConnection(server.url, None), body_types=types)
+    assert not older.object_uploads
+    with Repository.open(tmp_path / "origin") as repo:
+        ids = list(repo.objects.iter_ids())
+        older.put_many_raw(repo.objects.get_many_raw(ids))
+    assert not server.repo.objects.missing(ids)
+    accept = f"{wire.ZSTD_RECORDS_TYPE}, {wire.RECORDS_TYPE}"
+    response = older.connection.request(
+        "POST", wire.OBJECTS_GET, json={"ids": ids[:3]}, accept=accept
+    )
+    assert response.headers[wire.CONTENT_TYPE] == wire.ZSTD_RECORDS_TYPE
+    got = list(wire.iter_zstd_records(io.BytesIO(response.content).read))
+    assert [oid for oid, _ in got] == ids[:3]
+    older.close()
