@@ -270,3 +270,31 @@ def test_a_client_from_before_id_less_batches_still_syncs(tmp_path, serve) -> No
     got = list(wire.iter_zstd_records(io.BytesIO(response.content).read))
     assert [oid for oid, _ in got] == ids[:3]
     older.close()
+
+
+def test_a_prefix_some_object_has_is_asked_again_in_full(tmp_path, serve, monkeypatch) -> None:
+    """With 1-byte prefixes nearly every id's prefix is taken on the remote: the full-id
+    question must then tell apart what it has from what it lacks, sending exactly that."""
+    monkeypatch.setattr(wire, "ID_PREFIX_LEN", 1)
+    eval_like_store(tmp_path / "origin", 600)
+    server = serve("remote")
+    with Repository.open(tmp_path / "origin") as repo:
+        ids = list(repo.objects.iter_ids())
+        blobs = [oid for oid in ids if repo.objects.get(oid)[0] is ObjectType.BLOB]
+        half = blobs[::2]  # leaves: the remote holds their (empty) closure
+        server.repo.objects.put_many_raw(repo.objects.get_many_raw(half))
+        report = push(repo, open_remote(repo, server.url))
+    assert report.transfer.objects == len(ids) - len(half)
+    assert not server.repo.objects.missing(ids)
+    assert not fsck(server.repo).problems
+
+
+def test_absent_prefixes_of_loose_and_packed_objects(repo: Repository) -> None:
+    from osmo_store.hashing import oid_to_raw
+
+    loose = repo.objects.put(ObjectType.BLOB, b"loose one")
+    with repo.objects.bulk() as w:
+        packed = w.put(ObjectType.BLOB, b"packed one")
+    raws = [oid_to_raw(loose)[:8], oid_to_raw(packed)[:8], oid_to_raw(packed)[:3]]
+    other = bytes([raws[1][0]]) + bytes(b ^ 0xFF for b in raws[1][1:])
+    assert repo.objects.absent_prefixes([*raws, other]) == [False, False, False, True]

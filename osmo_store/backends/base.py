@@ -137,6 +137,12 @@ class ObjectStore(ABC):
         for oid in oids:
             yield oid, self.get_raw(oid)
 
+    def absent_prefixes(self, prefixes: list[bytes]) -> list[bool]:
+        """For each raw id prefix, whether no object here has an id starting with it: then
+        every id with that prefix is surely missing (sync's first, cheaper question; a
+        prefix some object has proves nothing, and is asked about again by full id)."""
+        return [next(self._ids_with_prefix(p.hex()), None) is None for p in prefixes]
+
     def get_many_framed(self, oids: Iterable[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
         """Framed form of each id (unverified; the receiver verifies): what sync sends.
         Backends that hold framed forms (version 2 packs) override this to skip the

@@ -8,6 +8,7 @@ into ``flush()``, which the ref layer calls before a ref can name the new object
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import heapq
@@ -242,6 +243,21 @@ class LocalObjectStore(ObjectStore):
             except FileNotFoundError:
                 loose[prefix] = set()
         return [o for o in oids if o[2:] not in loose[o[:2]] and not any(o in p for p in packs)]
+
+    def absent_prefixes(self, prefixes: list[bytes]) -> list[bool]:
+        # As ``missing``: one look at the pack folder and one listing per fan-out folder.
+        self.reload_packs()
+        packs = self.packs()
+        loose: dict[int, list[str]] = {}
+        for first in {p[0] for p in prefixes}:
+            loose[first] = sorted(_list(self.layout.fanout_dir(f"{first:02x}")))
+        out = []
+        for p in prefixes:
+            names, rest = loose[p[0]], p[1:].hex()
+            i = bisect.bisect_left(names, rest)
+            in_loose = i < len(names) and names[i].startswith(rest)
+            out.append(not in_loose and not any(pack.has_raw_prefix(p) for pack in packs))
+        return out
 
     def _put_raw(self, oid: ObjectId, data: bytes) -> None:
         if self._freshen(oid):

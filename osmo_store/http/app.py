@@ -199,7 +199,12 @@ class StoreApp:
             "append_only": self.append_only,
             "max_body": self.max_body,
             "max_ids": MAX_BATCH_IDS,
-            wire.BODY_TYPES: [wire.ZSTD_OBJECTS_TYPE, wire.ZSTD_RECORDS_TYPE, wire.ID_BYTES_TYPE],
+            wire.BODY_TYPES: [
+                wire.ZSTD_OBJECTS_TYPE,
+                wire.ZSTD_RECORDS_TYPE,
+                wire.ID_BYTES_TYPE,
+                wire.ID_PREFIXES_TYPE,
+            ],
         }
 
     def _refs(self, request: _Request) -> dict[str, Any]:
@@ -245,6 +250,14 @@ class StoreApp:
             raise wire.error(wire.BAD_REQUEST, str(e)) from None
 
     def _missing(self, request: _Request) -> dict[str, Any] | _Stream:
+        if request.content_type() == wire.ID_PREFIXES_TYPE:
+            read = request.body_reader(MAX_BATCH_IDS * wire.ID_PREFIX_LEN)
+            try:
+                prefixes = wire.decode_prefixes(b"".join(iter(lambda: read(1 << 16), b"")))
+            except ValueError as e:
+                raise wire.error(wire.BAD_REQUEST, str(e)) from None
+            bitmap = wire.encode_bitmap(self.repo.objects.absent_prefixes(prefixes))
+            return _Stream(wire.MISSING_BITMAP_TYPE, iter([bitmap]))
         ids = self._asked_ids(request)
         absent = set(self.repo.objects.missing(ids))
         if request.content_type() == wire.ID_BYTES_TYPE:

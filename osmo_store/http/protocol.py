@@ -72,6 +72,12 @@ ACCEPT = "Accept"
 #: id lists of ``missing`` and ``get`` as raw 32-byte ids back to back (not JSON: a hex id
 #: in JSON takes 67 bytes, more than many a stored object)
 ID_BYTES_TYPE = "application/vnd.osmo.ids"
+#: ``missing``'s first question: the first ``ID_PREFIX_LEN`` bytes of each id, back to back;
+#: the bitmap answer sets the bit of a prefix no stored id starts with (so surely missing).
+#: The ids whose prefix some object has are asked about again in full: a prefix decides
+#: nothing but "send it", so colliding one costs a question, never a skipped object.
+ID_PREFIXES_TYPE = "application/vnd.osmo.id-prefixes"
+ID_PREFIX_LEN = 8
 #: the answer of ``missing`` to an ``ID_BYTES_TYPE`` question: bit i (of byte i // 8, most
 #: significant bit first) set when the i-th id asked about is missing
 MISSING_BITMAP_TYPE = "application/vnd.osmo.missing-bitmap"
@@ -227,6 +233,14 @@ def decode_ids(data: bytes) -> list[ObjectId]:
     if len(data) % OID_RAW_LEN:
         raise ValueError(f"{len(data)} bytes is not a whole number of {OID_RAW_LEN}-byte ids")
     return [ObjectId(data[i : i + OID_RAW_LEN].hex()) for i in range(0, len(data), OID_RAW_LEN)]
+
+
+def decode_prefixes(data: bytes) -> list[bytes]:
+    """``ID_PREFIX_LEN``-byte prefixes back to back; ValueError if the length is wrong."""
+    n = ID_PREFIX_LEN
+    if len(data) % n:
+        raise ValueError(f"{len(data)} bytes is not a whole number of {n}-byte id prefixes")
+    return [data[i : i + n] for i in range(0, len(data), n)]
 
 
 def encode_bitmap(flags: list[bool]) -> bytes:
