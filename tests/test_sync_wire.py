@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from osmo_store import ObjectType, Repository, RunRecord, TreeEntry, write_tree
+from osmo_store.errors import ObjectNotFound
 from osmo_store.hashing import ObjectId, blake3_hex
 from osmo_store.http import protocol as wire
 from osmo_store.http.app import make_app
@@ -287,6 +288,17 @@ def test_a_prefix_some_object_has_is_asked_again_in_full(tmp_path, serve, monkey
     assert report.transfer.objects == len(ids) - len(half)
     assert not server.repo.objects.missing(ids)
     assert not fsck(server.repo).problems
+    # A get by 1-byte prefixes: most name several objects there, so it is asked in full.
+    with Repository.open(tmp_path / "clone") as repo:
+        pull(repo, open_remote(repo, server.url))
+        assert not repo.objects.missing(ids) and not fsck(repo).problems
+    remote = HttpObjectStore(HttpConnection(server.url, None), body_types=[
+        wire.ZSTD_OBJECTS_TYPE, wire.ID_BYTES_TYPE, wire.ID_PREFIXES_TYPE])  # fmt: skip
+    absent = ObjectId("ab" * 32)
+    with pytest.raises(ObjectNotFound) as caught:
+        list(remote.get_many_framed([ids[0], absent]))
+    assert caught.value.oid == absent
+    remote.close()
 
 
 def test_absent_prefixes_of_loose_and_packed_objects(repo: Repository) -> None:
@@ -298,3 +310,13 @@ def test_absent_prefixes_of_loose_and_packed_objects(repo: Repository) -> None:
     raws = [oid_to_raw(loose)[:8], oid_to_raw(packed)[:8], oid_to_raw(packed)[:3]]
     other = bytes([raws[1][0]]) + bytes(b ^ 0xFF for b in raws[1][1:])
     assert repo.objects.absent_prefixes([*raws, other]) == [False, False, False, True]
+    assert repo.objects.resolve_raw_prefixes([raws[0], raws[1], other]) == [loose, packed, None]
+    by_first: dict[int, ObjectId] = {}
+    i = 0
+    while True:  # two objects whose ids share a first byte: that byte names neither
+        oid = repo.objects.put(ObjectType.BLOB, b"blob %d" % i)
+        if oid_to_raw(oid)[0] in by_first:
+            break
+        by_first[oid_to_raw(oid)[0]] = oid
+        i += 1
+    assert repo.objects.resolve_raw_prefixes([oid_to_raw(oid)[:1]]) == [None]

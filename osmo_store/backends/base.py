@@ -9,6 +9,7 @@ backend is "implement six methods, run ``osmo_store.testing.contract.StoreContra
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
@@ -142,6 +143,15 @@ class ObjectStore(ABC):
         every id with that prefix is surely missing (sync's first, cheaper question; a
         prefix some object has proves nothing, and is asked about again by full id)."""
         return [next(self._ids_with_prefix(p.hex()), None) is None for p in prefixes]
+
+    def resolve_raw_prefixes(self, prefixes: list[bytes]) -> list[ObjectId | None]:
+        """For each raw id prefix, the one id here that starts with it (None: none, or more
+        than one). What an id names is settled by its hash: a caller checks what it gets."""
+        out: list[ObjectId | None] = []
+        for p in prefixes:
+            found = list(itertools.islice(self._ids_with_prefix(p.hex()), 2))
+            out.append(found[0] if len(set(found)) == 1 else None)
+        return out
 
     def get_many_framed(self, oids: Iterable[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
         """Framed form of each id (unverified; the receiver verifies): what sync sends.

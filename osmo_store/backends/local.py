@@ -245,18 +245,37 @@ class LocalObjectStore(ObjectStore):
         return [o for o in oids if o[2:] not in loose[o[:2]] and not any(o in p for p in packs)]
 
     def absent_prefixes(self, prefixes: list[bytes]) -> list[bool]:
-        # As ``missing``: one look at the pack folder and one listing per fan-out folder.
+        return [not ids for ids in self._ids_with_raw_prefixes(prefixes, 1)]
+
+    def resolve_raw_prefixes(self, prefixes: list[bytes]) -> list[ObjectId | None]:
+        return [
+            ObjectId(ids.pop().hex()) if len(ids) == 1 else None
+            for ids in self._ids_with_raw_prefixes(prefixes, 2)
+        ]
+
+    def _ids_with_raw_prefixes(self, prefixes: list[bytes], limit: int) -> list[set[bytes]]:
+        """For each raw prefix, up to ``limit`` distinct raw ids here that start with it (a
+        copy both loose and packed counts once). As ``missing``: one look at the pack
+        folder and one listing per fan-out folder for the whole batch."""
         self.reload_packs()
         packs = self.packs()
         loose: dict[int, list[str]] = {}
         for first in {p[0] for p in prefixes}:
-            loose[first] = sorted(_list(self.layout.fanout_dir(f"{first:02x}")))
+            names = _list(self.layout.fanout_dir(f"{first:02x}"))
+            loose[first] = sorted(n for n in names if is_oid(f"{first:02x}{n}"))
         out = []
         for p in prefixes:
             names, rest = loose[p[0]], p[1:].hex()
             i = bisect.bisect_left(names, rest)
-            in_loose = i < len(names) and names[i].startswith(rest)
-            out.append(not in_loose and not any(pack.has_raw_prefix(p) for pack in packs))
+            found: set[bytes] = set()
+            while i < len(names) and len(found) < limit and names[i].startswith(rest):
+                found.add(bytes((p[0],)) + bytes.fromhex(names[i]))
+                i += 1
+            for pack in packs:
+                if len(found) >= limit:
+                    break
+                found.update(pack.raw_ids_with_prefix(p, limit))
+            out.append(found)
         return out
 
     def _put_raw(self, oid: ObjectId, data: bytes) -> None:

@@ -395,12 +395,16 @@ class PackReader:
     def contains_raw(self, raw: bytes) -> bool:
         return self._find(raw) >= 0
 
-    def has_raw_prefix(self, prefix: bytes) -> bool:
-        """Whether some id here starts with ``prefix`` (at least one byte)."""
+    def raw_ids_with_prefix(self, prefix: bytes, limit: int) -> list[bytes]:
+        """At most ``limit`` raw ids here that start with ``prefix`` (at least one byte)."""
         hi = min(self._fanout[prefix[0]], self.count)
         lo = min(self._fanout[prefix[0] - 1], hi) if prefix[0] else 0
         i = bisect.bisect_left(self._ids, prefix, lo, hi)
-        return i < hi and self._ids[i].startswith(prefix)
+        out = []
+        while i < hi and len(out) < limit and self._ids[i].startswith(prefix):
+            out.append(bytes(self._ids[i]))
+            i += 1
+        return out
 
     def _record(self, i: int) -> tuple[bytes, int, int]:
         return _RECORD.unpack_from(self._mm, self._base + i * _RECORD.size)

@@ -251,11 +251,7 @@ class StoreApp:
 
     def _missing(self, request: _Request) -> dict[str, Any] | _Stream:
         if request.content_type() == wire.ID_PREFIXES_TYPE:
-            read = request.body_reader(MAX_BATCH_IDS * wire.ID_PREFIX_LEN)
-            try:
-                prefixes = wire.decode_prefixes(b"".join(iter(lambda: read(1 << 16), b"")))
-            except ValueError as e:
-                raise wire.error(wire.BAD_REQUEST, str(e)) from None
+            prefixes = self._asked_prefixes(request)
             bitmap = wire.encode_bitmap(self.repo.objects.absent_prefixes(prefixes))
             return _Stream(wire.MISSING_BITMAP_TYPE, iter([bitmap]))
         ids = self._asked_ids(request)
@@ -265,8 +261,26 @@ class StoreApp:
             return _Stream(wire.MISSING_BITMAP_TYPE, iter([bitmap]))
         return {"missing": [oid for oid in ids if oid in absent]}
 
+    def _asked_prefixes(self, request: _Request) -> list[bytes]:
+        read = request.body_reader(MAX_BATCH_IDS * wire.ID_PREFIX_LEN)
+        try:
+            return wire.decode_prefixes(b"".join(iter(lambda: read(1 << 16), b"")))
+        except ValueError as e:
+            raise wire.error(wire.BAD_REQUEST, str(e)) from None
+
     def _get(self, request: _Request) -> _Stream:
-        ids = self._asked_ids(request)
+        if request.content_type() == wire.ID_PREFIXES_TYPE:
+            # Each prefix must name exactly one object here; the client checks each
+            # object's hash against the id it means (and asks in full if this fails).
+            prefixes = self._asked_prefixes(request)
+            resolved = self.repo.objects.resolve_raw_prefixes(prefixes)
+            for prefix, oid in zip(prefixes, resolved, strict=True):
+                if oid is None:
+                    message = f"no single object has the id prefix {prefix.hex()}"
+                    raise wire.error(wire.NOT_FOUND, message, id=None)
+            ids = [oid for oid in resolved if oid is not None]
+        else:
+            ids = self._asked_ids(request)
         absent = self.repo.objects.missing(ids)
         if absent:
             raise wire.error(wire.NOT_FOUND, f"object not found: {absent[0]}", id=absent[0])

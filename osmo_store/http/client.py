@@ -280,8 +280,7 @@ class HttpObjectStore(ObjectStore):
         if self.id_prefixes:
             # Prefixes first: most ids a push asks about are new, and a prefix no object
             # has settles them in a quarter of the bytes. The rest are asked in full.
-            prefixes = b"".join(bytes.fromhex(oid[: 2 * wire.ID_PREFIX_LEN]) for oid in chunk)
-            flags = self._bitmap(prefixes, wire.ID_PREFIXES_TYPE, len(chunk))
+            flags = self._bitmap(self._prefixes(chunk), wire.ID_PREFIXES_TYPE, len(chunk))
             maybe = [oid for oid, absent in zip(chunk, flags, strict=True) if not absent]
             if maybe:
                 full = self._bitmap(wire.encode_ids(maybe), wire.ID_BYTES_TYPE, len(maybe))
@@ -298,6 +297,10 @@ class HttpObjectStore(ObjectStore):
         absent = {oid for oid in answer if isinstance(oid, str)}
         # Only ids we asked about, in our order, whatever the server sends.
         return [oid for oid in chunk if oid in absent]
+
+    @staticmethod
+    def _prefixes(chunk: list[ObjectId]) -> bytes:
+        return b"".join(bytes.fromhex(oid[: 2 * wire.ID_PREFIX_LEN]) for oid in chunk)
 
     def _bitmap(self, body: bytes, kind: str, n: int) -> list[bool]:
         """``missing``'s bitmap answer to ``n`` ids (or prefixes) sent as ``kind``."""
@@ -324,12 +327,13 @@ class HttpObjectStore(ObjectStore):
         url = self.connection.url
         # A server answers in the first of these it knows (an older one: plain records).
         accept = f"{wire.ZSTD_OBJECTS_TYPE}, {wire.ZSTD_RECORDS_TYPE}, {wire.RECORDS_TYPE}"
-        if self.raw_ids:
+        response = self._get_by_prefixes(chunk, accept) if self.id_prefixes else None
+        if response is None and self.raw_ids:
             response = self.connection.request(
                 "POST", wire.OBJECTS_GET, data=wire.encode_ids(chunk),
                 content_type=wire.ID_BYTES_TYPE, accept=accept, stream=True,
             )  # fmt: skip
-        else:
+        elif response is None:
             response = self.connection.request(
                 "POST", wire.OBJECTS_GET, json={"ids": chunk}, accept=accept, stream=True
             )
@@ -355,6 +359,20 @@ class HttpObjectStore(ObjectStore):
             raise RemoteError(f"download from {url} failed: {_reason(e)}") from None
         finally:
             response.close()
+
+    def _get_by_prefixes(self, chunk: list[ObjectId], accept: str) -> requests.Response | None:
+        """``get`` by short prefixes (None: the server could not settle one: none, or
+        several objects, have it). Safe because what comes back is checked against the
+        full ids (``_fetched_objects``); asking again in full reports an absent object."""
+        try:
+            return self.connection.request(
+                "POST", wire.OBJECTS_GET, data=self._prefixes(chunk),
+                content_type=wire.ID_PREFIXES_TYPE, accept=accept, stream=True,
+            )  # fmt: skip
+        except RemoteError as e:
+            if e.code != wire.NOT_FOUND.code:
+                raise
+            return None
 
     def _fetched_objects(
         self, chunk: list[ObjectId], objects: Iterator[bytes]
