@@ -320,3 +320,24 @@ def test_absent_prefixes_of_loose_and_packed_objects(repo: Repository) -> None:
         by_first[oid_to_raw(oid)[0]] = oid
         i += 1
     assert repo.objects.resolve_raw_prefixes([oid_to_raw(oid)[:1]]) == [None]
+
+
+def test_a_damaged_object_pushed_is_not_stored_under_its_id(tmp_path, serve) -> None:
+    """An object of ours that does not hash to its id: the server names it by its hash,
+    the digest of what it stored differs from what we meant, and the push fails."""
+    from osmo_store.errors import RemoteError
+    from osmo_store.objects import frame_object
+
+    server = serve("remote")
+    with Repository.open(tmp_path / "origin") as repo:
+        claimed, _ = frame_object(ObjectType.BLOB, b"what the tree names")
+        _, other = frame_object(ObjectType.BLOB, b"something else")
+        with repo.objects.bulk() as w:
+            w._writer.add_framed(claimed, other)  # damage, as a bad disk would
+            tree = write_tree(w, [TreeEntry("row0.0", ObjectType.BLOB, claimed)])
+            run = w.put(ObjectType.RUN, RunRecord(tree, (), {}).to_content())
+        repo.update_ref(REF, run)
+        with pytest.raises(RemoteError, match="did not store what was sent"):
+            push(repo, open_remote(repo, server.url))
+    assert server.repo.objects.missing([claimed]) == [claimed]
+    assert server.repo.refs.read(REF) is None

@@ -459,8 +459,11 @@ class HttpObjectStore(ObjectStore):
             )
             answer = self.connection._json(response)
             if answer.get("digest") != wire.ids_digest(oid for oid, _ in batch):
+                # The server names each object by its hash: an object of ours that does
+                # not hash to its id (damaged here) was stored under another id, unused.
                 raise RemoteError(
-                    f"the osmo server at {self.connection.url} did not store what was sent"
+                    f"the osmo server at {self.connection.url} did not store what was sent",
+                    hint="an object sent may be damaged here: run osmo fsck",
                 )
             return
         if self.zstd_uploads:
