@@ -341,3 +341,13 @@ def test_a_damaged_object_pushed_is_not_stored_under_its_id(tmp_path, serve) -> 
             push(repo, open_remote(repo, server.url))
     assert server.repo.objects.missing([claimed]) == [claimed]
     assert server.repo.refs.read(REF) is None
+
+
+def test_a_directory_remote_gets_no_more_pack_bytes_than_ours(tmp_path) -> None:
+    """Pushed to a directory, the objects land in as few packs as they came in batches:
+    each small pack would pay a dictionary of its own."""
+    stored = eval_like_store(tmp_path / "origin", 5000)
+    with Repository.open(tmp_path / "origin") as repo:
+        push(repo, open_remote(repo, str(tmp_path / "dir"), create=True))
+    received = pack_bytes(tmp_path / "dir")
+    assert received <= stored, f"the directory got {received} bytes for {stored} of packs"
