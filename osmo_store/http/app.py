@@ -42,8 +42,8 @@ from ..errors import (
     RefConflict,
     UsageError,
 )
-from ..hashing import OID_RAW_LEN, ObjectId, blake3_hex, parse_oid
-from ..objects import decode_object, stored_content_size, stored_from_framed, unframe
+from ..hashing import OID_RAW_LEN, ObjectId, parse_oid
+from ..objects import decode_object, stored_content_size, stored_from_framed
 from ..refs import ANY, validate_ref_name
 from ..repo import STORE_VERSION, Repository
 from . import protocol as wire
@@ -62,6 +62,7 @@ from .protocol import (
     iter_zstd_records,
     zstd_records,
 )
+from .uploads import receive_objects, resolve_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -270,15 +271,7 @@ class StoreApp:
 
     def _get(self, request: _Request) -> _Stream:
         if request.content_type() == wire.ID_PREFIXES_TYPE:
-            # Each prefix must name exactly one object here; the client checks each
-            # object's hash against the id it means (and asks in full if this fails).
-            prefixes = self._asked_prefixes(request)
-            resolved = self.repo.objects.resolve_raw_prefixes(prefixes)
-            for prefix, oid in zip(prefixes, resolved, strict=True):
-                if oid is None:
-                    message = f"no single object has the id prefix {prefix.hex()}"
-                    raise wire.error(wire.NOT_FOUND, message, id=None)
-            ids = [oid for oid in resolved if oid is not None]
+            ids = resolve_prefixes(self.repo.objects, self._asked_prefixes(request))
         else:
             ids = self._asked_ids(request)
         absent = self.repo.objects.missing(ids)
@@ -331,26 +324,10 @@ class StoreApp:
         return {"ok": True, "stored": len(received)}
 
     def _put_objects(self, request: _Request) -> dict[str, Any]:
-        """An upload of id-less framed objects: each is named by its own hash, so it cannot
-        lie about its id; the answer's digest of those ids tells the sender all arrived."""
+        """An upload of id-less framed objects; the answer's digest of the ids they hash
+        to tells the sender all arrived."""
         read = request.body_reader(self.max_body)
-        received: list[tuple[ObjectId, bytes]] = []
-        try:
-            for framed in wire.iter_zstd_objects(read, MAX_FRAMED_UPLOAD):
-                if len(received) >= MAX_BATCH_IDS:
-                    raise wire.error(
-                        wire.BAD_REQUEST, f"at most {MAX_BATCH_IDS} objects per upload"
-                    )
-                oid = ObjectId(blake3_hex(framed))
-                try:
-                    unframe(framed)  # a known type and a true size
-                except ValueError as e:
-                    raise wire.error(wire.BAD_OBJECT, f"object {oid}: {e}", id=oid) from None
-                received.append((oid, framed))
-        except RecordTooLarge:
-            raise _too_large(MAX_FRAMED_UPLOAD) from None
-        except RecordStreamError as e:
-            raise wire.error(wire.BAD_OBJECT, f"truncated upload: {e}", id=None) from None
+        received = receive_objects(read, MAX_FRAMED_UPLOAD, _too_large)
         self.repo.objects.put_many_framed(received, verified=True)
         self.repo.objects.after_bulk_write()
         return {

@@ -1,8 +1,9 @@
 """The ``osmo serve`` wire protocol, version 1 (docs/protocol.md): what both sides share.
 
 Object batches travel as records of stored forms, or (when both sides speak it: negotiated
-through ``Accept`` for downloads and ``/v1/info`` for uploads) as one zstd stream of records
-of framed forms, which moves fewer bytes than the stored forms themselves.
+through ``Accept`` for downloads and ``/v1/info`` for uploads) as one zstd stream of framed
+forms, without ids (each object is named by its hash), and id lists as 8-byte prefixes
+first: together they move fewer bytes than the version 2 packs holding the objects.
 
 Routes, headers, limits, the record framing objects travel in, and the one table of error
 codes. The client backend (``client.py``) and the server (``app.py``) both take these from
