@@ -44,7 +44,7 @@ from osmo_store.http.client import HttpConnection, HttpObjectStore, HttpRefStore
 from osmo_store.http.protocol import encode_record
 from osmo_store.http.serve import HttpServer
 from osmo_store.maintenance.fsck import fsck
-from osmo_store.objects import encode_object, object_id
+from osmo_store.objects import decompress_framed, encode_object, object_id
 from osmo_store.tree import encode_leaf
 
 pytest.register_assert_rewrite("osmo_store.testing.contract")
@@ -475,7 +475,9 @@ def test_batches_are_chunked_and_keep_order(
     absent = [object_id(ObjectType.BLOB, b"absent %d" % i) for i in range(3)]
     asked = [items[3][0], absent[2], *[oid for oid, _ in items], absent[0], absent[1]]
     assert objects.missing(asked) == [absent[2], absent[0], absent[1]]
-    assert server.count("/v1/objects/missing") == 4  # 25 ids, 7 at a time
+    # 25 ids, 7 at a time: each chunk by id prefixes, then the ids whose prefix the
+    # server has, in full
+    assert server.count("/v1/objects/missing") == 8
     wanted = [oid for oid, _ in reversed(items)]
     assert list(objects.get_many_raw(wanted)) == list(reversed(items))
     assert server.count("/v1/objects/get") == 4
@@ -507,7 +509,12 @@ def test_download_cut_short_is_an_error(
             raise ObjectNotFound(oid)
         return real(oid)
 
+    def vanishing_framed(oids):
+        for oid in oids:
+            yield oid, decompress_framed(vanishing(oid), oid)
+
     monkeypatch.setattr(server.repo.objects, "get_raw", vanishing)
+    monkeypatch.setattr(server.repo.objects, "get_many_framed", vanishing_framed)
     with pytest.raises(RemoteError):
         list(objects.get_many_raw([first, second]))
 

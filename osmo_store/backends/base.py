@@ -9,6 +9,7 @@ backend is "implement six methods, run ``osmo_store.testing.contract.StoreContra
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
@@ -16,7 +17,14 @@ from pathlib import Path
 
 from ..errors import AmbiguousId, InvalidObjectId, ObjectNotFound, StoreError
 from ..hashing import MIN_PREFIX_LEN, ObjectId, is_oid, is_oid_prefix, parse_oid
-from ..objects import ObjectType, RunRecord, decode_object, encode_object
+from ..objects import (
+    ObjectType,
+    RunRecord,
+    compress_framed,
+    decode_object,
+    decompress_framed,
+    encode_object,
+)
 
 
 class ObjectStore(ABC):
@@ -132,6 +140,36 @@ class ObjectStore(ABC):
         """Stored bytes of each id (unverified; the receiver verifies). Absent: ObjectNotFound."""
         for oid in oids:
             yield oid, self.get_raw(oid)
+
+    def absent_prefixes(self, prefixes: list[bytes]) -> list[bool]:
+        """For each raw id prefix, whether no object here has an id starting with it: then
+        every id with that prefix is surely missing (sync's first, cheaper question; a
+        prefix some object has proves nothing, and is asked about again by full id)."""
+        return [next(self._ids_with_prefix(p.hex()), None) is None for p in prefixes]
+
+    def resolve_raw_prefixes(self, prefixes: list[bytes]) -> list[ObjectId | None]:
+        """For each raw id prefix, the one id here that starts with it (None: none, or more
+        than one). What an id names is settled by its hash: a caller checks what it gets."""
+        out: list[ObjectId | None] = []
+        for p in prefixes:
+            found = list(itertools.islice(self._ids_with_prefix(p.hex()), 2))
+            out.append(found[0] if len(set(found)) == 1 else None)
+        return out
+
+    def get_many_framed(self, oids: Iterable[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+        """Framed form of each id (unverified; the receiver verifies): what sync sends.
+        Backends that hold framed forms (version 2 packs) override this to skip the
+        recompression a stored form would cost."""
+        for oid, data in self.get_many_raw(oids):
+            yield oid, decompress_framed(data, oid)
+
+    def put_many_framed(
+        self, items: Iterable[tuple[ObjectId, bytes]], *, verified: bool = False
+    ) -> int:
+        """``put_many_raw`` of objects in their framed form."""
+        return self.put_many_raw(
+            ((oid, compress_framed(framed)) for oid, framed in items), verified=verified
+        )
 
     def put_many_raw(
         self, items: Iterable[tuple[ObjectId, bytes]], *, verified: bool = False

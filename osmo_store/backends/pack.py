@@ -395,6 +395,17 @@ class PackReader:
     def contains_raw(self, raw: bytes) -> bool:
         return self._find(raw) >= 0
 
+    def raw_ids_with_prefix(self, prefix: bytes, limit: int) -> list[bytes]:
+        """At most ``limit`` raw ids here that start with ``prefix`` (at least one byte)."""
+        hi = min(self._fanout[prefix[0]], self.count)
+        lo = min(self._fanout[prefix[0] - 1], hi) if prefix[0] else 0
+        i = bisect.bisect_left(self._ids, prefix, lo, hi)
+        out = []
+        while i < hi and len(out) < limit and self._ids[i].startswith(prefix):
+            out.append(bytes(self._ids[i]))
+            i += 1
+        return out
+
     def _record(self, i: int) -> tuple[bytes, int, int]:
         return _RECORD.unpack_from(self._mm, self._base + i * _RECORD.size)
 
@@ -426,6 +437,12 @@ class PackReader:
         """``read_framed`` at a known place (from ``entries()``)."""
         codec = self._load_codec(oid)
         return codec.decompress(oid, self._frame_at(oid, offset, length), self.pack_path.name)
+
+    def frame_bytes_at(self, oid: ObjectId, offset: int, length: int) -> bytes:
+        """``length`` bytes of the object's frame as the pack holds it, from its start (a
+        version 2 frame's header gives its framed size, dictionary or not)."""
+        self._load_codec(oid)  # where a version 2 pack's records begin
+        return self._frame_at(oid, offset, length)
 
     def _load_codec(self, oid: ObjectId) -> PackCodec:
         """The pack's codec; a version 2 pack's header and dictionary are read once. A

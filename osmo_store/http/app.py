@@ -62,6 +62,7 @@ from .protocol import (
     iter_zstd_records,
     zstd_records,
 )
+from .uploads import receive_objects, resolve_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +200,12 @@ class StoreApp:
             "append_only": self.append_only,
             "max_body": self.max_body,
             "max_ids": MAX_BATCH_IDS,
-            wire.BODY_TYPES: [wire.ZSTD_RECORDS_TYPE, wire.ID_BYTES_TYPE],
+            wire.BODY_TYPES: [
+                wire.ZSTD_OBJECTS_TYPE,
+                wire.ZSTD_RECORDS_TYPE,
+                wire.ID_BYTES_TYPE,
+                wire.ID_PREFIXES_TYPE,
+            ],
         }
 
     def _refs(self, request: _Request) -> dict[str, Any]:
@@ -245,6 +251,10 @@ class StoreApp:
             raise wire.error(wire.BAD_REQUEST, str(e)) from None
 
     def _missing(self, request: _Request) -> dict[str, Any] | _Stream:
+        if request.content_type() == wire.ID_PREFIXES_TYPE:
+            prefixes = self._asked_prefixes(request)
+            bitmap = wire.encode_bitmap(self.repo.objects.absent_prefixes(prefixes))
+            return _Stream(wire.MISSING_BITMAP_TYPE, iter([bitmap]))
         ids = self._asked_ids(request)
         absent = set(self.repo.objects.missing(ids))
         if request.content_type() == wire.ID_BYTES_TYPE:
@@ -252,16 +262,30 @@ class StoreApp:
             return _Stream(wire.MISSING_BITMAP_TYPE, iter([bitmap]))
         return {"missing": [oid for oid in ids if oid in absent]}
 
+    def _asked_prefixes(self, request: _Request) -> list[bytes]:
+        read = request.body_reader(MAX_BATCH_IDS * wire.ID_PREFIX_LEN)
+        try:
+            return wire.decode_prefixes(b"".join(iter(lambda: read(1 << 16), b"")))
+        except ValueError as e:
+            raise wire.error(wire.BAD_REQUEST, str(e)) from None
+
     def _get(self, request: _Request) -> _Stream:
-        ids = self._asked_ids(request)
+        if request.content_type() == wire.ID_PREFIXES_TYPE:
+            ids = resolve_prefixes(self.repo.objects, self._asked_prefixes(request))
+        else:
+            ids = self._asked_ids(request)
         absent = self.repo.objects.missing(ids)
         if absent:
             raise wire.error(wire.NOT_FOUND, f"object not found: {absent[0]}", id=absent[0])
         objects = self.repo.objects
         # An object gc removes after the check above ends the stream early (the exception
         # aborts the response); the client sees a short stream and fails.
+        accept = request.environ.get(_ACCEPT_KEY, "")
+        if wire.ZSTD_OBJECTS_TYPE in accept:
+            framed = (f for _, f in objects.get_many_framed(ids))
+            return _Stream(wire.ZSTD_OBJECTS_TYPE, _rechunk(wire.zstd_objects(framed)))
         stored = ((oid, objects.get_raw(oid)) for oid in ids)
-        if wire.ZSTD_RECORDS_TYPE in request.environ.get(_ACCEPT_KEY, ""):
+        if wire.ZSTD_RECORDS_TYPE in accept:
             return _Stream(wire.ZSTD_RECORDS_TYPE, _rechunk(zstd_records(stored)))
         return _Stream(wire.RECORDS_TYPE, _rechunk(encode_record(o, d) for o, d in stored))
 
@@ -269,6 +293,8 @@ class StoreApp:
 
     def _put(self, request: _Request) -> dict[str, Any]:
         self._check_writable()
+        if request.content_type() == wire.ZSTD_OBJECTS_TYPE:
+            return self._put_objects(request)
         zstd = request.content_type() == wire.ZSTD_RECORDS_TYPE
         if not zstd:
             request.require_content_type(wire.RECORDS_TYPE)
@@ -296,6 +322,19 @@ class StoreApp:
         self.repo.objects.put_many_raw(received, verified=True)  # each checked above
         self.repo.objects.after_bulk_write()  # many small pushes must not mean many packs
         return {"ok": True, "stored": len(received)}
+
+    def _put_objects(self, request: _Request) -> dict[str, Any]:
+        """An upload of id-less framed objects; the answer's digest of the ids they hash
+        to tells the sender all arrived."""
+        read = request.body_reader(self.max_body)
+        received = receive_objects(read, MAX_FRAMED_UPLOAD, _too_large)
+        self.repo.objects.put_many_framed(received, verified=True)
+        self.repo.objects.after_bulk_write()
+        return {
+            "ok": True,
+            "stored": len(received),
+            "digest": wire.ids_digest(o for o, _ in received),
+        }
 
     def _update_ref(self, request: _Request) -> dict[str, Any]:
         self._check_writable()

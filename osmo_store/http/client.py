@@ -23,8 +23,8 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..backends.base import ObjectStore, StagedWriter
 from ..errors import RecordStreamError, RemoteError, StoreError, UsageError
-from ..hashing import ObjectId, is_oid, parse_oid
-from ..objects import ObjectType, stored_from_framed
+from ..hashing import ObjectId, blake3_hex, is_oid, parse_oid
+from ..objects import ObjectType, compress_framed, decompress_framed
 from ..refs import ANY, ReflogEntry, RefStore, validate_ref_name
 from . import protocol as wire
 from .auth import BearerToken
@@ -32,6 +32,7 @@ from .protocol import (
     DEFAULT_MAX_BODY,
     encode_record,
     iter_records,
+    iter_zstd_objects,
     iter_zstd_records,
     zstd_records,
 )
@@ -225,7 +226,9 @@ class HttpObjectStore(ObjectStore):
         #: what the server takes beyond JSON and plain records (its ``/v1/info`` says):
         #: compressed uploads and raw id lists are sent only to a server that takes them
         self.zstd_uploads = wire.ZSTD_RECORDS_TYPE in body_types
+        self.object_uploads = wire.ZSTD_OBJECTS_TYPE in body_types
         self.raw_ids = wire.ID_BYTES_TYPE in body_types
+        self.id_prefixes = self.raw_ids and wire.ID_PREFIXES_TYPE in body_types
 
     def __repr__(self) -> str:
         return f"HttpObjectStore({self.connection.url!r})"
@@ -235,9 +238,10 @@ class HttpObjectStore(ObjectStore):
     def _get_raw(self, oid: ObjectId) -> bytes:
         records = self._fetch([oid])
         try:
-            return next(records)[1]
+            _, data, framed = next(records)
         finally:
             records.close()
+        return compress_framed(data) if framed else data
 
     def _put_raw(self, oid: ObjectId, data: bytes) -> None:
         self._upload([(oid, data)])
@@ -272,15 +276,18 @@ class HttpObjectStore(ObjectStore):
         return out
 
     def _missing(self, chunk: list[ObjectId]) -> list[ObjectId]:
+        if self.id_prefixes:
+            # Prefixes first: most ids a push asks about are new, and a prefix no object
+            # has settles them in a quarter of the bytes. The rest are asked in full.
+            flags = self._bitmap(self._prefixes(chunk), wire.ID_PREFIXES_TYPE, len(chunk))
+            maybe = [oid for oid, absent in zip(chunk, flags, strict=True) if not absent]
+            if maybe:
+                full = self._bitmap(wire.encode_ids(maybe), wire.ID_BYTES_TYPE, len(maybe))
+                present = {oid for oid, absent in zip(maybe, full, strict=True) if not absent}
+                return [oid for oid in chunk if oid not in present]
+            return chunk
         if self.raw_ids:
-            response = self.connection.request(
-                "POST", wire.OBJECTS_MISSING, data=wire.encode_ids(chunk),
-                content_type=wire.ID_BYTES_TYPE,
-            )  # fmt: skip
-            try:
-                flags = wire.decode_bitmap(response.content, len(chunk))
-            except ValueError as e:
-                raise RemoteError(f"the osmo server at {self.connection.url}: {e}") from None
+            flags = self._bitmap(wire.encode_ids(chunk), wire.ID_BYTES_TYPE, len(chunk))
             return [oid for oid, absent in zip(chunk, flags, strict=True) if absent]
         body = self.connection.post_json(wire.OBJECTS_MISSING, {"ids": chunk})
         answer = body.get("missing")
@@ -290,44 +297,97 @@ class HttpObjectStore(ObjectStore):
         # Only ids we asked about, in our order, whatever the server sends.
         return [oid for oid in chunk if oid in absent]
 
+    @staticmethod
+    def _prefixes(chunk: list[ObjectId]) -> bytes:
+        return b"".join(bytes.fromhex(oid[: 2 * wire.ID_PREFIX_LEN]) for oid in chunk)
+
+    def _bitmap(self, body: bytes, kind: str, n: int) -> list[bool]:
+        """``missing``'s bitmap answer to ``n`` ids (or prefixes) sent as ``kind``."""
+        response = self.connection.request(
+            "POST", wire.OBJECTS_MISSING, data=body, content_type=kind
+        )
+        try:
+            return wire.decode_bitmap(response.content, n)
+        except ValueError as e:
+            raise RemoteError(f"the osmo server at {self.connection.url}: {e}") from None
+
     def get_many_raw(self, oids: Iterable[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
         for chunk in _chunks(oids, GET_CHUNK):
-            yield from self._fetch(chunk)
+            for oid, data, framed in self._fetch(chunk):
+                yield oid, compress_framed(data) if framed else data
 
-    def _fetch(self, chunk: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+    def get_many_framed(self, oids: Iterable[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+        for chunk in _chunks(oids, GET_CHUNK):
+            for oid, data, framed in self._fetch(chunk):
+                yield oid, data if framed else decompress_framed(data, oid)
+
+    def _fetch(self, chunk: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes, bool]]:
+        """(id, bytes, whether framed) for each id asked, in order."""
         url = self.connection.url
-        # A server that does not know the compressed form answers with plain records.
-        accept = f"{wire.ZSTD_RECORDS_TYPE}, {wire.RECORDS_TYPE}"
-        if self.raw_ids:
+        # A server answers in the first of these it knows (an older one: plain records).
+        accept = f"{wire.ZSTD_OBJECTS_TYPE}, {wire.ZSTD_RECORDS_TYPE}, {wire.RECORDS_TYPE}"
+        response = self._get_by_prefixes(chunk, accept) if self.id_prefixes else None
+        if response is None and self.raw_ids:
             response = self.connection.request(
                 "POST", wire.OBJECTS_GET, data=wire.encode_ids(chunk),
                 content_type=wire.ID_BYTES_TYPE, accept=accept, stream=True,
             )  # fmt: skip
-        else:
+        elif response is None:
             response = self.connection.request(
                 "POST", wire.OBJECTS_GET, json={"ids": chunk}, accept=accept, stream=True
             )
         try:
-            if response.headers.get(wire.CONTENT_TYPE, "").startswith(wire.ZSTD_RECORDS_TYPE):
-                records = (
-                    (oid, stored_from_framed(oid, framed))
-                    for oid, framed in iter_zstd_records(response.raw.read)
-                )
-            else:
-                records = iter_records(response.raw.read)
+            kind = response.headers.get(wire.CONTENT_TYPE, "")
+            if kind.startswith(wire.ZSTD_OBJECTS_TYPE):
+                yield from self._fetched_objects(chunk, iter_zstd_objects(response.raw.read))
+                return
+            framed = kind.startswith(wire.ZSTD_RECORDS_TYPE)
+            records = (
+                iter_zstd_records(response.raw.read) if framed else iter_records(response.raw.read)
+            )
             for want in chunk:
                 got = next(records, None)
                 if got is None:
                     raise RemoteError(f"the osmo server at {url} sent fewer objects than asked")
                 if got[0] != want:
                     raise RemoteError(f"the osmo server at {url} sent {got[0]}, expected {want}")
-                yield got
+                yield want, got[1], framed
         except RecordStreamError as e:
             raise RemoteError(f"download from {url} was cut short: {e}") from None
         except (requests.RequestException, Urllib3Error, OSError) as e:
             raise RemoteError(f"download from {url} failed: {_reason(e)}") from None
         finally:
             response.close()
+
+    def _get_by_prefixes(self, chunk: list[ObjectId], accept: str) -> requests.Response | None:
+        """``get`` by short prefixes (None: the server could not settle one: none, or
+        several objects, have it). Safe because what comes back is checked against the
+        full ids (``_fetched_objects``); asking again in full reports an absent object."""
+        try:
+            return self.connection.request(
+                "POST", wire.OBJECTS_GET, data=self._prefixes(chunk),
+                content_type=wire.ID_PREFIXES_TYPE, accept=accept, stream=True,
+            )  # fmt: skip
+        except RemoteError as e:
+            if e.code != wire.NOT_FOUND.code:
+                raise
+            return None
+
+    def _fetched_objects(
+        self, chunk: list[ObjectId], objects: Iterator[bytes]
+    ) -> Iterator[tuple[ObjectId, bytes, bool]]:
+        """Id-less objects, in the order asked: each must hash to the id asked for in its
+        place (the caller still verifies it parses)."""
+        url = self.connection.url
+        for want in chunk:
+            framed = next(objects, None)
+            if framed is None:
+                raise RemoteError(f"the osmo server at {url} sent fewer objects than asked")
+            if blake3_hex(framed) != want:
+                raise RemoteError(f"the osmo server at {url} sent wrong content for {want}")
+            yield want, framed, True
+        if next(objects, None) is not None:
+            raise RemoteError(f"the osmo server at {url} sent more objects than asked")
 
     def put_many_raw(
         self, items: Iterable[tuple[ObjectId, bytes]], *, verified: bool = False
@@ -341,6 +401,15 @@ class HttpObjectStore(ObjectStore):
         self._check_writable()
         return self._upload(items)
 
+    def put_many_framed(
+        self, items: Iterable[tuple[ObjectId, bytes]], *, verified: bool = False
+    ) -> int:
+        """``put_many_raw`` of framed forms, sent as they are to a server that takes them."""
+        self._check_writable()
+        if self.object_uploads:
+            return self._upload(items, framed=True)
+        return self._upload((oid, compress_framed(framed)) for oid, framed in items)
+
     def put_many(self, objects: Iterable[tuple[ObjectType, bytes]]) -> list[ObjectId]:
         with self.bulk() as w:
             return [w.put(t, c) for t, c in objects]
@@ -353,9 +422,10 @@ class HttpObjectStore(ObjectStore):
         yield writer
         writer.finish()
 
-    def _upload(self, items: Iterable[tuple[ObjectId, bytes]]) -> int:
-        # Batches are bounded by their records' size as stored: compressed as one stream
-        # they are smaller still.
+    def _upload(self, items: Iterable[tuple[ObjectId, bytes]], framed: bool = False) -> int:
+        """Stored forms (or with ``framed``, framed forms, for a server that takes them)
+        in batches bounded by their size as given: compressed as one stream they are
+        smaller still."""
         limit = min(PUT_CHUNK_BYTES, self.max_body)
         batch: list[tuple[ObjectId, bytes]] = []
         size = n = 0
@@ -368,16 +438,33 @@ class HttpObjectStore(ObjectStore):
                     f"{self.connection.url} accepts at most {self.max_body} bytes per upload"
                 )
             if batch and (len(batch) >= PUT_CHUNK_OBJECTS or size + record_size > limit):
-                self._send(batch)
+                self._send(batch, framed)
                 batch, size = [], 0
             batch.append((oid, data))
             size += record_size
             n += 1
         if batch:
-            self._send(batch)
+            self._send(batch, framed)
         return n
 
-    def _send(self, batch: list[tuple[ObjectId, bytes]]) -> None:
+    def _send(self, batch: list[tuple[ObjectId, bytes]], framed: bool = False) -> None:
+        if not framed and self.object_uploads:
+            batch = [(oid, decompress_framed(data, oid)) for oid, data in batch]
+            framed = True
+        if framed:
+            body = b"".join(wire.zstd_objects(f for _, f in batch))
+            response = self.connection.request(
+                "POST", wire.OBJECTS_PUT, data=body, content_type=wire.ZSTD_OBJECTS_TYPE
+            )
+            answer = self.connection._json(response)
+            if answer.get("digest") != wire.ids_digest(oid for oid, _ in batch):
+                # The server names each object by its hash: an object of ours that does
+                # not hash to its id (damaged here) was stored under another id, unused.
+                raise RemoteError(
+                    f"the osmo server at {self.connection.url} did not store what was sent",
+                    hint="an object sent may be damaged here: run osmo fsck",
+                )
+            return
         if self.zstd_uploads:
             body, kind = b"".join(zstd_records(batch)), wire.ZSTD_RECORDS_TYPE
         else:

@@ -1,8 +1,9 @@
 """The ``osmo serve`` wire protocol, version 1 (docs/protocol.md): what both sides share.
 
 Object batches travel as records of stored forms, or (when both sides speak it: negotiated
-through ``Accept`` for downloads and ``/v1/info`` for uploads) as one zstd stream of records
-of framed forms, which moves fewer bytes than the stored forms themselves.
+through ``Accept`` for downloads and ``/v1/info`` for uploads) as one zstd stream of framed
+forms, without ids (each object is named by its hash), and id lists as 8-byte prefixes
+first: together they move fewer bytes than the version 2 packs holding the objects.
 
 Routes, headers, limits, the record framing objects travel in, and the one table of error
 codes. The client backend (``client.py``) and the server (``app.py``) both take these from
@@ -37,7 +38,7 @@ from ..errors import (
     RemoteRefused,
     StoreError,
 )
-from ..hashing import OID_RAW_LEN, ObjectId, is_oid, oid_to_raw
+from ..hashing import OID_RAW_LEN, ObjectId, blake3_hex, is_oid, oid_to_raw
 from ..objects import ZSTD_LEVEL, decompress_framed
 
 # --- routes (every one under API_PREFIX) ---------------------------------------------------
@@ -67,11 +68,21 @@ JSON_TYPE = "application/json"
 RECORDS_TYPE = "application/octet-stream"
 #: uploads and downloads of objects as one zstd stream of records of framed forms
 ZSTD_RECORDS_TYPE = "application/vnd.osmo.records+zstd"
+#: uploads and downloads of objects as one zstd stream of their framed forms, each after
+#: its u32be length, with no ids: the receiver hashes each object anyway (a raw id is 32
+#: bytes that do not compress, a third of a v2 pack's bytes per eval record)
+ZSTD_OBJECTS_TYPE = "application/vnd.osmo.objects+zstd"
 #: a download's client names the record types it reads, the compressed one first
 ACCEPT = "Accept"
 #: id lists of ``missing`` and ``get`` as raw 32-byte ids back to back (not JSON: a hex id
 #: in JSON takes 67 bytes, more than many a stored object)
 ID_BYTES_TYPE = "application/vnd.osmo.ids"
+#: ``missing``'s first question: the first ``ID_PREFIX_LEN`` bytes of each id, back to back;
+#: the bitmap answer sets the bit of a prefix no stored id starts with (so surely missing).
+#: The ids whose prefix some object has are asked about again in full: a prefix decides
+#: nothing but "send it", so colliding one costs a question, never a skipped object.
+ID_PREFIXES_TYPE = "application/vnd.osmo.id-prefixes"
+ID_PREFIX_LEN = 8
 #: the answer of ``missing`` to an ``ID_BYTES_TYPE`` question: bit i (of byte i // 8, most
 #: significant bit first) set when the i-th id asked about is missing
 MISSING_BITMAP_TYPE = "application/vnd.osmo.missing-bitmap"
@@ -167,6 +178,57 @@ def zstd_records(items: Iterable[tuple[ObjectId, bytes]]) -> Iterator[bytes]:
     yield stream.flush()
 
 
+#: zstd level of ``ZSTD_OBJECTS_TYPE`` batches: measured on 3,000 eval-like records
+#: (tests/test_sync_wire.py), level 3 took 279.6 KB, 9 took 269.1 KB (at 40 MB/s+), 19
+#: took 252.9 KB but 20x the CPU
+OBJECTS_LEVEL = 9
+OBJECT_HEAD = struct.Struct(">I")
+
+
+def zstd_objects(framed_forms: Iterable[bytes]) -> Iterator[bytes]:
+    """Framed objects as one ``ZSTD_OBJECTS_TYPE`` stream, in chunks."""
+    stream = zstandard.ZstdCompressor(level=OBJECTS_LEVEL).compressobj()
+    for framed in framed_forms:
+        if len(framed) > MAX_RECORD_LEN:
+            raise StoreError(f"an object of {len(framed)} bytes cannot travel (< 4 GiB)")
+        chunk = stream.compress(OBJECT_HEAD.pack(len(framed)) + framed)
+        if chunk:
+            yield chunk
+    yield stream.flush()
+
+
+def iter_zstd_objects(read: Callable[[int], bytes], budget: int | None = None) -> Iterator[bytes]:
+    """The framed forms of a ``zstd_objects`` stream, unverified; ``budget`` bounds the
+    decompressed bytes (RecordTooLarge before an object past it is read). A stream that is
+    not zstd, or ends inside an object, raises RecordStreamError."""
+    reader = zstandard.ZstdDecompressor().stream_reader(_Source(read), read_across_frames=True)
+    used = 0
+    try:
+        while True:
+            head = read_exact(reader.read, OBJECT_HEAD.size)
+            if not head:
+                return
+            if len(head) < OBJECT_HEAD.size:
+                raise RecordStreamError("stream ends inside an object's length")
+            (length,) = OBJECT_HEAD.unpack(head)
+            used += OBJECT_HEAD.size + length
+            if budget is not None and used > budget:
+                raise RecordTooLarge(f"objects exceed {budget} bytes")
+            framed = read_exact(reader.read, length)
+            if len(framed) < length:
+                raise RecordStreamError("stream ends inside an object")
+            yield framed
+    except zstandard.ZstdError as e:
+        raise RecordStreamError(f"not a zstd stream of objects ({e})") from None
+
+
+def ids_digest(ids: Iterable[ObjectId]) -> str:
+    """What a server answers an upload of ``ZSTD_OBJECTS_TYPE`` with: BLAKE3 of the raw ids
+    of the objects it took, in order, so the sender knows each arrived whole without the
+    ids travelling either way."""
+    return blake3_hex(*(oid_to_raw(oid) for oid in ids))
+
+
 def encode_ids(ids: Iterable[ObjectId]) -> bytes:
     return b"".join(oid_to_raw(oid) for oid in ids)
 
@@ -176,6 +238,14 @@ def decode_ids(data: bytes) -> list[ObjectId]:
     if len(data) % OID_RAW_LEN:
         raise ValueError(f"{len(data)} bytes is not a whole number of {OID_RAW_LEN}-byte ids")
     return [ObjectId(data[i : i + OID_RAW_LEN].hex()) for i in range(0, len(data), OID_RAW_LEN)]
+
+
+def decode_prefixes(data: bytes) -> list[bytes]:
+    """``ID_PREFIX_LEN``-byte prefixes back to back; ValueError if the length is wrong."""
+    n = ID_PREFIX_LEN
+    if len(data) % n:
+        raise ValueError(f"{len(data)} bytes is not a whole number of {n}-byte id prefixes")
+    return [data[i : i + n] for i in range(0, len(data), n)]
 
 
 def encode_bitmap(flags: list[bool]) -> bytes:

@@ -119,7 +119,9 @@ def _bucket_copies(
         for i in range(lo, hi):
             oid, offset, length = pack.entry_at(i)
             try:
-                head = pack.read_at(oid, offset, min(length, _FRAME_HEAD))
+                # The frame's own header: read_at would decompress a dictionary frame (a
+                # header alone fails to) and recompress it without the dictionary.
+                head = pack.frame_bytes_at(oid, offset, min(length, _FRAME_HEAD))
             except CorruptObject:  # its index places it outside the pack: fsck says so
                 head = b""
             yield oid_to_raw(oid), _framed_size(head), length, length, True
