@@ -39,25 +39,6 @@ def err(line: str) -> None:
     sys.stderr.write(line + "\n")
 
 
-def check_writable(text: str, flag: str, *, is_dir: bool = False) -> None:
-    """Refuse, before any work, an output path that could not be written afterwards: a file
-    where a directory is wanted or the reverse, a file in the way of a directory to create,
-    no permission."""
-    from pathlib import Path
-
-    from ..errors import UsageError
-
-    path = Path(text)
-    if path.exists() and path.is_dir() != is_dir:
-        kind = "a file" if is_dir else "a directory"
-        raise UsageError(f"{flag} {text}: is {kind}")
-    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
-    if existing != path and not existing.is_dir():
-        raise UsageError(f"{flag} {text}: {existing} is not a directory")
-    if not os.access(existing, os.W_OK):
-        raise UsageError(f"{flag} {text}: permission denied")
-
-
 def open_repo(args: argparse.Namespace) -> Repository:
     """The store named by ``--store``, else ``$OSMO_STORE``, else the default store. The
     default store is created on first use; a ``--store PATH`` that is not a store is an

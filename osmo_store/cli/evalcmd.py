@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from ..eval import DEFAULT_BASE_URL
+from ..eval.outputs import check_writable
 from .argtypes import finite_float, nonneg_float, nonneg_int, positive_float, positive_int
 from .common import (
     EXIT_ALL_FAILED,
     EXIT_BELOW_THRESHOLD,
     EXIT_INTERRUPTED,
-    check_writable,
     err,
     open_repo,
     out,

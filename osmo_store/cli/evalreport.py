@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ..eval.outputs import check_writable
 from ..eval.report_data import gather
 from ..eval.report_html import render_report, write_report
 from ..repo import Repository
-from .common import check_writable, out
+from .common import out
 from .evalshow import open_config
 
 
