@@ -17,6 +17,10 @@ _EXPORTS = {
     "EvalResult": ".api.result",
     "load": ".api.result",
     "configs": ".api.result",
+    "report": ".api.report",
+    "label": ".api.manage",
+    "remove": ".api.manage",
+    "VerifyReport": ".eval.verify",
     "ConfigInfo": ".eval.catalog",
     # the store
     "OsmoError": ".errors",
@@ -45,25 +49,32 @@ __all__ = [
     "Repository",
     "RunRecord",
     "TreeEntry",
+    "VerifyReport",
     "configs",
     "default_store_path",
     "evaluate",
     "evaluate_async",
     "init_store",
     "iter_tree",
+    "label",
     "list_tree",
     "load",
     "parse_oid",
+    "remove",
+    "report",
     "tree_get",
     "update_tree",
     "write_tree",
 ]
 
 if TYPE_CHECKING:
+    from .api.manage import label, remove
+    from .api.report import report
     from .api.result import EvalResult, configs, load
     from .api.run import EvalInterrupted, evaluate, evaluate_async
     from .errors import OsmoError
     from .eval.catalog import ConfigInfo
+    from .eval.verify import VerifyReport
     from .hashing import ObjectId, parse_oid
     from .objects import ObjectType, RunRecord
     from .repo import Repository, default_store_path, init_store

@@ -20,7 +20,14 @@ import pytest
 
 import osmo_store
 from osmo_store.cli.main import main
-from osmo_store.errors import CodeLoadError, DatasetError, OsmoError, StoreError, UsageError
+from osmo_store.errors import (
+    CodeLoadError,
+    ConfigNotFound,
+    DatasetError,
+    OsmoError,
+    StoreError,
+    UsageError,
+)
 from osmo_store.testing.mockserver import MockServer
 
 from .evalproject import ROWS, default_rows, forget_modules_under, write_rows
@@ -101,9 +108,10 @@ def test_an_agent_command_runs_from_the_api_as_from_the_cli(
     (project / "agent.sh").write_text(CURL_AGENT)
     result, calls = run(server, store_path, "data.jsonl", "fns.py:exact", agent_cmd="sh agent.sh")
     assert calls == ROWS and result.score == 1.0
+    before = server.calls  # the server is the module's: other tests' calls are counted too
     cli = cli_config_id(store_path, server, capsys, "-d", "data.jsonl", "--eval-fn",
                         "fns.py:exact", "--agent-cmd", "sh agent.sh")  # fmt: skip
-    assert cli == result.config_id and server.calls == ROWS  # the command reused every run
+    assert cli == result.config_id and server.calls == before  # the command reused every run
 
 
 def test_a_dataframe_is_the_same_dataset_as_its_rows(server, store_path, project) -> None:
@@ -310,18 +318,22 @@ def test_importing_osmo_store_loads_none_of_the_api() -> None:
 
 def test_the_api_is_listed_typed_and_documented() -> None:
     for name in ("evaluate", "evaluate_async", "load", "configs", "EvalResult",
-                 "EvalInterrupted", "ConfigInfo"):  # fmt: skip
+                 "EvalInterrupted", "ConfigInfo", "report", "label", "remove",
+                 "VerifyReport"):  # fmt: skip
         assert name in osmo_store.__all__
         obj = getattr(osmo_store, name)
         assert obj.__doc__ and len(obj.__doc__) > 40, name
     import inspect
 
+    result = osmo_store.EvalResult
     for fn in (osmo_store.evaluate, osmo_store.evaluate_async, osmo_store.load,
-               osmo_store.configs):  # fmt: skip
+               osmo_store.configs, osmo_store.report, osmo_store.label, osmo_store.remove,
+               result.diff, result.export, result.verify):  # fmt: skip
+        assert fn.__doc__ and len(fn.__doc__) > 40, fn
         signature = inspect.signature(fn)
         assert signature.return_annotation is not inspect.Signature.empty
         assert all(p.annotation is not inspect.Parameter.empty
-                   for p in signature.parameters.values())  # fmt: skip
+                   for p in signature.parameters.values() if p.name != "self")  # fmt: skip
 
 
 def test_a_notebook_function_is_keyed_by_the_user_modules_it_uses(
@@ -368,3 +380,130 @@ def test_cancelling_evaluate_async_stops_the_eval_resumably(store_path, project)
         done, calls = run(slow, store_path, rows, "fns.py:exact", concurrency=2)
     assert done.status == "completed" and done.config_id == stopped.config_id
     assert first + calls == len(rows)  # the runs in flight were recorded before it returned
+
+
+# What the ``osmo eval`` views do, from Python: each gives what its command gives.
+
+HARSH = (
+    "def exact(solution_str, ground_truth, extra_info):\n"
+    "    return solution_str.strip() == ground_truth and ground_truth not in ('3', '7')\n"
+)
+
+
+def cli_json(store: Path, capsys, *argv: str) -> Any:
+    code = main(["--store", str(store), "eval", *argv, "--json"])
+    captured = capsys.readouterr()
+    assert code in (0, 1), captured.err
+    return json.loads(captured.out)
+
+
+def two_configs(server, store: Path, project: Path) -> tuple[Any, Any]:
+    """A and B on the same rows; B's eval function fails rows 1 and 3."""
+    (project / "harsh.py").write_text(HARSH)
+    a, _ = run(server, store, "data.jsonl", "fns.py:exact", n=2)
+    b, _ = run(server, store, "data.jsonl", "harsh.py:exact", n=2)
+    return a, b
+
+
+def test_diff_is_what_eval_diff_json_prints(server, store_path, project, capsys) -> None:
+    a, b = two_configs(server, store_path, project)
+    cli = cli_json(store_path, capsys, "diff", a.config_id, b.config_id, "--resamples", "500",
+                   "--seed", "3")  # fmt: skip
+    api = a.diff(b, resamples=500, seed=3)
+    assert api == cli and api["difference"] < 0 and len(api["changes"]) == 2
+    assert a.diff(b.config_id[:8], resamples=500, seed=3) == cli  # a config named by text
+    cli = cli_json(store_path, capsys, "diff", a.config_id, b.config_id, "--confidence", "0.8")
+    assert a.diff(b, confidence=0.8) == cli
+    with pytest.raises(UsageError, match="no 'nonsense' score"):
+        a.diff(b, metric="nonsense")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_export_writes_the_bytes_eval_export_writes(
+    server, store_path, project, capsys, suffix
+) -> None:
+    a, _ = two_configs(server, store_path, project)
+    code = main(["--store", str(store_path), "eval", "export", a.config_id, "-o",
+                 str(project / f"cli{suffix}")])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert a.export(project / "out" / f"api{suffix}") == project / "out" / f"api{suffix}"
+    assert (project / "out" / f"api{suffix}").read_bytes() == (
+        project / f"cli{suffix}").read_bytes()  # fmt: skip
+    a.export(project / "named.txt", format=suffix[1:])
+    assert (project / "named.txt").read_bytes() == (project / f"cli{suffix}").read_bytes()
+
+
+def test_verify_gives_the_agreement_eval_verify_gives(server, store_path, project, capsys) -> None:
+    a, _ = two_configs(server, store_path, project)
+    report = a.verify()
+    assert report.ok and (report.checked, report.agreed) == (2 * ROWS, 2 * ROWS)
+    assert report.as_dict() == cli_json(store_path, capsys, "verify", a.config_id)
+    changed = a.verify(["harsh.py:exact"])
+    assert not changed.ok and changed.agreed == 2 * ROWS - 4 and len(changed.disagreements) == 4
+    assert changed.as_dict() == cli_json(store_path, capsys, "verify", a.config_id,
+                                         "--eval-fn", "harsh.py:exact")  # fmt: skip
+    cell: dict = {}
+    define_in_cell("def exact(solution_str, ground_truth, extra_info):\n    return False\n", cell)
+    by_callable = a.verify([cell["exact"]])
+    assert by_callable.agreed == 0 and len(by_callable.disagreements) == 2 * ROWS
+
+
+def test_report_writes_the_page_of_eval_report(server, store_path, project, capsys) -> None:
+    a, b = two_configs(server, store_path, project)
+    path = osmo_store.report([a, b.config_id[:8]], project / "report.html", store=store_path)
+    assert path == project / "report.html"
+    page = path.read_text()
+    code = main(["--store", str(store_path), "eval", "report", a.config_id, b.config_id, "-o",
+                 str(project / "cli.html")])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    cli = (project / "cli.html").read_text()
+    for result in (a, b):
+        assert result.config_id in page and result.config_id in cli
+    # The same page but for the time it was made.
+    assert len(page.splitlines()) == len(cli.splitlines())
+    assert sum(x != y for x, y in zip(page.splitlines(), cli.splitlines(), strict=True)) <= 1
+
+
+def test_label_and_remove_do_what_the_commands_do(server, store_path, project, capsys) -> None:
+    a, b = two_configs(server, store_path, project)
+    assert osmo_store.label(a.config_id[:8], "  baseline ", store=store_path) == a.config_id
+    assert osmo_store.load("baseline", store=store_path).label == "baseline"
+    listed = cli_json(store_path, capsys, "cache", "ls", "--label", "baseline")
+    assert [c["config_id"] for c in listed] == [a.config_id]
+    osmo_store.label(a.config_id, "", store=store_path)
+    assert osmo_store.load(a.config_id, store=store_path).label is None
+    assert osmo_store.remove([b.config_id[:8]], store=store_path) == [b.config_id]
+    assert [c["config_id"] for c in cli_json(store_path, capsys, "cache", "ls")] == [a.config_id]
+    with pytest.raises(ConfigNotFound):
+        osmo_store.load(b.config_id, store=store_path)
+    # Removed, the same eval runs again from its reused rollouts: no model call.
+    again, calls = run(server, store_path, "data.jsonl", "harsh.py:exact", n=2)
+    assert again.config_id == b.config_id and calls == 0
+
+
+def test_views_refuse_bad_input_with_osmo_errors_and_print_nothing(
+    server, store_path, project, capfd
+) -> None:
+    a, b = two_configs(server, store_path, project)
+    capfd.readouterr()
+    (project / "folder.jsonl").mkdir()
+    with pytest.raises(UsageError, match="cannot tell the format"):
+        a.export(project / "out.txt")
+    with pytest.raises(UsageError, match="is a directory"):
+        a.export(project / "folder.jsonl")
+    with pytest.raises(UsageError, match="is a directory"):
+        osmo_store.report([a], project / "folder.jsonl")
+    with pytest.raises(UsageError, match="given twice"):
+        osmo_store.report([a, a.config_id], project / "r.html", store=store_path)
+    with pytest.raises(UsageError):
+        osmo_store.report([], project / "r.html", store=store_path)
+    with pytest.raises(UsageError):
+        a.diff(b, confidence=1.5)
+    with pytest.raises(CodeLoadError):
+        a.verify(["nowhere.py:exact"])
+    with pytest.raises(ConfigNotFound):
+        osmo_store.remove(["ffff0000"], store=store_path)
+    with pytest.raises(UsageError):
+        osmo_store.label(a.config_id, "two\nlines", store=store_path)
+    assert not (project / "r.html").exists()
+    assert capfd.readouterr() == ("", "")

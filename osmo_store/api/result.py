@@ -1,11 +1,13 @@
 """Stored eval results for Python: ``configs()`` lists them as ``osmo eval cache ls`` does,
 ``load()`` opens one, and an ``EvalResult`` (also what ``evaluate`` returns) gives its
-summary and its samples as plain dicts or a pandas DataFrame."""
+summary, its samples as plain dicts or a pandas DataFrame, and what ``osmo eval diff``,
+``export`` and ``verify`` give, through the code those commands run."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,8 +21,13 @@ from ..eval.catalog import (
     find_config,
     list_configs,
 )
-from ..eval.export import flat_record, table_columns
+from ..eval.compare import compare
+from ..eval.export import check_format, flat_record, sample_records, table_columns, write_records
+from ..eval.outputs import check_writable
+from ..eval.prepare import UserCode
 from ..eval.results import StoredConfig
+from ..eval.verify import VerifyReport, load_eval_fns, verify
+from ..hashing import ObjectId
 from ..repo import Repository
 
 if TYPE_CHECKING:
@@ -76,11 +83,59 @@ class EvalResult:
         row), ``messages``, ``solution``, ``scores``, ``scoring_errors``, ``error``,
         ``usage`` and ``latency_s``. Reads the store as it goes."""
         with open_store(self.store, create=False) as repo:
-            stored = StoredConfig(repo, self.config_id, self.run_id)
-            if self.row_indexes is not None:
-                stored.use_row_indexes(self.row_indexes)
+            stored = self.stored(repo)
             for ref in stored.refs():
                 yield stored.view(ref)
+
+    def stored(self, repo: Repository) -> StoredConfig:
+        """This result's run record in ``repo`` (its store, opened)."""
+        stored = StoredConfig(repo, self.config_id, ObjectId(self.run_id))
+        if self.row_indexes is not None:
+            stored.use_row_indexes(self.row_indexes)
+        return stored
+
+    def diff(
+        self,
+        other: EvalResult | str,
+        *,
+        metric: str | None = None,
+        confidence: float = 0.95,
+        resamples: int = 2000,
+        seed: int = 0,
+    ) -> dict[str, Any]:
+        """``other`` (B: a result, or a config id, prefix or label in this result's store)
+        against this one (A), as ``osmo eval diff A B --json`` prints it: differences are
+        B - A on the runs both have (paired by row content and run index), ``difference``
+        with its ``ci`` (a paired bootstrap over rows, ``resamples`` draws from ``seed``),
+        a paired ``test``, per-row ``changes`` (regressions first), ``only_in_a``/``_b``.
+        ``metric``: a metric as the summary names it (default: A's primary metric). Raises
+        ``UsageError`` when there is nothing to compare (docs/eval.md, "Compare")."""
+        with opened([self, other], self.store) as (a, b):
+            return compare(a, b, metric=metric, confidence=confidence, resamples=resamples,
+                           seed=seed)  # fmt: skip
+
+    def export(self, path: str | os.PathLike[str], format: str | None = None) -> Path:
+        """Write every sample to ``path`` as ``osmo eval export CONFIG -o PATH`` writes it
+        (the same bytes): one row per sample with the columns of ``to_pandas``, as JSON
+        lines, CSV or Parquet, by ``path``'s suffix or ``format`` (``jsonl``, ``csv``,
+        ``parquet``: needs pyarrow). Returns the path. Raises ``UsageError`` for a format
+        it cannot write or a path it cannot write to, before reading the store."""
+        fmt = check_format(path, format)
+        check_writable(path, "path")
+        with open_store(self.store, create=False) as repo:
+            write_records(sample_records(self.stored(repo)), path, fmt)
+        return Path(path)
+
+    def verify(self, eval_fns: Sequence[UserCode] | None = None) -> VerifyReport:
+        """Score the stored conversations again, with no model call, as ``osmo eval verify``
+        does: with ``eval_fns`` (specs or callables, compared with the stored scores of the
+        functions of the same name) or else the config's own eval functions as their files
+        are now. Returns a ``VerifyReport``: ``checked``, ``agreed``, ``disagreements``,
+        ``ok``, and ``as_dict()`` (what ``--json`` prints). Raises ``CodeLoadError`` for
+        code that cannot be loaded."""
+        with open_store(self.store, create=False) as repo:
+            stored = self.stored(repo)
+            return verify(stored, load_eval_fns(stored, eval_fns))
 
     def to_pandas(self) -> pandas.DataFrame:
         """One row per sample, with the columns of ``osmo eval export``: ``index``, ``row``,
@@ -113,6 +168,30 @@ class EvalResult:
             store=stored.repo.path,
             row_indexes=row_indexes,
         )
+
+
+@contextlib.contextmanager
+def opened(results: Sequence[EvalResult | str], store: StorePath) -> Iterator[list[StoredConfig]]:
+    """Each of ``results`` opened in its store: a result in the one it came from, a config
+    id, prefix or label in ``store``; a store is opened once however many name it."""
+    with contextlib.ExitStack() as stack:
+        repos: dict[Path | None, Repository] = {}
+
+        def repo_of(where: StorePath) -> Repository:
+            key = None if where is None else Path(where).resolve()
+            if key not in repos:
+                repos[key] = stack.enter_context(open_store(where, create=False))
+                check_eval_refs(repos[key])
+            return repos[key]
+
+        stored = []
+        for r in results:
+            if isinstance(r, EvalResult):
+                stored.append(r.stored(repo_of(r.store)))
+            else:
+                repo = repo_of(store)
+                stored.append(StoredConfig(repo, find_config(repo, r)))
+        yield stored
 
 
 def load(config: str, *, store: StorePath = None) -> EvalResult:

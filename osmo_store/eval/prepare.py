@@ -113,10 +113,10 @@ def prepare_eval(
     agent_fn: Callable[..., Any] | None = None
     agent_ref = None
     if agent:
-        agent_fn, agent_ref = _user_code(agent, "agent", **declared)
+        agent_fn, agent_ref = user_code(agent, "agent", **declared)
     elif agent_cmd is not None:
         agent_fn, agent_ref = load_command_agent(agent_cmd, **declared)
-    fns = [EvalFn.wrap(*_user_code(spec, "eval function", **declared)) for spec in eval_fns]
+    fns = [EvalFn.wrap(*user_code(spec, "eval function", **declared)) for spec in eval_fns]
     names = [f.name for f in fns]
     if len(set(names)) != len(names):
         raise UsageError(f"two eval functions share a name: {', '.join(names)}")
@@ -157,7 +157,8 @@ def prepare_eval(
     return PreparedEval(config, loaded, fns, agent_fn, url, given)
 
 
-def _user_code(code: UserCode, what: str, **declared: Any) -> tuple[Callable[..., Any], CodeRef]:
+def user_code(code: UserCode, what: str, **declared: Any) -> tuple[Callable[..., Any], CodeRef]:
+    """A spec loaded, or a callable taken as it is, with the reference that keys it."""
     if isinstance(code, str):
         return load_callable(code, what, **declared)
     return code, callable_ref(code, what, **declared)

@@ -12,6 +12,7 @@ from typing import Any
 
 from .code import load_callable
 from .dataset import row_from_data
+from .prepare import UserCode, user_code
 from .results import StoredConfig
 from .scoring import EvalFn, score_all
 
@@ -31,6 +32,11 @@ class Disagreement:
 
 @dataclass
 class VerifyReport:
+    """How a config's stored scores compare with its eval functions run again: ``checked``
+    samples re-scored, ``agreed`` (every function gave its stored score), failed runs
+    ``skipped_failed``, ``not_stored`` (function -> samples with no stored score for it),
+    each ``disagreements`` entry, ``ok`` (none), and ``as_dict()`` as ``--json`` prints."""
+
     config_id: str
     fns: list[dict[str, Any]]  # name, spec, code as stored and now, changed
     checked: int = 0
@@ -56,12 +62,12 @@ class VerifyReport:
         }
 
 
-def load_eval_fns(stored: StoredConfig, specs: Sequence[str] | None = None) -> list[EvalFn]:
-    """The config's eval functions as they are now: ``specs`` if given, else each one as
-    recorded, loaded from the source file the eval recorded for it when that was a file
-    (so the check does not depend on the directory it runs in)."""
+def load_eval_fns(stored: StoredConfig, specs: Sequence[UserCode] | None = None) -> list[EvalFn]:
+    """The config's eval functions as they are now: ``specs`` (specs or callables) if given,
+    else each one as recorded, loaded from the source file the eval recorded for it when
+    that was a file (so the check does not depend on the directory it runs in)."""
     if specs:
-        return [EvalFn.wrap(*load_callable(s, "eval function")) for s in specs]
+        return [EvalFn.wrap(*user_code(s, "eval function")) for s in specs]
     code = (stored.meta.get("provenance") or {}).get("code") or {}
     fns = []
     for spec in stored.meta.get("config", {}).get("eval_fns") or []:
