@@ -109,7 +109,7 @@ class EvalResult:
         with its ``ci`` (a paired bootstrap over rows, ``resamples`` draws from ``seed``),
         a paired ``test``, per-row ``changes`` (regressions first), ``only_in_a``/``_b``.
         ``metric``: a metric as the summary names it (default: A's primary metric). Raises
-        ``UsageError`` when there is nothing to compare (docs/eval.md, "Compare")."""
+        ``UsageError`` when there is nothing to compare (docs/eval.md, "Comparing two configs")."""
         with opened([self, other], self.store) as (a, b):
             return compare(a, b, metric=metric, confidence=confidence, resamples=resamples,
                            seed=seed)  # fmt: skip
