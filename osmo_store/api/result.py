@@ -83,11 +83,11 @@ class EvalResult:
         row), ``messages``, ``solution``, ``scores``, ``scoring_errors``, ``error``,
         ``usage`` and ``latency_s``. Reads the store as it goes."""
         with open_store(self.store, create=False) as repo:
-            stored = self.stored(repo)
+            stored = self._stored(repo)
             for ref in stored.refs():
                 yield stored.view(ref)
 
-    def stored(self, repo: Repository) -> StoredConfig:
+    def _stored(self, repo: Repository) -> StoredConfig:
         """This result's run record in ``repo`` (its store, opened)."""
         stored = StoredConfig(repo, self.config_id, ObjectId(self.run_id))
         if self.row_indexes is not None:
@@ -123,7 +123,7 @@ class EvalResult:
         fmt = check_format(path, format)
         check_writable(path, "path")
         with open_store(self.store, create=False) as repo:
-            write_records(sample_records(self.stored(repo)), path, fmt)
+            write_records(sample_records(self._stored(repo)), path, fmt)
         return Path(path)
 
     def verify(self, eval_fns: Sequence[UserCode] | None = None) -> VerifyReport:
@@ -134,7 +134,7 @@ class EvalResult:
         ``ok``, and ``as_dict()`` (what ``--json`` prints). Raises ``CodeLoadError`` for
         code that cannot be loaded."""
         with open_store(self.store, create=False) as repo:
-            stored = self.stored(repo)
+            stored = self._stored(repo)
             return verify(stored, load_eval_fns(stored, eval_fns))
 
     def to_pandas(self) -> pandas.DataFrame:
@@ -187,7 +187,7 @@ def opened(results: Sequence[EvalResult | str], store: StorePath) -> Iterator[li
         stored = []
         for r in results:
             if isinstance(r, EvalResult):
-                stored.append(r.stored(repo_of(r.store)))
+                stored.append(r._stored(repo_of(r.store)))
             else:
                 repo = repo_of(store)
                 stored.append(StoredConfig(repo, find_config(repo, r)))
