@@ -444,7 +444,7 @@ def test_verify_gives_the_agreement_eval_verify_gives(server, store_path, projec
                                          "--eval-fn", "harsh.py:exact")  # fmt: skip
     cell: dict = {}
     define_in_cell("def exact(solution_str, ground_truth, extra_info):\n    return False\n", cell)
-    by_callable = a.verify([cell["exact"]])
+    by_callable = a.verify(cell["exact"])  # one function, not in a list
     assert by_callable.agreed == 0 and len(by_callable.disagreements) == 2 * ROWS
 
 

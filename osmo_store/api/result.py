@@ -119,20 +119,23 @@ class EvalResult:
         (the same bytes): one row per sample with the columns of ``to_pandas``, as JSON
         lines, CSV or Parquet, by ``path``'s suffix or ``format`` (``jsonl``, ``csv``,
         ``parquet``: needs pyarrow). Returns the path. Raises ``UsageError`` for a format
-        it cannot write or a path it cannot write to, before reading the store."""
+        it cannot write or a path it cannot write to, before reading the store. (A result
+        of rows given as objects also fills in ``index``, as ``samples()`` does.)"""
         fmt = check_format(path, format)
         check_writable(path, "path")
         with open_store(self.store, create=False) as repo:
             write_records(sample_records(self._stored(repo)), path, fmt)
         return Path(path)
 
-    def verify(self, eval_fns: Sequence[UserCode] | None = None) -> VerifyReport:
+    def verify(self, eval_fns: UserCode | Sequence[UserCode] | None = None) -> VerifyReport:
         """Score the stored conversations again, with no model call, as ``osmo eval verify``
         does: with ``eval_fns`` (specs or callables, compared with the stored scores of the
         functions of the same name) or else the config's own eval functions as their files
         are now. Returns a ``VerifyReport``: ``checked``, ``agreed``, ``disagreements``,
         ``ok``, and ``as_dict()`` (what ``--json`` prints). Raises ``CodeLoadError`` for
         code that cannot be loaded."""
+        if isinstance(eval_fns, str) or callable(eval_fns):
+            eval_fns = [eval_fns]
         with open_store(self.store, create=False) as repo:
             stored = self._stored(repo)
             return verify(stored, load_eval_fns(stored, eval_fns))
