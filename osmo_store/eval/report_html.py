@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import time
 from html import escape
-from pathlib import Path
 from typing import Any
 
 from .. import __version__
@@ -56,18 +54,6 @@ def render_report(data: ReportData, *, generated: float | None = None) -> str:
         + f'<script type="application/json" id="osmo-data">{script_json(table)}</script>'
         f"<script>{JS}</script></body></html>\n"
     )
-
-
-def write_report(text: str, path: str | Path) -> None:
-    """Write the page whole or not at all: a reader never opens half a report."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 _NAV = (("configs", "Configs"), ("scores", "Scores"), ("comparison", "Comparison"),
