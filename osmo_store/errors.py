@@ -282,8 +282,8 @@ class JournalError(OsmoError):
 
 
 class ConfigNotFound(OsmoError):
-    def __init__(self, text: str) -> None:
-        super().__init__(f"no eval config matches {text!r}", hint="list them: osmo eval cache ls")
+    def __init__(self, text: str, *, hint: str = "list them: osmo eval cache ls") -> None:
+        super().__init__(f"no eval config matches {text!r}", hint=hint)
 
 
 class ConfigRunning(OsmoError):
