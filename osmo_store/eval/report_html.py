@@ -113,6 +113,9 @@ def _primary(summary: dict[str, Any]) -> str:
 
 
 def _scores(data: ReportData) -> str:
+    if not data.metrics:
+        return ('<section id="scores"><h2>Scores</h2><p class="muted">no scored runs: every '
+                "run failed or its scoring raised (see Failures)</p></section>")  # fmt: skip
     head = "".join(f"<th colspan=\"3\">{_swatch(i)}{escape(c.name)}</th>"
                    for i, c in enumerate(data.configs))  # fmt: skip
     sub = "".join('<th class="num">mean</th><th class="num">std</th><th class="num">n</th>'
