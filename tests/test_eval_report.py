@@ -262,7 +262,8 @@ def test_plots_are_well_formed_svg_with_escaped_labels() -> None:
     assert len(continuous.findall(f"{ns}rect")) == 20
     rows = [(float(i % 2), float(i % 3 == 0)) for i in range(10_000)]
     points = ET.fromstring(report_svg.scatter(rows, title="t", xlabel=evil, ylabel=evil))
-    assert len(points.findall(f"{ns}circle")) == 4
+    drawn = [c for c in points.findall(f"{ns}circle") if c.find(f"{ns}title") is not None]
+    assert len(drawn) == 4  # and the legend's three dots, which have no title
     ET.fromstring(report_svg.interval(-0.2, -0.3, -0.1, title=evil, label=evil))
 
 
@@ -295,3 +296,24 @@ def test_a_config_whose_eval_function_always_raised_is_still_reported(
     assert main([*store, "eval", "report", "unscored", "--metric", "f", "-o", "x.html"]) == 1
     assert "no config has a 'f' score" in capsys.readouterr().err
     assert not (tmp_path / "x.html").exists()
+
+
+def test_comparison_colours_say_what_they_mean(evals) -> None:
+    """The per-row scatter: grey unchanged, red worse, green better (none of them a
+    config's colour), with a legend saying so. The mean difference and the per-row changes
+    describe config B: drawn in B's colour, not A's."""
+    import re
+
+    html = evals["report"].read_text()
+    comparison = html.split('<section id="comparison">')[1].split("</section>")[0]
+    interval, scatter, changes = re.findall(r'<svg class="plot".*?</svg>', comparison)
+    b = report_svg.color(1)
+    assert re.findall(r'<circle [^>]*fill="([^"]+)"', interval) == [b]
+    assert set(re.findall(r'<rect [^>]*fill="([^"]+)"', changes)) == {b}
+    points = re.findall(r'fill="([^"]+)" fill-opacity="[^"]+"><title>(A [^:]+):', scatter)
+    by_title = {title: fill for fill, title in points}
+    meaning = {"#999999": "unchanged", "#d62728": "worse", "#2ca02c": "better"}
+    assert by_title["A 1, B 1"] == "#999999" and by_title["A 1, B 0"] == "#d62728"
+    assert set(by_title.values()) <= set(meaning) and not set(meaning) & set(report_svg.COLORS)
+    legend = re.findall(r'<circle [^>]*fill="([^"]+)"[^>]*/><text [^>]*>([^<]+)</text>', scatter)
+    assert legend == [("#d62728", "B worse"), ("#999999", "unchanged"), ("#2ca02c", "B better")]

@@ -185,13 +185,14 @@ def _comparison(data: ReportData, comp: Comparison) -> str:
         f"rows only in A: {len(r['only_in_a'])}, only in B: {len(r['only_in_b'])}</p>",
     ]
     deltas = [y - x for x, y in comp.row_means]
+    # The difference and the changes are B's (A is the baseline): drawn in B's colour.
     plots = [
         svg.interval(diff, lo, hi, title=f"mean difference of {r['metric']} (B - A)",
-                     label=f"B - A {diff:+.4f}"),
+                     label=f"B - A {diff:+.4f}", fill=svg.color(comp.other)),
         svg.scatter(comp.row_means, title=f"{r['metric']} per row",
                     xlabel=f"A: {a.name}", ylabel=f"B: {b.name}"),
         svg.histogram([("B - A", deltas)], title=f"per-row change of {r['metric']}",
-                      xlabel="B - A (share of rows)"),
+                      xlabel="B - A (share of rows)", colors=[svg.color(comp.other)]),
     ]  # fmt: skip
     return title + "".join(lines) + f'<div class="plots">{"".join(plots)}</div>'
 
