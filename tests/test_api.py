@@ -20,7 +20,14 @@ import pytest
 
 import osmo_store
 from osmo_store.cli.main import main
-from osmo_store.errors import CodeLoadError, DatasetError, OsmoError, StoreError, UsageError
+from osmo_store.errors import (
+    CodeLoadError,
+    ConfigNotFound,
+    DatasetError,
+    OsmoError,
+    StoreError,
+    UsageError,
+)
 from osmo_store.testing.mockserver import MockServer
 
 from .evalproject import ROWS, default_rows, forget_modules_under, write_rows
@@ -298,7 +305,10 @@ def test_bad_input_is_an_osmo_error_and_nothing_is_printed(
         osmo_store.load("abcd", store=project / "not-a-store")
     with pytest.raises(OsmoError):
         osmo_store.load("abcd", store=store_path)
-    run(server, store_path, "data.jsonl", "fns.py:exact")  # and a run that works
+    result, _ = run(server, store_path, "data.jsonl", "fns.py:exact")  # and a run that works
+    with pytest.raises(ConfigNotFound) as short:
+        osmo_store.load(result.config_id[:3], store=store_path)
+    assert short.value.hint == "an id prefix needs at least 4 hex characters"
     assert capfd.readouterr() == ("", "")
 
 
