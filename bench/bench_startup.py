@@ -64,9 +64,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="osmo-startup-") as work:
         # Run from an empty directory: `python -m` puts the working directory first on the
         # import path, and a checkout there would shadow the code under test.
-        store = os.path.join(work, "store")
         runs = [("python -c pass", [sys.executable, "-c", "pass"], env)]
-        for label, source_env in sources.items():
+        for n, (label, source_env) in enumerate(sources.items()):
+            # A store per source: each code makes its own (an older osmo refuses a store of
+            # a newer format version).
+            store = os.path.join(work, f"store-{n}")
             runs.append((f"{label}: osmo --version", [*osmo, "--version"], source_env))
             runs.append((f"{label}: osmo eval cache ls",
                          [*osmo, "--store", store, "eval", "cache", "ls"], source_env))  # fmt: skip

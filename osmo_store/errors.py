@@ -166,6 +166,15 @@ class UsageError(OsmoError, ValueError):
     """Bad arguments given to a library function by a user (ages, names, sizes)."""
 
 
+class OutputError(OsmoError):
+    """A file the user asked for (``osmo eval report -o``...) that could not be written;
+    ``path`` as the user gave it."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path = path
+
+
 # --- eval ---
 
 
@@ -273,8 +282,8 @@ class JournalError(OsmoError):
 
 
 class ConfigNotFound(OsmoError):
-    def __init__(self, text: str) -> None:
-        super().__init__(f"no eval config matches {text!r}", hint="list them: osmo eval cache ls")
+    def __init__(self, text: str, *, hint: str = "list them: osmo eval cache ls") -> None:
+        super().__init__(f"no eval config matches {text!r}", hint=hint)
 
 
 class ConfigRunning(OsmoError):

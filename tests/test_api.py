@@ -305,8 +305,38 @@ def test_bad_input_is_an_osmo_error_and_nothing_is_printed(
         osmo_store.load("abcd", store=project / "not-a-store")
     with pytest.raises(OsmoError):
         osmo_store.load("abcd", store=store_path)
-    run(server, store_path, "data.jsonl", "fns.py:exact")  # and a run that works
+    result, _ = run(server, store_path, "data.jsonl", "fns.py:exact")  # and a run that works
+    with pytest.raises(ConfigNotFound) as short:
+        osmo_store.load(result.config_id[:3], store=store_path)
+    assert short.value.hint == "an id prefix needs at least 4 hex characters"
     assert capfd.readouterr() == ("", "")
+
+
+def test_the_librarys_warnings_go_to_its_logger_not_to_stderr(
+    server, store_path, project
+) -> None:
+    """A warning (here: a file in the config's journal that is no journal segment) is the
+    ``osmo_store`` logger's: with no handler of the caller's, Python's last resort printed
+    it on stderr. A process of its own: under pytest the root logger has handlers."""
+    first, _ = run(server, store_path, "data.jsonl", "fns.py:exact")
+    journal = store_path / "journal" / first.config_id
+    journal.mkdir(parents=True, exist_ok=True)
+    (journal / "00000001.jnl").write_bytes(b"not a journal segment")
+    code = (
+        "import logging, osmo_store\n"
+        f"r = osmo_store.evaluate('data.jsonl', 'fns.py:exact', model='mock', "
+        f"base_url={server.base_url!r}, store={str(store_path)!r}, progress=False)\n"
+        "print(r.session['model_calls'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=project, timeout=120)  # fmt: skip
+    assert (done.returncode, done.stdout, done.stderr) == (0, "0\n", "")
+    # ... and a caller who configures logging gets it.
+    logged = subprocess.run(
+        [sys.executable, "-c", "import logging; logging.basicConfig()\n" + code],
+        capture_output=True, text=True, cwd=project, timeout=120,
+    )  # fmt: skip
+    assert "is not an eval journal segment" in logged.stderr
 
 
 def test_importing_osmo_store_loads_none_of_the_api() -> None:

@@ -121,3 +121,22 @@ def test_a_label_names_its_config_wherever_a_config_is_taken(project) -> None:
     assert named.returncode == 0, named.stderr
     missing = osmo(project, "eval", "show", "nobody")
     assert missing.returncode == 1 and "no eval config matches 'nobody'" in missing.stderr
+
+
+def test_a_too_short_id_prefix_says_so(project) -> None:
+    """Three hex characters match nothing (a prefix needs four, as for `osmo ls-tree`): the
+    error says so rather than that no config exists. A label that short still names its
+    config."""
+    with MockServer() as srv:
+        a = run_eval(project, srv, "--eval-fn", "fns.py:exact")
+        b = run_eval(project, srv, "--eval-fn", "fns.py:other", "--label", "f00")
+    for argv in (["show", a[:3]], ["report", a[:3], "-o", "r.html"], ["export", a[:3], "-o",
+                 "x.csv"], ["show", a[:3].upper()]):  # fmt: skip
+        done = osmo(project, "eval", *argv)
+        assert done.returncode == 1, argv
+        assert done.stderr == (f"osmo: error: no eval config matches {argv[1]!r}\n"
+                               "hint: an id prefix needs at least 4 hex characters\n")  # fmt: skip
+    named = osmo(project, "eval", "show", "f00", "--json")
+    assert named.returncode == 0 and json.loads(named.stdout)["config_id"] == b
+    other = osmo(project, "eval", "show", "xyz")  # not hex: no word about prefixes
+    assert other.returncode == 1 and "4 hex" not in other.stderr

@@ -262,5 +262,58 @@ def test_plots_are_well_formed_svg_with_escaped_labels() -> None:
     assert len(continuous.findall(f"{ns}rect")) == 20
     rows = [(float(i % 2), float(i % 3 == 0)) for i in range(10_000)]
     points = ET.fromstring(report_svg.scatter(rows, title="t", xlabel=evil, ylabel=evil))
-    assert len(points.findall(f"{ns}circle")) == 4
+    drawn = [c for c in points.findall(f"{ns}circle") if c.find(f"{ns}title") is not None]
+    assert len(drawn) == 4  # and the legend's three dots, which have no title
     ET.fromstring(report_svg.interval(-0.2, -0.3, -0.1, title=evil, label=evil))
+
+
+def test_a_config_whose_eval_function_always_raised_is_still_reported(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Its default metric (the eval function's) has no value anywhere: the page is written,
+    with the summary, the failures and "no scored runs" where the plots would be. A metric
+    the user asks for by name that no config has stays an error."""
+    from osmo_store.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    rows = [{"user_prompt": f"What is {i} + 1?", "ground_truth": str(i + 1)} for i in range(3)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "fns.py").write_text(
+        "def f(solution_str, ground_truth, extra_info):\n    raise ValueError('never scores')\n"
+    )
+    store = ["--store", str(tmp_path / "store")]
+    with MockServer() as srv:
+        main([*store, "eval", "-d", "data.jsonl", "--model", "m", "--base-url", srv.base_url,
+              "--eval-fn", "fns.py:f", "-q", "--label", "unscored"])  # fmt: skip
+    capsys.readouterr()
+    assert main([*store, "eval", "report", "unscored", "-o", "r.html"]) == 0
+    assert capsys.readouterr().out.startswith("wrote a report of 1 config (3 samples)")
+    html = (tmp_path / "r.html").read_text()
+    scores = html.split('<section id="scores">')[1].split("</section>")[0]
+    assert "no scored runs" in scores and "<svg" not in scores
+    assert "scoring error in f: ValueError: never scores" in html  # the failures
+    assert "primary score" in html and "3 ok, 0 failed, 3 with scoring errors" in html
+    assert main([*store, "eval", "report", "unscored", "--metric", "f", "-o", "x.html"]) == 1
+    assert "no config has a 'f' score" in capsys.readouterr().err
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_comparison_colours_say_what_they_mean(evals) -> None:
+    """The per-row scatter: grey unchanged, red worse, green better (none of them a
+    config's colour), with a legend saying so. The mean difference and the per-row changes
+    describe config B: drawn in B's colour, not A's."""
+    import re
+
+    html = evals["report"].read_text()
+    comparison = html.split('<section id="comparison">')[1].split("</section>")[0]
+    interval, scatter, changes = re.findall(r'<svg class="plot".*?</svg>', comparison)
+    b = report_svg.color(1)
+    assert re.findall(r'<circle [^>]*fill="([^"]+)"', interval) == [b]
+    assert set(re.findall(r'<rect [^>]*fill="([^"]+)"', changes)) == {b}
+    points = re.findall(r'fill="([^"]+)" fill-opacity="[^"]+"><title>(A [^:]+):', scatter)
+    by_title = {title: fill for fill, title in points}
+    meaning = {"#999999": "unchanged", "#d62728": "worse", "#2ca02c": "better"}
+    assert by_title["A 1, B 1"] == "#999999" and by_title["A 1, B 0"] == "#d62728"
+    assert set(by_title.values()) <= set(meaning) and not set(meaning) & set(report_svg.COLORS)
+    legend = re.findall(r'<circle [^>]*fill="([^"]+)"[^>]*/><text [^>]*>([^<]+)</text>', scatter)
+    assert legend == [("#d62728", "B worse"), ("#999999", "unchanged"), ("#2ca02c", "B better")]

@@ -317,3 +317,39 @@ def test_a_store_of_an_unknown_format_version_is_refused(tmp_path: Path, capsys)
     err = capsys.readouterr().err
     assert "has store format version 3; this osmo reads versions 1 and 2" in err
     assert "hint: upgrade osmo" in err
+
+
+def _v1_store(path: Path) -> None:
+    assert main(["init", str(path)]) == 0
+    (path / "osmo.json").write_text(json.dumps({"format": "osmo-store", "version": 1}))
+
+
+def test_version_1_and_version_2_stores_sync_both_ways(tmp_path: Path, capsys) -> None:
+    """Stores of format version 1 (osmo.json says 1: version 1 packs only) and 2 push and
+    pull to each other; each keeps writing its own pack version, ids and all."""
+    old, new, back = tmp_path / "old", tmp_path / "new", tmp_path / "back"
+    _v1_store(old)
+    _v1_store(back)
+    rng = random.Random(23)
+    contents = [_content(rng, 3000) for _ in range(150)]
+    with Repository.open(old) as repo:
+        with repo.objects.bulk() as w:
+            ids = [w.put(ObjectType.BLOB, c) for c in contents]
+            tree = write_tree(
+                w, [TreeEntry(f"r{i}", ObjectType.BLOB, o) for i, o in enumerate(ids)]
+            )
+            run = w.put(ObjectType.RUN, RunRecord(tree, (), {}).to_content())
+        repo.update_ref("refs/evals/" + "cd" * 32, run)
+    assert main(["--store", str(old), "remote", "add", "up", str(new)]) == 0
+    assert main(["--store", str(old), "push", "up"]) == 0  # a v1 store into a new (v2) one
+    assert main(["--store", str(back), "remote", "add", "up", str(new)]) == 0
+    assert main(["--store", str(back), "pull", "up"]) == 0  # and from it into a v1 store
+    assert [_store_version(p) for p in (old, new, back)] == [1, 2, 1]
+    assert [_pack_versions(p) for p in (old, new, back)] == [[1], [2], [1]]
+    for store in (old, new, back):
+        with Repository.open(store) as repo:
+            assert repo.refs.read("refs/evals/" + "cd" * 32) == run
+            for oid, content in zip(ids, contents, strict=True):
+                assert repo.objects.get(oid) == (ObjectType.BLOB, content)
+            assert fsck(repo, full=True).ok
+    capsys.readouterr()

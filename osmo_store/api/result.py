@@ -23,7 +23,7 @@ from ..eval.catalog import (
 )
 from ..eval.compare import compare
 from ..eval.export import check_format, flat_record, sample_records, table_columns, write_records
-from ..eval.outputs import check_writable
+from ..eval.outputs import check_writable, write_output
 from ..eval.prepare import UserCode
 from ..eval.results import StoredConfig
 from ..eval.verify import VerifyReport, load_eval_fns, verify
@@ -119,12 +119,14 @@ class EvalResult:
         (the same bytes): one row per sample with the columns of ``to_pandas``, as JSON
         lines, CSV or Parquet, by ``path``'s suffix or ``format`` (``jsonl``, ``csv``,
         ``parquet``: needs pyarrow). Returns the path. Raises ``UsageError`` for a format
-        it cannot write or a path it cannot write to, before reading the store. (A result
+        it cannot write or a path it cannot write to, before reading the store, and
+        ``OutputError`` when the write fails; the file is written whole or not at all. (A result
         of rows given as objects also fills in ``index``, as ``samples()`` does.)"""
         fmt = check_format(path, format)
-        check_writable(path, "path")
+        check_writable(path, "path")  # refused before the store is read, not after
         with open_store(self.store, create=False) as repo:
-            write_records(sample_records(self._stored(repo)), path, fmt)
+            records = sample_records(self._stored(repo))
+        write_output(path, "path", lambda tmp: write_records(records, tmp, fmt))
         return Path(path)
 
     def verify(self, eval_fns: UserCode | Sequence[UserCode] | None = None) -> VerifyReport:

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     import pandas
 
 log = logging.getLogger("osmo_store")
+# The library's notices and warnings go to the "osmo_store" logger and nowhere else: without
+# a handler of its own, Python's last resort would print its warnings on stderr, and the API
+# prints nothing but its progress bar. A caller who wants them configures logging.
+log.addHandler(logging.NullHandler())
 
 P = ParamSpec("P")
 

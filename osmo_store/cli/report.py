@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import UsageError
 from ..eval.config import EvalConfig
 from ..eval.dataset import Dataset, Row
+from ..eval.outputs import write_output
 from ..eval.runner import EvalOutcome
 from ..eval.scoring import final_text
 from ..objects import ObjectType
@@ -104,11 +105,11 @@ def write_outputs(
     written: list[Path] = []
     if args.output_path:
         d = Path(args.output_path)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"results-{short}.json").write_text(
-            json.dumps(results, indent=2, sort_keys=True) + "\n"
-        )
-        _write_jsonl(d / f"samples-{short}.jsonl", lines)
+        document = json.dumps(results, indent=2, sort_keys=True) + "\n"
+        write_output(str(d / f"results-{short}.json"), "--output-path",
+                     lambda tmp: tmp.write_text(document, encoding="utf-8"))  # fmt: skip
+        write_output(str(d / f"samples-{short}.jsonl"), "--output-path",
+                     lambda tmp: _write_jsonl(tmp, lines))  # fmt: skip
         written += [d / f"results-{short}.json", d / f"samples-{short}.jsonl"]
     if args.log_samples is not None:
         target = (
@@ -116,20 +117,19 @@ def write_outputs(
             if args.log_samples
             else (Path(args.output_path or ".") / f"samples-{short}.jsonl")
         )
-        _write_jsonl(target, lines)
+        write_output(str(target), "--log-samples", lambda tmp: _write_jsonl(tmp, lines))
         written.append(target)
     if table:
         from ..eval.export import sample_records, write_records
         from ..eval.results import StoredConfig
 
-        stored = StoredConfig(repo, outcome.config_id, outcome.run_id)
-        write_records(sample_records(stored), args.output, output_format(args.output))
+        records = sample_records(StoredConfig(repo, outcome.config_id, outcome.run_id))
+        fmt = output_format(args.output)
+        write_output(args.output, "-o", lambda tmp: write_records(records, tmp, fmt))
         written.append(Path(args.output))
     elif args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(
-            json.dumps({**results, "runs": lines}, indent=2, sort_keys=True) + "\n"
-        )
+        document = json.dumps({**results, "runs": lines}, indent=2, sort_keys=True) + "\n"
+        write_output(args.output, "-o", lambda tmp: tmp.write_text(document, encoding="utf-8"))
         written.append(Path(args.output))
     for path in dict.fromkeys(written):
         err(f"osmo: wrote {path}")
@@ -153,7 +153,6 @@ def output_format(path: str) -> str:
 
 
 def _write_jsonl(path: Path, lines: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for line in lines:
             f.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")

@@ -14,7 +14,7 @@ from ..errors import (
     CorruptRef,
     UsageError,
 )
-from ..hashing import ObjectId
+from ..hashing import MIN_PREFIX_LEN, ObjectId
 from ..objects import RunRecord
 from ..repo import Repository
 from .configstate import EVAL_REF_PREFIX, config_ref, is_eval_running
@@ -137,12 +137,14 @@ def find_config(repo: Repository, text: str) -> str:
     if t.startswith(EVAL_REF_PREFIX):
         t = t[len(EVAL_REF_PREFIX) :]
     matches = [n[len(EVAL_REF_PREFIX) :] for n in repo.refs.list(EVAL_REF_PREFIX)]
-    matches = [m for m in matches if m.startswith(t)] if len(t) >= 4 else []
+    matches = [m for m in matches if m.startswith(t)] if len(t) >= MIN_PREFIX_LEN else []
     if not matches:
         # Read every config's record only now: an id is the common case, and costs none.
         named = [info.config_id for info in list_configs(repo) if info.label == text]
         if len(named) > 1:
             raise AmbiguousLabel(text, named)
+        if not named and 0 < len(t) < MIN_PREFIX_LEN and all(c in "0123456789abcdef" for c in t):
+            raise ConfigNotFound(text, hint="an id prefix needs at least 4 hex characters")
         if not named:
             raise ConfigNotFound(text)
         return named[0]

@@ -75,11 +75,14 @@ def gather(
             raise UsageError(f"config {s.config_id[:12]} is given twice")
         seen.add(s.config_id)
     configs = [_config_report(s) for s in stored]
-    if metric is None and configs[0].stored.primary_metric is not None:
-        metric = default_metric(configs[0].stored)
+    # Only a metric the user named must exist: a config whose eval function raised on
+    # every run has no value of its own default one, and is still reported (failures and
+    # all), its comparisons saying why there are none.
     if metric is not None and not any(metric in c.values for c in configs):
         known = ", ".join(sorted({m for c in configs for m in c.values})) or "none"
         raise UsageError(f"no config has a {metric!r} score", hint=f"their metrics: {known}")
+    if metric is None and configs[0].stored.primary_metric is not None:
+        metric = default_metric(configs[0].stored)
     comparisons = []
     for i in range(1, len(configs)):
         comparisons.append(_compare(configs[0], configs[i], i, metric, confidence, resamples,

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import time
 from html import escape
-from pathlib import Path
 from typing import Any
 
 from .. import __version__
@@ -56,18 +54,6 @@ def render_report(data: ReportData, *, generated: float | None = None) -> str:
         + f'<script type="application/json" id="osmo-data">{script_json(table)}</script>'
         f"<script>{JS}</script></body></html>\n"
     )
-
-
-def write_report(text: str, path: str | Path) -> None:
-    """Write the page whole or not at all: a reader never opens half a report."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 _NAV = (("configs", "Configs"), ("scores", "Scores"), ("comparison", "Comparison"),
@@ -127,6 +113,9 @@ def _primary(summary: dict[str, Any]) -> str:
 
 
 def _scores(data: ReportData) -> str:
+    if not data.metrics:
+        return ('<section id="scores"><h2>Scores</h2><p class="muted">no scored runs: every '
+                "run failed or its scoring raised (see Failures)</p></section>")  # fmt: skip
     head = "".join(f"<th colspan=\"3\">{_swatch(i)}{escape(c.name)}</th>"
                    for i, c in enumerate(data.configs))  # fmt: skip
     sub = "".join('<th class="num">mean</th><th class="num">std</th><th class="num">n</th>'
@@ -196,13 +185,14 @@ def _comparison(data: ReportData, comp: Comparison) -> str:
         f"rows only in A: {len(r['only_in_a'])}, only in B: {len(r['only_in_b'])}</p>",
     ]
     deltas = [y - x for x, y in comp.row_means]
+    # The difference and the changes are B's (A is the baseline): drawn in B's colour.
     plots = [
         svg.interval(diff, lo, hi, title=f"mean difference of {r['metric']} (B - A)",
-                     label=f"B - A {diff:+.4f}"),
+                     label=f"B - A {diff:+.4f}", fill=svg.color(comp.other)),
         svg.scatter(comp.row_means, title=f"{r['metric']} per row",
                     xlabel=f"A: {a.name}", ylabel=f"B: {b.name}"),
         svg.histogram([("B - A", deltas)], title=f"per-row change of {r['metric']}",
-                      xlabel="B - A (share of rows)"),
+                      xlabel="B - A (share of rows)", colors=[svg.color(comp.other)]),
     ]  # fmt: skip
     return title + "".join(lines) + f'<div class="plots">{"".join(plots)}</div>'
 

@@ -14,18 +14,29 @@ WIDTH, HEIGHT = 380, 230
 _LEFT, _RIGHT, _TOP, _BOTTOM = 46, 12, 26, 40
 #: series colours (colour-blind safe, Okabe-Ito), in config order
 COLORS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442")
+#: what a row's change means in the per-row scatter: none is a config's colour, so a point
+#: is never read as belonging to one config (and a legend says which is which)
+WORSE, UNCHANGED, BETTER = "#d62728", "#999999", "#2ca02c"
 #: a metric with at most this many distinct values gets one bar per value, not ranges
 _DISCRETE = 12
 _BINS = 20
+_LEGEND, _LEGEND_GAP = 20, 12  # a legend row's height under a plot; space between entries
 
 
 def color(i: int) -> str:
     return COLORS[i % len(COLORS)]
 
 
-def histogram(series: Sequence[tuple[str, Sequence[float]]], *, title: str, xlabel: str) -> str:
+def histogram(
+    series: Sequence[tuple[str, Sequence[float]]],
+    *,
+    title: str,
+    xlabel: str,
+    colors: Sequence[str] | None = None,
+) -> str:
     """Grouped bars: for each series, the share of its values in each bin (shares, not
-    counts, so configs with different numbers of runs compare)."""
+    counts, so configs with different numbers of runs compare). ``colors``: one per series
+    (default: the configs' colours in order)."""
     values = sorted({v for _, vs in series for v in vs})
     if not values:
         return _frame(title, '<text x="50%" y="50%" text-anchor="middle">no values</text>')
@@ -48,6 +59,7 @@ def histogram(series: Sequence[tuple[str, Sequence[float]]], *, title: str, xlab
     parts = [_axes(), _ytick(_TOP + ph, "0"), _ytick(_TOP, f"{100 * top:.0f}%")]
     for si, row in enumerate(shares):
         name = series[si][0]
+        fill = colors[si] if colors else color(si)
         for b, share in enumerate(row):
             if not share:
                 continue
@@ -56,7 +68,7 @@ def histogram(series: Sequence[tuple[str, Sequence[float]]], *, title: str, xlab
             what = labels[b] if edges is None else f"{labels[b]} to {labels[b + 1]}"
             parts.append(
                 f'<rect x="{x:.1f}" y="{_TOP + ph - h:.1f}" width="{max(bar, 0.5):.1f}" '
-                f'height="{h:.1f}" fill="{color(si)}"><title>{escape(name)}: {escape(what)}: '
+                f'height="{h:.1f}" fill="{fill}"><title>{escape(name)}: {escape(what)}: '
                 f"{100 * share:.1f}% of runs</title></rect>"
             )
     ticks = range(nbins) if edges is None else range(0, _BINS + 1, 5)
@@ -70,7 +82,8 @@ def histogram(series: Sequence[tuple[str, Sequence[float]]], *, title: str, xlab
 
 def scatter(points: Sequence[tuple[float, float]], *, title: str, xlabel: str, ylabel: str) -> str:
     """One point per row (A's mean score, B's), on the same scale on both axes, with the
-    line y = x: points below it are rows where B scored lower."""
+    line y = x: points below it are rows where B scored lower, drawn red (above: green;
+    on it: grey), as a legend under the axis says."""
     if not points:
         return _frame(title, '<text x="50%" y="50%" text-anchor="middle">no rows</text>')
     counts = Counter((round(x, 6), round(y, 6)) for x, y in points)
@@ -94,7 +107,7 @@ def scatter(points: Sequence[tuple[float, float]], *, title: str, xlabel: str, y
              'class="ref"/>']  # fmt: skip
     for (x, y), n in sorted(counts.items()):
         r = 2.5 + 9 * math.sqrt(n / most)
-        fill = COLORS[5] if y < x else COLORS[2] if y > x else COLORS[0]
+        fill = WORSE if y < x else BETTER if y > x else UNCHANGED
         parts.append(
             f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="{r:.1f}" fill="{fill}" '
             f'fill-opacity="0.6"><title>A {_num(x)}, B {_num(y)}: {n} row'
@@ -108,12 +121,16 @@ def scatter(points: Sequence[tuple[float, float]], *, title: str, xlabel: str, y
     mid = f"{_TOP + ph / 2:.1f}"
     parts.append(f'<text x="12" y="{mid}" text-anchor="middle" '
                  f'transform="rotate(-90 12 {mid})">{escape(ylabel)}</text>')  # fmt: skip
-    return _frame(title, "".join(parts))
+    parts.append(_legend(((WORSE, "B worse"), (UNCHANGED, "unchanged"), (BETTER, "B better")),
+                         y=HEIGHT + 10))  # fmt: skip
+    return _frame(title, "".join(parts), height=HEIGHT + _LEGEND)
 
 
-def interval(difference: float, lo: float, hi: float, *, title: str, label: str) -> str:
-    """The mean difference as a point on its confidence interval, against a dashed line at
-    zero (no difference)."""
+def interval(
+    difference: float, lo: float, hi: float, *, title: str, label: str, fill: str = COLORS[0]
+) -> str:
+    """The mean difference as a point (``fill``: the colour of the config it describes) on
+    its confidence interval, against a dashed line at zero (no difference)."""
     left, right = min(lo, 0.0, difference), max(hi, 0.0, difference)
     span = (right - left) or 1.0
     left, right = left - span * 0.15, right + span * 0.15
@@ -130,7 +147,7 @@ def interval(difference: float, lo: float, hi: float, *, title: str, label: str)
         f'<line x1="{sx(lo):.1f}" y1="{y}" x2="{sx(hi):.1f}" y2="{y}" class="ci"/>',
         f'<line x1="{sx(lo):.1f}" y1="{y - 8}" x2="{sx(lo):.1f}" y2="{y + 8}" class="ci"/>',
         f'<line x1="{sx(hi):.1f}" y1="{y - 8}" x2="{sx(hi):.1f}" y2="{y + 8}" class="ci"/>',
-        f'<circle cx="{sx(difference):.1f}" cy="{y}" r="6" fill="{COLORS[0]}">'
+        f'<circle cx="{sx(difference):.1f}" cy="{y}" r="6" fill="{fill}">'
         f"<title>{escape(label)}</title></circle>",
         f'<text x="{sx(lo):.1f}" y="{y + 24}" text-anchor="middle">{lo:+.4f}</text>',
         f'<text x="{sx(hi):.1f}" y="{y + 24}" text-anchor="middle">{hi:+.4f}</text>',
@@ -147,6 +164,19 @@ def _frame(title: str, body: str, *, height: int = HEIGHT) -> str:
         f'<text x="{WIDTH / 2}" y="15" text-anchor="middle" class="title">{escape(title)}</text>'
         f"{body}</svg>"
     )
+
+
+def _legend(entries: Sequence[tuple[str, str]], *, y: float) -> str:
+    """A row of coloured dots with their meaning, centred (text width estimated: 10px
+    type is about 5.5px a character)."""
+    widths = [14 + 5.5 * len(text) for _, text in entries]
+    x = (WIDTH - sum(widths) - _LEGEND_GAP * (len(entries) - 1)) / 2
+    parts = []
+    for (fill, text), w in zip(entries, widths, strict=True):
+        parts.append(f'<circle cx="{x + 4:.1f}" cy="{y - 3}" r="4" fill="{fill}"/>'
+                     f'<text x="{x + 11:.1f}" y="{y}">{escape(text)}</text>')  # fmt: skip
+        x += w + _LEGEND_GAP
+    return "".join(parts)
 
 
 def _axes() -> str:
