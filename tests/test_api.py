@@ -521,6 +521,9 @@ def test_views_refuse_bad_input_with_osmo_errors_and_print_nothing(
         a.export(project / "out.txt")
     with pytest.raises(UsageError, match="is a directory"):
         a.export(project / "folder.jsonl")
+    os.mkfifo(project / "pipe.csv")
+    with pytest.raises(UsageError, match="named pipe"):
+        a.export(project / "pipe.csv")
     with pytest.raises(UsageError, match="is a directory"):
         osmo_store.report([a], project / "folder.jsonl")
     with pytest.raises(UsageError, match="given twice"):
