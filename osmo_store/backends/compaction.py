@@ -101,10 +101,8 @@ def compact(
     loose = list(store.iter_loose()) if bound else []
     if not tiers.mergeable() and not over and not loose:
         return False
-    lock = maintenance_lock(store.layout.maintenance_lock)
-    try:
-        lock.acquire(blocking=False)
-    except LockTimeout:
+    lock = _maintenance_lock_if_free(store)
+    if lock is None:
         return False
     try:
         tiers.merge(store)
@@ -131,10 +129,8 @@ def fold_loose(store: LocalObjectStore, *, at_least: int = LOOSE_MAX) -> bool:
     loose = list(store.iter_loose())
     if len(loose) < at_least:
         return False
-    lock = maintenance_lock(store.layout.maintenance_lock)
-    try:
-        lock.acquire(blocking=False)
-    except LockTimeout:
+    lock = _maintenance_lock_if_free(store)
+    if lock is None:
         return False
     try:
         store.reload_packs()
@@ -163,10 +159,8 @@ def reclaim(
     objects stored freshens our pack past ``start``, and the old pack then stays whole.
     A live writer that started earlier may have found one of them without touching our
     pack (it was already newer than its lease): then nothing is reclaimed, gc will."""
-    lock = maintenance_lock(store.layout.maintenance_lock)
-    try:
-        lock.acquire(blocking=False)
-    except LockTimeout:
+    lock = _maintenance_lock_if_free(store)
+    if lock is None:
         return 0  # gc or repack at work: they collect it later
     try:
         start = filesystem_now_ns(store.leases_dir)
@@ -184,6 +178,17 @@ def reclaim(
         return dropped
     finally:
         lock.release()
+
+
+def _maintenance_lock_if_free(store: LocalObjectStore) -> FileLock | None:
+    """The maintenance lock, taken, if nobody holds it; None while gc or repack does (a
+    writer's upkeep never waits for them)."""
+    lock = maintenance_lock(store.layout.maintenance_lock)
+    try:
+        lock.acquire(blocking=False)
+    except LockTimeout:
+        return None
+    return lock
 
 
 def maintenance_lock(path: Path, timeout: float = MAINTENANCE_LOCK_TIMEOUT) -> FileLock:

@@ -55,21 +55,7 @@ def register(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     p.add_argument(
         "--metric", metavar="NAME", help="metric to compare (default: A's primary metric)"
     )
-    p.add_argument(
-        "--confidence",
-        type=probability,
-        default=0.95,
-        metavar="C",
-        help="confidence level of the interval (default 0.95)",
-    )
-    p.add_argument(
-        "--resamples",
-        type=positive_int,
-        default=2000,
-        metavar="N",
-        help="bootstrap and permutation resamples (default 2000)",
-    )
-    p.add_argument("--seed", type=int, default=0, metavar="N", help="of the resampling (default 0)")
+    _resampling_arguments(p)
     p.add_argument(
         "--limit",
         type=nonneg_int,
@@ -150,6 +136,12 @@ def register(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
         metavar="NAME",
         help="metric to compare and list per sample (default: the first config's primary)",
     )
+    _resampling_arguments(p)
+    p.set_defaults(cache_func=_run("evalreport", "cmd_report"))
+
+
+def _resampling_arguments(p: argparse.ArgumentParser) -> None:
+    """The paired comparison's flags, which diff and report share."""
     p.add_argument(
         "--confidence",
         type=probability,
@@ -165,4 +157,3 @@ def register(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
         help="bootstrap and permutation resamples (default 2000)",
     )
     p.add_argument("--seed", type=int, default=0, metavar="N", help="of the resampling (default 0)")
-    p.set_defaults(cache_func=_run("evalreport", "cmd_report"))
