@@ -156,3 +156,27 @@ def test_index_lookups_see_what_other_evals_record_meanwhile(repo: Repository, m
     monkeypatch.setattr(IndexReader, "REREAD_S", 0.0)
     assert shared.get("k2") == later
     assert own.get("k1") is None and own.get("k2") is None
+
+
+def test_a_node_another_config_took_up_is_not_reclaimed(tmp_path) -> None:
+    """Config B's eval found a checkpoint node of config A's stored (a presence check: the
+    same rows so far) and published it in its own ref, then ended. A's session, ending
+    later, superseded that node: reclaiming it broke B's ref (fsck: missing tree). What
+    another ref took up during the session is still used."""
+    store = tmp_path / "store"
+    Repository.open(store, create=True).close()
+    a, b = "a" * 64, "b" * 64
+    meta = lambda counts: {"counts": counts}  # noqa: E731
+    with Repository.open(store) as repo_a:
+        rec_a = Recorder(repo_a, a, ConfigState.load(repo_a, a), ())
+        rec_a.commit([result(0)], meta)
+        rec_a.commit([result(1)], meta)  # a checkpoint: the rows manifest of rows 0 and 1
+        with Repository.open(store) as repo_b:
+            rec_b = Recorder(repo_b, b, ConfigState.load(repo_b, b), ())
+            rec_b.commit([result(0), result(1)], meta, final=True)  # the same manifest
+        rec_a.commit([result(2)], meta)
+        rec_a.commit([result(3)], meta, final=True)  # supersedes it, and reclaims
+    with Repository.open(store) as repo:
+        assert ConfigState.load(repo, b).names(repo, "rows") == {"row0000", "row0001"}
+        report = fsck(repo, full=True)
+        assert report.ok, report.problems

@@ -134,6 +134,11 @@ class Recorder:
         # reflogged (kept): the end of the session reclaims the superseded rest.
         self._written: set[ObjectId] = set()
         self._logged: list[ObjectId] = []
+        # The store's refs as the session starts: a ref that moves later may have taken up a
+        # node this session wrote (another eval's presence check finds it), so reclaiming
+        # keeps what those refs reach (``_still_used``).
+        self._refs_at_start = repo.refs.list("refs/")
+        self._started_ns = time.time_ns()
 
     def commit(
         self,
@@ -261,30 +266,36 @@ class Recorder:
         return dropped
 
     def _still_used(self) -> set[ObjectId]:
-        """Run records and manifest nodes reachable from the config's ref, the index and
-        the run records this session reflogged (blobs are never superseded: not walked)."""
-        refs = (self.repo.refs.read(self.ref), self.repo.refs.read(INDEX_REF))
-        used: set[ObjectId] = set()
-        runs = [*self._logged, *(r for r in refs[:1] if r is not None)]
-        trees = [r for r in refs[1:] if r is not None]
-        while runs or trees:
-            if runs:
-                oid = runs.pop()
-                if oid in used:
-                    continue
-                used.add(oid)
-                record = self.repo.objects.get_run(oid)
-                runs.extend(record.parents)
-                trees.append(record.tree)
+        """Run records and manifest nodes reachable from the config's ref, the index, the
+        run records this session reflogged, and every other ref that moved since the session
+        started, with its reflog entries since then: another config's eval may have found a
+        node of ours stored and published it (blobs are never superseded: not walked)."""
+        objects = self.repo.objects
+        roots = [*self._logged, *(r for r in (self.repo.refs.read(self.ref),) if r is not None)]
+        index = self.repo.refs.read(INDEX_REF)
+        roots += [index] if index is not None else []
+        for name, oid in self.repo.refs.list("refs/").items():
+            if name in (self.ref, INDEX_REF) or self._refs_at_start.get(name) == oid:
                 continue
-            oid = trees.pop()
+            roots.append(oid)
+            for entry in self.repo.refs.reflog(name):
+                if entry.time_ns >= self._started_ns:
+                    roots += [o for o in (entry.old, entry.new) if o is not None]
+        used: set[ObjectId] = set()
+        while roots:
+            oid = roots.pop()
             if oid in used:
                 continue
-            used.add(oid)
-            root = self.repo.objects.get_typed(oid, ObjectType.TREE)
-            for target, otype in node_targets(root):
-                if otype is ObjectType.TREE:
-                    used.update(node_ids(self.repo.objects, target))
+            otype, content = objects.get(oid)
+            if otype is ObjectType.RUN:
+                used.add(oid)
+                record = RunRecord.from_content(content)
+                roots += [*record.parents, record.tree]
+            elif otype is ObjectType.TREE:
+                used.add(oid)
+                for target, ttype in node_targets(content):
+                    if ttype is ObjectType.TREE:
+                        used.update(node_ids(objects, target))
         return used
 
     def _index_is_damaged(self, e: Exception) -> None:
