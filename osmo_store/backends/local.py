@@ -574,6 +574,7 @@ class LocalObjectStore(ObjectStore):
                 yield oid, pack, off, ln
 
         paths = dict(loose)
+        packed_loose: list[Path] = []  # loose files read into the new pack
 
         def objects() -> Iterator[tuple[ObjectId, bytes]]:
             # Every source is in id order: merged, they are too (the writer drops repeats).
@@ -588,16 +589,24 @@ class LocalObjectStore(ObjectStore):
                 path = paths[oid]
                 with contextlib.suppress(FileNotFoundError):  # gone meanwhile (gc)
                     if (data := sound(oid, path, path.read_bytes)) is not None:
+                        packed_loose.append(path)
                         yield oid, data
 
         new_idx = self._write_pack(objects(), in_id_order=True)
         if new_idx is not None:
-            for _, path in loose:
-                if path not in kept:
-                    path.unlink(missing_ok=True)
+            # Only files whose object is in the new pack: one gone when we read it (gc) may
+            # have been written again since by a writer that found it missing.
+            for path in packed_loose:
+                path.unlink(missing_ok=True)
         for pack in packs:
             if pack.idx_path != new_idx and pack.pack_path not in kept:
                 remove_pack(pack)
+        if new_idx is not None and (packed_loose or packs):
+            # A writer that freshened an object (touched its loose file or old pack) after
+            # the new pack was written, and before those were removed, has it only here
+            # now: the pack must look as fresh as that touch to gc (objects_spec.md 7).
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(new_idx.with_suffix(".pack"))
         self.reload_packs()
         return new_idx
 
