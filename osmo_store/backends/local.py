@@ -601,12 +601,6 @@ class LocalObjectStore(ObjectStore):
         for pack in packs:
             if pack.idx_path != new_idx and pack.pack_path not in kept:
                 remove_pack(pack)
-        if new_idx is not None and (packed_loose or packs):
-            # A writer that freshened an object (touched its loose file or old pack) after
-            # the new pack was written, and before those were removed, has it only here
-            # now: the pack must look as fresh as that touch to gc (objects_spec.md 7).
-            with contextlib.suppress(FileNotFoundError):
-                os.utime(new_idx.with_suffix(".pack"))
         self.reload_packs()
         return new_idx
 
