@@ -30,13 +30,9 @@ from osmo_store.errors import (
 )
 from osmo_store.testing.mockserver import MockServer
 
-from .evalproject import ROWS, default_rows, forget_modules_under, write_rows
+from .evalproject import EXACT_FN as FNS
+from .evalproject import ROWS, default_rows, forget_modules_under, lay_out_project
 from .notebookcode import define_in_cell
-
-FNS = (
-    "def exact(solution_str, ground_truth, extra_info):\n"
-    "    return solution_str.strip() == ground_truth\n"
-)
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +43,8 @@ def server():
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    write_rows(tmp_path / "data.jsonl", default_rows())
-    (tmp_path / "fns.py").write_text(FNS)
-    monkeypatch.chdir(tmp_path)
+    lay_out_project(tmp_path, monkeypatch)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("OSMO_RECORDER", "thread")  # no recorder process per eval: faster
     yield tmp_path
     forget_modules_under(tmp_path)
 

@@ -11,7 +11,12 @@ import pytest
 
 from osmo_store.testing.mockserver import MockServer
 
-from .evalproject import ROWS, default_rows, forget_modules_under, make_runner, write_rows
+from .evalproject import (
+    ROWS,
+    forget_modules_under,
+    lay_out_project,
+    make_runner,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +27,7 @@ def server():
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    write_rows(tmp_path / "data.jsonl", default_rows())
-    (tmp_path / "fns.py").write_text(
-        "def exact(solution_str, ground_truth, extra_info):\n"
-        "    return solution_str.strip() == ground_truth\n"
-    )
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("OSMO_RECORDER", "thread")  # no recorder process per eval: faster
-    yield tmp_path
+    yield lay_out_project(tmp_path, monkeypatch)
     forget_modules_under(tmp_path)
 
 
