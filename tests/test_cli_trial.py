@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import itertools
 import json
 import os
 import pty
@@ -55,7 +56,8 @@ class FakeTTY(io.StringIO):
 def _run(store: Path, srv: MockServer, *, stop=None, on_progress=None, threshold=1.0):
     prepared = prepare_eval("data.jsonl", ["fns.py:exact"], model="mock", base_url=srv.base_url)
     options = EvalOptions(concurrency=2, pass_threshold=threshold)
-    with Repository.open(store) as repo, ChatClient(prepared.base_url, api_key=None, max_retries=0) as client:
+    client = ChatClient(prepared.base_url, api_key=None, max_retries=0)
+    with Repository.open(store) as repo, client:
         return run_eval(repo, prepared, client=client, options=options, stop=stop,
                         on_progress=on_progress)  # fmt: skip
 
@@ -137,7 +139,7 @@ def test_pass_at_k_is_monotone_in_k_whatever_rows_are_done() -> None:
             for run in range(rng.randint(1, n)):
                 b.add(_sample(f"r{row}", run, rng.random() < 0.5))
         values = list(b.result()["pass_at_k"].values())
-        assert all(a <= b + 1e-12 for a, b in zip(values, values[1:])), values
+        assert all(a <= b + 1e-12 for a, b in itertools.pairwise(values)), values
 
 
 def test_summary_says_when_rows_are_incomplete(capsys) -> None:
@@ -264,8 +266,9 @@ def test_remote_add_refuses_a_url_remotes_cannot_use(tmp_path, capsys, url, says
 
 def test_remote_add_takes_every_kind_remotes_support(tmp_path) -> None:
     store, other = tmp_path / "s", tmp_path / "other"
-    for i, url in enumerate((str(other), f"file://{other}", "./relative/dir",
-                             "https://osmo.example.org:8443/team", "s3://evals/team-a")):  # fmt: skip
+    urls = (str(other), f"file://{other}", "./relative/dir",
+            "https://osmo.example.org:8443/team", "s3://evals/team-a")  # fmt: skip
+    for i, url in enumerate(urls):
         assert main(["--store", str(store), "remote", "add", f"r{i}", url]) == 0, url
     remotes = json.loads((store / "config.json").read_text())["remotes"]
     assert remotes["r0"]["url"] == remotes["r1"]["url"] == str(other)
@@ -319,7 +322,8 @@ def test_a_label_of_another_config_is_refused_unless_forced(
     # A new run named like another config is refused before it runs.
     calls = server.calls
     argv = ["--store", s, "eval", "-q", "-d", "data.jsonl", "--model", "mock", "--base-url",
-            server.base_url, "--eval-fn", "fns.py:exact", "--n", "3", "--label", "best"]  # fmt: skip
+            server.base_url, "--eval-fn", "fns.py:exact", "--n", "3",
+            "--label", "best"]  # fmt: skip
     assert main(argv) == 1
     assert "already names config" in capsys.readouterr().err and server.calls == calls
     assert main(["--store", s, "eval", "label", "--force", b, "best"]) == 0
