@@ -167,7 +167,8 @@ def _check_dir_remote(url: str) -> Path:
         if _COLON_FIRST.fullmatch(given) and not port.isdigit():
             raise UsageError(
                 f"not a remote URL osmo can use: {url!r} (ssh is not supported)",
-                hint=f"an osmo server is http(s)://HOST[:PORT]; a directory of that name: ./{given}",
+                hint="an osmo server is http(s)://HOST[:PORT]; a directory of that name: "
+                f"./{given}",
             )
         if _COLON_FIRST.fullmatch(given) or _HOST_LIKE.fullmatch(given):
             raise UsageError(
