@@ -151,7 +151,7 @@ def test_summary_says_when_rows_are_incomplete(capsys) -> None:
     print_scores(b.result())
     text = capsys.readouterr().out
     assert "pass@1 0.5000" in text and "pass@2" not in text.split("(")[0]
-    assert "1 of 2 rows have fewer than 2 runs" in text
+    assert "1 of the 2 rows run have fewer than 2 runs" in text
 
 
 # --- 3. missing arguments of osmo eval are usage errors --------------------------------------

@@ -29,8 +29,8 @@ def print_scores(s: dict[str, Any]) -> None:
         )
     incomplete = s.get("incomplete_rows")  # absent from summaries stored before it was kept
     if incomplete:
-        out(f"{incomplete} of {s['rows']} rows have fewer than {s['n']} runs: pass@k is given "
-            "for the k every row has")  # fmt: skip
+        out(f"{incomplete} of the {s['rows']} rows run have fewer than {s['n']} runs: pass@k "
+            "is shown for the k every one has")  # fmt: skip
 
 
 def print_failures(summary: dict[str, Any], config_id: str) -> None:
