@@ -74,6 +74,21 @@ class AmbiguousLabel(AmbiguousId):
         self.candidates = candidates
 
 
+class LabelTaken(OsmoError, ValueError):
+    """A label asked for a config while it names another one (a label names one config:
+    ``osmo eval show LABEL`` must find one)."""
+
+    def __init__(self, label: str, config_id: str) -> None:
+        short = config_id[:12]
+        super().__init__(
+            f"label {label!r} already names config {short}",
+            hint=f'remove it from that config first (osmo eval label {short} ""), or move it '
+            "with osmo eval label --force CONFIG NAME",
+        )
+        self.label = label
+        self.config_id = config_id
+
+
 class CorruptObject(OsmoError):
     """Stored bytes that do not decode, or decode to content with another hash."""
 

@@ -104,13 +104,21 @@ def test_diff_pairs_runs_by_index_and_counts_the_rest(project) -> None:
     assert "no partner (n differs): 0 in A, 8 in B" in text and "no row's exact changed" in text
 
 
-def test_a_label_names_its_config_wherever_a_config_is_taken(project) -> None:
+def test_a_label_names_its_config_wherever_a_config_is_taken(project, monkeypatch) -> None:
     with MockServer() as srv:
         a = run_eval(project, srv, "--eval-fn", "fns.py:exact", "--label", "baseline")
         b = run_eval(project, srv, "--eval-fn", "fns.py:exact", "--temperature", "0.9",
                      "--label", "candidate")  # fmt: skip
         c = run_eval(project, srv, "--eval-fn", "fns.py:exact", "--temperature", "0.3")
-    assert osmo(project, "eval", "label", c[:8], "candidate").returncode == 0
+    refused = osmo(project, "eval", "label", c[:8], "candidate")
+    assert refused.returncode == 1 and b[:12] in refused.stderr
+    # As a store labelled before a label was kept to one config holds it.
+    from osmo_store import Repository
+    from osmo_store.eval import catalog
+
+    monkeypatch.setattr(catalog, "check_label_free", lambda *args: None)
+    with Repository.open(project / "store") as repo:
+        catalog.set_label(repo, c, "candidate")
     shown = osmo(project, "eval", "show", "baseline", "--json")
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["config_id"] == a

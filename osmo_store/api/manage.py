@@ -10,16 +10,18 @@ from ..eval.catalog import check_eval_refs, find_config, remove_configs, set_lab
 from .result import StorePath, open_store
 
 
-def label(config: str, name: str, *, store: StorePath = None) -> str:
+def label(config: str, name: str, *, store: StorePath = None, force: bool = False) -> str:
     """Name a config (``config``: its id, a unique prefix or its current label), as ``osmo
-    eval label`` does: one line of at most 100 printable characters, kept by later runs of
-    the config, shown and filtered by ``configs()`` and usable in ``load()``; an empty
-    ``name`` removes the name. Returns the config id. Raises ``UsageError`` (a bad name),
-    ``ConfigNotFound`` and ``ConfigRunning`` (an eval of it is running)."""
+    eval label`` does: one line of at most 100 printable characters, not 4 or more hex
+    digits (an id prefix), kept by later runs of the config, shown and filtered by
+    ``configs()`` and usable in ``load()``; an empty ``name`` removes the name. A name
+    that names another config is refused, or with ``force`` moved here. Returns the config
+    id. Raises ``UsageError`` (a bad name), ``LabelTaken``, ``ConfigNotFound`` and
+    ``ConfigRunning`` (an eval of it is running)."""
     with open_store(store, create=False) as repo:
         check_eval_refs(repo)
         config_id = find_config(repo, config)
-        set_label(repo, config_id, name)
+        set_label(repo, config_id, name, force=force)
         return config_id
 
 

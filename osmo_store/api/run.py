@@ -121,7 +121,8 @@ def evaluate(
     records those in flight as they finish and raises ``EvalInterrupted`` (a
     KeyboardInterrupt): the config is resumable. A second Ctrl-C abandons the runs in
     flight. Errors are ``OsmoError`` subclasses (``UsageError``, ``DatasetError``,
-    ``CodeLoadError``, ``FatalModelError``, ``OlderKeys``, ``EvalLocked``, ...)."""
+    ``CodeLoadError``, ``FatalModelError``, ``OlderKeys``, ``EvalLocked``, ``LabelTaken``,
+    ...)."""
     _check_numbers(
         ints={"n": (n, 1), "concurrency": (concurrency, 1), "max_retries": (max_retries, 0),
               "offset": (offset, 0), "max_tokens": (max_tokens, 1), "max_turns": (max_turns, 1),

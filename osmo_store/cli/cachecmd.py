@@ -31,6 +31,7 @@ from ..objects import ObjectType, RunRecord
 from ..repo import Repository
 from .common import EXIT_ERROR, err, human_bytes, open_repo, out
 from .maintenance import add_gc_arguments, cmd_gc
+from .table import print_table, terminal_columns
 
 
 def register_eval_cache(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -43,6 +44,13 @@ def register_eval_cache(csub: argparse._SubParsersAction, common: argparse.Argum
     p = cs.add_parser("ls", parents=[common], help="list configs, newest first")
     _filters(p)
     p.add_argument("--json", action="store_true", help="print as JSON")
+    p.add_argument(
+        "-w",
+        "--wide",
+        action="store_true",
+        help="every column in full on a terminal too (narrow, one drops columns and "
+        "shortens cells to fit; piped, every column is printed in full)",
+    )
     p.set_defaults(cache_func=_with_repo(cmd_ls))
 
     p = cs.add_parser(
@@ -148,10 +156,21 @@ def cmd_ls(args: argparse.Namespace, repo: Repository) -> int:
             "-" if score is None else f"{score:.4f}",
             _when(c.updated),
         ))  # fmt: skip
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for r in table:
-        out("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    columns = None if args.wide else terminal_columns()
+    print_table(
+        table,
+        # The last column is left free: some terminals wrap a line that fills it.
+        width=columns - 1 if columns else None,
+        drop=_LS_DROPPED,
+        shrink={"LABEL": 12, "MODEL": 16, "DATASET": 12, "EVAL FNS": 10, "PARAMS": 16},
+        keep_end=("MODEL", "DATASET"),  # `org/model-size-variant`, `name_split.jsonl`
+    )
     return 0
+
+
+#: The columns of `eval cache ls` a narrow terminal drops, first to last: what is left
+#: tells configs apart (id, label, model, parameters) and says how each is doing.
+_LS_DROPPED = ("UPDATED", "EVAL FNS", "N", "FAILED", "DATASET", "PARAMS", "LABEL", "RUNS")
 
 
 def _differing_params(configs: list[ConfigInfo]) -> list[str]:

@@ -8,7 +8,6 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError
 from ..eval import DEFAULT_BASE_URL
 from ..eval.outputs import check_writable
 from .argtypes import finite_float, nonneg_float, nonneg_int, positive_float, positive_int
@@ -49,6 +48,7 @@ def register(
     p = sub.add_parser(
         "eval",
         parents=[common],
+        usage=eval_usage() + "\n       %(prog)s COMMAND [ARGS]",
         help="run a dataset through a model or agent, score it, record every run",
         description="Run an eval on the store; re-running resumes and reuses stored results. "
         "`osmo eval cache ...` manages stored configs; show, diff, export, verify, label and "
@@ -60,7 +60,8 @@ def register(
     p.set_defaults(func=cmd_eval, needs_repo=False)
     if only is None:
         add_eval_arguments(p)
-    csub = p.add_subparsers(dest="eval_command", metavar="COMMAND")
+    # prog: else argparse names the subcommands after the usage given above
+    csub = p.add_subparsers(dest="eval_command", metavar="COMMAND", prog=p.prog)
     if only in (None, "cachecmd"):
         from . import cachecmd
 
@@ -72,11 +73,22 @@ def register(
     if only in (None, "explaincmd"):
         from . import explaincmd
 
-        explaincmd.register_explain(csub, common, add_eval_arguments, build_config)
+        explaincmd.register_explain(csub, common, add_eval_arguments, build_config, eval_usage())
+
+
+def eval_usage() -> str:
+    """The usage line of ``osmo eval`` (and ``explain``): the arguments an eval needs, not
+    every flag (those are listed below it, by group)."""
+    needs = ("--model NAME", "--agent MODULE:ATTR", "--agent-cmd COMMAND")
+    return "\n       ".join(
+        f"%(prog)s -d FILE {solver} --eval-fn MODULE:FN [OPTIONS]" for solver in needs
+    )
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of ``osmo eval``, which ``osmo eval explain`` takes too."""
+    """The flags of ``osmo eval``, which ``osmo eval explain`` takes too. A missing one
+    is a usage error of ``p`` (see ``build_config``)."""
+    p.set_defaults(eval_parser=p)
     d = p.add_argument_group("data and solver")
     d.add_argument("-d", "--dataset", metavar="FILE", help=".jsonl, .json, .csv or .parquet")
     d.add_argument("--model", metavar="NAME", help="model name sent to the endpoint")
@@ -293,12 +305,15 @@ def build_config(args: argparse.Namespace) -> PreparedEval:
     from ..eval.config import SamplingParams
     from ..eval.prepare import prepare_eval
 
+    # Checked here, not by argparse: `osmo eval COMMAND` takes none of them. Missing, they
+    # are usage errors as argparse reports its own: the usage, one line, exit status 2.
+    usage_error = args.eval_parser.error
     if not args.dataset:
-        raise UsageError("no dataset: give -d FILE", hint="see osmo eval --help")
+        usage_error("the following arguments are required: -d/--dataset")
     if not args.model and not args.agent and args.agent_cmd is None:
-        raise UsageError("give --model NAME or --agent MODULE:ATTR")
+        usage_error("one of the arguments --model --agent --agent-cmd is required")
     if not args.eval_fn:
-        raise UsageError("give at least one --eval-fn MODULE:FN")
+        usage_error("the following arguments are required: --eval-fn")
     return prepare_eval(
         args.dataset,
         args.eval_fn,

@@ -200,7 +200,7 @@ def cmd_label(args: argparse.Namespace, repo: Repository) -> int:
 
     check_eval_refs(repo)
     config_id = find_config(repo, args.config)
-    set_label(repo, config_id, args.name)
+    set_label(repo, config_id, args.name, force=args.force)
     name = args.name.strip()
     out(f"config {config_id[:12]} " + (f"labelled {name!r}" if name else "has no label now"))
     return 0

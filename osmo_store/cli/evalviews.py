@@ -111,10 +111,15 @@ def register(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
         parents=[common],
         help="name a config (shown and filtered by osmo eval cache ls)",
         description='Name a config; an empty NAME ("") removes its name. The name is kept '
-        "by later runs of the config and shown by osmo eval cache ls, show and diff.",
+        "by later runs of the config and shown by osmo eval cache ls, show and diff. A name "
+        "belongs to one config (refused when it names another, unless --force) and is not "
+        "4 or more hex digits (an id prefix, looked up first).",
     )
     p.add_argument("config", metavar="CONFIG", help="config id, unique prefix or label")
     p.add_argument("name", metavar="NAME", help="one line, at most 100 characters")
+    p.add_argument(
+        "--force", action="store_true", help="move the name here from the config it names"
+    )
     p.set_defaults(cache_func=_run("evalshow", "cmd_label"))
 
     p = csub.add_parser(

@@ -21,12 +21,14 @@ def register_explain(
     common: argparse.ArgumentParser,
     add_eval_arguments: Callable[[argparse.ArgumentParser], None],
     build_config: Callable[[argparse.Namespace], PreparedEval],
+    usage: str,
 ) -> None:
-    """``osmo eval explain``, with the flags and their reading that ``osmo eval`` passes
+    """``osmo eval explain``, with the flags, their reading and usage that ``osmo eval`` passes
     (``evalcmd`` owns them; importing it from here would make a cycle)."""
     p = csub.add_parser(
         "explain",
         parents=[common],
+        usage=usage,
         help="show a config's keys and what a run would reuse, running nothing",
         description="Takes the same flags as `osmo eval` and runs nothing: prints the config "
         "id, every key component with its value or fingerprint, and what a run would reuse "

@@ -57,9 +57,9 @@ class ProgressDisplay:
         if p.retried:  # the endpoint is struggling (rate limits, 5xx): worth a column
             parts["retries"] = f"retries {p.retried}"
         parts["pass"] = f"pass {passed}"
-        parts["rate"] = f"{rate:.1f} runs/s"
-        if p.reused:
+        if p.reused:  # counted in pass: the line says how many there are
             parts["reused"] = f"reused {p.reused}"
+        parts["rate"] = f"{rate:.1f} runs/s"
         return parts
 
     def line(self, p: Progress) -> str:

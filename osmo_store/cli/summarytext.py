@@ -27,6 +27,10 @@ def print_scores(s: dict[str, Any]) -> None:
             "  ".join(f"{k} {v:.4f}" for k, v in s["pass_at_k"].items())
             + f"   (pass: {s['primary_metric']} >= {s['pass_threshold']:g})"
         )
+    incomplete = s.get("incomplete_rows")  # absent from summaries stored before it was kept
+    if incomplete:
+        out(f"{incomplete} of the {s['rows']} rows run have fewer than {s['n']} runs: pass@k "
+            "is shown for the k every one has")  # fmt: skip
 
 
 def print_failures(summary: dict[str, Any], config_id: str) -> None:

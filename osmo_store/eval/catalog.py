@@ -12,6 +12,7 @@ from ..errors import (
     ConfigNotFound,
     ConfigRunning,
     CorruptRef,
+    LabelTaken,
     UsageError,
 )
 from ..hashing import MIN_PREFIX_LEN, ObjectId
@@ -205,17 +206,36 @@ MAX_LABEL_CHARS = 100
 
 
 def check_label(label: str) -> str:
-    """A config's name: one line of printable text (empty: no name)."""
+    """A config's name: one line of printable text (empty: no name), which ``find_config``
+    can find: not 4 or more hex digits, which it would take for an id prefix first."""
     label = label.strip()
     if len(label) > MAX_LABEL_CHARS or not label.isprintable():
         raise UsageError(f"a label is one line of at most {MAX_LABEL_CHARS} printable characters")
+    if len(label) >= MIN_PREFIX_LEN and all(c in "0123456789abcdefABCDEF" for c in label):
+        raise UsageError(
+            f"label {label!r} looks like a config id prefix, which would be looked up first",
+            hint=f"add a character other than 0-9 and a-f, such as run-{label}",
+        )
     return label
 
 
-def set_label(repo: Repository, config_id: str, label: str) -> ObjectId:
+def check_label_free(repo: Repository, label: str, config_id: str) -> None:
+    """Refuse ``label`` for ``config_id`` when it names another config."""
+    for other in _labelled(repo, label):
+        if other != config_id:
+            raise LabelTaken(label, other)
+
+
+def _labelled(repo: Repository, label: str) -> list[str]:
+    return [info.config_id for info in list_configs(repo) if info.label == label]
+
+
+def set_label(repo: Repository, config_id: str, label: str, *, force: bool = False) -> ObjectId:
     """Name a config (an empty label removes its name): a run record like its latest one,
     with the label, on top of it (so ``osmo log`` shows when it was named). Refuses a config
-    whose eval is running: that eval writes the config's records."""
+    whose eval is running: that eval writes the config's records. A label that names
+    another config is refused (``LabelTaken``), or with ``force`` moved: taken from the
+    other first, so that at no point two configs have it."""
     label = check_label(label)
     if is_eval_running(repo, config_id):
         raise ConfigRunning(f"config {config_id[:12]} has an eval running; label it after, "
@@ -224,6 +244,12 @@ def set_label(repo: Repository, config_id: str, label: str) -> ObjectId:
     head = repo.refs.read(ref)
     if head is None:
         raise ConfigNotFound(config_id)
+    if label and force:
+        for other in _labelled(repo, label):
+            if other != config_id:
+                set_label(repo, other, "")
+    elif label:
+        check_label_free(repo, label, config_id)
     record = repo.objects.get_run(head)
     meta = {k: v for k, v in record.meta.items() if k != "label"}
     if label:

@@ -15,6 +15,7 @@ from typing import Literal
 
 from ..errors import UsageError
 from ..repo import Repository
+from .catalog import check_label_free
 from .client import ChatClient, resolve_api_key
 from .prepare import PreparedEval
 from .runner import EvalOptions, EvalOutcome, Progress, run_eval
@@ -71,6 +72,8 @@ def launch(
     one line each time the eval waits for another one, or adopts older runs. Raises what
     ``run_eval`` raises; ``StoppedWaiting`` if ``stop`` is set while it waits for a lock."""
     config_id = prepared.config.config_id
+    if options.label:  # before anything runs: a name for one config at a time
+        check_label_free(repo, options.label, config_id)
     if not options.fresh and older_keys != "recompute":
         found = older_configs(repo, prepared)
         if found and older_keys is None:

@@ -211,6 +211,10 @@ class _EvalRun:
         self.progress = Progress(
             total=self.total, done=n_done + n_failed, failed=n_failed, reused=n_done
         )
+        if on_progress is not None and n_done:
+            self.progress.passed, self.progress.scored = _passes_before(
+                repo, state, self.primary, options.pass_threshold, n_done + n_failed
+            )
         # A retried run asks the model again: the answers its failed attempt got (an agent's
         # calls are recorded as they are answered) are not taken from the store.
         retried = _calls_of_failed(repo, state) if options.retry_failed else frozenset()
@@ -530,6 +534,30 @@ def load_samples(repo: Repository, trees: dict[str, ObjectId]) -> list[dict[str,
         for e in iter_tree(repo.objects, trees[sub]):
             out.append(load_sample(repo, e.oid))
     return out
+
+
+def _passes_before(
+    repo: Repository, state: ConfigState, primary: str | None, threshold: float, recorded: int
+) -> tuple[int, int]:
+    """(passed, scored) of the runs recorded before this session, which the progress line
+    counts with this session's: from the summary the last session stored when it covers
+    them all under the same pass rule, else read back (a crashed session stored none)."""
+    summary = state.record.meta.get("summary") if state.record else None
+    if (
+        summary
+        and "passed" in summary  # else stored before summaries counted passes
+        and summary.get("runs") == recorded
+        and summary.get("pass_threshold") == threshold
+        and summary.get("primary_metric") == primary
+    ):
+        return summary["passed"], summary["scored"]
+    passed = scored = 0
+    for e in iter_tree(repo.objects, state.trees["samples"]):  # failed runs pass nothing
+        v = primary_value(load_sample(repo, e.oid).get("scores") or {}, primary)
+        if v is not None:
+            scored += 1
+            passed += v >= threshold
+    return passed, scored
 
 
 def _update_progress(progress: Progress, res: SampleResult, primary, threshold) -> None:

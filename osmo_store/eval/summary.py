@@ -131,14 +131,27 @@ class SummaryBuilder:
 
     def result(self) -> dict[str, Any]:
         groups = self.groups.result()
+        # Every pass@k is over the same rows, each row's estimate from its own runs (as
+        # HumanEval's evaluation does): a k is given only when every row has k runs. Over
+        # only the rows that reached k instead, an interrupted eval whose easy rows had
+        # fewer runs showed pass@2 below pass@1.
+        fewest = min((runs for runs, _ in self._per_row()), default=0)
         pass_k: dict[str, float] = {}
         for k in ks_for(self.n):
-            rows = [pass_at_k(r, c, k) for r, c in self._per_row() if r >= k]
-            if rows:
-                pass_k[f"pass@{k}"] = statistics.fmean(rows)
+            if k > fewest:
+                break
+            pass_k[f"pass@{k}"] = statistics.fmean(
+                pass_at_k(runs, passes, k) for runs, passes in self._per_row()
+            )
         return {
             "runs": self.runs,
             "rows": sum(1 for _ in self._per_row()),
+            "n": self.n,
+            # rows with fewer than n runs (an interrupted eval): pass@k beyond is left out
+            "incomplete_rows": sum(1 for runs, _ in self._per_row() if runs < self.n),
+            # runs that passed, and runs with a primary score (a failed run has none)
+            "passed": sum(passes for _, passes in self._per_row()),
+            "scored": self.primary_count,
             "failed": self.failed,
             "scoring_errors": self.scoring_errors,
             "scoring_errors_by_fn": dict(self.errors_by_fn),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,9 +70,7 @@ def add_remote(
 ) -> None:
     if not name or not set(name) <= _NAME_OK or name.startswith("."):
         raise UsageError(f"invalid remote name {name!r}: use letters, digits, '-', '_', '.'")
-    kind = remote_kind(url)
-    if kind == "dir":
-        url = str(Path(url.removeprefix("file://")).expanduser().absolute())
+    url = check_remote_url(url, endpoint_url)
     entry: dict[str, Any] = {"url": url}
     if token_file:
         entry["token_file"] = str(Path(token_file).expanduser().absolute())
@@ -99,16 +98,92 @@ def list_remotes(repo: Repository) -> dict[str, dict[str, Any]]:
     return dict(sorted(load_config(repo).get("remotes", {}).items()))
 
 
+_KINDS_HINT = "give a path, file://PATH, http(s)://HOST[:PORT] (osmo serve) or s3://BUCKET/PREFIX"
+# A relative path that reads as a host name (``osmo.example.org``), or as ``host:port`` or
+# ``[user@]host:path`` (ssh, as git takes it): meant for a server, most likely.
+_HOST_LIKE = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(/.*)?")
+_COLON_FIRST = re.compile(r"[^/]*:.*")
+
+
 def remote_kind(url: str) -> str:
     if url.startswith(("http://", "https://")):
         return "http"
     if url.startswith("s3://"):
         return "s3"
     if "://" in url and not url.startswith("file://"):
-        raise UsageError(
-            f"unsupported remote URL {url!r}: use a path, file://, http(s):// or s3://"
-        )
+        raise UsageError(f"unsupported remote URL {url!r}", hint=_KINDS_HINT)
     return "dir"
+
+
+def check_remote_url(url: str, endpoint_url: str | None = None) -> str:
+    """A remote's URL as ``add_remote`` keeps it (a directory's absolute path), or a
+    ``UsageError`` (one line and a hint) for one no remote could use: checked when the
+    remote is added, not at the first push that needs it."""
+    kind = remote_kind(url) if url.strip() else "empty"
+    if kind == "empty":
+        raise UsageError("a remote needs a URL", hint=_KINDS_HINT)
+    if endpoint_url is not None and kind != "s3":
+        raise UsageError("--endpoint-url is for s3:// remotes", hint="leave it out")
+    if kind == "http":
+        from ..http.client import normalize_server_url  # here: `requests` is slow to import
+
+        return _with_hint(normalize_server_url, url, "give http(s)://HOST[:PORT][/PATH]")
+    if kind == "s3":
+        from ..backends.s3 import parse_s3_url
+
+        parse_s3_url(url)
+        if endpoint_url is not None:
+            _with_hint(_check_endpoint, endpoint_url, "give http(s)://HOST[:PORT]")
+        return url
+    return str(_check_dir_remote(url))
+
+
+def _with_hint(check: Any, text: str, hint: str) -> Any:
+    try:
+        return check(text)
+    except UsageError as e:
+        raise UsageError(str(e), hint=e.hint or hint) from None
+
+
+def _check_endpoint(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"invalid --endpoint-url {url!r}")
+
+
+def _check_dir_remote(url: str) -> Path:
+    """A directory remote: an osmo store, or what a push can make one (a new or empty
+    directory), and not text that looks meant for a server."""
+    given = url.removeprefix("file://")
+    if not given:
+        raise UsageError(f"no path in {url!r}", hint="give file:///ABSOLUTE/PATH")
+    path = Path(given).expanduser()
+    relative = not url.startswith(("file://", "/", ".", "~"))
+    if relative and not path.exists():
+        first = given.split("/", 1)[0]
+        port = first.rpartition(":")[2]
+        if _COLON_FIRST.fullmatch(given) and not port.isdigit():
+            raise UsageError(
+                f"not a remote URL osmo can use: {url!r} (ssh is not supported)",
+                hint="an osmo server is http(s)://HOST[:PORT]; a directory of that name: "
+                f"./{given}",
+            )
+        if _COLON_FIRST.fullmatch(given) or _HOST_LIKE.fullmatch(given):
+            raise UsageError(
+                f"{url!r} reads as a server but has no scheme",
+                hint=f"an osmo server: https://{given}; a directory of that name: ./{given}",
+            )
+    path = path.absolute()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"not a directory: {path}", hint=_KINDS_HINT)
+    if path.is_dir() and not is_store(path) and any(path.iterdir()):
+        raise UsageError(
+            f"{path} is neither an osmo store nor empty",
+            hint=f"make it one with osmo init {path}, or name a new or empty directory",
+        )
+    return path
 
 
 # --- opening a remote -------------------------------------------------------------------
