@@ -33,6 +33,7 @@ from osmo_store.testing.mockserver import MockServer
 from .evalproject import EXACT_FN as FNS
 from .evalproject import ROWS, default_rows, forget_modules_under, lay_out_project
 from .notebookcode import define_in_cell
+from .waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -219,13 +220,27 @@ _calls_lock = threading.Lock()
 
 def interrupting_agent(messages, row, client):
     """Asks the model, and on the ``interrupt_at``-th call sends this process a SIGINT, as
-    Ctrl-C in a terminal (or a notebook's interrupt button, to its kernel) does."""
+    Ctrl-C in a terminal (or a notebook's interrupt button, to its kernel) does. Later
+    runs finish only once the eval has taken the stop request: the handler runs on the
+    main thread, which a busy machine may not schedule before the other worker has run
+    every row (the eval would then complete, not stop)."""
     reply = client.chat(messages)
     with _calls_lock:
         _calls["count"] += 1
-        if _calls["count"] == _calls["interrupt_at"]:
-            os.kill(os.getpid(), signal.SIGINT)
+        count, interrupt_at = _calls["count"], _calls["interrupt_at"]
+    if count == interrupt_at:
+        os.kill(os.getpid(), signal.SIGINT)
+    elif 0 < interrupt_at < count:
+        wait_until(_eval_took_the_stop, timeout=60, what="the eval's SIGINT handler to run")
     return [*messages, reply]
+
+
+def _eval_took_the_stop() -> bool:
+    """The eval's SIGINT handler has set its stop event (the one event it closes over)."""
+    handler = signal.getsignal(signal.SIGINT)
+    cells = getattr(handler, "__closure__", None) or ()
+    events = [c.cell_contents for c in cells if isinstance(c.cell_contents, threading.Event)]
+    return bool(events) and events[0].is_set()
 
 
 def test_ctrl_c_leaves_a_resumable_config_and_a_later_call_runs_only_the_rest(
