@@ -44,6 +44,7 @@ from synthetic import write_dataset  # noqa: E402 - bench/ is on sys.path when r
 
 from osmo_store.eval.catalog import list_configs  # noqa: E402
 from osmo_store.eval.configstate import ConfigState  # noqa: E402
+from osmo_store.eval.objectkinds import object_kinds  # noqa: E402
 from osmo_store.maintenance.gc import gc, stats  # noqa: E402
 from osmo_store.repo import Repository  # noqa: E402
 from osmo_store.testing.mockserver import ArithmeticResponder, MockServer  # noqa: E402
@@ -207,6 +208,13 @@ def store_bytes(store: Path) -> int:
         return s.pack_bytes + s.loose_bytes
 
 
+def kind_bytes(store: Path) -> dict[str, tuple[int, int]]:
+    """Stored bytes and objects of each kind (``osmo cache stats``); ``overhead`` is what
+    packs hold beyond their objects: headers, dictionaries, checksums, index records."""
+    with Repository.open(store) as repo:
+        return {k: (v.stored_bytes, v.objects) for k, v in object_kinds(repo).items()}
+
+
 def unreachable_bytes(store: Path) -> int:
     with Repository.open(store) as repo:
         return gc(repo, prune="now", dry_run=True).bytes_freed
@@ -224,6 +232,7 @@ def section_garbage(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     with MockServer(responder=responder) as srv:
         for fn in ("exact_match", "closeness"):
             before = store_bytes(store) if store.exists() else 0
+            kinds_before = kind_bytes(store) if store.exists() else {}
             r = subprocess.run(eval_cmd(store, dataset, srv.base_url, f"{EXAMPLE_FNS}:{fn}"),
                                capture_output=True, text=True)  # fmt: skip
             if r.returncode != 0:
@@ -233,7 +242,16 @@ def section_garbage(work: Path, args: argparse.Namespace) -> dict[str, Any]:
                 dead = unreachable_bytes(store)
             else:
                 second = store_bytes(store) - before
+                kinds_after = kind_bytes(store)
         calls = srv.calls
+    # What the second config added, per run, by kind (index records are 44 bytes an
+    # object in ``overhead``, with the packs' headers and dictionaries).
+    parts = {
+        k: {"bytes_per_run": round((b - kinds_before.get(k, (0, 0))[0]) / rows, 1),
+            "objects": n - kinds_before.get(k, (0, 0))[1]}
+        for k, (b, n) in kinds_after.items()
+        if (b, n) != kinds_before.get(k, (0, 0))
+    }  # fmt: skip
     out = {
         "rows": rows,
         "first_bytes": first,
@@ -241,6 +259,12 @@ def section_garbage(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         "unreachable_ratio": round(dead / first, 4),
         "second_bytes": second,
         "second_ratio": round(second / first, 4),
+        "first_parts": {
+            k: {"bytes_per_run": round(b / rows, 1), "objects": n}
+            for k, (b, n) in kinds_before.items()
+            if n or b
+        },
+        "second_parts": parts,
         "model_calls": calls,
     }
     log(f"    first config {first:,} bytes, {dead:,} unreachable = {out['unreachable_ratio']:.1%}"
@@ -248,6 +272,16 @@ def section_garbage(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     verdict = "PASS" if out["second_ratio"] <= 0.10 else "MISS"
     log(f"    second config {second:,} bytes = {out['second_ratio']:.1%} of the first "
         f"({verdict} <= 10%); model calls {calls:,}")  # fmt: skip
+    log(
+        "    first config per run: "
+        + ", ".join(f"{k} {v['bytes_per_run']:,} B" for k, v in out["first_parts"].items())
+    )
+    log(
+        "    second config per run: "
+        + ", ".join(
+            f"{k} {v['bytes_per_run']:,} B ({v['objects']:,} objects)" for k, v in parts.items()
+        )
+    )
     return out
 
 

@@ -65,6 +65,7 @@ from osmo_store.eval.state import (  # noqa: E402
     config_ref,
     sample_name,
 )
+from osmo_store.eval.stored import sample_blob  # noqa: E402
 from osmo_store.hashing import blake3_hex, canonical_json  # noqa: E402
 from osmo_store.objects import ObjectType, RunRecord, object_id  # noqa: E402
 from osmo_store.repo import Repository  # noqa: E402
@@ -403,7 +404,7 @@ def synth_parts(tag: str, i: int) -> tuple:
         ("cache", d["rkey"], d["rollout_c"]),
         ("cache", d["ckey"], canonical_json(d["call"])),
     ]
-    return sample_name(d["row_key"], 0), canonical_json(d["sample"]), d["sample"], objs
+    return sample_name(d["row_key"], 0), sample_blob(d["sample"]), d["sample"], objs
 
 
 def encode_result(parts: tuple) -> SampleResult:

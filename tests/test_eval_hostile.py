@@ -31,7 +31,7 @@ def test_a_misshapen_stored_rollout_and_call_are_computed_again(
         sample = json.loads(repo.objects.get_typed(first, ObjectType.BLOB))
         rollout = json.loads(repo.objects.get_typed(sample["rollout_id"], ObjectType.BLOB))
         misshapen = {
-            sample["rollout"]: b'["not", "a", "rollout"]',
+            rollout["key"]: b'["not", "a", "rollout"]',
             rollout["calls"][0]["key"]: b'{"response": {"choices": 7}}',
         }
         changes = {

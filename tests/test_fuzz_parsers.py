@@ -29,7 +29,7 @@ from osmo_store.errors import CorruptRef, MalformedObject, OsmoError
 from osmo_store.eval.merge import merge_trees
 from osmo_store.eval.solver import Hit, ModelCaller
 from osmo_store.eval.state import SUBTREES
-from osmo_store.eval.stored import load_sample, parse_rollout
+from osmo_store.eval.stored import load_sample, parse_rollout, sample_blob
 from osmo_store.eval.summary import summarize
 from osmo_store.hashing import ObjectId, canonical_json, is_oid
 from osmo_store.maintenance.gc import gc, repack
@@ -293,11 +293,13 @@ def test_fuzz_leases(sound_store: Path, entries: list[tuple[str, str, bytes]]) -
 
 # --- sample blobs -------------------------------------------------------------------------------
 
-_SAMPLE = canonical_json(
-    {"schema": 1, "row": "r1", "run": 0, "finished": 1.5, "status": "ok", "error": None,
-     "rollout": "rk", "rollout_id": "ab" * 32, "scores": {"exact": 1.0, "judge": {"score": 0.5}},
-     "scoring_errors": {}, "usage": {"prompt_tokens": 3}, "calls": [{"key": "k", "id": "cd" * 32}]}
-)  # fmt: skip
+_SAMPLE_FIELDS = {
+    "schema": 1, "row": "r1", "run": 0, "finished": 1.5, "status": "ok", "error": None,
+    "rollout": "rk", "rollout_id": "ab" * 32, "scores": {"exact": 1.0, "judge": {"score": 0.5}},
+    "scoring_errors": {}, "usage": {"prompt_tokens": 3}, "calls": [{"key": "k", "id": "cd" * 32}],
+}  # fmt: skip
+_SAMPLE = canonical_json(_SAMPLE_FIELDS)
+_SAMPLE_V2 = sample_blob(_SAMPLE_FIELDS)
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
     lambda inner: (
@@ -341,10 +343,13 @@ def _one_sample_state(repo: Repository, oid: ObjectId) -> dict[str, ObjectId]:
 @fuzz_settings(examples=60, suppress_health_check=FIXTURE_OK)
 @given(
     content=damaged(_SAMPLE, noise=100)
+    | damaged(_SAMPLE_V2, noise=100)
     | _sample_like.map(lambda v: json.dumps(v).encode())
     | _json_values.map(lambda v: json.dumps(v).encode())
 )
 @example(content=b"[1]")
+@example(content=b'{"schema": 2, "rollout_id": 7}')
+@example(content=b'{"schema": 2, "finished": 1, "scores": [1]}')
 @example(content=b'{"row": "r1", "status": "ok", "finished": "soon"}')
 @example(content=b'{"row": "r1", "status": "ok", "scores": {"f": "high"}}')
 @example(content=b'{"row": "r1", "status": "ok", "scores": {"f": 1e400}}')
@@ -356,8 +361,9 @@ def test_fuzz_sample_blobs(sample_repo: Repository, content: bytes) -> None:
     other = repo.objects.put(ObjectType.BLOB, content)
     try:
         merged = merge_trees(repo, _one_sample_state(repo, sound), _one_sample_state(repo, other))
-        samples = [load_sample(repo, oid) for oid in merged["samples"].values()]
-        summarize([*samples, load_sample(repo, other)], n=1, pass_threshold=0.5, primary="exact")
+        samples = [load_sample(repo, oid, name) for name, oid in merged["samples"].items()]
+        summarize([*samples, load_sample(repo, other, "r1.0")], n=1, pass_threshold=0.5,
+                  primary="exact")  # fmt: skip
     except MalformedObject as e:
         assert other in str(e)
 

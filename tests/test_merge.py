@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from osmo_store import ObjectType, Repository
 from osmo_store.eval.merge import merge_trees
 from osmo_store.eval.state import SUBTREES
+from osmo_store.eval.stored import load_sample, sample_blob
 from osmo_store.hashing import canonical_json
 from osmo_store.tree import TreeEntry, write_tree
 
@@ -25,13 +26,19 @@ results = st.dictionaries(
 def build(repo: Repository, side: dict) -> dict[str, str]:
     entries: dict[str, dict[str, str]] = {name: {} for name in SUBTREES}
     for key, (ok, finished, answer) in side.items():
-        rollout = canonical_json({"messages": [{"role": "assistant", "content": str(answer)}]})
-        rid = repo.objects.put(ObjectType.BLOB, rollout)
         rkey = "r" + key
-        sample = {"row": key, "status": "ok" if ok else "failed", "finished": finished,
-                  "answer": answer, "rollout": rkey if ok else None,
-                  "rollout_id": rid if ok else None}  # fmt: skip
-        sid = repo.objects.put(ObjectType.BLOB, canonical_json(sample))
+        # As an eval's rollouts do, each names its key: two keys never share one.
+        rollout = canonical_json(
+            {"key": rkey, "messages": [{"role": "assistant", "content": str(answer)}]}
+        )
+        rid = repo.objects.put(ObjectType.BLOB, rollout)
+        row, run = key.split(".")
+        sample = {"row": row, "run": int(run), "status": "ok" if ok else "failed",
+                  "finished": finished, "answer": answer, "rollout": rkey if ok else None,
+                  **({"rollout_id": rid} if ok else {})}  # fmt: skip
+        # Both versions of sample blob, as stores written before and since version 2 hold.
+        content = sample_blob(sample) if answer % 2 else canonical_json(sample)
+        sid = repo.objects.put(ObjectType.BLOB, content)
         entries["samples" if ok else "failed"][key] = sid
         if ok:
             entries["cache"][rkey] = rid
@@ -77,11 +84,12 @@ def test_success_beats_failure_then_newer_wins(tmp_path: Path, x, y) -> None:
             best = max(options, key=lambda v: (v[0], v[1]))
             where = "samples" if best[0] else "failed"
             assert key in m[where] and key not in m["failed" if best[0] else "samples"]
-            body = json.loads(repo.objects.get_typed(m[where][key], ObjectType.BLOB))
+            body = load_sample(repo, m[where][key], key)
             assert (body["status"] == "ok", body["finished"]) == (best[0], best[1])
             if best[0]:
                 # the cache entry of the rollout follows the winning sample
-                assert m["cache"][body["rollout"]] == body["rollout_id"]
+                rollout = json.loads(repo.objects.get_typed(body["rollout_id"], ObjectType.BLOB))
+                assert m["cache"][rollout["key"]] == body["rollout_id"]
 
 
 def test_a_fresh_start_on_either_side_stays_isolated(tmp_path: Path) -> None:

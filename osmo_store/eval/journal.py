@@ -40,6 +40,7 @@ from ..hashing import ObjectId
 from ..repo import Repository
 from .configstate import ConfigState
 from .state import PendingObject, SampleResult
+from .stored import normalise_sample
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,9 @@ def _decode_result(payload: bytes) -> SampleResult:
         pending.append(PendingObject(subtree, oname, content, ObjectId(oid), may_exist))
     if pos != len(payload):
         raise ValueError("record length does not match its contents")
-    body = json.loads(record) if name else {}
+    # An eval's own record (its checksum verified): made what readers see, not checked as a
+    # blob from elsewhere is.
+    body = normalise_sample(json.loads(record), name, name) if name else {}
     return SampleResult(name, failed, record, body, pending)
 
 

@@ -6,6 +6,10 @@ blob id (a total order, so the choice never depends on which side is "ours"). Th
 the merge of manifests commutative, associative and idempotent. The ``cache`` entry of a
 rollout follows the winning sample (it is that sample's rollout); other conflicting cache
 entries (the same model call made on both machines) keep the larger blob id.
+
+Where the sides' entries for a rollout key differ, each is a rollout of that key (a rollout
+blob holds its key, so no other key names it), so the winning sample's ``rollout_id`` says
+which to keep: a sample need not repeat its rollout's key (version 2 does not).
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ def _entries(repo: Repository, tree: ObjectId) -> dict[str, ObjectId]:
     return {e.name: e.oid for e in iter_tree(repo.objects, tree)}
 
 
-def _rank(repo: Repository, oid: ObjectId, ok: bool) -> tuple[bool, float, str]:
-    body = load_sample(repo, oid)
+def _rank(repo: Repository, name: str, oid: ObjectId, ok: bool) -> tuple[bool, float, str]:
+    body = load_sample(repo, oid, name)
     return (ok, float(body.get("finished") or 0.0), oid)
 
 
@@ -42,7 +46,7 @@ def merge_trees(
     keys = set()
     for side in sides:
         keys |= side["samples"].keys() | side["failed"].keys()
-    forced_cache: dict[str, ObjectId] = {}
+    winning_rollouts: set[ObjectId] = set()  # of results that beat another one
     for key in keys:
         candidates = []
         for side in sides:
@@ -54,21 +58,26 @@ def merge_trees(
         if len(distinct) == 1:
             oid, ok = candidates[0]
         else:
-            oid, ok = max(distinct, key=lambda c: _rank(repo, c[0], c[1]))
+            oid, ok = max(distinct, key=lambda c: _rank(repo, key, c[0], c[1]))
             if ok:
-                body = load_sample(repo, oid)
-                if body.get("rollout") and body.get("rollout_id"):
-                    forced_cache[body["rollout"]] = body["rollout_id"]
+                rollout_id = load_sample(repo, oid, key).get("rollout_id")
+                if rollout_id:
+                    winning_rollouts.add(rollout_id)
         out["samples" if ok else "failed"][key] = oid
     for name in ("cache", "rows"):
         merged: dict[str, ObjectId] = {}
         for side in sides:
             for k, v in side[name].items():
-                merged[k] = max(merged[k], v) if k in merged else v
-        if name == "cache":
-            merged.update(forced_cache)
+                merged[k] = _pick(merged[k], v, winning_rollouts) if k in merged else v
         out[name] = merged
     return out
+
+
+def _pick(a: ObjectId, b: ObjectId, winning: set[ObjectId]) -> ObjectId:
+    """One of two entries for a key: the winning sample's rollout, else the larger id."""
+    if (a in winning) != (b in winning):
+        return a if a in winning else b
+    return max(a, b)
 
 
 def merge_configs(
@@ -127,7 +136,9 @@ def _merged_meta(
     else:
         status = "interrupted"
     samples = [
-        load_sample(repo, oid) for name in ("samples", "failed") for oid in merged[name].values()
+        load_sample(repo, oid, key)
+        for name in ("samples", "failed")
+        for key, oid in merged[name].items()
     ]
     config = newer.get("config", {})
     identity = newer.get("identity", {})

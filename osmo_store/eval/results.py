@@ -17,6 +17,7 @@ from ..repo import Repository
 from ..tree import TreeReader, iter_tree
 from .configstate import ConfigState, config_ref
 from .scoring import final_text
+from .stored import load_sample, split_sample_name
 
 _MIN_KEY_PREFIX = 4
 
@@ -71,14 +72,14 @@ class StoredConfig:
         out = []
         for sub in ("failed",) if failed_only else ("samples", "failed"):
             for e in iter_tree(self.repo.objects, self.state.trees[sub]):
-                row, _, run = e.name.rpartition(".")
-                out.append(SampleRef(row, int(run), sub, e.oid, indexes.get(row)))
+                row, run = split_sample_name(e.name)
+                out.append(SampleRef(row, run, sub, e.oid, indexes.get(row)))
         missing = len(indexes) + 1  # rows the dataset no longer has go last
         out.sort(key=lambda r: (r.index if r.index is not None else missing, r.row, r.run))
         return out
 
     def sample(self, ref: SampleRef) -> dict[str, Any]:
-        return self._json(ref.oid)
+        return load_sample(self.repo, ref.oid, ref.name)
 
     def samples(self) -> Iterator[tuple[SampleRef, dict[str, Any]]]:
         for ref in self.refs():

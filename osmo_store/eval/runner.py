@@ -49,7 +49,7 @@ from .state import (
     config_ref,
     sample_name,
 )
-from .stored import load_sample
+from .stored import load_sample, sample_blob
 from .summary import SummaryBuilder, primary_value
 from .workers import Workers
 
@@ -152,7 +152,7 @@ def _calls_of_failed(repo: Repository, state: ConfigState) -> frozenset[ObjectId
     under the same keys, and those its resume does replay)."""
     ids: set[ObjectId] = set()
     for e in iter_tree(repo.objects, state.trees["failed"]):
-        body = load_sample(repo, e.oid)
+        body = load_sample(repo, e.oid, e.name)
         ids.update(call["id"] for call in body.get("calls") or ())
     return frozenset(ids)
 
@@ -457,7 +457,7 @@ class _EvalRun:
             for sub in ("samples", "failed"):
                 for e in iter_tree(self.repo.objects, trees[sub]):
                     if e.name not in self.recorded_now:
-                        self.summary.add(load_sample(self.repo, e.oid))
+                        self.summary.add(load_sample(self.repo, e.oid, e.name))
         return self.summary.result()
 
     def _meta(
@@ -532,7 +532,7 @@ def load_samples(repo: Repository, trees: dict[str, ObjectId]) -> list[dict[str,
     out = []
     for sub in ("samples", "failed"):
         for e in iter_tree(repo.objects, trees[sub]):
-            out.append(load_sample(repo, e.oid))
+            out.append(load_sample(repo, e.oid, e.name))
     return out
 
 
@@ -610,9 +610,9 @@ def _execute(
             error = {"type": "model_error", "status": getattr(e, "status", None), "message": str(e)}
         except USER_CODE_ERRORS as e:  # agent code: any failure is a failed run
             error = {"type": "agent_error", "message": describe_error(e)[:2000]}
-    # ``finished`` orders two results for the same run when stores merge (newer wins).
+    # ``finished`` orders two results for the same run when stores merge (newer wins). The
+    # sample as readers see it; its blob (``sample_blob``) leaves out what others say.
     sample: dict[str, Any] = {
-        "schema": SCHEMA,
         "row": row.key,
         "run": run_index,
         "finished": round(time.time(), 3),
@@ -625,7 +625,7 @@ def _execute(
         with stats.lock:
             stats.failed += 1
         return SampleResult(
-            sample_name(row.key, run_index), True, canonical_json(sample), sample, objects
+            sample_name(row.key, run_index), True, sample_blob(sample), sample, objects
         )
     objects.append(_cached(rollout.key, rollout.content, rollout.oid, rollout.reused))
     objects += [_cached(c.key, c.content, c.oid, c.reused) for c in rollout.calls]
@@ -645,7 +645,7 @@ def _execute(
             stats.primary_sum += v
             stats.primary_count += 1
     return SampleResult(
-        sample_name(row.key, run_index), False, canonical_json(sample), sample, objects
+        sample_name(row.key, run_index), False, sample_blob(sample), sample, objects
     )
 
 

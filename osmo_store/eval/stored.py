@@ -1,6 +1,6 @@
 """Reading what an eval stored: sample blobs (the record of one finished run), rollout and
 model-call blobs (what a later run reuses), and the ``meta`` of its run records
-(docs/eval.md).
+(docs/eval.md); and writing sample blobs, whose format versions this module alone knows.
 
 A blob's hash says it is intact, not that it has the shape its readers expect: a remote's
 push or pull can bring any blob or run record under a config, and one written by a bug
@@ -17,21 +17,73 @@ import math
 from typing import Any
 
 from ..errors import MalformedObject
-from ..hashing import ObjectId, is_oid
+from ..hashing import ObjectId, canonical_json, is_oid
 from ..objects import ObjectType, RunRecord
 from ..repo import Repository
 
 STATUSES = ("ok", "failed")
 
+#: the sample blob version osmo writes (objects_spec.md section 9); it reads 1 and 2
+SAMPLE_VERSION = 2
+#: fields of a sample (as readers get it) that a version 2 blob leaves out: the manifest
+#: entry's name says the row key and run, the rollout blob its own key (``key``), and
+#: ``rollout_id`` the status (present: ok)
+_IMPLIED = ("row", "run", "rollout", "status", "schema")
+#: fields a version 2 blob leaves out when they hold nothing (null, {}): readers get them
+#: back as null or {}
+_EMPTY = ("error", "scores", "scoring_errors")
 
-def load_sample(repo: Repository, oid: ObjectId) -> dict[str, Any]:
-    return parse_sample(repo.objects.get_typed(oid, ObjectType.BLOB), oid)
+
+def sample_blob(sample: dict[str, Any]) -> bytes:
+    """The blob that records ``sample`` (a finished run as readers get it back: ``row``,
+    ``run``, ``status``, ``finished``, ``rollout_id``, ``scores``...): version 2, which says
+    only what nothing else does. Version 1 repeated the name, the status and the rollout's
+    key in every blob: for a second config on the same solver, that was half its bytes."""
+    body = {k: v for k, v in sample.items() if k not in _IMPLIED and not (k in _EMPTY and not v)}
+    body["schema"] = SAMPLE_VERSION
+    return canonical_json(body)
 
 
-def parse_sample(content: bytes, oid: str) -> dict[str, Any]:
-    body = _json_object(content, oid, "sample")
+def split_sample_name(name: str) -> tuple[str, int]:
+    """The row key and run index a sample's manifest name (``<row-key>.<run>``) holds."""
+    row, dot, run = name.rpartition(".")
+    if not (row and dot and run.isascii() and run.isdigit() and run == str(int(run))):
+        raise MalformedObject(f"sample name {name[:80]!r} is not <row key>.<run>")
+    return row, int(run)
+
+
+def load_sample(repo: Repository, oid: ObjectId, name: str) -> dict[str, Any]:
+    """The sample blob ``oid``, listed under ``name`` in a config's ``samples`` or
+    ``failed`` manifest, as :func:`parse_sample` gives it."""
+    return parse_sample(repo.objects.get_typed(oid, ObjectType.BLOB), oid, name)
+
+
+def parse_sample(content: bytes, oid: str, name: str) -> dict[str, Any]:
+    """A sample blob of either version, as :func:`normalise_sample` gives it, checked."""
+    body = normalise_sample(_json_object(content, oid, "sample"), oid, name)
     _check(oid, body)
     return body
+
+
+def normalise_sample(body: dict[str, Any], oid: str, name: str) -> dict[str, Any]:
+    """A sample of either version as readers use it, the same for both: ``row`` and ``run``
+    (for version 2 from ``name``), ``status``, ``finished``, ``error`` (None unless
+    failed), ``scores`` and ``scoring_errors`` ({} if none), and if present ``rollout_id``,
+    ``usage``, ``calls`` (and, from a version 1 blob, ``rollout``: its key). Version 1 is
+    returned as it is: it says all of that itself."""
+    if not isinstance(body, dict):
+        raise MalformedObject(f"sample blob {oid} is not a JSON object")
+    version = body.get("schema", 1)
+    if version == 1:
+        return body
+    if version != SAMPLE_VERSION:
+        raise MalformedObject(
+            f"sample blob {oid} has format version {str(version)[:20]} (this osmo reads 1 "
+            f"and {SAMPLE_VERSION})", hint="a newer osmo wrote it: upgrade osmo")  # fmt: skip
+    row, run = split_sample_name(name)
+    out = {"error": None, "scores": {}, "scoring_errors": {}, **body, "row": row, "run": run}
+    out["status"] = "ok" if body.get("rollout_id") is not None else "failed"
+    return out
 
 
 def _check(oid: str, body: dict[str, Any]) -> None:
