@@ -553,7 +553,7 @@ def _passes_before(
         return summary["passed"], summary["scored"]
     passed = scored = 0
     for e in iter_tree(repo.objects, state.trees["samples"]):  # failed runs pass nothing
-        v = primary_value(load_sample(repo, e.oid).get("scores") or {}, primary)
+        v = primary_value(load_sample(repo, e.oid, e.name).get("scores") or {}, primary)
         if v is not None:
             scored += 1
             passed += v >= threshold
