@@ -54,7 +54,7 @@ if str(ROOT) not in sys.path:
 from osmo_store import Repository  # noqa: E402
 from osmo_store.eval.client import ChatClient  # noqa: E402
 from osmo_store.eval.config import ModelSpec  # noqa: E402
-from osmo_store.eval.endpoint import RecordingEndpoint  # noqa: E402
+from osmo_store.eval.endpoint import Answer, RecordingEndpoint  # noqa: E402
 from osmo_store.eval.localhttp import LocalHTTPServer, Reply  # noqa: E402
 from osmo_store.eval.prepare import prepare_eval  # noqa: E402
 from osmo_store.eval.runner import EvalOptions, run_eval  # noqa: E402
@@ -171,14 +171,18 @@ def sequential(calls: int) -> dict[str, float]:
     caller = ModelCaller(StoreLookup(repo), client, ModelSpec(MODEL, url))
     endpoint = RecordingEndpoint(MODEL)
     agent = AgentClient(caller, 0, {}, None, endpoint=endpoint)
-    canned = json.dumps({
+    answer = {
         "id": "x", "object": "chat.completion", "created": 0, "model": MODEL,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "2"},
                      "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10},
-    }).encode()  # fmt: skip
+    }  # fmt: skip
+    canned = json.dumps(answer).encode()
     null = LocalHTTPServer(lambda method, target, headers, body: Reply(200, canned))
     null_url = f"http://127.0.0.1:{null.port}/v1"
+    # A rollout whose model path answers at once: the endpoint's own work, without the
+    # forward (the path client.chat takes) to the model.
+    at_once = endpoint.rollout(lambda api, fields, transport: Answer(answer, canned))
     http = httpx.Client()
     ways = Caller(url)
     sdk_endpoint = openai.OpenAI(base_url=agent.base_url, api_key=agent.api_key, max_retries=0)
@@ -188,11 +192,15 @@ def sequential(calls: int) -> dict[str, float]:
     def messages() -> list[dict[str, Any]]:
         return [{"role": "user", "content": f"What is {next(counter)} + 1?"}]
 
-    def null_call() -> None:
-        answer = http.post(null_url + "/chat/completions", headers={"Authorization": "Bearer x"},
-                           json={"model": MODEL, "messages": messages()})  # fmt: skip
-        answer.raise_for_status()
-        answer.json()
+    def plain(base: str, key: str) -> Callable[[], None]:
+        def call() -> None:
+            headers = {"Authorization": f"Bearer {key}"}
+            body = {"model": MODEL, "messages": messages()}
+            reply = http.post(base + "/chat/completions", headers=headers, json=body)
+            reply.raise_for_status()
+            reply.json()
+
+        return call
 
     def way(name: str) -> Callable[[], None]:
         return lambda: ways.ask(name, agent, http, messages())
@@ -207,11 +215,12 @@ def sequential(calls: int) -> dict[str, float]:
         "endpoint, openai SDK": sdk(sdk_endpoint),
         "direct, httpx": way("direct"),
         "direct, openai SDK": sdk(sdk_direct),
-        "httpx to a do-nothing server": null_call,
+        "httpx to a do-nothing server": plain(null_url, "x"),
+        "endpoint, httpx, answered at once": plain(at_once.base_url, at_once.api_key),
     }
     out: dict[str, list[float]] = {name: [] for name in cases}
     try:
-        with agent.endpoint:  # type: ignore[union-attr]
+        with agent.endpoint, at_once:  # type: ignore[union-attr]
             for rep in range(4):  # rep 0 warms up every case and is not counted
                 for name, call in cases.items():
                     started = time.process_time()
@@ -409,6 +418,8 @@ def main() -> None:
     floor = sequential(seq_calls)
     for name, cpu in floor.items():
         print(f"    {name:30} {cpu * 1e6:6.0f} us")
+    own = floor["endpoint, httpx, answered at once"] - floor["httpx to a do-nothing server"]
+    print(f"    the endpoint's own work (HTTP, JSON, routing; no forward): {own * 1e6:4.0f} us")
     for sdk in ("httpx", "openai SDK"):
         extra = floor[f"endpoint, {sdk}"] - floor[f"direct, {sdk}"]
         print(f"    the endpoint adds {extra * 1e6:4.0f} us of CPU per call to the {sdk} "
