@@ -17,7 +17,8 @@ ways of calling the model, in one run, the order rotating per round/rep:
      127.0.0.1 (the cost of any local HTTP hop, before the endpoint does anything).
   Per model latency (``--latency``, several: 20 ms is a stress, 200 ms and 1 s are like
   a model's):
-  1. Per call: 32 rollouts in flight, each making calls; every call is a miss. The figure
+  1. Per call: 32 rollouts in flight (their starts spread over one model latency: a
+     steady stream of calls), each making calls; every call is a miss. The figure
      is the median latency through the endpoint (httpx) minus the median through
      ``client.chat``, and minus the median of the direct calls. Target: <= 1 ms.
   2. A whole eval (one call per run, concurrency 32) through ``run_eval`` on a local
@@ -32,6 +33,7 @@ exits 0. The machine is small and shared: the load average is printed with the f
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -63,6 +65,7 @@ from osmo_store.eval.solver import AgentClient, ModelCaller, StoreLookup  # noqa
 MODEL = "osmo-mock"
 CONCURRENCY = 32
 REF_LATENCY = 0.02  # --rows is the size of the eval at this latency
+CHUNKS = 10  # of the sequential calls, each case in turn
 #: the model's own URL, for the direct agent (it runs in this process)
 MODEL_URL_ENV = "BENCH_MODEL_URL"
 
@@ -162,7 +165,8 @@ class Caller:
 
 
 def sequential(calls: int) -> dict[str, float]:
-    """CPU of this process per call (median of 3 reps), one rollout, no model latency."""
+    """CPU of this process per call (the median of chunks of calls), one rollout, no model
+    latency."""
     import openai
 
     mock, url = start_mock(0.0)
@@ -221,13 +225,20 @@ def sequential(calls: int) -> dict[str, float]:
     out: dict[str, list[float]] = {name: [] for name in cases}
     try:
         with agent.endpoint, at_once:  # type: ignore[union-attr]
-            for rep in range(4):  # rep 0 warms up every case and is not counted
+            # Chunk 0 warms every case up and is not counted; then the cases take turns in
+            # chunks, so that the machine's drift hits them alike. The garbage collector runs
+            # between chunks: a full collection (the openai SDK makes many objects) would
+            # otherwise land in whichever case comes next.
+            for chunk in range(CHUNKS + 1):
                 for name, call in cases.items():
+                    gc.collect()
+                    gc.disable()
                     started = time.process_time()
-                    for _ in range(calls if rep else 50):
+                    for _ in range(calls // CHUNKS):
                         call()
-                    if rep:
-                        out[name].append((time.process_time() - started) / calls)
+                    gc.enable()
+                    if chunk:
+                        out[name].append((time.process_time() - started) / (calls // CHUNKS))
     finally:
         http.close()
         null.close()
@@ -253,7 +264,7 @@ def sequential(calls: int) -> dict[str, float]:
     return floor
 
 
-def overhead(url: str, calls: int, rounds: int) -> dict[str, tuple[float, float]]:
+def overhead(url: str, latency: float, calls: int, rounds: int) -> dict[str, tuple[float, float]]:
     """(median latency, CPU of this process) per call each way, 32 rollouts in flight."""
     repo = Repository.memory()
     client = ChatClient(url, api_key="bench", pool_size=CONCURRENCY, max_retries=0)
@@ -269,6 +280,10 @@ def overhead(url: str, calls: int, rounds: int) -> dict[str, tuple[float, float]
     def rollout(way: str, index: int) -> None:
         agent = AgentClient(caller, index, {}, None, endpoint=endpoint)
         mine = []
+        # The rollouts start spread over one model latency, as a steady stream of calls
+        # arrives; started together, a model of constant latency would keep all 32 in step,
+        # and each wave of 32 calls would queue for the interpreter at the same instant.
+        time.sleep(index * latency / CONCURRENCY)
         with agent.endpoint:  # type: ignore[union-attr]
             for _ in range(calls):
                 with lock:
@@ -368,7 +383,7 @@ def at_latency(args: argparse.Namespace, latency: float, work: Path) -> dict[str
     try:
         print(f"\n== model latency {latency * 1000:.0f} ms, {CONCURRENCY} in flight; {load()}")
         print(f"[1] per call, {rounds} rounds x {CONCURRENCY} rollouts x {calls} calls each way")
-        per_call = overhead(url, calls, rounds)
+        per_call = overhead(url, latency, calls, rounds)
         chat, direct = per_call["chat"][0], per_call["direct"][0]
         for way, (median, cpu) in per_call.items():
             print(f"    {way:8} median {median * 1000:8.2f} ms, cpu/call {cpu * 1e6:5.0f} us")
@@ -412,9 +427,9 @@ def main() -> None:
     args = ap.parse_args()
     args.rows = args.rows or (2000 if args.quick else 10000)
     args.reps = args.reps or (1 if args.quick else 3)
-    seq_calls = 200 if args.quick else 500
+    seq_calls = 300 if args.quick else 1000
     print(f"[0] the floor: CPU of this process per call, one rollout, no model latency, "
-          f"{seq_calls} calls x 3 reps; {load()}")  # fmt: skip
+          f"{seq_calls} calls each, in {CHUNKS} chunks; {load()}")  # fmt: skip
     floor = sequential(seq_calls)
     for name, cpu in floor.items():
         print(f"    {name:30} {cpu * 1e6:6.0f} us")
