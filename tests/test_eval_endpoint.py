@@ -513,8 +513,8 @@ def test_an_agent_calling_the_endpoint_without_a_model_stops_the_eval(
 
 def test_a_new_answer_reaches_the_agent_as_the_model_sent_it_and_a_stored_one_as_json() -> None:
     """A non-streamed answer is passed on as the model's bytes (not decoded and encoded
-    again: that was most of the endpoint's own CPU per call); replayed from the store, the
-    same answer comes back as JSON that decodes to it."""
+    again: that was two thirds of the endpoint's dispatch CPU per call); replayed from the
+    store, the same answer comes back as JSON that decodes to it."""
     from osmo_store.eval.client import ChatClient
     from osmo_store.eval.config import ModelSpec
     from osmo_store.eval.endpoint import RecordingEndpoint
