@@ -13,8 +13,10 @@ ways of calling the model, in one run, the order rotating per round/rep:
            what the agent's SDK costs by itself
 
   0. The floor, sequentially (one rollout, a model with no latency): CPU of this process
-     per call each way, the openai SDK's too, and httpx against a do-nothing server on
-     127.0.0.1 (the cost of any local HTTP hop, before the endpoint does anything).
+     per call each way, the openai SDK's too; httpx against a do-nothing server on
+     127.0.0.1 (the cost of any local HTTP hop) and against the endpoint answering at once
+     (no forward: the difference is the endpoint's own work); the CPU of building an
+     openai SDK client, with its own HTTP client and with a shared one.
   Per model latency (``--latency``, several: 20 ms is a stress, 200 ms and 1 s are like
   a model's):
   1. Per call: 32 rollouts in flight (their starts spread over one model latency: a
