@@ -425,13 +425,15 @@ def test_a_sigkill_mid_eval_re_asks_only_the_calls_in_flight(
 def test_the_endpoint_speaks_http_as_curl_and_sdks_do() -> None:
     """Bodies curl sends with ``Expect: 100-continue``, keep-alive, and the requests the
     small server refuses (a chunked body, a malformed request line) with a status."""
-    from osmo_store.eval.endpoint import RecordingEndpoint
+    from osmo_store.eval.endpoint import Answer, RecordingEndpoint
 
     asked: list[dict] = []
 
-    def complete(api: str, fields: dict, transport: dict) -> dict:
+    def complete(api: str, fields: dict, transport: dict) -> Answer:
         asked.append(fields)
-        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}
+        return Answer(
+            {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}
+        )
 
     endpoint = RecordingEndpoint("m")
     try:
@@ -507,3 +509,46 @@ def test_an_agent_calling_the_endpoint_without_a_model_stops_the_eval(
     run = osmo_eval("--agent", "agent.py:solve", model=None)
     assert run.code == 1
     assert "no model was given" in run.err
+
+
+def test_a_new_answer_reaches_the_agent_as_the_model_sent_it_and_a_stored_one_as_json() -> None:
+    """A non-streamed answer is passed on as the model's bytes (not decoded and encoded
+    again: that was two thirds of the endpoint's dispatch CPU per call); replayed from the
+    store, the same answer comes back as JSON that decodes to it."""
+    from osmo_store.eval.client import ChatClient
+    from osmo_store.eval.config import ModelSpec
+    from osmo_store.eval.endpoint import RecordingEndpoint
+    from osmo_store.eval.localhttp import LocalHTTPServer, Reply
+    from osmo_store.eval.solver import AgentClient, ModelCaller, StoreLookup
+
+    # Spaced out and in an order of its own: bytes json.dumps would never write.
+    sent = (
+        b'{ "usage" : {"total_tokens": 3},\n  "choices": [ {"index": 0, "finish_reason": "stop",'
+        b' "message": {"content": "caf\\u00e9", "role": "assistant"}} ], "id": "c-1" }'
+    )
+    model = LocalHTTPServer(lambda method, target, headers, body: Reply(200, sent))
+    url = f"http://127.0.0.1:{model.port}/v1"
+    caller = ModelCaller(
+        StoreLookup(Repository.memory()), ChatClient(url, api_key="k"), ModelSpec("m", url)
+    )
+    endpoint = RecordingEndpoint("m")
+    request = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    heard = []
+    try:
+        for _ in range(2):  # two rollouts asking the same: the second from the store
+            agent = AgentClient(caller, 0, {}, None, endpoint=endpoint)
+            with agent.endpoint, httpx.Client() as http:
+                answer = http.post(
+                    agent.base_url + "/chat/completions",
+                    headers={"Authorization": f"Bearer {agent.api_key}"},
+                    json=request,
+                )
+            assert answer.status_code == 200
+            heard.append(answer.content)
+    finally:
+        endpoint.close()
+        model.close()
+        caller.client.close()  # type: ignore[union-attr]
+    assert caller.calls_made == 1
+    assert heard[0] == sent
+    assert json.loads(heard[1]) == json.loads(sent)

@@ -58,7 +58,8 @@ class ChatResult:
 
     ``latency_s`` is the duration of the attempt that succeeded (waiting for a pooled
     connection included, earlier attempts and backoff sleeps excluded); ``attempts`` counts
-    them all.
+    them all. ``body`` is the response as the server sent it (decompressed), when it is
+    ``response``'s JSON; None for a stream (``response`` is what it assembles to).
     """
 
     message: dict[str, Any]
@@ -66,6 +67,7 @@ class ChatResult:
     usage: dict[str, Any]
     latency_s: float
     attempts: int
+    body: bytes | None = None
 
 
 class _Answer:
@@ -324,11 +326,12 @@ class ChatClient:
         self, response: _Answer, latency: float, attempts: int, url: str, streamed: bool
     ) -> ChatResult:
         status = response.status
+        body: bytes | None = None
         try:
             if streamed and "event-stream" in response.headers.get("Content-Type", ""):
                 data = assemble_chat_stream(parse_sse(response.body))
             else:
-                data = response.json()
+                data, body = response.json(), response.body
         except ValueError:
             data = None
         except ModelCallError as e:
@@ -343,7 +346,7 @@ class ChatClient:
             )
         choices = data.get("choices")
         if url != self.chat_url:
-            return self._other_result(data, response, latency, attempts, url)
+            return self._other_result(data, response, latency, attempts, url, body)
         if (
             not isinstance(choices, list)
             or not choices
@@ -364,10 +367,17 @@ class ChatClient:
             usage=usage if isinstance(usage, dict) else {},
             latency_s=latency,
             attempts=attempts,
+            body=body,
         )
 
     def _other_result(
-        self, data: dict[str, Any], response: _Answer, latency: float, attempts: int, url: str
+        self,
+        data: dict[str, Any],
+        response: _Answer,
+        latency: float,
+        attempts: int,
+        url: str,
+        body: bytes | None,
     ) -> ChatResult:
         """A completions or embeddings answer: its list of results must be there."""
         field = "data" if url.endswith("/embeddings") else "choices"
@@ -380,7 +390,8 @@ class ChatClient:
                 attempts=attempts,
             )
         usage = data.get("usage")
-        return ChatResult({}, data, usage if isinstance(usage, dict) else {}, latency, attempts)
+        usage = usage if isinstance(usage, dict) else {}
+        return ChatResult({}, data, usage, latency, attempts, body)
 
     # -- helpers --
 

@@ -30,7 +30,7 @@ from ..objects import ObjectType, object_id
 from ..repo import Repository
 from .client import ChatClient
 from .config import CHAT_API, EvalConfig, ModelSpec, call_key
-from .endpoint import EndpointRollout, RecordingEndpoint
+from .endpoint import Answer, EndpointRollout, RecordingEndpoint
 from .keyfilter import KeyFilter
 from .state import IndexReader
 from .stored import parse_call, parse_rollout
@@ -49,6 +49,9 @@ class CallOutcome:
     reused: bool
     #: the whole answer, for the endpoint to give back (None for a rollout's reused calls)
     response: dict[str, Any] | None = None
+    #: the answer as the model sent it, when it was just asked (not streamed): the endpoint
+    #: passes these bytes on rather than encode ``response`` again
+    body: bytes | None = None
 
 
 @dataclass
@@ -247,8 +250,9 @@ class ModelCaller:
         oid = object_id(ObjectType.BLOB, content)
         self.lookup.remember(key, oid, content)
         outcome = CallOutcome(
-            key, oid, content, result.message, result.usage or {}, False, result.response
-        )
+            key, oid, content, result.message, result.usage or {}, False, result.response,
+            result.body,
+        )  # fmt: skip
         if self.record_now is not None:
             self.record_now(outcome)
             outcome = dataclasses.replace(outcome, content=None)
@@ -332,16 +336,14 @@ class AgentClient:
         the assistant message as a dict (``content``, maybe ``tool_calls``)."""
         return dict(self._ask({**overrides, "messages": messages}).message)
 
-    def _complete(
-        self, api: str, fields: dict[str, Any], transport: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _complete(self, api: str, fields: dict[str, Any], transport: dict[str, Any]) -> Answer:
         """The endpoint's path: request fields as an SDK sent them (the model and stream
         flags taken out) to the whole response, asked and keyed exactly as ``chat`` would
         ask it; ``transport`` (``stream``) is sent upstream but changes no key. The eval's
         sampling parameters are for chat: other APIs get the fields as sent."""
         outcome = self._ask(fields, transport, api)
         assert outcome.response is not None
-        return outcome.response
+        return Answer(outcome.response, outcome.body)
 
     def _ask(
         self,
