@@ -8,9 +8,11 @@ import http.client
 import io
 import json
 import random
+import threading
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
@@ -21,8 +23,10 @@ from osmo_store import ObjectType, Repository
 from osmo_store.errors import CorruptObject
 from osmo_store.hashing import ObjectId
 from osmo_store.http import protocol as wire
+from osmo_store.http.app import make_app
 from osmo_store.http.client import open_http_remote
 from osmo_store.http.protocol import encode_record
+from osmo_store.http.serve import HttpServer
 from osmo_store.maintenance.fsck import fsck
 from osmo_store.objects import (
     compress_framed,
@@ -240,6 +244,116 @@ def test_a_server_that_stores_fewer_than_sent_is_caught(
     with pytest.raises(RemoteError, match="stored 7 of the 10 objects sent"):
         older.put_many_raw(objects)
     older.close()
+
+
+# --- a hostile server's answer that decompresses to gigabytes (found in review) -------------
+
+
+class HostileServer:
+    """A real osmo server on 127.0.0.1 whose ``get`` answers are ``answer``: a content type
+    and the body's pieces, whatever was asked."""
+
+    def __init__(self, path: Path, answer: tuple[str, Callable[[], Iterator[bytes]]]) -> None:
+        self.repo = Repository.open(path)
+        real = make_app(self.repo, token=None)
+
+        def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            if environ["PATH_INFO"] != wire.API_PREFIX + wire.OBJECTS_GET:
+                return real(environ, start_response)
+            environ["wsgi.input"].read()
+            start_response("200 OK", [("Content-Type", answer[0])])
+            return answer[1]()
+
+        self.server = HttpServer(app, "127.0.0.1", 0, threads=2)
+        self.url = self.server.url
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.stop()
+        self.thread.join(10)
+        self.repo.close()
+
+
+_BOMB_MIB = 64
+
+
+def _bomb(head: bytes) -> Callable[[], Iterator[bytes]]:
+    """A header declaring an object of 4 GiB, then 64 MiB of zeros: a few KB on the wire."""
+
+    def pieces() -> Iterator[bytes]:
+        stream = zstandard.ZstdCompressor(level=3).compressobj()
+        yield stream.compress(head)
+        for _ in range(_BOMB_MIB):
+            yield stream.compress(bytes(2**20))
+        yield stream.flush()
+
+    return pieces
+
+
+def _forged_frame(declared: int) -> bytes:
+    """A zstd frame whose header declares ``declared`` bytes of content (4-byte field) and
+    that holds 16 (one raw block)."""
+    descriptor, window = bytes([0x80]), bytes([0x00])
+    block = (16 << 3 | 1).to_bytes(3, "little")  # last block, raw, 16 bytes
+    return (
+        b"\x28\xb5\x2f\xfd"
+        + descriptor
+        + window
+        + declared.to_bytes(4, "little")
+        + block
+        + bytes(16)
+    )
+
+
+@pytest.mark.parametrize("how", ["id-less", "compressed records", "records"])
+def test_a_server_cannot_make_the_client_decompress_gigabytes(tmp_path: Path, how: str) -> None:
+    """The client decompresses no more than the bound the server puts on an upload (1 GiB
+    per object and per answer) before it checks what it got: a few KB from a hostile server
+    that declare an object of 4 GiB are refused at the declaration, in one line naming it."""
+    import tracemalloc
+
+    from osmo_store.errors import RemoteError
+
+    oid, _ = encode_object(ObjectType.BLOB, b"asked for")
+    if how == "id-less":
+        answer = (wire.ZSTD_OBJECTS_TYPE, _bomb(wire.OBJECT_HEAD.pack(2**32 - 1)))
+    elif how == "compressed records":
+        head = wire.RECORD_HEAD.pack(bytes.fromhex(oid), 2**32 - 1)
+        answer = (wire.ZSTD_RECORDS_TYPE, _bomb(head))
+    else:
+        answer = (wire.RECORDS_TYPE, lambda: iter([encode_record(oid, _forged_frame(3 * 2**30))]))
+    server = HostileServer(tmp_path / "hostile", answer)
+    objects, _ = open_http_remote(server.url, None)
+    tracemalloc.start()
+    try:
+        with pytest.raises(RemoteError) as caught:
+            list(objects.get_many_framed([oid]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        objects.close()
+        server.close()
+    message = str(caught.value)
+    assert server.url in message and "\n" not in message
+    assert "more than" in message, message
+    assert peak < _BOMB_MIB * 2**20 // 4, peak
+
+
+def test_a_big_answer_is_fetched_in_parts(
+    serve: Callable[[], RunningServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bound is on one answer, not on what a client may fetch: objects past it are asked
+    for again, in another request."""
+    server = serve()
+    rng = random.Random(3)
+    ids = [server.repo.objects.put(ObjectType.BLOB, rng.randbytes(30_000)) for _ in range(40)]
+    monkeypatch.setattr(wire, "MAX_FRAMED_DOWNLOAD", 200_000)
+    objects, _ = open_http_remote(server.url, None)
+    got = [oid for oid, framed in objects.get_many_framed(ids)]
+    objects.close()
+    assert got == ids
+    assert server.count(wire.API_PREFIX + wire.OBJECTS_GET) >= 40 * 30_000 // 200_000
 
 
 # --- fuzzing every endpoint -----------------------------------------------------------------

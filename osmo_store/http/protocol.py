@@ -111,6 +111,10 @@ MAX_JSON_BODY = 8 * 2**20
 MAX_UPLOAD_OBJECT = 2**30
 #: Most bytes a compressed upload (``ZSTD_RECORDS_TYPE``) may decompress to.
 MAX_FRAMED_UPLOAD = 2**30
+#: The same bound the other way: most bytes of objects (framed) a client reads from one
+#: answer to ``get``, so the largest object it fetches. A hostile server's few bytes of zstd
+#: can declare gigabytes, and an object is checked against its id only once decompressed.
+MAX_FRAMED_DOWNLOAD = MAX_FRAMED_UPLOAD
 #: run records visited at most when deciding whether an update is a fast-forward
 FF_WALK_LIMIT = 100_000
 MAX_WHO_CHARS = 256
