@@ -340,6 +340,39 @@ def test_a_server_cannot_make_the_client_decompress_gigabytes(tmp_path: Path, ho
     assert peak < _BOMB_MIB * 2**20 // 4, peak
 
 
+def test_a_server_cannot_make_the_client_inflate_an_answer(tmp_path: Path) -> None:
+    """HTTP's own compression, which the client never asks for (its bodies are zstd
+    already): an answer in ``Content-Encoding: gzip`` (here 64 MiB of JSON whitespace in
+    64 KB) is refused before a byte of it is inflated."""
+    import gzip
+    import tracemalloc
+
+    from osmo_store.errors import RemoteError
+
+    info = b" " * (_BOMB_MIB * 2**20) + json.dumps({"server": "osmo", "store_format": 1}).encode()
+    body = gzip.compress(info, compresslevel=9)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        headers = [("Content-Type", "application/json"), ("Content-Encoding", "gzip")]
+        start_response("200 OK", [*headers, ("Content-Length", str(len(body)))])
+        return [body]
+
+    server = HttpServer(app, "127.0.0.1", 0, threads=1)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    tracemalloc.start()
+    try:
+        with pytest.raises(RemoteError) as caught:
+            open_http_remote(server.url, None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        server.stop()
+        thread.join(10)
+    assert server.url in str(caught.value) and "gzip" in str(caught.value)
+    assert peak < _BOMB_MIB * 2**20 // 4, peak
+
+
 def test_a_big_answer_is_fetched_in_parts(
     serve: Callable[[], RunningServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:

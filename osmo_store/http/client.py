@@ -78,7 +78,9 @@ class HttpConnection:
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._session.headers.update({"User-Agent": wire.USER_AGENT})
+        # No HTTP compression: object batches are zstd already, and an answer requests
+        # inflates for us is one whose size nothing bounds (see ``request``).
+        self._session.headers.update({"User-Agent": wire.USER_AGENT, "Accept-Encoding": "identity"})
         if token:
             self._session.auth = BearerToken(token)
 
@@ -113,7 +115,7 @@ class HttpConnection:
                 json=json,
                 data=data,
                 headers=headers,
-                stream=stream,
+                stream=True,  # read below, once the encoding is known to be none
                 timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
                 allow_redirects=False,
             )
@@ -122,12 +124,31 @@ class HttpConnection:
                 f"cannot reach the osmo server at {self.url}: {_reason(e)}",
                 hint="is `osmo serve` running there? check the URL",
             ) from None
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            # requests would inflate it whole: a few KB of gzip can stand for gigabytes.
+            response.close()
+            raise RemoteError(
+                f"the osmo server at {self.url} answered in {encoding!r} encoding, "
+                "which was not asked for"
+            )
+        if not stream:
+            self._read_whole(response)
         if response.status_code != 200:
             try:
                 self._raise_for(response)
             finally:
                 response.close()
         return response
+
+    def _read_whole(self, response: requests.Response) -> None:
+        """Read the body now (as ``stream=False`` would), so the connection goes back to
+        the pool."""
+        try:
+            response.content  # noqa: B018 - read and kept by requests
+        except requests.RequestException as e:
+            response.close()
+            raise RemoteError(f"reading an answer from {self.url} failed: {_reason(e)}") from None
 
     def get_json(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         return self._json(self.request("GET", path, params=params))
