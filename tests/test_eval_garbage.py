@@ -102,13 +102,13 @@ def test_superseded_checkpoints_are_reclaimed_as_the_eval_goes(
     bound = 40
     monkeypatch.setattr(Recorder, "RECLAIM_AFTER", bound, raising=False)
     noted: list[int] = []
-    live: list[int] = []  # nodes and run records the checkpoint in place reaches
+    live: list[int] = []  # nodes and run records the checkpoint in place (and lookups) reach
     commit = Recorder.commit
 
     def spy(self: Recorder, *args: Any, **kwargs: Any) -> str:
         run_id = commit(self, *args, **kwargs)
         noted.append(len(self._written))
-        live.append(len(self._still_used()))
+        live.append(len(self._still_used(self._held_by_lookups)))
         return run_id
 
     monkeypatch.setattr(Recorder, "commit", spy)

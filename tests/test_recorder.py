@@ -180,3 +180,30 @@ def test_a_node_another_config_took_up_is_not_reclaimed(tmp_path) -> None:
         assert ConfigState.load(repo, b).names(repo, "rows") == {"row0000", "row0001"}
         report = fsck(repo, full=True)
         assert report.ok, report.problems
+
+
+def test_a_mid_eval_reclaim_keeps_what_the_lookups_hold(repo: Repository, monkeypatch) -> None:
+    """The eval's lookups of what it has committed go to the config's ``cache`` manifest as
+    the last commit left it (``StoreLookup.committed``), moved on only once the next commit
+    has returned. A reclaim inside that commit deleted the superseded manifest's nodes, and a
+    lookup in between missed what was recorded: the call was paid twice. The reclaim keeps
+    that manifest; the session's end (no lookups left) still reclaims it."""
+    from osmo_store.eval.solver import StoreLookup
+
+    monkeypatch.setattr(Recorder, "RECLAIM_AFTER", 1)  # every commit reclaims
+    config_id = "c" * 64
+    meta = lambda counts: {"counts": counts}  # noqa: E731
+    rec = Recorder(repo, config_id, ConfigState.load(repo, config_id), ())
+    lookup = StoreLookup(repo, shared=False)  # --fresh: only what this session committed
+    rec.commit([], meta)  # the session's opening commit (reflogged: kept)
+    answer = blob("call-0", "cache", b"an answer that was paid for")
+    rec.commit([SampleResult.objects_only([answer])], meta)  # a checkpoint
+    lookup.committed(rec.trees["cache"], ["call-0"])
+    held = rec.trees["cache"]
+    rec.commit([SampleResult.objects_only([blob("call-1", "cache", b"another")])], meta)
+    hit = lookup.find("call-0")  # before the commit's caller moves the lookups on
+    assert hit is not None and hit.oid == answer.oid, "the recorded call would be paid again"
+    lookup.committed(rec.trees["cache"], ["call-1"])
+    rec.commit([], meta, final=True)
+    assert not repo.objects.has(held)  # superseded, and no lookup holds it any more
+    assert fsck(repo, full=True).ok

@@ -96,3 +96,31 @@ def replace_durably(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def remove_reading_mtimes(paths: list[Path]) -> int:
+    """Remove files that writers may freshen (``utime``) meanwhile, and return the latest
+    mtime any of them had when it went (0 if none was there). Each is moved aside first
+    (``gc-`` name, which a reader puts back if we die before the unlink) and its mtime read
+    there, from the same inode: a touch that landed before the move shows, and one after
+    finds the file gone, so its writer stores the object anew."""
+    freshest = 0
+    for path in paths:
+        aside = path.with_name(f"gc-{path.name}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            continue
+        freshest = max(freshest, os.stat(aside).st_mtime_ns)
+        aside.unlink()
+    return freshest
+
+
+def at_least_as_fresh(path: Path, mtime_ns: int) -> None:
+    """Move ``path``'s mtime up to ``mtime_ns`` if it is older (never down, never to now)."""
+    try:
+        st = os.stat(path)
+        if st.st_mtime_ns < mtime_ns:
+            os.utime(path, ns=(st.st_atime_ns, mtime_ns))
+    except FileNotFoundError:
+        pass

@@ -24,7 +24,14 @@ from ..hashing import ObjectId, is_oid, oid_to_raw, parse_oid
 from ..objects import ObjectType, decode_object, decompress_framed, frame_object, verify_framed
 from .base import ObjectStore
 from .compaction import LOOSE_MAX, PackTiers, compact, fold_loose, maintenance_lock, reclaim
-from .fsutil import fsync_dir, publish_no_overwrite, publish_or_freshen, write_temp
+from .fsutil import (
+    at_least_as_fresh,
+    fsync_dir,
+    publish_no_overwrite,
+    publish_or_freshen,
+    remove_reading_mtimes,
+    write_temp,
+)
 from .layout import StoreLayout
 from .lease import WriterLease
 from .pack import PackReader, PackWriter
@@ -593,14 +600,21 @@ class LocalObjectStore(ObjectStore):
                         yield oid, data
 
         new_idx = self._write_pack(objects(), in_id_order=True)
-        if new_idx is not None:
-            # Only files whose object is in the new pack: one gone when we read it (gc) may
-            # have been written again since by a writer that found it missing.
-            for path in packed_loose:
-                path.unlink(missing_ok=True)
+        # Only loose files whose object is in the new pack: one gone when we read it (gc)
+        # may have been written again since by a writer that found it missing.
+        replaced = packed_loose if new_idx is not None else []
         for pack in packs:
             if pack.idx_path != new_idx and pack.pack_path not in kept:
-                remove_pack(pack)
+                pack.idx_path.unlink(missing_ok=True)  # first: no new reader opens the pack
+                replaced.append(pack.pack_path)
+        freshest = remove_reading_mtimes(replaced)
+        if new_idx is not None:
+            # A writer whose lease started after the new pack was written may have found an
+            # object in a copy removed here, and freshened that copy: the object lives on
+            # only in the new pack, which must look as fresh to gc as that touch. Only
+            # then: a new pack touched for nothing looks freshened to the recorder's
+            # reclaim of the same clock tick, which then leaves its superseded nodes.
+            at_least_as_fresh(new_idx.with_suffix(".pack"), freshest)
         self.reload_packs()
         return new_idx
 
@@ -716,12 +730,6 @@ def put_back(asides: list[Path]) -> None:
     for aside in reversed(asides):
         with contextlib.suppress(FileNotFoundError):  # a reader restored it already
             publish_no_overwrite(aside, aside.with_name(aside.name[3:]))
-
-
-def remove_pack(pack: PackReader) -> None:
-    # Index first: once it is gone no new reader will open the pack.
-    pack.idx_path.unlink(missing_ok=True)
-    pack.pack_path.unlink(missing_ok=True)
 
 
 class BulkWriter:

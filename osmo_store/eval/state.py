@@ -139,6 +139,10 @@ class Recorder:
         # keeps what those refs reach (``_still_used``).
         self._refs_at_start = repo.refs.list("refs/")
         self._started_ns = time.time_ns()
+        # The ``cache`` manifest the eval's lookups of what it committed hold while a commit
+        # runs: the one the commit before left (``StoreLookup.committed`` moves them on only
+        # once this commit has returned to the eval, maybe from another process).
+        self._held_by_lookups: ObjectId | None = None
 
     def commit(
         self,
@@ -152,6 +156,7 @@ class Recorder:
         ({"done", "failed"}). The first and the final commit of a session are reflogged;
         the ones between are checkpoints that supersede each other."""
         results = list(results)
+        self._held_by_lookups = self.trees["cache"]
         changes: dict[str, dict[str, TreeEntry | None]] = {name: {} for name in SUBTREES}
         index_changes: dict[str, TreeEntry | None] = {}
         index_base = self.repo.refs.read(INDEX_REF)
@@ -243,13 +248,16 @@ class Recorder:
 
         Before the session's end (``final`` false), only what is still used stays noted (a
         later commit may supersede it), so the notes stay bounded even where nothing could
-        be reclaimed. A reader holding a superseded root (the eval's lookups) then meets a
-        missing node, which it takes as a miss (``IndexReader``)."""
+        be reclaimed. What the eval's lookups hold is still used then: the ``cache``
+        manifest the commit before left (a lookup that met a missing node there would take
+        it as a miss, and pay for a recorded call again). The shared index's reader looks
+        again at the index when it meets one (``IndexReader``)."""
         written, self._written = self._written, set()
         used: set[ObjectId] = set()
+        held = None if final else self._held_by_lookups
 
         def still_used() -> set[ObjectId]:
-            used.update(self._still_used())
+            used.update(self._still_used(held))
             return used
 
         started = time.monotonic()
@@ -265,15 +273,16 @@ class Recorder:
                    time.monotonic() - started)  # fmt: skip
         return dropped
 
-    def _still_used(self) -> set[ObjectId]:
+    def _still_used(self, held: ObjectId | None) -> set[ObjectId]:
         """Run records and manifest nodes reachable from the config's ref, the index, the
-        run records this session reflogged, and every other ref that moved since the session
-        started, with its reflog entries since then: another config's eval may have found a
-        node of ours stored and published it (blobs are never superseded: not walked)."""
+        manifest the eval's lookups ``held``, the run records this session reflogged, and
+        every other ref that moved since the session started, with its reflog entries since
+        then: another config's eval may have found a node of ours stored and published it
+        (blobs are never superseded: not walked)."""
         objects = self.repo.objects
         roots = [*self._logged, *(r for r in (self.repo.refs.read(self.ref),) if r is not None)]
         index = self.repo.refs.read(INDEX_REF)
-        roots += [index] if index is not None else []
+        roots += [r for r in (index, held) if r is not None]
         for name, oid in self.repo.refs.list("refs/").items():
             if name in (self.ref, INDEX_REF) or self._refs_at_start.get(name) == oid:
                 continue

@@ -18,13 +18,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import zstandard
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..backends.base import ObjectStore, StagedWriter
-from ..errors import RecordStreamError, RemoteError, StoreError, UsageError
+from ..errors import RecordStreamError, RecordTooLarge, RemoteError, StoreError, UsageError
 from ..hashing import ObjectId, blake3_hex, is_oid, parse_oid
-from ..objects import ObjectType, compress_framed, decompress_framed
+from ..objects import ObjectType, compress_framed, decompress_framed, stored_content_size
 from ..refs import ANY, ReflogEntry, RefStore, validate_ref_name
 from . import protocol as wire
 from .auth import BearerToken
@@ -77,7 +78,9 @@ class HttpConnection:
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._session.headers.update({"User-Agent": wire.USER_AGENT})
+        # No HTTP compression: object batches are zstd already, and an answer requests
+        # inflates for us is one whose size nothing bounds (see ``request``).
+        self._session.headers.update({"User-Agent": wire.USER_AGENT, "Accept-Encoding": "identity"})
         if token:
             self._session.auth = BearerToken(token)
 
@@ -112,7 +115,7 @@ class HttpConnection:
                 json=json,
                 data=data,
                 headers=headers,
-                stream=stream,
+                stream=True,  # read below, once the encoding is known to be none
                 timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
                 allow_redirects=False,
             )
@@ -121,12 +124,31 @@ class HttpConnection:
                 f"cannot reach the osmo server at {self.url}: {_reason(e)}",
                 hint="is `osmo serve` running there? check the URL",
             ) from None
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            # requests would inflate it whole: a few KB of gzip can stand for gigabytes.
+            response.close()
+            raise RemoteError(
+                f"the osmo server at {self.url} answered in {encoding!r} encoding, "
+                "which was not asked for"
+            )
+        if not stream:
+            self._read_whole(response)
         if response.status_code != 200:
             try:
                 self._raise_for(response)
             finally:
                 response.close()
         return response
+
+    def _read_whole(self, response: requests.Response) -> None:
+        """Read the body now (as ``stream=False`` would), so the connection goes back to
+        the pool."""
+        try:
+            response.content  # noqa: B018 - read and kept by requests
+        except requests.RequestException as e:
+            response.close()
+            raise RemoteError(f"reading an answer from {self.url} failed: {_reason(e)}") from None
 
     def get_json(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         return self._json(self.request("GET", path, params=params))
@@ -190,6 +212,15 @@ def _server_oid(text: object, url: str) -> ObjectId:
     if not is_oid(text):
         raise RemoteError(f"the osmo server at {url} sent an invalid object id")
     return ObjectId(text)  # type: ignore[arg-type]
+
+
+def _declared_size(stored: bytes) -> int:
+    """What a stored form's frame says it decompresses to (0 if it is no zstd frame: its
+    reader reports it as damaged)."""
+    try:
+        return stored_content_size(stored)
+    except zstandard.ZstdError:
+        return 0
 
 
 def _chunks(items: Iterable[ObjectId], size: int) -> Iterator[list[ObjectId]]:
@@ -322,8 +353,29 @@ class HttpObjectStore(ObjectStore):
                 yield oid, data if framed else decompress_framed(data, oid)
 
     def _fetch(self, chunk: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes, bool]]:
-        """(id, bytes, whether framed) for each id asked, in order."""
+        """(id, bytes, whether framed) for each id asked, in order. One answer is read to
+        at most ``MAX_FRAMED_DOWNLOAD`` bytes of objects, each refused at its declared size
+        before it is decompressed: the objects past that bound are asked for again in
+        another request, and one that alone passes it is refused."""
+        while chunk:
+            done = 0
+            try:
+                for item in self._fetch_answer(chunk):
+                    yield item
+                    done += 1
+                return
+            except RecordTooLarge:
+                if not done:
+                    raise RemoteError(
+                        f"the osmo server at {self.connection.url} sent an object of more "
+                        f"than {wire.MAX_FRAMED_DOWNLOAD} bytes (the most one answer holds)"
+                    ) from None
+                chunk = chunk[done:]
+
+    def _fetch_answer(self, chunk: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes, bool]]:
+        """``_fetch`` of one request; RecordTooLarge once its objects pass the bound."""
         url = self.connection.url
+        limit = wire.MAX_FRAMED_DOWNLOAD
         # A server answers in the first of these it knows (an older one: plain records).
         accept = f"{wire.ZSTD_OBJECTS_TYPE}, {wire.ZSTD_RECORDS_TYPE}, {wire.RECORDS_TYPE}"
         response = self._get_by_prefixes(chunk, accept) if self.id_prefixes else None
@@ -339,18 +391,22 @@ class HttpObjectStore(ObjectStore):
         try:
             kind = response.headers.get(wire.CONTENT_TYPE, "")
             if kind.startswith(wire.ZSTD_OBJECTS_TYPE):
-                yield from self._fetched_objects(chunk, iter_zstd_objects(response.raw.read))
+                objects = iter_zstd_objects(response.raw.read, limit)
+                yield from self._fetched_objects(chunk, objects)
                 return
             framed = kind.startswith(wire.ZSTD_RECORDS_TYPE)
-            records = (
-                iter_zstd_records(response.raw.read) if framed else iter_records(response.raw.read)
-            )
+            read = response.raw.read
+            records = iter_zstd_records(read, limit) if framed else iter_records(read, limit)
+            declared = 0  # plain records: what their frames say they decompress to
             for want in chunk:
                 got = next(records, None)
                 if got is None:
                     raise RemoteError(f"the osmo server at {url} sent fewer objects than asked")
                 if got[0] != want:
                     raise RemoteError(f"the osmo server at {url} sent {got[0]}, expected {want}")
+                declared += 0 if framed else _declared_size(got[1])
+                if declared > limit:
+                    raise RecordTooLarge(f"objects declare more than {limit} bytes")
                 yield want, got[1], framed
         except RecordStreamError as e:
             raise RemoteError(f"download from {url} was cut short: {e}") from None
@@ -470,7 +526,15 @@ class HttpObjectStore(ObjectStore):
         else:
             body = b"".join(encode_record(oid, data) for oid, data in batch)
             kind = wire.RECORDS_TYPE
-        self.connection.request("POST", wire.OBJECTS_PUT, data=body, content_type=kind).close()
+        response = self.connection.request("POST", wire.OBJECTS_PUT, data=body, content_type=kind)
+        stored = self.connection._json(response).get("stored")
+        if stored != len(batch):
+            # A server from before it checked that a compressed body ends with its frame's
+            # end takes a body cut between two blocks for a smaller batch.
+            raise RemoteError(
+                f"the osmo server at {self.connection.url} stored {stored} of the "
+                f"{len(batch)} objects sent: the upload was cut short"
+            )
 
 
 class _UploadingWriter(StagedWriter):

@@ -40,6 +40,7 @@ from ..errors import (
 )
 from ..hashing import OID_RAW_LEN, ObjectId, blake3_hex, is_oid, oid_to_raw
 from ..objects import ZSTD_LEVEL, decompress_framed
+from .frames import FrameTracker
 
 # --- routes (every one under API_PREFIX) ---------------------------------------------------
 
@@ -110,6 +111,10 @@ MAX_JSON_BODY = 8 * 2**20
 MAX_UPLOAD_OBJECT = 2**30
 #: Most bytes a compressed upload (``ZSTD_RECORDS_TYPE``) may decompress to.
 MAX_FRAMED_UPLOAD = 2**30
+#: The same bound the other way: most bytes of objects (framed) a client reads from one
+#: answer to ``get``, so the largest object it fetches. A hostile server's few bytes of zstd
+#: can declare gigabytes, and an object is checked against its id only once decompressed.
+MAX_FRAMED_DOWNLOAD = MAX_FRAMED_UPLOAD
 #: run records visited at most when deciding whether an update is a fast-forward
 FF_WALK_LIMIT = 100_000
 MAX_WHO_CHARS = 256
@@ -200,13 +205,15 @@ def zstd_objects(framed_forms: Iterable[bytes]) -> Iterator[bytes]:
 def iter_zstd_objects(read: Callable[[int], bytes], budget: int | None = None) -> Iterator[bytes]:
     """The framed forms of a ``zstd_objects`` stream, unverified; ``budget`` bounds the
     decompressed bytes (RecordTooLarge before an object past it is read). A stream that is
-    not zstd, or ends inside an object, raises RecordStreamError."""
-    reader = zstandard.ZstdDecompressor().stream_reader(_Source(read), read_across_frames=True)
+    not zstd, or ends inside an object or before its frame does, raises RecordStreamError."""
+    source = FrameTracker(read)
+    reader = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)
     used = 0
     try:
         while True:
             head = read_exact(reader.read, OBJECT_HEAD.size)
             if not head:
+                _check_frame_end(source)
                 return
             if len(head) < OBJECT_HEAD.size:
                 raise RecordStreamError("stream ends inside an object's length")
@@ -262,24 +269,27 @@ def decode_bitmap(data: bytes, n: int) -> list[bool]:
     return [bool(data[i // 8] & (0x80 >> (i % 8))) for i in range(n)]
 
 
-class _Source:
-    """A read function as the file-like object zstd's stream reader takes."""
-
-    def __init__(self, read: Callable[[int], bytes]) -> None:
-        self.read = read
-
-
 def iter_zstd_records(
     read: Callable[[int], bytes], budget: int | None = None
 ) -> Iterator[tuple[ObjectId, bytes]]:
     """``iter_records`` over a ``zstd_records`` stream: (id, framed form), unverified;
-    ``budget`` bounds the decompressed bytes. Bytes that are not such a stream raise
-    RecordStreamError."""
-    reader = zstandard.ZstdDecompressor().stream_reader(_Source(read), read_across_frames=True)
+    ``budget`` bounds the decompressed bytes. Bytes that are not such a stream, or a
+    stream that ends before its frame does, raise RecordStreamError."""
+    source = FrameTracker(read)
+    reader = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)
     try:
         yield from iter_records(reader.read, budget)
     except zstandard.ZstdError as e:
         raise RecordStreamError(f"not a zstd stream of records ({e})") from None
+    _check_frame_end(source)
+
+
+def _check_frame_end(source: FrameTracker) -> None:
+    """The stream is over: it must have ended with a frame's end, which the sender always
+    writes. zstd's reader ends a stream cut inside its frame as quietly as a whole one, and
+    a cut between two blocks leaves every record before it whole: a shorter batch."""
+    if not source.at_frame_end:
+        raise RecordStreamError("the stream ends before its zstd frame does (cut short)")
 
 
 # --- errors --------------------------------------------------------------------------------
