@@ -322,7 +322,7 @@ def _index_pages_counted(tmp_path: Path, count: int) -> tuple[int, int]:
         assert reader.contains_raw(raw)
     for _ in range(2000):
         reader.contains_raw(rnd.randbytes(32))
-    assert sum(1 for _ in reader.entries()) == count
+    assert sum(1 for _ in reader.entries()) == sum(1 for _ in reader.ids()) == count
     grown = _rss_file_kib() - before
     reader.close()
     return grown, idx.stat().st_size // 1024

@@ -537,8 +537,8 @@ class PackReader:
         return oid_from_raw(raw), offset, length
 
     def ids(self) -> Iterator[ObjectId]:
-        for i in range(self.count):
-            yield ObjectId(self._ids[i].hex())
+        for oid, _, _ in self.entries():
+            yield oid
 
     def ids_with_prefix(self, prefix: str) -> Iterator[ObjectId]:
         lo_raw = bytes.fromhex(prefix[: len(prefix) // 2 * 2].ljust(2, "0"))
