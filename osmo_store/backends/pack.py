@@ -43,9 +43,9 @@ _FANOUT = struct.Struct(">256I")
 _TRAILER = OID_RAW_LEN
 _WRITE_BUFFER = 1 << 20
 # Index records a lookup reads at once (5.6 KB), once single-record reads have narrowed
-# its fan-out bucket down to that many; and a walk of every record, per read (176 KB).
+# its fan-out bucket down to that many; and a walk of every record, per read (44 KB).
 _LOOKUP_WINDOW = 128
-_WALK_CHUNK = 4096
+_WALK_CHUNK = 1024
 
 
 class PackWriter:
