@@ -338,3 +338,44 @@ def test_reading_a_pack_index_does_not_count_its_pages_in_memory(tmp_path: Path)
     small, small_kib = _index_pages_counted(tmp_path, 10_000)
     big, big_kib = _index_pages_counted(tmp_path, 80_000)
     assert big - small < (big_kib - small_kib) / 8, (small, big, small_kib, big_kib)
+
+
+_ARENAS_DRIVER = """
+import ctypes, sys
+from osmo_store.cli.main import main
+code = main(sys.argv[1:])
+sys.stderr.flush()
+print("--- malloc_stats", file=sys.stderr, flush=True)
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" paragraph per malloc arena, to stderr
+sys.exit(code)
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or sys.implementation.name != "cpython",
+    reason="counts glibc's malloc arenas",
+)
+def test_the_eval_workers_share_one_malloc_arena(tmp_path: Path) -> None:
+    """glibc gives each thread that mallocs while others do an arena of its own (up to 8
+    per core); what the 16 workers free stays in their arenas, scattered between what they
+    keep, and the eval's RSS grew ~0.15 KB a run with it (free chunks from 2 to 14 MB over
+    30,000 runs). The eval holds its workers to the main arena and gives its free pages
+    back after each commit."""
+    store = tmp_path / "store"
+    data = _dataset(tmp_path / "rows.jsonl", 400)
+    with MockServer(latency=0.005) as server:
+        args = [
+            "--store", str(store), "eval", "-d", str(data), "--model", "mem-model",
+            "--base-url", server.base_url, "--eval-fn", f"{SCORING}:exact_match",
+            "--concurrency", "16", "--json", "-q",
+        ]  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-c", _ARENAS_DRIVER, *args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+            timeout=600,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = proc.stderr.partition("--- malloc_stats")[2]
+    if "Arena 0:" not in stats:
+        pytest.skip("not glibc's malloc")
+    assert stats.count("Arena ") == 1, stats
