@@ -42,9 +42,9 @@ _RECORD = struct.Struct(">32sQI")  # id, offset, length
 _FANOUT = struct.Struct(">256I")
 _TRAILER = OID_RAW_LEN
 _WRITE_BUFFER = 1 << 20
-# Index records a lookup reads at once (5.6 KB), once single-record reads have narrowed
-# its fan-out bucket down to that many; and a walk of every record, per read (44 KB).
-_LOOKUP_WINDOW = 128
+# Index records a lookup reads at once (5.6 KB: the block its id would be in); and a walk of
+# every record, per read (44 KB).
+_LOOKUP_BLOCK = 128
 _WALK_CHUNK = 1024
 
 
@@ -371,6 +371,7 @@ class PackReader:
         self._fanout = _FANOUT.unpack_from(head, _IDX_HEADER.size)
         self._base = _IDX_HEADER.size + _FANOUT.size
         self._ids = _IdView(self._mm, self._base, self.count)
+        self._starts: list[bytes] | None = None
         self._fd = os.open(self.pack_path, os.O_RDONLY)
         # Where objects may lie: a damaged index must not send a read past the pack (or
         # past what pread accepts: an offset over 2**63 is an OverflowError).
@@ -411,24 +412,30 @@ class PackReader:
             raise CorruptPack(str(self.idx_path), "index is truncated")
         return data
 
+    def _block_starts(self) -> list[bytes]:
+        """The first id of every ``_LOOKUP_BLOCK`` records, read at the first lookup (a
+        quarter of a byte an object): a lookup finds its block here, then reads only that
+        block, with one pread (a bisect by single reads took several)."""
+        starts = self._starts
+        if starts is None:  # two threads may both read them: the same list either way
+            starts = [
+                self._read_records(i, i + 1)[:OID_RAW_LEN]
+                for i in range(0, self.count, _LOOKUP_BLOCK)
+            ]
+            self._starts = starts
+        return starts
+
     def _find(self, raw: bytes) -> tuple[bytes, int, int] | None:
-        """The index record of ``raw``, if here: single records read to narrow its fan-out
-        bucket down to ``_LOOKUP_WINDOW`` records, then those read at once."""
-        # Clamped: a damaged fan-out must not index past the records.
-        hi = min(self._fanout[raw[0]], self.count)
-        lo = min(self._fanout[raw[0] - 1], hi) if raw[0] else 0
-        while hi - lo > _LOOKUP_WINDOW:
-            mid = (lo + hi) // 2
-            if self._read_records(mid, mid + 1)[:OID_RAW_LEN] < raw:
-                lo = mid + 1
-            else:
-                hi = mid + 1  # the record at ``mid`` may be the one
-        if lo >= hi:
+        """The index record of ``raw``, if here."""
+        k = bisect.bisect_right(self._block_starts(), raw) - 1
+        if k < 0:
             return None
-        window = self._read_records(lo, hi)
-        i = bisect.bisect_left(_IdView(window, 0, hi - lo), raw)
-        if i < hi - lo and window[i * _RECORD.size : i * _RECORD.size + OID_RAW_LEN] == raw:
-            return _RECORD.unpack_from(window, i * _RECORD.size)
+        lo = k * _LOOKUP_BLOCK
+        hi = min(lo + _LOOKUP_BLOCK, self.count)
+        block = self._read_records(lo, hi)
+        i = bisect.bisect_left(_IdView(block, 0, hi - lo), raw)
+        if i < hi - lo and block[i * _RECORD.size : i * _RECORD.size + OID_RAW_LEN] == raw:
+            return _RECORD.unpack_from(block, i * _RECORD.size)
         return None
 
     def __contains__(self, oid: ObjectId) -> bool:
