@@ -346,7 +346,9 @@ from osmo_store.cli.main import main
 code = main(sys.argv[1:])
 sys.stderr.flush()
 print("--- malloc_stats", file=sys.stderr, flush=True)
-ctypes.CDLL(None).malloc_stats()  # one "Arena N:" paragraph per malloc arena, to stderr
+stats = getattr(ctypes.CDLL(None), "malloc_stats", None)  # glibc's
+if stats is not None:
+    stats()  # one "Arena N:" paragraph per malloc arena, to stderr
 sys.exit(code)
 """
 
