@@ -42,6 +42,10 @@ _RECORD = struct.Struct(">32sQI")  # id, offset, length
 _FANOUT = struct.Struct(">256I")
 _TRAILER = OID_RAW_LEN
 _WRITE_BUFFER = 1 << 20
+# Index records a lookup reads at once (5.6 KB: the block its id would be in); and a walk of
+# every record, per read (44 KB).
+_LOOKUP_BLOCK = 128
+_WALK_CHUNK = 1024
 
 
 class PackWriter:
@@ -319,9 +323,9 @@ def _index(
 
 
 class _IdView:
-    """Sequence view of the sorted ids in an index, for bisect."""
+    """Sequence view of the sorted ids in an index (mapped, or records read), for bisect."""
 
-    def __init__(self, mm: mmap.mmap, base: int, n: int) -> None:
+    def __init__(self, mm: mmap.mmap | bytes, base: int, n: int) -> None:
         self._mm, self._base, self._n = mm, base, n
 
     def __len__(self) -> int:
@@ -333,29 +337,41 @@ class _IdView:
 
 
 class PackReader:
-    """An open, published pack: index mapped into memory, pack read with pread."""
+    """An open, published pack: pack and index read with pread; the index is also mapped,
+    for the walks that scan it in place (verify, prefixes, gc's marks: ``release_pages``).
+
+    Lookups and ``entries`` read the index with pread, not through the mapping: every
+    mapped page they touch counts in the process's RSS until released (and the kernel maps
+    pages around each one touched), so an eval's lookups and its recorder's folds, which
+    touch every index page between two releases, grew with the store. Pages read with
+    pread stay in the page cache, which is not the process's memory."""
 
     def __init__(self, idx_path: Path) -> None:
         self.idx_path = idx_path
         self.pack_path = idx_path.with_suffix(".pack")
+        self._fd = self._idx_fd = -1  # what ``close`` closes, however far this gets
         with open(idx_path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size < _IDX_HEADER.size + _FANOUT.size + 2 * _TRAILER:
                 raise CorruptPack(str(idx_path), "index too short")
             self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        magic, self.count, self.framed_total, self.stored_total = _IDX_HEADER.unpack_from(self._mm)
+            self._idx_fd = os.dup(f.fileno())
+            head = f.read(_IDX_HEADER.size + _FANOUT.size)  # not through the mapping either
+            f.seek(size - 2 * _TRAILER)
+            self.checksum = f.read(_TRAILER)
+        magic, self.count, self.framed_total, self.stored_total = _IDX_HEADER.unpack_from(head)
         if magic[:7] == _IDX_MAGIC_PREFIX and magic[7:] not in (b"1", b"2"):
-            self._mm.close()
+            self._close_index()
             raise UnsupportedPackVersion(str(idx_path), magic[7:].decode("latin-1"))
         self.version = 2 if magic == idx_magic(2) else 1
         expected = _IDX_HEADER.size + _FANOUT.size + self.count * _RECORD.size + 2 * _TRAILER
         if magic != idx_magic(self.version) or size != expected:
-            self._mm.close()
+            self._close_index()
             raise CorruptPack(str(idx_path), "bad index header or size")
-        self._fanout = _FANOUT.unpack_from(self._mm, _IDX_HEADER.size)
+        self._fanout = _FANOUT.unpack_from(head, _IDX_HEADER.size)
         self._base = _IDX_HEADER.size + _FANOUT.size
         self._ids = _IdView(self._mm, self._base, self.count)
-        self.checksum = bytes(self._mm[size - 2 * _TRAILER : size - _TRAILER])
+        self._starts: list[bytes] | None = None
         self._fd = os.open(self.pack_path, os.O_RDONLY)
         # Where objects may lie: a damaged index must not send a read past the pack (or
         # past what pread accepts: an offset over 2**63 is an OverflowError).
@@ -369,6 +385,12 @@ class PackReader:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        self._close_index()
+
+    def _close_index(self) -> None:
+        if self._idx_fd >= 0:
+            os.close(self._idx_fd)
+            self._idx_fd = -1
         self._mm.close()
 
     def release_pages(self) -> None:
@@ -379,21 +401,48 @@ class PackReader:
             self._mm.madvise(mmap.MADV_DONTNEED)
 
     def __del__(self) -> None:
-        if getattr(self, "_fd", -1) >= 0:
+        if getattr(self, "_fd", -1) >= 0 or getattr(self, "_idx_fd", -1) >= 0:
             self.close()
 
-    def _find(self, raw: bytes) -> int:
-        # Clamped: a damaged fan-out must not index past the records.
-        hi = min(self._fanout[raw[0]], self.count)
-        lo = min(self._fanout[raw[0] - 1], hi) if raw[0] else 0
-        i = bisect.bisect_left(self._ids, raw, lo, hi)
-        return i if i < hi and self._ids[i] == raw else -1
+    def _read_records(self, lo: int, hi: int) -> bytes:
+        """The index records at positions [lo, hi), read with pread (see the class)."""
+        size = _RECORD.size
+        data = os.pread(self._idx_fd, (hi - lo) * size, self._base + lo * size)
+        if len(data) != (hi - lo) * size:
+            raise CorruptPack(str(self.idx_path), "index is truncated")
+        return data
+
+    def _block_starts(self) -> list[bytes]:
+        """The first id of every ``_LOOKUP_BLOCK`` records, read at the first lookup (a
+        quarter of a byte an object): a lookup finds its block here, then reads only that
+        block, with one pread (a bisect by single reads took several)."""
+        starts = self._starts
+        if starts is None:  # two threads may both read them: the same list either way
+            starts = [
+                self._read_records(i, i + 1)[:OID_RAW_LEN]
+                for i in range(0, self.count, _LOOKUP_BLOCK)
+            ]
+            self._starts = starts
+        return starts
+
+    def _find(self, raw: bytes) -> tuple[bytes, int, int] | None:
+        """The index record of ``raw``, if here."""
+        k = bisect.bisect_right(self._block_starts(), raw) - 1
+        if k < 0:
+            return None
+        lo = k * _LOOKUP_BLOCK
+        hi = min(lo + _LOOKUP_BLOCK, self.count)
+        block = self._read_records(lo, hi)
+        i = bisect.bisect_left(_IdView(block, 0, hi - lo), raw)
+        if i < hi - lo and block[i * _RECORD.size : i * _RECORD.size + OID_RAW_LEN] == raw:
+            return _RECORD.unpack_from(block, i * _RECORD.size)
+        return None
 
     def __contains__(self, oid: ObjectId) -> bool:
-        return self._find(oid_to_raw(oid)) >= 0
+        return self._find(oid_to_raw(oid)) is not None
 
     def contains_raw(self, raw: bytes) -> bool:
-        return self._find(raw) >= 0
+        return self._find(raw) is not None
 
     def raw_ids_with_prefix(self, prefix: bytes, limit: int) -> list[bytes]:
         """At most ``limit`` raw ids here that start with ``prefix`` (at least one byte)."""
@@ -406,14 +455,11 @@ class PackReader:
             i += 1
         return out
 
-    def _record(self, i: int) -> tuple[bytes, int, int]:
-        return _RECORD.unpack_from(self._mm, self._base + i * _RECORD.size)
-
     def _locate(self, oid: ObjectId) -> tuple[int, int]:
-        i = self._find(oid_to_raw(oid))
-        if i < 0:
+        record = self._find(oid_to_raw(oid))
+        if record is None:
             raise ObjectNotFound(oid)
-        _, offset, length = self._record(i)
+        _, offset, length = record
         return offset, length
 
     def read(self, oid: ObjectId) -> bytes:
@@ -475,10 +521,12 @@ class PackReader:
         return data
 
     def entries(self) -> Iterator[tuple[ObjectId, int, int]]:
-        """(id, offset, length) for every object, in id order."""
-        for i in range(self.count):
-            raw, offset, length = self._record(i)
-            yield oid_from_raw(raw), offset, length
+        """(id, offset, length) for every object, in id order: read in bounded chunks, so a
+        walk of a big index (a fold merging packs) holds a chunk, not the index, in RSS."""
+        for lo in range(0, self.count, _WALK_CHUNK):
+            records = self._read_records(lo, min(lo + _WALK_CHUNK, self.count))
+            for raw, offset, length in _RECORD.iter_unpack(records):
+                yield oid_from_raw(raw), offset, length
 
     def bucket_range(self, first_byte: int) -> tuple[int, int]:
         """Index positions [lo, hi) of the ids whose first byte is ``first_byte``."""
@@ -492,12 +540,12 @@ class PackReader:
 
     def entry_at(self, i: int) -> tuple[ObjectId, int, int]:
         """(id, offset, length) of the object at index position ``i``."""
-        raw, offset, length = self._record(i)
+        raw, offset, length = _RECORD.unpack(self._read_records(i, i + 1))
         return oid_from_raw(raw), offset, length
 
     def ids(self) -> Iterator[ObjectId]:
-        for i in range(self.count):
-            yield ObjectId(self._ids[i].hex())
+        for oid, _, _ in self.entries():
+            yield oid
 
     def ids_with_prefix(self, prefix: str) -> Iterator[ObjectId]:
         lo_raw = bytes.fromhex(prefix[: len(prefix) // 2 * 2].ljust(2, "0"))

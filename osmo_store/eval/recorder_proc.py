@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 from ..errors import OsmoError, RecorderDied
 from ..hashing import ObjectId
 from ..repo import Repository
+from . import heap
 from .state import ConfigState, PendingObject, Recorder, SampleResult
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,8 @@ def serve(inp: BinaryIO, out: BinaryIO, parent: int | None = None) -> None:
                     for name, failed, record, objects in batch
                 ]
                 run_id = rec.commit(results, meta, final=final)
+                del results
+                heap.give_back()  # the batch, its pack's buffers, a fold's: freed across the heap
                 reply: tuple = (
                     "ok", run_id, rec.trees, rec.counts, rec.last_meta, rec.recorded, rec.commits
                 )  # fmt: skip

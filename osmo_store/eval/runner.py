@@ -25,6 +25,7 @@ from ..errors import FatalModelError, ModelError
 from ..hashing import ObjectId, canonical_json
 from ..repo import Repository
 from ..tree import iter_tree
+from . import heap
 from .claims import RolloutClaims
 from .client import ChatClient
 from .code import USER_CODE_ERRORS, describe_error
@@ -306,6 +307,7 @@ class _EvalRun:
 
     def run(self) -> EvalOutcome:
         abort = False
+        heap.one_arena()  # before the journal's, the committer's and the workers' threads
         self.recorder = _open_recorder(
             self.repo, self.config_id, self.state, self.parents, self.head,
             self.failed_names, self.options, self.todo,
@@ -399,6 +401,7 @@ class _EvalRun:
                 # The workers' lookups map pack index pages at random: let them go now and
                 # then, or every page of every index ends up counted in this process.
                 self.repo.objects.release_memory()
+                heap.give_back()  # the batch just recorded was freed across the heap
                 for res in batch:
                     if not res.name:
                         continue  # an agent's model call, recorded ahead of its run
