@@ -2,20 +2,28 @@
 """Benchmarks of issue 11 (see bench/README.md): what a SIGKILL costs, and what an eval
 leaves behind, against the real mock server on 127.0.0.1.
 
-Run:  .venv/bin/python bench/bench_durable.py [--only kg] [--kills N] [--rows N] ...
+Run:  .venv/bin/python bench/bench_durable.py [--only kig] [--kills N] [--rows N] ...
+       [--inspect-python /tmp/inspect-venv/bin/python]
 
 Sections:
   k. SIGKILL an `osmo eval` (--rows runs, --concurrency 16) at --kills random points while a
      busy loop keeps every core loaded; per kill: the calls in flight at the kill (asked
      before it, neither recorded nor journaled), and the calls the resumed eval asks again
      (questions in the server's request log both before and after). Target: re-asked <= 16.
+  i. The same kills of the same eval run by inspect_ai (bench/inspect_task.py: the same
+     dataset, requests and exact-match scorer; --max-connections 16 --max-samples 16; its
+     log and sample buffer at their defaults), resumed with `inspect eval-retry LOG`, and
+     counted from the same request log. inspect_ai is never a dependency of osmo: it runs
+     in its own venv, whose interpreter --inspect-python names. With k and i both, each
+     kill point is run by osmo then inspect_ai, under the same busy loop; alone, either
+     draws the same points from --seed.
   g. Garbage: one eval of --garbage-rows runs with no gc, then the bytes gc would free
      (unreachable) over the store's bytes (target <= 5%); then a second config on the same
      solver (another eval function): the bytes it adds over the first's (target <= 10%).
 
 Nothing is asserted; PASS/MISS lines are printed and the figures go to
 bench/out/bench_durable.json. The busy loop (one spinning process per core) runs only
-during section k and is killed at its end.
+during sections k and i and is killed at their end.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -115,28 +124,116 @@ def wait_for(pred, timeout: float = 600.0, interval: float = 0.001) -> bool:
     return True
 
 
-def one_kill(work: Path, dataset: Path, srv: MockServer, rows: int, at: int) -> dict[str, Any]:
-    store = work / f"kill-{at}-{random.random():.6f}"
-    fn = f"{EXAMPLE_FNS}:exact_match"
-    cmd = eval_cmd(store, dataset, srv.base_url, fn)
+class OsmoKill:
+    """The killed eval as `osmo eval`, resumed by running the same command again."""
+
+    name = "osmo"
+
+    def __init__(self, dataset: Path, base_url: str) -> None:
+        self.dataset, self.base_url = dataset, base_url
+
+    def _cmd(self, where: Path) -> list[str]:
+        fn = f"{EXAMPLE_FNS}:exact_match"
+        return eval_cmd(where / "store", self.dataset, self.base_url, fn)
+
+    def launch(self, where: Path) -> subprocess.Popen:
+        return subprocess.Popen(self._cmd(where), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def kept(self, where: Path) -> int:
+        return kept_runs(where / "store")
+
+    def resume(self, where: Path) -> int:
+        r = subprocess.run(self._cmd(where), capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"osmo resume failed: {r.stderr[-2000:]}")
+        return json.loads(r.stdout)["summary"]["runs"]
+
+
+class InspectKill:
+    """The killed eval as `inspect eval` of bench/inspect_task.py, resumed the way its docs
+    say (`inspect eval-retry LOG`, which first recovers the completed samples of a crashed
+    log from its sample buffer). Concurrency 16 both ways inspect_ai bounds it: connections
+    to the model and samples at once (one task). Log buffer, realtime sample buffer and log
+    format are left at their defaults."""
+
+    name = "inspect_ai"
+    TASK = BENCH_DIR / "inspect_task.py"
+    LIMITS = ("--max-connections", str(WORKERS), "--max-samples", str(WORKERS),
+              "--display", "none")  # fmt: skip
+
+    def __init__(self, python: str, dataset: Path, base_url: str, work: Path) -> None:
+        self.python, self.work = python, work
+        # inspect_ai loads a task file only by a relative path; its data (the sample
+        # buffer databases) goes under the run's folder, not the user's.
+        shutil.copy(self.TASK, work / self.TASK.name)
+        self.env = {**os.environ, "BENCH_DATASET": str(dataset), "MOCK_BASE_URL": base_url,
+                    "MOCK_API_KEY": "bench", "XDG_DATA_HOME": str(work / "inspect-data"),
+                    "XDG_CACHE_HOME": str(work / "inspect-cache")}  # fmt: skip
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([self.python, *args], capture_output=True, text=True,
+                              env=self.env, cwd=self.work)  # fmt: skip
+
+    def _log(self, where: Path) -> str:
+        logs = sorted((where / "logs").glob("*.eval"))
+        if len(logs) != 1:
+            raise RuntimeError(f"expected one inspect_ai log in {where}, found {len(logs)}")
+        return str(logs[0])
+
+    def launch(self, where: Path) -> subprocess.Popen:
+        cmd = [self.python, "-m", "inspect_ai", "eval", self.TASK.name, "--model",
+               "openai-api/mock/bench", *self.LIMITS, "--log-dir", str(where / "logs")]  # fmt: skip
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=self.env, cwd=self.work)  # fmt: skip
+
+    def kept(self, where: Path) -> int:
+        r = self._run(self.TASK.name, "kept", self._log(where))
+        if r.returncode != 0:
+            raise RuntimeError(f"reading the killed inspect_ai log failed: {r.stderr[-2000:]}")
+        return len(json.loads(r.stdout))
+
+    def resume(self, where: Path) -> int:
+        logs = str(where / "logs")
+        r = self._run("-m", "inspect_ai", "eval-retry", self._log(where), *self.LIMITS,
+                      "--log-dir", logs)  # fmt: skip
+        if r.returncode != 0:
+            raise RuntimeError(f"inspect eval-retry failed: {r.stderr[-2000:]}")
+        return int(self._run(self.TASK.name, "done", logs).stdout)
+
+
+def inspect_absent(python: str | None) -> str | None:
+    """Why inspect_ai cannot be run with ``python``, or None if it can."""
+    if not python:
+        return "no --inspect-python given"
+    try:
+        r = subprocess.run([python, "-c", "import inspect_ai; print(inspect_ai.__version__)"],
+                           capture_output=True, text=True)  # fmt: skip
+    except OSError as e:
+        return f"{python}: {e.strerror}"
+    if r.returncode != 0:
+        return f"{python} cannot import inspect_ai: {r.stderr.strip().splitlines()[-1]}"
+    return None
+
+
+def one_kill(tool: OsmoKill | InspectKill, where: Path, srv: MockServer, at: int) -> dict[str, Any]:
+    where.mkdir()
     seen = len(srv.requests)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = tool.launch(where)
     wait_for(lambda: len(srv.requests) - seen >= at or proc.poll() is not None)
     t_kill = time.time()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     if proc.returncode != -signal.SIGKILL:
         return {"at": at, "skipped": "the eval ended before the kill"}
+    load = os.getloadavg()[0]
     wait_for(srv.settled, timeout=60)
     before = questions(srv, seen)
-    kept = kept_runs(store)
+    kept = tool.kept(where)
     resumed_from = len(srv.requests)
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    runs = tool.resume(where)
     resume_s = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise RuntimeError(f"resume failed: {r.stderr[-2000:]}")
-    body = json.loads(r.stdout)
     again = questions(srv, resumed_from)
     return {
         "at": at,
@@ -146,27 +243,13 @@ def one_kill(work: Path, dataset: Path, srv: MockServer, rows: int, at: int) -> 
         "reasked": len(set(before) & set(again)),
         "resume_calls": len(again),
         "resume_s": round(resume_s, 3),
-        "runs": body["summary"]["runs"],
+        "runs": runs,
         "kill_unix": round(t_kill, 3),
+        "load_1m": round(load, 2),
     }
 
 
-def section_kill(work: Path, args: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
-    dataset = write_dataset(work / "kill.jsonl", args.rows, seed="kill", row_id="k-{:06d}")
-    results = []
-    log(f"[k] {args.kills} SIGKILLs of a {args.rows:,}-run eval, C={WORKERS}, latency "
-        f"{args.latency * 1e3:g} ms, busy loop on {os.cpu_count()} cores")  # fmt: skip
-    with MockServer(latency=args.latency) as srv, busy_loop():
-        for k in range(args.kills):
-            at = rng.randint(WORKERS, int(args.rows * 0.95))
-            res = one_kill(work, dataset, srv, args.rows, at)
-            results.append(res)
-            if "skipped" in res:
-                log(f"    kill {k + 1}: at {at} calls: {res['skipped']}")
-                continue
-            log(f"    kill {k + 1}: at {res['asked_before_kill']} calls asked, "
-                f"{res['kept']} kept; in flight {res['in_flight']}, re-asked {res['reasked']} "
-                f"(resume {res['resume_s']:.1f} s)")  # fmt: skip
+def kill_summary(name: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     done = [r for r in results if "skipped" not in r]
     reasked = [r["reasked"] for r in done]
     summary = {
@@ -174,12 +257,50 @@ def section_kill(work: Path, args: argparse.Namespace, rng: random.Random) -> di
         "reasked_max": max(reasked, default=0),
         "reasked_mean": round(statistics.mean(reasked), 2) if reasked else None,
         "in_flight_max": max((r["in_flight"] for r in done), default=0),
+        "in_flight_mean": round(statistics.mean(r["in_flight"] for r in done), 2) if done else None,
     }
-    ok = summary["reasked_max"] <= WORKERS
-    verdict = "PASS" if ok else "MISS"
-    log(f"  => re-asked max {summary['reasked_max']}, mean {summary['reasked_mean']} over "
-        f"{len(done)} kills; {verdict} re-asked <= {WORKERS} every time")  # fmt: skip
+    verdict = "PASS" if summary["reasked_max"] <= WORKERS else "MISS"
+    log(f"  => {name}: re-asked max {summary['reasked_max']}, mean {summary['reasked_mean']} "
+        f"over {len(done)} kills; {verdict} re-asked <= {WORKERS} every time")  # fmt: skip
     return {"per_kill": results, **summary}
+
+
+def section_kill(work: Path, args: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
+    dataset = write_dataset(work / "kill.jsonl", args.rows, seed="kill", row_id="k-{:06d}")
+    out: dict[str, Any] = {}
+    with MockServer(latency=args.latency) as srv, busy_loop():
+        tools: list[OsmoKill | InspectKill] = []
+        if "k" in args.only:
+            tools.append(OsmoKill(dataset, srv.base_url))
+        if "i" in args.only:
+            absent = inspect_absent(args.inspect_python)
+            if absent:
+                log(f"[i] inspect_ai ABSENT, not run: {absent}")
+                out["kill_inspect"] = {"absent": absent}
+            else:
+                tools.append(InspectKill(args.inspect_python, dataset, srv.base_url, work))
+        if not tools:
+            return out
+        log(f"[{'/'.join(t.name for t in tools)}] {args.kills} SIGKILLs of a {args.rows:,}-run "
+            f"eval, C={WORKERS}, latency {args.latency * 1e3:g} ms, busy loop on "
+            f"{os.cpu_count()} cores")  # fmt: skip
+        results: dict[str, list[dict[str, Any]]] = {t.name: [] for t in tools}
+        for k in range(args.kills):
+            at = rng.randint(WORKERS, int(args.rows * 0.95))
+            for tool in tools:
+                res = one_kill(tool, work / f"{tool.name}-kill-{k + 1}", srv, at)
+                results[tool.name].append(res)
+                if "skipped" in res:
+                    log(f"    kill {k + 1} {tool.name}: at {at} calls: {res['skipped']}")
+                    continue
+                log(f"    kill {k + 1} {tool.name}: at {res['asked_before_kill']} calls asked, "
+                    f"{res['kept']} kept; in flight {res['in_flight']}, re-asked "
+                    f"{res['reasked']} (resume {res['resume_s']:.1f} s, {res['runs']} runs, "
+                    f"load {res['load_1m']:.1f})")  # fmt: skip
+    key = {"osmo": "kill", "inspect_ai": "kill_inspect"}
+    for name, per_kill in results.items():
+        out[key[name]] = kill_summary(name, per_kill)
+    return out
 
 
 class ReasoningResponder:
@@ -287,7 +408,9 @@ def section_garbage(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="kg", help="sections to run: k (kills), g (garbage)")
+    ap.add_argument(
+        "--only", default="kg", help="sections: k (kills), i (the kills on inspect_ai), g (garbage)"
+    )
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--rows", type=int, default=2000, help="runs of the killed eval")
     ap.add_argument("--latency", type=float, default=0.01, help="mock model latency (s)")
@@ -295,6 +418,9 @@ def main() -> int:
     ap.add_argument("--answer-chars", type=int, default=0,
                     help="section g: this much reasoning text before each answer")  # fmt: skip
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument(
+        "--inspect-python", metavar="PATH", help="section i: a Python with inspect-ai (own venv)"
+    )
     args = ap.parse_args()
     if not (EXAMPLE_FNS.exists()):
         raise SystemExit(f"missing {EXAMPLE_FNS}")
@@ -302,8 +428,8 @@ def main() -> int:
     figures: dict[str, Any] = {"args": vars(args), "load_start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(dir=OUT, prefix="durable-run-") as tmp:
         work = Path(tmp)
-        if "k" in args.only:
-            figures["kill"] = section_kill(work, args, random.Random(args.seed))
+        if "k" in args.only or "i" in args.only:
+            figures.update(section_kill(work, args, random.Random(args.seed)))
         if "g" in args.only:
             figures["garbage"] = section_garbage(work, args)
     figures["load_end"] = os.getloadavg()[0]
