@@ -191,3 +191,28 @@ def test_committed_segments_are_deleted_and_the_rest_kept(tmp_path: Path) -> Non
     again.committed(0)  # the crashed session's segment (seq 0) is recorded; seq 1 is not
     again.close()
     assert [r.name for r in read_journal(directory)] == ["r8.0"]
+
+
+@pytest.mark.parametrize("made", [b"", b"osmo-jou", b"\0" * 4096, b"osmo-jou" + b"\0" * 100])
+def test_a_segment_the_kill_caught_being_made_is_empty_not_foreign(
+    tmp_path: Path, made: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SIGKILL between a segment's creation and its magic line's write leaves an empty
+    file or a part of it (seen by the kill benchmark): nothing was in it, so no warning."""
+    directory = tmp_path / "j"
+    write_journal(directory, [result(1)])
+    (directory / "00000009.jnl").write_bytes(made)
+    with caplog.at_level("INFO", logger="osmo_store"):
+        assert [r.name for r in read_journal(directory)] == ["r1.0"]
+    assert not [r for r in caplog.records if r.levelname != "DEBUG"], caplog.text
+
+
+def test_a_foreign_file_in_the_journal_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "j"
+    write_journal(directory, [result(1)])
+    (directory / "00000009.jnl").write_bytes(b"hello, not a journal\n")
+    with caplog.at_level("WARNING", logger="osmo_store"):
+        assert [r.name for r in read_journal(directory)] == ["r1.0"]
+    assert "is not an eval journal segment" in caplog.text

@@ -90,7 +90,10 @@ def _decode_result(payload: bytes) -> SampleResult:
 def _read_segment(path: Path) -> Iterator[SampleResult]:
     data = path.read_bytes()
     if not data.startswith(MAGIC):
-        log.warning("osmo: %s is not an eval journal segment: ignored", path)
+        if _caught_being_made(data):
+            log.debug("osmo: %s was being made when the eval stopped: empty", path)
+        else:
+            log.warning("osmo: %s is not an eval journal segment: ignored", path)
         return
     pos = len(MAGIC)
     while pos < len(data):
@@ -110,6 +113,15 @@ def _read_segment(path: Path) -> Iterator[SampleResult]:
         pos += _FRAME.size + length
     if data[pos:].strip(b"\0"):
         log.info("osmo: %s: a torn record at the end ignored", path)
+
+
+def _caught_being_made(data: bytes) -> bool:
+    """A segment a kill caught between its creation and the end of its first write (the
+    magic line and its zeros): a part of the magic line at most, then zeros. Records come
+    only after the whole magic line, so it holds none."""
+    return MAGIC.startswith(data[: len(MAGIC)].rstrip(b"\0")) and not data[len(MAGIC) :].strip(
+        b"\0"
+    )
 
 
 def _segments(directory: Path) -> list[Path]:
