@@ -191,13 +191,16 @@ class LocalObjectStore(ObjectStore):
         if data is not None:
             return data, None
         # A repack or merge may have moved it into a pack we have not loaded yet; look
-        # again while the packs keep changing under us (a few times at most).
+        # again while the packs keep changing under us (a few times at most). The first
+        # look is made even if this reload changed nothing: another thread of this process
+        # may have loaded the new pack since our first look at the packs.
         for _ in range(_RELOADS):
-            if not self.reload_packs():
-                break
+            changed = self.reload_packs()
             hit = self._read_packed(oid, framed)
             if hit is not None:
                 return hit
+            if not changed:
+                break
             data = self._read_loose(oid)
             if data is not None:
                 return data, None
@@ -432,8 +435,13 @@ class LocalObjectStore(ObjectStore):
     def protect(self, oid: ObjectId) -> bool:
         # Freshening is what makes it safe: a gc that has not moved the object aside yet
         # sees the new mtime when it looks again, and one that has makes the touch fail.
+        # Looked for again after the reload even if it changed nothing: another thread of
+        # this process may have loaded the pack it was folded into since our first look.
         oid = parse_oid(oid)
-        return self._freshen(oid) or (self.reload_packs() and self._freshen(oid))
+        if self._freshen(oid):
+            return True
+        self.reload_packs()
+        return self._freshen(oid)
 
     # --- bulk writes -----------------------------------------------------------------
 
