@@ -106,14 +106,24 @@ def remove_reading_mtimes(paths: list[Path]) -> int:
     finds the file gone, so its writer stores the object anew."""
     freshest = 0
     for path in paths:
-        aside = path.with_name(f"gc-{path.name}")
-        try:
-            os.rename(path, aside)
-        except FileNotFoundError:
+        aside = move_aside(path)
+        if aside is None:
             continue
         freshest = max(freshest, os.stat(aside).st_mtime_ns)
         aside.unlink()
     return freshest
+
+
+def move_aside(path: Path) -> Path | None:
+    """Rename ``path`` to its ``gc-`` name in the same folder (a reader that misses an
+    object puts ``gc-`` files back if their mover died) and return that name; None if the
+    file is gone already."""
+    aside = path.with_name(f"gc-{path.name}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return None
+    return aside
 
 
 def at_least_as_fresh(path: Path, mtime_ns: int) -> None:

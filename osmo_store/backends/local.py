@@ -27,6 +27,7 @@ from .compaction import LOOSE_MAX, PackTiers, compact, fold_loose, maintenance_l
 from .fsutil import (
     at_least_as_fresh,
     fsync_dir,
+    move_aside,
     publish_no_overwrite,
     publish_or_freshen,
     remove_reading_mtimes,
@@ -638,12 +639,9 @@ class LocalObjectStore(ObjectStore):
         names, for the caller to delete or ``put_back``."""
         moved: list[tuple[Path, Path]] = []
         for path in paths:
-            aside = path.with_name(f"gc-{path.name}")
-            try:
-                os.rename(path, aside)
-            except FileNotFoundError:
-                continue
-            moved.append((path, aside))
+            aside = move_aside(path)
+            if aside is not None:
+                moved.append((path, aside))
         if not moved or moved[-1][0] != paths[-1]:
             put_back([aside for _, aside in moved])
             return None
