@@ -84,9 +84,11 @@ def add_gc_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_fsck(args: argparse.Namespace, repo: Repository) -> int:
+    from ..eval.evalcheck import check_rollouts
     from ..maintenance.fsck import fsck
 
     report = fsck(repo, full=args.full)
+    report.problems.extend(check_rollouts(repo))
     for p in report.problems:
         out(f"error: {p}")
     for n in report.notes:

@@ -1,5 +1,6 @@
 """A config's state in the store: ``refs/evals/<config-id>`` names a run record whose tree
-holds four manifests, ``samples``, ``failed``, ``cache`` and ``rows`` (``state`` describes
+holds five manifests, ``samples``, ``failed``, ``cache``, ``rows`` and ``rollouts`` (a config
+written before version 3 samples has no ``rollouts``: read as empty; ``state`` describes
 them and how results are recorded); ``locks/evals/<config-id>.lock`` is held while an eval
 of it runs.
 
@@ -22,7 +23,7 @@ from ..repo import Repository
 from .stored import load_eval_record
 
 EVAL_REF_PREFIX = "refs/evals/"
-SUBTREES = ("samples", "failed", "cache", "rows")
+SUBTREES = ("samples", "failed", "cache", "rows", "rollouts")
 
 
 def config_ref(config_id: str) -> str:

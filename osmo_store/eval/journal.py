@@ -82,8 +82,9 @@ def _decode_result(payload: bytes) -> SampleResult:
     if pos != len(payload):
         raise ValueError("record length does not match its contents")
     # An eval's own record (its checksum verified): made what readers see, not checked as a
-    # blob from elsewhere is.
-    body = normalise_sample(json.loads(record), name, name) if name else {}
+    # blob from elsewhere is. A version 3 sample's rollout is its ``rollouts`` object.
+    rollout_id = next((o.oid for o in pending if o.subtree == "rollouts"), None)
+    body = normalise_sample(json.loads(record), name, name, rollout_id=rollout_id) if name else {}
     return SampleResult(name, failed, record, body, pending)
 
 

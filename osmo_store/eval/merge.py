@@ -8,8 +8,10 @@ rollout follows the winning sample (it is that sample's rollout); other conflict
 entries (the same model call made on both machines) keep the larger blob id.
 
 Where the sides' entries for a rollout key differ, each is a rollout of that key (a rollout
-blob holds its key, so no other key names it), so the winning sample's ``rollout_id`` says
-which to keep: a sample need not repeat its rollout's key (version 2 does not).
+blob holds its key, so no other key names it), so the winning sample's rollout says which to
+keep: a sample need not repeat its rollout's key (versions 2 and 3 do not). A version 3
+sample does not name its rollout either: the ``rollouts`` entry of the side that holds it
+does, and the merged ``rollouts`` follows the winning samples.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..repo import Repository
 from ..sync.transfer import is_ancestor
 from ..tree import TreeEntry, iter_tree, tree_count, write_tree
 from .configstate import EVAL_REF_PREFIX, SUBTREES, ConfigState
-from .stored import load_eval_record, load_sample
+from .stored import SampleReader, load_eval_record, load_sample
 from .summary import primary_value, summarize
 
 
@@ -32,8 +34,8 @@ def _entries(repo: Repository, tree: ObjectId) -> dict[str, ObjectId]:
     return {e.name: e.oid for e in iter_tree(repo.objects, tree)}
 
 
-def _rank(repo: Repository, name: str, oid: ObjectId, ok: bool) -> tuple[bool, float, str]:
-    body = load_sample(repo, oid, name)
+def _rank(reader: SampleReader, name: str, oid: ObjectId, ok: bool) -> tuple[bool, float, str]:
+    body = reader.load(oid, name)
     return (ok, float(body.get("finished") or 0.0), oid)
 
 
@@ -42,28 +44,37 @@ def merge_trees(
 ) -> dict[str, dict[str, ObjectId]]:
     """Merge two configs' subtrees (name -> tree id); returns name -> {entry -> blob id}."""
     sides = [{name: _entries(repo, trees[name]) for name in SUBTREES} for trees in (a, b)]
-    out: dict[str, dict[str, ObjectId]] = {"samples": {}, "failed": {}, "cache": {}, "rows": {}}
+    readers = [SampleReader(repo, trees) for trees in (a, b)]
+    out: dict[str, dict[str, ObjectId]] = {name: {} for name in SUBTREES}
     keys = set()
     for side in sides:
         keys |= side["samples"].keys() | side["failed"].keys()
     winning_rollouts: set[ObjectId] = set()  # of results that beat another one
     for key in keys:
-        candidates = []
-        for side in sides:
-            if key in side["samples"]:
-                candidates.append((side["samples"][key], True))
-            if key in side["failed"]:
-                candidates.append((side["failed"][key], False))
-        distinct = {c for c in candidates}
-        if len(distinct) == 1:
-            oid, ok = candidates[0]
+        held: dict[tuple[ObjectId, bool], int] = {}  # result -> a side holding it
+        for i, side in enumerate(sides):
+            for sub in ("samples", "failed"):
+                if key in side[sub]:
+                    held.setdefault((side[sub][key], sub == "samples"), i)
+        if len(held) == 1:
+            ((oid, ok),) = held
         else:
-            oid, ok = max(distinct, key=lambda c: _rank(repo, key, c[0], c[1]))
-            if ok:
-                rollout_id = load_sample(repo, oid, key).get("rollout_id")
-                if rollout_id:
-                    winning_rollouts.add(rollout_id)
+            oid, ok = max(held, key=lambda c: _rank(readers[held[c]], key, c[0], c[1]))
         out["samples" if ok else "failed"][key] = oid
+        if not ok:
+            continue
+        # The winning sample's rollout: where both sides hold that sample blob (version 3
+        # blobs of equal results repeat) with different rollouts, the larger id, as for
+        # cache entries. A version 1 or 2 blob names its own (no ``rollouts`` entry).
+        holders = [i for i, side in enumerate(sides) if side["samples"].get(key) == oid]
+        rollouts = {sides[i]["rollouts"][key] for i in holders if key in sides[i]["rollouts"]}
+        if rollouts:
+            out["rollouts"][key] = max(rollouts)
+        if len(held) > 1 or len(rollouts) > 1:
+            rollout_id = readers[holders[0]].load(oid, key).get("rollout_id")
+            rollout_id = max(rollouts) if rollouts else rollout_id
+            if rollout_id:
+                winning_rollouts.add(rollout_id)
     for name in ("cache", "rows"):
         merged: dict[str, ObjectId] = {}
         for side in sides:

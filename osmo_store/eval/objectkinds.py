@@ -1,9 +1,11 @@
 """Which stored objects are model calls, rollouts, samples, rows, tree nodes or run records,
 for ``osmo cache stats``: a walk from every ref and reflog entry that knows the eval layout.
 
-A config's run record names a tree of four manifests (``eval/state.py``): ``cache`` holds
+A config's run record names a tree of five manifests (``eval/state.py``): ``cache`` holds
 rollouts (keys ``r...``) and model calls (keys ``c...``), ``samples`` and ``failed`` the
-sample records, ``rows`` the dataset rows. ``refs/cache/index`` is a manifest of ``cache``
+sample records, ``rows`` the dataset rows, ``rollouts`` each finished run's rollout (the same
+blobs as ``cache``, counted once; its nodes are tree nodes, shared by the configs of one
+solver). ``refs/cache/index`` is a manifest of ``cache``
 entries. A blob reached any other way (a ref the user set) is ``other``. Ids go into
 ``IdSet``s (about 32 bytes an id): a store of a million objects is walked in bounded memory;
 only the tree nodes and run records walked are kept as an ordinary set, to walk each once.
@@ -24,7 +26,7 @@ from .state import INDEX_REF
 
 #: in the order an object reached in several ways is counted: once, as the first kind
 KINDS = ("runs", "trees", "samples", "rows", "rollouts", "calls", "other")
-_BLOB_KIND = {"samples": "samples", "failed": "samples", "rows": "rows"}
+_BLOB_KIND = {"samples": "samples", "failed": "samples", "rows": "rows", "rollouts": "rollouts"}
 
 
 def _cache_kind(key: str) -> str:

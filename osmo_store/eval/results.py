@@ -17,7 +17,7 @@ from ..repo import Repository
 from ..tree import TreeReader, iter_tree
 from .configstate import ConfigState, config_ref
 from .scoring import final_text
-from .stored import load_sample, split_sample_name
+from .stored import SampleReader, split_sample_name
 
 _MIN_KEY_PREFIX = 4
 
@@ -52,6 +52,7 @@ class StoredConfig:
         assert self.state.record is not None
         self.meta: dict[str, Any] = self.state.record.meta
         self._reader = TreeReader(repo.objects)
+        self._samples = SampleReader(repo, self.state.trees)
         self._indexes: dict[str, int] | bool | None = False  # False: not looked for yet
 
     @property
@@ -79,7 +80,7 @@ class StoredConfig:
         return out
 
     def sample(self, ref: SampleRef) -> dict[str, Any]:
-        return load_sample(self.repo, ref.oid, ref.name)
+        return self._samples.load(ref.oid, ref.name)
 
     def samples(self) -> Iterator[tuple[SampleRef, dict[str, Any]]]:
         for ref in self.refs():

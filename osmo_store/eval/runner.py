@@ -50,7 +50,7 @@ from .state import (
     config_ref,
     sample_name,
 )
-from .stored import load_sample, sample_blob
+from .stored import SampleReader, load_sample, sample_blob
 from .summary import SummaryBuilder, primary_value
 from .workers import Workers
 
@@ -144,8 +144,6 @@ def run_eval(
         return _EvalRun(repo, prepared, client, options, stop, on_progress, on_shared_wait).run()
     finally:
         lock.release()
-
-
 
 
 def _calls_of_failed(repo: Repository, state: ConfigState) -> frozenset[ObjectId]:
@@ -532,10 +530,11 @@ def _open_recorder(repo, config_id, state, parents, head, failed_names, options,
 
 
 def load_samples(repo: Repository, trees: dict[str, ObjectId]) -> list[dict[str, Any]]:
+    reader = SampleReader(repo, trees)
     out = []
     for sub in ("samples", "failed"):
         for e in iter_tree(repo.objects, trees[sub]):
-            out.append(load_sample(repo, e.oid, e.name))
+            out.append(reader.load(e.oid, e.name))
     return out
 
 
@@ -613,12 +612,13 @@ def _execute(
             error = {"type": "model_error", "status": getattr(e, "status", None), "message": str(e)}
         except USER_CODE_ERRORS as e:  # agent code: any failure is a failed run
             error = {"type": "agent_error", "message": describe_error(e)[:2000]}
-    # ``finished`` orders two results for the same run when stores merge (newer wins). The
-    # sample as readers see it; its blob (``sample_blob``) leaves out what others say.
+    # ``finished`` orders two results for the same run when stores merge (newer wins); in
+    # whole seconds, so that runs with equal results share a sample blob. The sample as
+    # readers see it; its blob (``sample_blob``) leaves out what others say.
     sample: dict[str, Any] = {
         "row": row.key,
         "run": run_index,
-        "finished": round(time.time(), 3),
+        "finished": int(time.time()),
     }
     if rollout is None:
         sample.update(status="failed", error=error, rollout=None, scores={}, scoring_errors={})
@@ -631,6 +631,9 @@ def _execute(
             sample_name(row.key, run_index), True, sample_blob(sample), sample, objects
         )
     objects.append(_cached(rollout.key, rollout.content, rollout.oid, rollout.reused))
+    # The sample blob does not name its rollout: the config's ``rollouts`` manifest does.
+    name = sample_name(row.key, run_index)
+    objects.append(PendingObject("rollouts", name, None, rollout.oid))
     objects += [_cached(c.key, c.content, c.oid, c.reused) for c in rollout.calls]
     scores, scoring_errors = score_all(eval_fns, rollout.messages, row.ground_truth, row.metadata)
     sample.update(
@@ -647,9 +650,7 @@ def _execute(
         with stats.lock:
             stats.primary_sum += v
             stats.primary_count += 1
-    return SampleResult(
-        sample_name(row.key, run_index), False, sample_blob(sample), sample, objects
-    )
+    return SampleResult(name, False, sample_blob(sample), sample, objects)
 
 
 def _cached(key: str, content: bytes | None, oid: ObjectId, reused: bool) -> PendingObject:

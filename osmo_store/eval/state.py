@@ -1,13 +1,16 @@
 """How an eval configuration lives in the store, and how results are recorded.
 
-``refs/evals/<config-id>`` points at a run record whose tree has four nested manifests:
+``refs/evals/<config-id>`` points at a run record whose tree has five nested manifests:
 
 * ``samples``: ``<row-key>.<run>`` -> sample blob, for every run whose rollout finished;
 * ``failed``:  ``<row-key>.<run>`` -> sample blob, for runs whose rollout failed (errors are
   data: recorded, never cached; a later success removes the entry);
 * ``cache``:   ``<key>`` -> rollout or model-call blob, every one this config used (an
   agent's calls as soon as they are answered, so a rollout cut short does not lose them);
-* ``rows``:    ``<row-key>`` -> row blob.
+* ``rows``:    ``<row-key>`` -> row blob;
+* ``rollouts``: ``<row-key>.<run>`` -> the rollout blob of each finished run that a version 3
+  sample blob records (it does not name its rollout): a function of the solver's rollouts
+  only, so every config on one solver holds the same nodes, stored once.
 
 Everything a sample record names by id is also an entry in one of these trees, so gc and
 sync see it. ``refs/cache/index`` is a manifest of the same ``<key>`` -> blob entries over
@@ -59,7 +62,7 @@ def sample_name(row_key: str, run_index: int) -> str:
 class PendingObject:
     """An object to store with a commit, and the manifest entry that keeps it reachable."""
 
-    subtree: str  # "cache" or "rows"
+    subtree: str  # "cache", "rows" or "rollouts"
     name: str
     content: bytes | None  # None: already stored (or on its way, ahead in the same queue)
     oid: ObjectId
@@ -161,8 +164,9 @@ class Recorder:
         index_changes: dict[str, TreeEntry | None] = {}
         index_base = self.repo.refs.read(INDEX_REF)
         with self.repo.objects.bulk() as bulk:
-            # Samples, model calls, rollouts and run records embed timestamps: new by
-            # construction. Rows and tree nodes are looked for first (rows are often stored
+            # Model calls, rollouts and run records embed timestamps: new by construction.
+            # Samples, rows and tree nodes are looked for first (runs finishing in the same
+            # second with the same results share a sample blob; rows are often stored
             # already; a manifest another config built holds the same nodes).
             w = _Noted(bulk, self._written)
             for res in results:
@@ -177,7 +181,7 @@ class Recorder:
                         index_changes[obj.name] = entry
                 if not res.name:
                     continue  # objects only
-                bulk.put_verified(res.oid, compress_object(ObjectType.BLOB, res.record), new=True)
+                bulk.put_verified(res.oid, compress_object(ObjectType.BLOB, res.record))
                 entry = TreeEntry(res.name, ObjectType.BLOB, res.oid)
                 known_failed = self._failed_names
                 if res.failed:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import MalformedObject
@@ -23,23 +24,32 @@ from ..repo import Repository
 
 STATUSES = ("ok", "failed")
 
-#: the sample blob version osmo writes (objects_spec.md section 9); it reads 1 and 2
-SAMPLE_VERSION = 2
-#: fields of a sample (as readers get it) that a version 2 blob leaves out: the manifest
-#: entry's name says the row key and run, the rollout blob its own key (``key``), and
-#: ``rollout_id`` the status (present: ok)
-_IMPLIED = ("row", "run", "rollout", "status", "schema")
-#: fields a version 2 blob leaves out when they hold nothing (null, {}): readers get them
+#: the sample blob version osmo writes (objects_spec.md section 9); it reads 1, 2 and 3
+SAMPLE_VERSION = 3
+#: fields of a sample (as readers get it) that a version 3 blob leaves out: the manifest
+#: entry's name says the row key and run, the config's ``rollouts`` manifest the rollout's
+#: id (``rollout_id``) under the same name, the rollout blob its own key (``key``), and
+#: ``error`` the status (present: failed)
+_IMPLIED = ("row", "run", "rollout", "rollout_id", "status", "schema")
+#: fields a version 3 blob leaves out when they hold nothing (null, {}): readers get them
 #: back as null or {}
-_EMPTY = ("error", "scores", "scoring_errors")
+_EMPTY = ("scores", "scoring_errors")
 
 
 def sample_blob(sample: dict[str, Any]) -> bytes:
     """The blob that records ``sample`` (a finished run as readers get it back: ``row``,
-    ``run``, ``status``, ``finished``, ``rollout_id``, ``scores``...): version 2, which says
-    only what nothing else does. Version 1 repeated the name, the status and the rollout's
-    key in every blob: for a second config on the same solver, that was half its bytes."""
+    ``run``, ``status``, ``finished``, ``rollout_id``, ``scores``...): version 3, which says
+    only what nothing else does. Without the rollout's id, and with ``finished`` in whole
+    seconds, the runs of a config that finish in one second with the same scores and usage
+    share one blob: a second config on a solver then costs little more than its manifest
+    entries (version 2 had an id and a millisecond time in each, so a blob per run)."""
     body = {k: v for k, v in sample.items() if k not in _IMPLIED and not (k in _EMPTY and not v)}
+    if sample.get("status") == "failed":
+        body["error"] = sample.get("error") or {}  # present iff failed: it says the status
+    else:
+        body.pop("error", None)
+    if body.get("finished") is not None:
+        body["finished"] = int(body["finished"])
     body["schema"] = SAMPLE_VERSION
     return canonical_json(body)
 
@@ -52,37 +62,97 @@ def split_sample_name(name: str) -> tuple[str, int]:
     return row, int(run)
 
 
+class SampleReader:
+    """A config's samples as readers get them, from the config's manifests (``trees``, as
+    ``ConfigState.trees``): a version 3 sample's ``rollout_id`` is the config's
+    ``rollouts`` entry of the same name, looked up through cached manifest nodes (the two
+    manifests are tries keyed by the name's hash, so walking ``samples`` in order reads
+    ``rollouts`` in order too). Version 1 and 2 blobs name their rollout themselves. Not
+    thread-safe."""
+
+    #: nodes kept: a walk of ``samples`` reads ``rollouts`` leaf after leaf
+    CACHE_BYTES = 1 << 20
+
+    def __init__(self, repo: Repository, trees: Mapping[str, ObjectId]) -> None:
+        from ..tree import TreeReader  # here: listing configs never reads a sample
+
+        self.repo = repo
+        self.rollouts = trees.get("rollouts")
+        self._reader = TreeReader(repo.objects, max_bytes=self.CACHE_BYTES)
+
+    def load(self, oid: ObjectId, name: str) -> dict[str, Any]:
+        """The sample blob ``oid``, listed under ``name`` in the config's ``samples`` or
+        ``failed`` manifest, as :func:`parse_sample` gives it."""
+        return self.parse(self.repo.objects.get_typed(oid, ObjectType.BLOB), oid, name)
+
+    def parse(self, content: bytes, oid: str, name: str) -> dict[str, Any]:
+        body = _json_object(content, oid, "sample")
+        rollout_id = None
+        if body.get("schema") == SAMPLE_VERSION and "error" not in body:
+            rollout_id = self.rollout_id(name)
+            if rollout_id is None:
+                raise _malformed(oid, f"({name[:80]}) is finished but its config's 'rollouts' "
+                                      "manifest has no blob of that name")  # fmt: skip
+        return parse_sample(content, oid, name, rollout_id=rollout_id, body=body)
+
+    def rollout_id(self, name: str) -> ObjectId | None:
+        """The ``rollouts`` entry ``name`` (a blob id), if there is one."""
+        if self.rollouts is None:
+            return None
+        entry = self._reader.get(self.rollouts, name)
+        return entry.oid if entry is not None and entry.type is ObjectType.BLOB else None
+
+
 def load_sample(repo: Repository, oid: ObjectId, name: str) -> dict[str, Any]:
     """The sample blob ``oid``, listed under ``name`` in a config's ``samples`` or
-    ``failed`` manifest, as :func:`parse_sample` gives it."""
+    ``failed`` manifest, as :func:`parse_sample` gives it, without its config's
+    ``rollouts`` manifest: a version 3 sample then has no ``rollout_id``. For readers that
+    need only scores, usage, errors or calls; :class:`SampleReader` gives it all."""
     return parse_sample(repo.objects.get_typed(oid, ObjectType.BLOB), oid, name)
 
 
-def parse_sample(content: bytes, oid: str, name: str) -> dict[str, Any]:
-    """A sample blob of either version, as :func:`normalise_sample` gives it, checked."""
-    body = normalise_sample(_json_object(content, oid, "sample"), oid, name)
+def parse_sample(
+    content: bytes,
+    oid: str,
+    name: str,
+    *,
+    rollout_id: str | None = None,
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A sample blob of any version, as :func:`normalise_sample` gives it, checked."""
+    if body is None:
+        body = _json_object(content, oid, "sample")
+    body = normalise_sample(body, oid, name, rollout_id=rollout_id)
     _check(oid, body)
     return body
 
 
-def normalise_sample(body: dict[str, Any], oid: str, name: str) -> dict[str, Any]:
-    """A sample of either version as readers use it, the same for both: ``row`` and ``run``
-    (for version 2 from ``name``), ``status``, ``finished``, ``error`` (None unless
-    failed), ``scores`` and ``scoring_errors`` ({} if none), and if present ``rollout_id``,
-    ``usage``, ``calls`` (and, from a version 1 blob, ``rollout``: its key). Version 1 is
-    returned as it is: it says all of that itself."""
+def normalise_sample(
+    body: dict[str, Any], oid: str, name: str, *, rollout_id: str | None = None
+) -> dict[str, Any]:
+    """A sample of any version as readers use it, the same for all: ``row`` and ``run``
+    (for versions 2 and 3 from ``name``), ``status``, ``finished``, ``error`` (None unless
+    failed), ``scores`` and ``scoring_errors`` ({} if none), and if present ``rollout_id``
+    (for version 3 the caller's, from the config's ``rollouts`` manifest), ``usage``,
+    ``calls`` (and, from a version 1 blob, ``rollout``: its key). Version 1 is returned as
+    it is: it says all of that itself."""
     if not isinstance(body, dict):
         raise MalformedObject(f"sample blob {oid} is not a JSON object")
     version = body.get("schema", 1)
     if version == 1:
         return body
-    if version != SAMPLE_VERSION:
+    if version not in (2, SAMPLE_VERSION):
         raise MalformedObject(
             f"sample blob {oid} has format version {str(version)[:20]} (this osmo reads 1 "
-            f"and {SAMPLE_VERSION})", hint="a newer osmo wrote it: upgrade osmo")  # fmt: skip
+            f"to {SAMPLE_VERSION})", hint="a newer osmo wrote it: upgrade osmo")  # fmt: skip
     row, run = split_sample_name(name)
     out = {"error": None, "scores": {}, "scoring_errors": {}, **body, "row": row, "run": run}
-    out["status"] = "ok" if body.get("rollout_id") is not None else "failed"
+    if version == 2:
+        out["status"] = "ok" if body.get("rollout_id") is not None else "failed"
+        return out
+    out["status"] = "failed" if "error" in body else "ok"
+    if rollout_id is not None and out["status"] == "ok":
+        out["rollout_id"] = rollout_id
     return out
 
 
@@ -99,7 +169,7 @@ def _check(oid: str, body: dict[str, Any]) -> None:
     finished = body.get("finished")
     if finished is not None and not _finite(finished):
         raise _malformed(oid, "has a 'finished' time that is not a number")
-    for key in ("scores", "scoring_errors", "usage"):
+    for key in ("scores", "scoring_errors", "usage", "error"):
         if body.get(key) is not None and not isinstance(body[key], dict):
             raise _malformed(oid, f"has {key!r} that is not an object")
     for fn, score in (body.get("scores") or {}).items():
