@@ -1,14 +1,16 @@
-"""Sample blobs, version 2 (objects_spec.md section 9): an eval writes only what neither the
-manifest name nor the rollout says, and every reader gives the same for a store of
-version 1 samples (converted by hand from the same eval, so nothing else differs) as for
-one of version 2: show, export, verify, diff, report, the Python API, merges through
-push and pull, --retry-failed and resume. Real evals in-process, the mock model server on
-127.0.0.1."""
+"""Sample blobs, version 3 (objects_spec.md section 9): an eval writes only what neither the
+manifest name, the config's ``rollouts`` manifest nor the rollout says, and every reader
+gives the same for a store of version 1 or version 2 samples (converted by hand from the
+same eval, so nothing else differs; version 2 with no ``rollouts`` manifest, as osmo wrote
+it), and for a config holding both version 2 and version 3 samples, as for one of version
+3: show, export, verify, diff, report, the Python API, fsck, merges through push and pull,
+--retry-failed and resume. Real evals in-process, the mock model server on 127.0.0.1."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,13 @@ from osmo_store import ObjectType, Repository
 from osmo_store.cli.main import main
 from osmo_store.errors import MalformedObject
 from osmo_store.eval.configstate import ConfigState, config_ref
+from osmo_store.eval.evalcheck import check_rollouts
 from osmo_store.eval.journal import read_journal
 from osmo_store.eval.report_data import gather, sample_table
 from osmo_store.eval.results import StoredConfig
-from osmo_store.eval.state import SampleResult
-from osmo_store.eval.stored import load_sample, parse_sample, sample_blob
-from osmo_store.hashing import canonical_json
+from osmo_store.eval.state import PendingObject, SampleResult
+from osmo_store.eval.stored import SampleReader, load_sample, parse_sample, sample_blob
+from osmo_store.hashing import ObjectId, canonical_json
 from osmo_store.maintenance.fsck import fsck
 from osmo_store.objects import RunRecord
 from osmo_store.testing.mockserver import ArithmeticResponder, MockServer
@@ -31,6 +34,7 @@ from osmo_store.tree import TreeEntry, iter_tree, write_tree
 
 from .evalproject import forget_modules_under, write_rows
 from .test_eval_durable import write_journal
+from .waiting import wait_until
 
 ROWS = 8
 FAILING = "What is 3 + 4?"  # the model errs on this row: a failed run
@@ -101,33 +105,52 @@ def entries(repo: Repository, config_id: str) -> list[tuple[str, str, Any]]:
             for e in iter_tree(repo.objects, state.trees[sub])]  # fmt: skip
 
 
-def as_version_1(store: Path, config_id: str) -> None:
-    """Rewrite a config's samples as osmo wrote them before version 2 (every field, the
-    rollout's key from the rollout blob), under a new run record with the same meta."""
+def as_version(store: Path, config_id: str, version: int, *, half: bool = False) -> None:
+    """Rewrite a config's samples (``half``: every other one, by name) as osmo wrote them
+    before version 3, under a new run record with the same meta: version 1 (every field,
+    the rollout's key from the rollout blob) or 2 (the rollout's id in the blob); the
+    samples rewritten lose their ``rollouts`` entry (with none left, the config's tree has
+    no ``rollouts`` manifest, as before version 3)."""
     with Repository.open(store) as repo:
         head = repo.refs.read(config_ref(config_id))
         state = ConfigState.from_run(repo, head)
+        reader = SampleReader(repo, state.trees)
+        rollouts = {e.name: e for e in iter_tree(repo.objects, state.trees["rollouts"])}
         new: dict[str, list[TreeEntry]] = {"samples": [], "failed": []}
-        for sub, name, oid in entries(repo, config_id):
-            s = load_sample(repo, oid, name)
-            v1 = {"schema": 1, "row": s["row"], "run": s["run"], "finished": s["finished"],
-                  "status": s["status"], "error": s["error"], "scores": s["scores"],
-                  "scoring_errors": s["scoring_errors"], "rollout": None}  # fmt: skip
-            if s["status"] == "ok":
-                rollout = json.loads(repo.objects.get_typed(s["rollout_id"], ObjectType.BLOB))
-                v1.update(rollout=rollout["key"], rollout_id=s["rollout_id"], usage=s["usage"])
+        for i, (sub, name, oid) in enumerate(sorted(entries(repo, config_id))):
+            if half and i % 2:
+                new[sub].append(TreeEntry(name, ObjectType.BLOB, oid))
+                continue
+            s = reader.load(oid, name)
+            rollouts.pop(name, None)
+            if version == 1:
+                old = {"schema": 1, "row": s["row"], "run": s["run"], "finished": s["finished"],
+                       "status": s["status"], "error": s["error"], "scores": s["scores"],
+                       "scoring_errors": s["scoring_errors"], "rollout": None}  # fmt: skip
+                if s["status"] == "ok":
+                    rollout = json.loads(repo.objects.get_typed(s["rollout_id"], ObjectType.BLOB))
+                    old.update(rollout=rollout["key"], rollout_id=s["rollout_id"],
+                               usage=s["usage"])  # fmt: skip
+            else:
+                old = json.loads(repo.objects.get_typed(oid, ObjectType.BLOB))
+                old["schema"] = 2
+                if s["status"] == "ok":
+                    old["rollout_id"] = s["rollout_id"]
             if s.get("calls"):
-                v1["calls"] = s["calls"]
-            v1_id = repo.objects.put(ObjectType.BLOB, canonical_json(v1))
-            new[sub].append(TreeEntry(name, ObjectType.BLOB, v1_id))
+                old["calls"] = s["calls"]
+            old_id = repo.objects.put(ObjectType.BLOB, canonical_json(old))
+            new[sub].append(TreeEntry(name, ObjectType.BLOB, old_id))
         trees = dict(state.trees)
         for sub, items in new.items():
             trees[sub] = write_tree(repo.objects, items)
+        trees["rollouts"] = write_tree(repo.objects, rollouts.values())
+        if not rollouts:
+            del trees["rollouts"]
         root = write_tree(repo.objects, [TreeEntry(n, ObjectType.TREE, t)
                                          for n, t in sorted(trees.items())])  # fmt: skip
         assert state.record is not None
         run = repo.objects.put_run(RunRecord(root, (head,), state.record.meta))
-        repo.update_ref(config_ref(config_id), run, head, message="test: samples as version 1")
+        repo.update_ref(config_ref(config_id), run, head, message=f"test: samples as {version}")
 
 
 def versions(store: Path, config_id: str) -> set[int]:
@@ -147,81 +170,108 @@ def test_an_eval_writes_samples_that_say_only_what_nothing_else_says(
     with Repository.open(store) as repo:
         state = ConfigState.from_run(repo, repo.refs.read(config_ref(body["config_id"])))
         cache = {e.oid: e.name for e in iter_tree(repo.objects, state.trees["cache"])}
+        rollouts = {e.name: e.oid for e in iter_tree(repo.objects, state.trees["rollouts"])}
+        reader = SampleReader(repo, state.trees)
         seen = set()
         for sub, name, oid in entries(repo, body["config_id"]):
             raw = json.loads(repo.objects.get_typed(oid, ObjectType.BLOB))
-            s = load_sample(repo, oid, name)
+            s = reader.load(oid, name)
+            assert isinstance(raw["finished"], int)  # whole seconds
             if sub == "failed":
                 assert set(raw) == {"schema", "finished", "error"}
                 assert s["status"] == "failed" and s["error"]["status"] == 500
+                assert name not in rollouts and "rollout_id" not in s
             else:
-                want = {"schema", "finished", "rollout_id", "scores", "usage"}
+                want = {"schema", "finished", "scores", "usage"}
                 assert set(raw) - {"scoring_errors"} == want
                 assert s["status"] == "ok" and s["error"] is None
-                # the rollout's key is the one its cache entry has, and the rollout says it
-                rollout = json.loads(repo.objects.get_typed(raw["rollout_id"], ObjectType.BLOB))
-                assert cache[raw["rollout_id"]] == rollout["key"]
-            assert raw["schema"] == 2 and (s["row"], s["run"]) == (name.split(".")[0], 0)
+                # the rollout is the config's rollouts entry of the same name; its key is
+                # the one its cache entry has, and the rollout says it
+                assert s["rollout_id"] == rollouts[name]
+                rollout = json.loads(repo.objects.get_typed(s["rollout_id"], ObjectType.BLOB))
+                assert cache[s["rollout_id"]] == rollout["key"]
+                # without its config's rollouts, the sample reads the same but for its rollout
+                assert load_sample(repo, oid, name) == {k: v for k, v in s.items()
+                                                        if k != "rollout_id"}  # fmt: skip
+            assert raw["schema"] == 3 and (s["row"], s["run"]) == (name.split(".")[0], 0)
             seen.add(("scoring_errors" in raw, sub))
         assert seen == {(False, "failed"), (False, "samples"), (True, "samples")}
 
 
-def test_both_versions_read_as_the_same_sample() -> None:
-    v1 = {"schema": 1, "row": "ab12", "run": 3, "finished": 1.5, "status": "ok", "error": None,
+def test_every_version_reads_as_the_same_sample() -> None:
+    v1 = {"schema": 1, "row": "ab12", "run": 3, "finished": 1, "status": "ok", "error": None,
           "rollout": "r" + "0" * 64, "rollout_id": "1" * 64, "scores": {"exact": True},
           "scoring_errors": {}, "usage": {"total_tokens": 4}}  # fmt: skip
-    v2 = sample_blob(v1)
-    assert v2 == (b'{"finished":1.5,"rollout_id":"' + b"1" * 64 + b'","schema":2,'
-                  b'"scores":{"exact":true},"usage":{"total_tokens":4}}')  # fmt: skip
+    v2 = (b'{"finished":1,"rollout_id":"' + b"1" * 64 + b'","schema":2,'
+          b'"scores":{"exact":true},"usage":{"total_tokens":4}}')  # fmt: skip
+    v3 = sample_blob({**v1, "finished": 1.75})
+    assert v3 == b'{"finished":1,"schema":3,"scores":{"exact":true},"usage":{"total_tokens":4}}'
 
-    def unkeyed(sample: dict) -> dict:  # version 2 leaves the rollout's key to the rollout
-        return {**{k: v for k, v in sample.items() if k != "rollout"}, "schema": 2}
+    def unkeyed(sample: dict, schema: int) -> dict:  # the rollout's key is the rollout's
+        return {**{k: v for k, v in sample.items() if k != "rollout"}, "schema": schema}
 
-    assert parse_sample(v2, "x", "ab12.3") == unkeyed(v1)
+    assert parse_sample(v2, "x", "ab12.3") == unkeyed(v1, 2)
+    assert parse_sample(v3, "x", "ab12.3", rollout_id="1" * 64) == unkeyed(v1, 3)
     assert parse_sample(canonical_json(v1), "x", "ab12.3") == v1
-    failed = {"row": "ab12", "run": 0, "finished": 2.0, "status": "failed", "rollout": None,
+    failed = {"row": "ab12", "run": 0, "finished": 2, "status": "failed", "rollout": None,
               "error": {"type": "model_error", "status": 500, "message": "down"},
               "scores": {}, "scoring_errors": {}}  # fmt: skip
-    assert parse_sample(sample_blob(failed), "x", "ab12.0") == unkeyed(failed)
+    assert parse_sample(sample_blob(failed), "x", "ab12.0") == unkeyed(failed, 3)
+    v2_failed = (
+        b'{"error":{"message":"down","status":500,"type":"model_error"},"finished":2,"schema":2}'
+    )
+    assert parse_sample(v2_failed, "x", "ab12.0") == unkeyed(failed, 2)
     for bad_name in ("ab12", "ab12.x", ".0", "ab12.01", "ab12.²"):
-        with pytest.raises(MalformedObject):
-            parse_sample(v2, "x", bad_name)
-    with pytest.raises(MalformedObject, match="format version 3"):
-        parse_sample(b'{"schema":3}', "x", "ab12.0")
+        for blob in (v2, v3):
+            with pytest.raises(MalformedObject):
+                parse_sample(blob, "x", bad_name)
+    with pytest.raises(MalformedObject, match="format version 4"):
+        parse_sample(b'{"schema":4}', "x", "ab12.0")
 
 
 def test_a_journaled_sample_replays_as_readers_see_it(tmp_path: Path) -> None:
-    sample = {"row": "ab12", "run": 1, "finished": 2.0, "status": "failed", "rollout": None,
+    sample = {"row": "ab12", "run": 1, "finished": 2, "status": "failed", "rollout": None,
               "error": {"type": "model_error", "message": "down"}, "scores": {},
               "scoring_errors": {}}  # fmt: skip
-    write_journal(tmp_path / "j", [SampleResult("ab12.1", True, sample_blob(sample), sample)])
-    (back,) = read_journal(tmp_path / "j")
-    assert back.body == {**{k: v for k, v in sample.items() if k != "rollout"}, "schema": 2}
+    ok = {"row": "ab12", "run": 2, "finished": 3, "status": "ok", "error": None,
+          "rollout_id": "1" * 64, "scores": {"exact": True}, "scoring_errors": {}}  # fmt: skip
+    named = [PendingObject("rollouts", "ab12.2", None, ObjectId("1" * 64))]
+    results = [SampleResult("ab12.1", True, sample_blob(sample), sample),
+               SampleResult("ab12.2", False, sample_blob(ok), ok, named)]  # fmt: skip
+    write_journal(tmp_path / "j", results)
+    back = read_journal(tmp_path / "j")
+    assert back[0].body == {**{k: v for k, v in sample.items() if k != "rollout"}, "schema": 3}
+    assert back[1].body == {**ok, "schema": 3}  # its rollout from the journaled entry
 
 
-# --- readers, on either version -----------------------------------------------------------
+# --- readers, on every version -------------------------------------------------------------
 
 
-def two_stores(tmp_path: Path, server: MockServer, capsys) -> tuple[Path, Path, list[str]]:
+def two_stores(
+    tmp_path: Path, server: MockServer, capsys, version: int, *, half: bool = False
+) -> tuple[Path, Path, list[str]]:
     """A store with two configs (one failed run, one scoring error), and a copy of it whose
-    samples are version 1."""
-    v2 = tmp_path / "v2"
-    ids = [run_eval(v2, server, capsys, fns=fns)["config_id"]
+    samples (``half``: half of them) are of an older ``version``."""
+    v3 = tmp_path / "v3"
+    ids = [run_eval(v3, server, capsys, fns=fns)["config_id"]
            for fns in (("exact",), ("picky", "exact"))]  # fmt: skip
-    v1 = tmp_path / "v1"
-    shutil.copytree(v2, v1)
+    old = tmp_path / f"v{version}"
+    shutil.copytree(v3, old)
     for config_id in ids:
-        as_version_1(v1, config_id)
-        assert versions(v1, config_id) == {1} and versions(v2, config_id) == {2}
-    return v1, v2, ids
+        as_version(old, config_id, version, half=half)
+        want = {version, 3} if half else {version}
+        assert versions(old, config_id) == want and versions(v3, config_id) == {3}
+    return old, v3, ids
 
 
-def test_every_reader_gives_the_same_for_version_1_and_version_2_samples(
-    tmp_path: Path, project: Path, server: MockServer, capsys
+@pytest.mark.parametrize("version,half", [(1, False), (2, False), (2, True)],
+                         ids=["v1", "v2", "v2-and-v3"])  # fmt: skip
+def test_every_reader_gives_the_same_for_older_samples_as_for_version_3(
+    tmp_path: Path, project: Path, server: MockServer, capsys, version: int, half: bool
 ) -> None:
     import osmo_store
 
-    v1, v2, (a, b) = two_stores(tmp_path, server, capsys)
+    v1, v2, (a, b) = two_stores(tmp_path, server, capsys, version, half=half)
     commands = [
         ["eval", "show", a, "--json"],
         ["eval", "show", b, "--row", "1", "--json"],  # a scoring error
@@ -254,72 +304,98 @@ def test_every_reader_gives_the_same_for_version_1_and_version_2_samples(
             ]
             api = list(osmo_store.load(b, store=str(s)).samples())
             views.append((json.dumps(report, sort_keys=True, default=str), api))
-            assert fsck(repo, full=True).ok
+            assert fsck(repo, full=True).ok and check_rollouts(repo) == []
     assert views[0] == views[1]
 
 
-def test_merging_a_version_1_and_a_version_2_history_of_one_config(
-    tmp_path: Path, project: Path, server: MockServer, capsys
+@pytest.mark.parametrize("version", [1, 2])
+def test_merging_an_older_and_a_version_3_history_of_one_config(
+    tmp_path: Path, project: Path, server: MockServer, capsys, version: int
 ) -> None:
     """Two machines ran the same config (their results differ in time and rollout), one of
-    them with an osmo that wrote version 1: pushed to one remote and pulled back, the newer
-    result of each run wins and the cache entry of its rollout follows it."""
+    them with an osmo that wrote version 1 or 2: pushed to one remote and pulled back, the
+    newer result of each run wins, its rollout is the one readers get (the ``rollouts``
+    entry follows a version 3 winner) and the cache entry of its rollout follows it."""
     old, new, remote = tmp_path / "old", tmp_path / "new", tmp_path / "remote"
     config_id = run_eval(old, server, capsys)["config_id"]
-    as_version_1(old, config_id)
+    as_version(old, config_id, version)
     server.responder.failing = False  # type: ignore[attr-defined]
+    second = int(time.time()) + 1  # the newer side's results are in a later second
+    wait_until(lambda: time.time() >= second, what="the next second", timeout=5)
     assert run_eval(new, server, capsys)["config_id"] == config_id
     for store in (old, new):
         assert osmo(capsys, "--store", str(store), "push", str(remote))[0] == 0
     assert osmo(capsys, "--store", str(old), "pull", str(remote))[0] == 0
     with Repository.open(new) as repo:
-        newer = {name: load_sample(repo, oid, name) for _, name, oid in entries(repo, config_id)}
+        state = ConfigState.from_run(repo, repo.refs.read(config_ref(config_id)))
+        reader = SampleReader(repo, state.trees)
+        newer = {name: reader.load(oid, name) for _, name, oid in entries(repo, config_id)}
     with Repository.open(old) as repo:
         state = ConfigState.from_run(repo, repo.refs.read(config_ref(config_id)))
         cache = {e.name: e.oid for e in iter_tree(repo.objects, state.trees["cache"])}
+        rollouts = {e.name: e.oid for e in iter_tree(repo.objects, state.trees["rollouts"])}
+        reader = SampleReader(repo, state.trees)
         merged = entries(repo, config_id)
         assert {sub for sub, _, _ in merged} == {"samples"} and len(merged) == ROWS
         for _, name, oid in merged:
-            s = load_sample(repo, oid, name)
+            s = reader.load(oid, name)
             assert s["finished"] == newer[name]["finished"]  # the newer side won
+            assert s["rollout_id"] == newer[name]["rollout_id"] == rollouts[name]
             rollout = json.loads(repo.objects.get_typed(s["rollout_id"], ObjectType.BLOB))
             assert cache[rollout["key"]] == s["rollout_id"]
-        assert fsck(repo, full=True).ok
+        assert fsck(repo, full=True).ok and check_rollouts(repo) == []
     code, out = osmo(capsys, "--store", str(old), "eval", "show", config_id, "--json")
     assert code == 0 and json.loads(out)["summary"]["runs"] == ROWS
 
 
-def test_retry_failed_and_resume_treat_version_1_samples_as_their_own(
-    tmp_path: Path, project: Path, server: MockServer, capsys
+@pytest.mark.parametrize("version", [1, 2])
+def test_retry_failed_and_resume_treat_older_samples_as_their_own(
+    tmp_path: Path, project: Path, server: MockServer, capsys, version: int
 ) -> None:
-    """On a version 1 store and a version 2 copy: --retry-failed asks again for exactly the
-    failed run; an eval of all rows after one of half of them asks only for the rest; the
-    summaries agree."""
-    half = tmp_path / "half-v2"
+    """On a store of older samples and a version 3 copy: --retry-failed asks again for
+    exactly the failed run; an eval of all rows after one of half of them asks only for
+    the rest (the resumed config then holds both versions, read alike); the summaries
+    agree."""
+    half = tmp_path / "half-v3"
     first = run_eval(half, server, capsys, "--shard", "1/2")
-    shutil.copytree(half, tmp_path / "half-v1")
-    as_version_1(tmp_path / "half-v1", first["config_id"])
+    shutil.copytree(half, tmp_path / "half-old")
+    as_version(tmp_path / "half-old", first["config_id"], version)
     server.responder.failing = False  # type: ignore[attr-defined]
     summaries = []
-    for store in (tmp_path / "half-v1", tmp_path / "half-v2"):
+    for store in (tmp_path / "half-old", tmp_path / "half-v3"):
         before = server.calls
         body = run_eval(store, server, capsys)
         assert server.calls - before == ROWS - first["summary"]["runs"]
         summaries.append(body["summary"])
+        assert_consistent(store, first["config_id"])
     assert untimed(summaries[0]) == untimed(summaries[1]) and summaries[0]["runs"] == ROWS
+    assert versions(tmp_path / "half-old", first["config_id"]) == {version, 3}
     server.responder.failing = True  # type: ignore[attr-defined]
-    full = tmp_path / "full-v2"
+    full = tmp_path / "full-v3"
     config_id = run_eval(full, server, capsys)["config_id"]
-    shutil.copytree(full, tmp_path / "full-v1")
-    as_version_1(tmp_path / "full-v1", config_id)
+    shutil.copytree(full, tmp_path / "full-old")
+    as_version(tmp_path / "full-old", config_id, version)
     server.responder.failing = False  # type: ignore[attr-defined]
     retried = []
-    for store in (tmp_path / "full-v1", tmp_path / "full-v2"):
+    for store in (tmp_path / "full-old", tmp_path / "full-v3"):
         before = server.calls
         body = run_eval(store, server, capsys, "--retry-failed")
         assert server.calls - before == 1 and body["summary"]["failed"] == 0
         retried.append(body["summary"])
+        assert_consistent(store, config_id)
     assert untimed(retried[0]) == untimed(retried[1])
+
+
+def assert_consistent(store: Path, config_id: str) -> None:
+    """Every finished sample of the config reads with its rollout (a version 3 one through
+    the config's ``rollouts`` entry), and fsck finds nothing."""
+    with Repository.open(store) as repo:
+        stored = StoredConfig(repo, config_id)
+        for ref, sample in stored.samples():
+            assert (ref.subtree == "samples") == (sample["status"] == "ok")
+            if sample["status"] == "ok":
+                assert stored.rollout(sample)["key"].startswith("r")  # type: ignore[index]
+        assert fsck(repo, full=True).ok and check_rollouts(repo) == []
 
 
 def untimed(summary: dict) -> dict:
