@@ -20,6 +20,7 @@ from osmo_store.eval.config import SamplingParams
 from osmo_store.eval.prepare import prepare_eval
 from osmo_store.eval.runner import EvalOptions, load_samples, run_eval
 from osmo_store.eval.state import ConfigState
+from osmo_store.eval.stored import SampleReader
 from osmo_store.eval.summary import summarize
 from osmo_store.maintenance.fsck import fsck
 from osmo_store.testing.mockserver import ArithmeticResponder, MockServer
@@ -593,8 +594,8 @@ def test_damaged_stored_results_are_computed_again(osmo_eval, server, store_path
     assert code == 0 and server.calls == 12
     with Repository.open(store_path) as repo:
         state = ConfigState.from_run(repo, list_configs(repo)[0].run_id)
-        first = next(iter_tree(repo.objects, state.trees["samples"])).oid
-        sample = json.loads(repo.objects.get_typed(first, ObjectType.BLOB))
+        first = next(iter_tree(repo.objects, state.trees["samples"]))
+        sample = SampleReader(repo, state.trees).load(first.oid, first.name)
         rollout = json.loads(repo.objects.get_typed(sample["rollout_id"], ObjectType.BLOB))
         damage(repo, sample["rollout_id"])
         damage(repo, rollout["calls"][0]["id"])

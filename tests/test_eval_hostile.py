@@ -11,6 +11,7 @@ from osmo_store import ObjectType, Repository, RunRecord
 from osmo_store.eval.catalog import list_configs
 from osmo_store.eval.configstate import config_ref
 from osmo_store.eval.state import ConfigState, rebuild_index
+from osmo_store.eval.stored import SampleReader
 from osmo_store.tree import TreeEntry, iter_tree, update_tree, write_tree
 
 from .test_eval import osmo_eval, project, server  # noqa: F401 (fixtures)
@@ -27,8 +28,8 @@ def test_a_misshapen_stored_rollout_and_call_are_computed_again(
     with Repository.open(store_path) as repo:
         (config,) = list_configs(repo)
         state = ConfigState.from_run(repo, config.run_id)
-        first = next(iter_tree(repo.objects, state.trees["samples"])).oid
-        sample = json.loads(repo.objects.get_typed(first, ObjectType.BLOB))
+        first = next(iter_tree(repo.objects, state.trees["samples"]))
+        sample = SampleReader(repo, state.trees).load(first.oid, first.name)
         rollout = json.loads(repo.objects.get_typed(sample["rollout_id"], ObjectType.BLOB))
         misshapen = {
             rollout["key"]: b'["not", "a", "rollout"]',

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from osmo_store import ObjectType, Repository
 from osmo_store.eval.merge import merge_trees
 from osmo_store.eval.state import SUBTREES
-from osmo_store.eval.stored import load_sample, sample_blob
+from osmo_store.eval.stored import SampleReader, sample_blob
 from osmo_store.hashing import canonical_json
-from osmo_store.tree import TreeEntry, write_tree
+from osmo_store.tree import TreeEntry, tree_get, write_tree
 
 # One side's results: sample key -> (ok?, finished time, answer); answers differ per side.
 results = st.dictionaries(
@@ -23,25 +23,31 @@ results = st.dictionaries(
 )
 
 
-def build(repo: Repository, side: dict) -> dict[str, str]:
+def build(repo: Repository, side: dict, machine: str = "") -> dict[str, str]:
+    """One side's manifests. Rollouts differ by ``machine``: equal version 3 samples of two
+    machines are one blob naming no rollout, each side's ``rollouts`` entry its own."""
     entries: dict[str, dict[str, str]] = {name: {} for name in SUBTREES}
     for key, (ok, finished, answer) in side.items():
         rkey = "r" + key
         # As an eval's rollouts do, each names its key: two keys never share one.
         rollout = canonical_json(
-            {"key": rkey, "messages": [{"role": "assistant", "content": str(answer)}]}
-        )
+            {"key": rkey, "messages": [{"role": "assistant", "content": str(answer)}],
+             "machine": machine}
+        )  # fmt: skip
         rid = repo.objects.put(ObjectType.BLOB, rollout)
         row, run = key.split(".")
         sample = {"row": row, "run": int(run), "status": "ok" if ok else "failed",
                   "finished": finished, "answer": answer, "rollout": rkey if ok else None,
                   **({"rollout_id": rid} if ok else {})}  # fmt: skip
-        # Both versions of sample blob, as stores written before and since version 2 hold.
+        # Versions 1 and 3 of sample blob, as stores written before and since version 2
+        # hold; a version 3 sample's rollout is in the ``rollouts`` manifest.
         content = sample_blob(sample) if answer % 2 else canonical_json(sample)
         sid = repo.objects.put(ObjectType.BLOB, content)
         entries["samples" if ok else "failed"][key] = sid
         if ok:
             entries["cache"][rkey] = rid
+            if answer % 2:
+                entries["rollouts"][key] = rid
         entries["rows"]["k" + key.split(".")[0]] = repo.objects.put(ObjectType.BLOB, key.encode())
     return write_state(repo, entries)
 
@@ -68,7 +74,7 @@ settings_ = settings(
 @given(results, results, results)
 def test_merge_is_commutative_associative_idempotent(tmp_path: Path, x, y, z) -> None:
     with Repository.open(tmp_path / "s") as repo:
-        a, b, c = build(repo, x), build(repo, y), build(repo, z)
+        a, b, c = build(repo, x, "a"), build(repo, y, "b"), build(repo, z, "c")
         assert merged(repo, a, b) == merged(repo, b, a)
         assert merged(repo, merged(repo, a, b), c) == merged(repo, a, merged(repo, b, c))
         assert merged(repo, a, a) == a
@@ -78,18 +84,31 @@ def test_merge_is_commutative_associative_idempotent(tmp_path: Path, x, y, z) ->
 @given(results, results)
 def test_success_beats_failure_then_newer_wins(tmp_path: Path, x, y) -> None:
     with Repository.open(tmp_path / "s") as repo:
-        m = merge_trees(repo, build(repo, x), build(repo, y))
+        sides = [build(repo, x, "a"), build(repo, y, "b")]
+        m = merge_trees(repo, *sides)
+        reader = SampleReader(repo, write_state(repo, m))
         for key in set(x) | set(y):
             options = [v for v in (x.get(key), y.get(key)) if v is not None]
             best = max(options, key=lambda v: (v[0], v[1]))
             where = "samples" if best[0] else "failed"
             assert key in m[where] and key not in m["failed" if best[0] else "samples"]
-            body = load_sample(repo, m[where][key], key)
+            body = reader.load(m[where][key], key)
             assert (body["status"] == "ok", body["finished"]) == (best[0], best[1])
             if best[0]:
                 # the cache entry of the rollout follows the winning sample
                 rollout = json.loads(repo.objects.get_typed(body["rollout_id"], ObjectType.BLOB))
                 assert m["cache"][rollout["key"]] == body["rollout_id"]
+                # and a version 3 sample's rollout is that of a side holding the sample (of
+                # either, if both hold that blob): the merged ``rollouts`` follows it
+                holders = [sides[i] for i, v in enumerate((x, y)) if key in v
+                           and tree_get(repo.objects, sides[i]["samples"], key) is not None
+                           and tree_get(repo.objects, sides[i]["samples"], key).oid
+                           == m[where][key]]  # fmt: skip
+                if body.get("schema") == 3:
+                    assert m["rollouts"][key] in {SampleReader(repo, s).load(m[where][key], key)
+                                                  ["rollout_id"] for s in holders}  # fmt: skip
+                else:
+                    assert key not in m["rollouts"]
 
 
 def test_a_fresh_start_on_either_side_stays_isolated(tmp_path: Path) -> None:
