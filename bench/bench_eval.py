@@ -59,6 +59,7 @@ from osmo_store.eval.state import (  # noqa: E402
     INDEX_REF,
     SUBTREES,
     ConfigState,
+    PendingObject,
     Recorder,
     SampleResult,
     blob,
@@ -410,7 +411,10 @@ def synth_parts(tag: str, i: int) -> tuple:
 def encode_result(parts: tuple) -> SampleResult:
     """What the worker does to hand a run to the committer: encode its objects."""
     name, record, body, objs = parts
-    return SampleResult(name, False, record, body, [blob(n, sub, c) for sub, n, c in objs])
+    objects = [blob(n, sub, c) for sub, n, c in objs]
+    # the sample blob (version 3) does not name its rollout: the rollouts manifest does
+    objects.append(PendingObject("rollouts", name, None, body["rollout_id"]))
+    return SampleResult(name, False, record, body, objects)
 
 
 def synth_result(tag: str, i: int) -> SampleResult:
@@ -455,7 +459,7 @@ def make_meta_fn(template: dict, config_id: str, total: int):
 def build_config_state(repo: Repository, config_id: str, tag: str, n: int, template: dict):
     """A config holding ``n`` finished samples, laid out as Recorder.commit lays it out, built
     in one pack with a bulk writer; plus the shared lookup index. Returns the row keys."""
-    samples, cache, rows = [], [], []
+    samples, cache, rows, rollouts = [], [], [], []
     with repo.objects.bulk() as w:
         for i in range(n):
             d = synth_bodies(tag, i)
@@ -465,13 +469,15 @@ def build_config_state(repo: Repository, config_id: str, tag: str, n: int, templ
             cache.append(TreeEntry(d["rkey"], ObjectType.BLOB, roid))
             coid = w.put(ObjectType.BLOB, canonical_json(d["call"]))
             cache.append(TreeEntry(d["ckey"], ObjectType.BLOB, coid))
-            soid = w.put(ObjectType.BLOB, canonical_json(d["sample"]))
+            soid = w.put(ObjectType.BLOB, sample_blob(d["sample"]))
             samples.append(TreeEntry(sample_name(d["row_key"], 0), ObjectType.BLOB, soid))
+            rollouts.append(TreeEntry(sample_name(d["row_key"], 0), ObjectType.BLOB, roid))
         trees = {
             "samples": write_tree(w, samples),
             "failed": write_tree(w, []),
             "cache": write_tree(w, cache),
             "rows": write_tree(w, rows),
+            "rollouts": write_tree(w, rollouts),
         }
         root = write_tree(w, [TreeEntry(s, ObjectType.TREE, trees[s]) for s in SUBTREES])
         meta = make_meta_fn(template, config_id, n)({"done": n, "failed": 0})

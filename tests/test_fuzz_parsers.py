@@ -299,7 +299,9 @@ _SAMPLE_FIELDS = {
     "scoring_errors": {}, "usage": {"prompt_tokens": 3}, "calls": [{"key": "k", "id": "cd" * 32}],
 }  # fmt: skip
 _SAMPLE = canonical_json(_SAMPLE_FIELDS)
-_SAMPLE_V2 = sample_blob(_SAMPLE_FIELDS)
+_SAMPLE_V2 = (b'{"finished":1.5,"rollout_id":"' + b"ab" * 32 + b'","schema":2,'
+              b'"scores":{"exact":1.0}}')  # fmt: skip
+_SAMPLE_V3 = sample_blob(_SAMPLE_FIELDS)
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
     lambda inner: (
@@ -344,12 +346,15 @@ def _one_sample_state(repo: Repository, oid: ObjectId) -> dict[str, ObjectId]:
 @given(
     content=damaged(_SAMPLE, noise=100)
     | damaged(_SAMPLE_V2, noise=100)
+    | damaged(_SAMPLE_V3, noise=100)
     | _sample_like.map(lambda v: json.dumps(v).encode())
     | _json_values.map(lambda v: json.dumps(v).encode())
 )
 @example(content=b"[1]")
 @example(content=b'{"schema": 2, "rollout_id": 7}')
 @example(content=b'{"schema": 2, "finished": 1, "scores": [1]}')
+@example(content=b'{"schema": 3, "finished": 1}')
+@example(content=b'{"schema": 3, "error": 7}')
 @example(content=b'{"row": "r1", "status": "ok", "finished": "soon"}')
 @example(content=b'{"row": "r1", "status": "ok", "scores": {"f": "high"}}')
 @example(content=b'{"row": "r1", "status": "ok", "scores": {"f": 1e400}}')
