@@ -72,8 +72,10 @@ def test_cache_stats_per_kind_adds_up(store_path, server, project, capsys) -> No
         run_id = next(c.run_id for c in list_configs(repo) if c.config_id == body["config_id"])
         trees = ConfigState.from_run(repo, run_id).trees
         cache_keys = [e.name for e in iter_tree(repo.objects, trees["cache"])]
+        samples = {e.oid for e in iter_tree(repo.objects, trees["samples"])}
     calls = sum(k.startswith("c") for k in cache_keys)
-    assert kinds["samples"]["objects"] == 20  # 10 rows, 2 runs each
+    # 10 rows, 2 runs each: runs with equal results in one second share a blob
+    assert kinds["samples"]["objects"] == len(samples) >= 1
     assert kinds["rows"]["objects"] == 10
     assert kinds["calls"]["objects"] == calls > 0
     assert kinds["rollouts"]["objects"] == len(cache_keys) - calls == 20

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 
 from ..errors import CorruptObject, MalformedObject, ObjectNotFound
+from ..hashing import ObjectId
 from ..objects import ObjectType
 from ..repo import Repository
-from ..tree import TreeReader, iter_tree
-from .configstate import EVAL_REF_PREFIX, ConfigState
-from .stored import SAMPLE_VERSION, parse_rollout
+from ..tree import TreeReader, iter_tree, list_tree
+from .configstate import EVAL_REF_PREFIX
+from .stored import SAMPLE_VERSION, load_eval_record, parse_rollout
 
 _DAMAGE = (CorruptObject, MalformedObject, ObjectNotFound)
 
@@ -28,10 +29,15 @@ def check_rollouts(repo: Repository) -> list[str]:
     objects = repo.objects
     for ref, run_id in sorted(repo.refs.list(EVAL_REF_PREFIX).items()):
         try:
-            state = ConfigState.from_run(repo, run_id)
+            # The record's tree as it is (``ConfigState`` would store an empty manifest
+            # for one it lacks: fsck writes nothing).
+            trees = {e.name: e.oid for e in list_tree(objects, load_eval_record(repo, run_id).tree)
+                     if e.type is ObjectType.TREE}  # fmt: skip
+            if "samples" not in trees:
+                continue
             reader = TreeReader(objects, max_bytes=1 << 20)
-            for e in iter_tree(objects, state.trees["samples"]):
-                problem = _problem(repo, reader, state.trees["rollouts"], e.name, e.oid)
+            for e in iter_tree(objects, trees["samples"]):
+                problem = _problem(repo, reader, trees.get("rollouts"), e.name, e.oid)
                 if problem:
                     problems.append(f"{ref}: samples/{e.name}: {problem}")
         except _DAMAGE:
@@ -39,14 +45,16 @@ def check_rollouts(repo: Repository) -> list[str]:
     return problems
 
 
-def _problem(repo: Repository, reader: TreeReader, rollouts: str, name: str, oid: str) -> str:
+def _problem(
+    repo: Repository, reader: TreeReader, rollouts: ObjectId | None, name: str, oid: ObjectId
+) -> str:
     try:
         body = json.loads(repo.objects.get_typed(oid, ObjectType.BLOB))
     except (*_DAMAGE, ValueError, UnicodeDecodeError):
         return ""  # not a sample blob at all: the readers name it, fsck --full its damage
     if not isinstance(body, dict) or body.get("schema") != SAMPLE_VERSION or "error" in body:
         return ""
-    entry = reader.get(rollouts, name)
+    entry = reader.get(rollouts, name) if rollouts is not None else None
     if entry is None:
         return "a finished sample with no entry in the config's 'rollouts' manifest"
     if entry.type is not ObjectType.BLOB:
