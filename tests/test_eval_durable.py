@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from osmo_store import Repository
+from osmo_store.eval.evalcheck import check_rollouts
 from osmo_store.eval.journal import Journal, read_journal
 from osmo_store.eval.state import PendingObject, SampleResult, blob
 from osmo_store.maintenance.fsck import fsck
@@ -90,6 +91,7 @@ def kill_and_resume(
     with Repository.open(store) as repo:
         report = fsck(repo, full=True)
         assert report.ok, report.problems
+        assert check_rollouts(repo) == []  # each replayed run's rollout is recorded
         assert not repo.layout.journals.exists() or not any(repo.layout.journals.iterdir())
     return len(before & set(again))
 
