@@ -21,9 +21,12 @@ from .refs import ANY, RefStore, validate_ref_name
 STORE_FORMAT = "osmo-store"
 #: the store format version osmo writes; it reads every version in READABLE_STORE_VERSIONS.
 #: Version 2 stores may hold version 2 packs (objects_spec.md section 5), which an osmo that
-#: reads only version 1 must not see: it refuses the whole store instead.
-STORE_VERSION = 2
-READABLE_STORE_VERSIONS = (1, 2)
+#: reads only version 1 must not see: it refuses the whole store instead. Version 3 stores
+#: may hold eval configs whose sample blobs leave their rollout to the config's `rollouts`
+#: manifest (objects_spec.md section 9), which an osmo that reads only up to version 2 would
+#: drop when it resumed the config (it writes the four manifests it knows): it refuses them.
+STORE_VERSION = 3
+READABLE_STORE_VERSIONS = (1, 2, 3)
 # How long a ref write waits while gc re-reads the refs and deletes (it holds the ref
 # barrier alone for that): long, because giving up fails an eval's commit.
 REF_BARRIER_TIMEOUT = 600.0
@@ -104,17 +107,23 @@ def _publish_store_file(path: Path) -> bool:
     return created
 
 
-def upgrade_store_format(repo: Repository) -> bool:
-    """Raise a version 1 store to version 2 (``osmo repack`` does), before anything of
-    version 2 is written to it: ``osmo.json`` is replaced atomically, and from then on the
-    store writes version 2 packs. True if it was version 1."""
-    if repo.layout is None or repo.objects.pack_version is None:
+def upgrade_store_format(repo: Repository, version: int = 2) -> bool:
+    """Raise a store's format version to at least ``version``, before anything of that
+    version is written to it (``osmo repack`` raises version 1 to 2; an eval or a sync of
+    eval configs raises any older store to 3): ``osmo.json`` is replaced atomically, never
+    lowered (another process may have raised it meanwhile), and from then on the store
+    writes version 2 packs. True if it was raised. A store in memory has no version."""
+    if repo.layout is None:
         return False
-    tmp = write_temp(repo.layout.root, _store_file_body(2), prefix=".osmo-")
-    os.replace(tmp, repo.layout.store_file)
-    fsync_dir(repo.layout.root)
+    layout = repo.layout
+    with FileLock(layout.lock("format"), timeout=REF_BARRIER_TIMEOUT, what="the store format"):
+        current = _check_format(layout.root)
+        if current < version:
+            tmp = write_temp(layout.root, _store_file_body(version), prefix=".osmo-")
+            os.replace(tmp, layout.store_file)
+            fsync_dir(layout.root)
     repo.objects.pack_version = None
-    return True
+    return current < version
 
 
 def _check_format(path: Path) -> int:
@@ -130,7 +139,8 @@ def _check_format(path: Path) -> int:
         raise StoreError(f"{path} is not an osmo store")
     version = body.get("version")
     if type(version) is not int or version not in READABLE_STORE_VERSIONS:
-        readable = " and ".join(map(str, READABLE_STORE_VERSIONS))
+        *first, last = map(str, READABLE_STORE_VERSIONS)
+        readable = f"{', '.join(first)} and {last}" if first else last
         raise StoreError(
             f"{path} has store format version {version}; this osmo reads versions {readable}",
             hint="upgrade osmo",

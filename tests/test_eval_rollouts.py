@@ -148,3 +148,47 @@ def test_a_merge_of_two_histories_keeps_rollouts_on_the_winning_samples(
                 str(exported))[0] == 0  # fmt: skip
     records = [json.loads(line) for line in exported.read_text().splitlines()]
     assert len(records) == 6 and all(r["status"] == "ok" and r["solution"] for r in records)
+
+
+def _store_version(store: Path) -> int:
+    return json.loads((store / "osmo.json").read_text())["version"]
+
+
+def _as_an_older_osmo_left_it(store: Path) -> None:
+    (store / "osmo.json").write_text(json.dumps({"format": "osmo-store", "version": 2}))
+
+
+def test_an_eval_or_a_sync_raises_the_store_so_an_older_osmo_refuses_it(
+    tmp_path: Path, project: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An osmo that reads only store versions 1 and 2 would resume a config recorded with
+    version 3 samples writing its four manifests: the rollouts manifest gone, every sample
+    damaged (seen with fc2f2c1's osmo). So whatever records or merges configs raises the
+    store to version 3 first, and such an osmo refuses the store with one line."""
+    write_rows(project / "data.jsonl", default_rows(6))
+    store, other = tmp_path / "store", tmp_path / "other"
+    assert osmo(capsys, "init", str(store))[0] == 0
+    _as_an_older_osmo_left_it(store)
+    with MockServer() as server:
+        run_eval(store, server, capsys, "exact")
+    assert _store_version(store) == 3
+    assert osmo(capsys, "init", str(other))[0] == 0
+    _as_an_older_osmo_left_it(other)
+    assert osmo(capsys, "--store", str(other), "pull", str(store))[0] == 0
+    assert _store_version(other) == 3
+    _as_an_older_osmo_left_it(other)
+    assert osmo(capsys, "--store", str(store), "push", str(other))[0] == 0
+    assert _store_version(other) == 3
+    monkeypatch.setattr("osmo_store.repo.READABLE_STORE_VERSIONS", (1, 2))
+    code, err = osmo(capsys, "--store", str(store), "eval", "cache", "ls")
+    assert code != 0 and "store format version 3; this osmo reads versions 1 and 2" in err
+    assert "Traceback" not in err
+
+
+def test_raising_the_store_format_never_lowers_it(tmp_path: Path) -> None:
+    from osmo_store.repo import upgrade_store_format
+
+    with Repository.open(tmp_path / "s") as repo:
+        assert _store_version(tmp_path / "s") == 3
+        assert upgrade_store_format(repo, 2) is False  # what `osmo repack` asks
+    assert _store_version(tmp_path / "s") == 3

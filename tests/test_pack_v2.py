@@ -288,7 +288,7 @@ def test_a_version_1_store_keeps_version_1_packs_until_repack_upgrades_it(
     writes version 1 packs there until `osmo repack` raises the store to version 2."""
     store = tmp_path / "store"
     assert main(["init", str(store)]) == 0
-    assert _store_version(store) == 2  # new stores are version 2
+    assert _store_version(store) == 3  # new stores are version 3
     (store / "osmo.json").write_text(json.dumps({"format": "osmo-store", "version": 1}))
     rng = random.Random(17)
     contents = [_content(rng, 2000) for _ in range(200)]
@@ -312,10 +312,10 @@ def test_a_version_1_store_keeps_version_1_packs_until_repack_upgrades_it(
 def test_a_store_of_an_unknown_format_version_is_refused(tmp_path: Path, capsys) -> None:
     store = tmp_path / "store"
     assert main(["init", str(store)]) == 0
-    (store / "osmo.json").write_text(json.dumps({"format": "osmo-store", "version": 3}))
+    (store / "osmo.json").write_text(json.dumps({"format": "osmo-store", "version": 4}))
     assert main(["--store", str(store), "cat-file", "-t", "ab" * 32]) != 0
     err = capsys.readouterr().err
-    assert "has store format version 3; this osmo reads versions 1 and 2" in err
+    assert "has store format version 4; this osmo reads versions 1, 2 and 3" in err
     assert "hint: upgrade osmo" in err
 
 
@@ -325,8 +325,10 @@ def _v1_store(path: Path) -> None:
 
 
 def test_version_1_and_version_2_stores_sync_both_ways(tmp_path: Path, capsys) -> None:
-    """Stores of format version 1 (osmo.json says 1: version 1 packs only) and 2 push and
-    pull to each other; each keeps writing its own pack version, ids and all."""
+    """Stores of format version 1 (osmo.json says 1: version 1 packs only) and 3 push and
+    pull to each other, ids and all. A pull or push raises a store to version 3 first (it
+    may bring configs an older osmo must not resume): the pulling store writes version 2
+    packs from then on, and the packs it had stay readable."""
     old, new, back = tmp_path / "old", tmp_path / "new", tmp_path / "back"
     _v1_store(old)
     _v1_store(back)
@@ -344,8 +346,8 @@ def test_version_1_and_version_2_stores_sync_both_ways(tmp_path: Path, capsys) -
     assert main(["--store", str(old), "push", "up"]) == 0  # a v1 store into a new (v2) one
     assert main(["--store", str(back), "remote", "add", "up", str(new)]) == 0
     assert main(["--store", str(back), "pull", "up"]) == 0  # and from it into a v1 store
-    assert [_store_version(p) for p in (old, new, back)] == [1, 2, 1]
-    assert [_pack_versions(p) for p in (old, new, back)] == [[1], [2], [1]]
+    assert [_store_version(p) for p in (old, new, back)] == [3, 3, 3]
+    assert [_pack_versions(p) for p in (old, new, back)] == [[1], [2], [2]]
     for store in (old, new, back):
         with Repository.open(store) as repo:
             assert repo.refs.read("refs/evals/" + "cd" * 32) == run

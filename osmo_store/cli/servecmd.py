@@ -11,7 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from ..errors import UsageError
-from ..repo import Repository
+from ..repo import STORE_VERSION, Repository, upgrade_store_format
 from .common import EXIT_OK, err, out
 
 DEFAULT_PORT = 8080
@@ -107,6 +107,8 @@ def cmd_serve(args: argparse.Namespace, _repo: Repository | None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with Repository.open(root) as repo:
+            if not args.read_only:  # pushes may bring configs an older osmo must not resume
+                upgrade_store_format(repo, STORE_VERSION)
 
             def ready(url: str) -> None:
                 out(f"osmo serve: listening on {url} (store {repo.path})")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..eval.merge import merge_eval_ref
 from ..eval.state import EVAL_REF_PREFIX, refresh_index
-from ..repo import Repository
+from ..repo import STORE_VERSION, Repository, upgrade_store_format
 from ..sync.remotes import add_remote, list_remotes, open_remote, remove_remote
 from ..sync.transfer import SyncReport, Transfer, clone, fetch, pull, push
 from .common import EXIT_ERROR, EXIT_OK, err, human_bytes, out
@@ -131,6 +131,11 @@ def cmd_remote_list(args: argparse.Namespace, repo: Repository) -> int:
 def cmd_push(args: argparse.Namespace, repo: Repository) -> int:
     remote = open_remote(repo, _remote_spec(repo, args.remote), create=True)
     try:
+        # A push may merge configs here and writes them there: both stores may then hold
+        # what an older osmo must not resume (upgrade_store_format).
+        upgrade_store_format(repo, STORE_VERSION)
+        if remote.repo is not None:
+            upgrade_store_format(remote.repo, STORE_VERSION)
         report = push(
             repo, remote, args.refs or None, prefix=EVAL_REF_PREFIX, force=args.force,
             merge=merge_eval_ref, on_updated=refresh_index, progress=_progress("push"),
@@ -154,6 +159,7 @@ def cmd_fetch(args: argparse.Namespace, repo: Repository) -> int:
 def cmd_pull(args: argparse.Namespace, repo: Repository) -> int:
     remote = open_remote(repo, _remote_spec(repo, args.remote))
     try:
+        upgrade_store_format(repo, STORE_VERSION)  # as for a push
         report = pull(
             repo, remote, args.refs or None, prefix=EVAL_REF_PREFIX, merge=merge_eval_ref,
             on_updated=refresh_index, progress=_progress("pull"),

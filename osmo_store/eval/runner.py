@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import FatalModelError, ModelError
 from ..hashing import ObjectId, canonical_json
-from ..repo import Repository
+from ..repo import STORE_VERSION, Repository, upgrade_store_format
 from ..tree import iter_tree
 from . import heap
 from .claims import RolloutClaims
@@ -141,6 +141,9 @@ def run_eval(
     config_id = prepared.config.config_id
     lock = acquire_eval_lock(repo, config_id, options.lock_timeout, stop, on_wait)
     try:
+        # What this osmo records (version 3 samples and a rollouts manifest) an older one
+        # would damage by resuming the config: it must refuse the store instead.
+        upgrade_store_format(repo, STORE_VERSION)
         return _EvalRun(repo, prepared, client, options, stop, on_progress, on_shared_wait).run()
     finally:
         lock.release()
