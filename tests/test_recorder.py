@@ -211,8 +211,11 @@ def test_a_mid_eval_reclaim_keeps_what_the_lookups_hold(repo: Repository, monkey
     assert fsck(repo, full=True).ok
 
 
-@pytest.mark.xfail(strict=True, reason="r11review: _Noted notes nodes found stored, and reclaim "
-                   "then rewrites an earlier session's pack of the same store object")
+@pytest.mark.xfail(
+    strict=True,
+    reason="r11review: _Noted notes nodes found stored, and reclaim "
+    "then rewrites an earlier session's pack of the same store object",
+)
 def test_a_node_of_an_earlier_session_of_the_same_store_object_is_not_reclaimed(
     repo: Repository,
 ) -> None:
