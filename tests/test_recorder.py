@@ -52,8 +52,6 @@ def test_workers_stop_launching_when_their_runner_is_interrupted() -> None:
     import threading
     import time
 
-    import pytest
-
     from osmo_store.eval.workers import Workers
 
     started = []
@@ -211,11 +209,6 @@ def test_a_mid_eval_reclaim_keeps_what_the_lookups_hold(repo: Repository, monkey
     assert fsck(repo, full=True).ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="r11review: _Noted notes nodes found stored, and reclaim "
-    "then rewrites an earlier session's pack of the same store object",
-)
 def test_a_node_of_an_earlier_session_of_the_same_store_object_is_not_reclaimed(
     repo: Repository,
 ) -> None:
@@ -223,18 +216,21 @@ def test_a_node_of_an_earlier_session_of_the_same_store_object_is_not_reclaimed(
     solver, or the in-process recorder): config A's session ends with a manifest node in
     a pack this store object wrote. Config B's checkpoint builds the same node (the same
     runs so far: a presence check finds it, but ``_Noted`` notes it as B's), then B
-    supersedes it; B's reclaim rewrites A's pack (ours, by ``_tiers``) without it, and A's
-    ref (not moved during B's session, so not walked) names a missing tree."""
+    supersedes it; B's reclaim rewrote A's pack (ours, by ``_tiers``) without it, and A's
+    ref (not moved during B's session, so not walked) named a missing tree."""
     a, b = "a" * 64, "b" * 64
-    meta = lambda counts: {"counts": counts}  # noqa: E731
+
+    def meta_of(config_id: str):  # a run record names its config, as an eval's does
+        return lambda counts: {"counts": counts, "identity": {"config_id": config_id}}
+
     rec_a = Recorder(repo, a, ConfigState.load(repo, a), ())
-    rec_a.commit([], meta)
-    rec_a.commit([result(0), result(1)], meta, final=True)
+    rec_a.commit([], meta_of(a))
+    rec_a.commit([result(0), result(1)], meta_of(a), final=True)
     rec_b = Recorder(repo, b, ConfigState.load(repo, b), ())
-    rec_b.commit([], meta)  # the opening commit (reflogged: kept)
-    rec_b.commit([result(0), result(1)], meta)  # a checkpoint: A's manifests, found stored
-    rec_b.commit([result(2)], meta)  # supersedes them
-    rec_b.commit([result(3)], meta, final=True)  # reclaims
+    rec_b.commit([], meta_of(b))  # the opening commit (reflogged: kept)
+    rec_b.commit([result(0), result(1)], meta_of(b))  # a checkpoint: A's manifests, found stored
+    rec_b.commit([result(2)], meta_of(b))  # supersedes them
+    rec_b.commit([result(3)], meta_of(b), final=True)  # reclaims
     assert ConfigState.load(repo, a).names(repo, "rows") == {"row0000", "row0001"}
     report = fsck(repo, full=True)
     assert report.ok, report.problems

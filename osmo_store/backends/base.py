@@ -290,6 +290,10 @@ class StagedWriter:
     def has(self, oid: ObjectId) -> bool:
         return oid in self._pending or self.store.has(oid)
 
+    def wrote(self, oid: ObjectId) -> bool:
+        """Whether ``oid`` is among this writer's writes (``BulkWriter.wrote``)."""
+        return oid in self._pending
+
     def finish(self) -> None:
         for oid, data in self._pending.items():
             self.store._put_raw(oid, data)

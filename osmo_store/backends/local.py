@@ -792,6 +792,10 @@ class BulkWriter:
     def has(self, oid: ObjectId) -> bool:
         return oid in self._writer or self.store.has(oid)
 
+    def wrote(self, oid: ObjectId) -> bool:
+        """Whether ``oid`` goes into this writer's pack (not found stored already)."""
+        return oid in self._writer
+
     def finish(self) -> None:
         self.published = self._writer.finish()
         if self.published is not None:

@@ -342,7 +342,9 @@ class Recorder:
 
 
 class _Noted:
-    """A writer's view that notes the id of every object put through it."""
+    """A writer's view that notes the id of every object it writes: not of one found stored
+    already, which another config's manifest may name (an earlier session of the same
+    store object wrote it, so reclaim would take it from that session's pack)."""
 
     def __init__(self, writer: Any, noted: set[ObjectId]) -> None:
         self._writer = writer
@@ -351,7 +353,8 @@ class _Noted:
 
     def put(self, otype: ObjectType, content: bytes) -> ObjectId:
         oid = self._writer.put(otype, content)
-        self._noted.add(oid)
+        if self._writer.wrote(oid):
+            self._noted.add(oid)
         return oid
 
 
