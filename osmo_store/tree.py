@@ -25,7 +25,7 @@ import blake3
 
 from .errors import MalformedObject
 from .hashing import OID_RAW_LEN, ObjectId, oid_from_raw, oid_to_raw
-from .objects import ObjectType, RunRecord
+from .objects import ObjectType, RunRecord, object_id
 
 LEAF_MAX = 256
 MAX_NAME_BYTES = 4096
@@ -284,6 +284,15 @@ def write_tree(store: NodeStore, entries: Iterable[TreeEntry]) -> ObjectId:
 
 def empty_tree(store: NodeStore) -> ObjectId:
     return store.put(ObjectType.TREE, encode_leaf(0, []))
+
+
+def empty_tree_for_reading(store: NodeStore) -> ObjectId:
+    """The empty manifest's id for a reader: written only if the store lacks it, so that
+    reading a config that has no manifest of some name (one recorded before it existed)
+    does not write to the store (nor take a writer lease) in the usual case."""
+    oid = object_id(ObjectType.TREE, encode_leaf(0, []))
+    has = getattr(store, "has", None)
+    return oid if has is not None and has(oid) else empty_tree(store)
 
 
 def _leaf_items(node: Leaf) -> list[_Item]:

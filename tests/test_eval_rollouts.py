@@ -192,3 +192,33 @@ def test_raising_the_store_format_never_lowers_it(tmp_path: Path) -> None:
         assert _store_version(tmp_path / "s") == 3
         assert upgrade_store_format(repo, 2) is False  # what `osmo repack` asks
     assert _store_version(tmp_path / "s") == 3
+
+
+def test_reading_a_config_recorded_before_rollouts_writes_nothing(
+    tmp_path: Path, project: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config from before the ``rollouts`` manifest lacks it; its readers stand in the
+    empty manifest, which the store holds already: reading must not write (nor take a
+    writer lease, which a read-only store could not)."""
+    from osmo_store.backends.local import LocalObjectStore
+
+    write_rows(project / "data.jsonl", default_rows(4))
+    store = tmp_path / "store"
+    with MockServer() as server:
+        config_id = run_eval(store, server, capsys, "exact")["config_id"]
+    with Repository.open(store) as repo:  # the config as an osmo before rollouts left it
+        head = repo.refs.read(config_ref(config_id))
+        record = repo.objects.get_run(head)
+        root = [e for e in iter_tree(repo.objects, record.tree) if e.name != "rollouts"]
+        with repo.objects.bulk() as w:
+            older = w.put(ObjectType.RUN, RunRecord(write_tree(w, root), (head,),
+                                                    record.meta).to_content())  # fmt: skip
+        repo.update_ref(config_ref(config_id), older, head)
+
+    def no_lease(self):
+        raise AssertionError("a reader took a writer lease")
+
+    monkeypatch.setattr(LocalObjectStore, "lease", no_lease)
+    with Repository.open(store) as repo:
+        state = ConfigState.load(repo, config_id)
+        assert state.count(repo, "rollouts") == 0 and state.count(repo, "samples") == 4

@@ -103,7 +103,7 @@ class ConfigState(NamedTuple):
 
     @classmethod
     def from_run(cls, repo: Repository, run_id: ObjectId) -> ConfigState:
-        from ..tree import empty_tree, list_tree
+        from ..tree import empty_tree_for_reading, list_tree
 
         record = load_eval_record(repo, run_id)
         entries = {e.name: e.oid for e in list_tree(repo.objects, record.tree)}
@@ -111,7 +111,7 @@ class ConfigState(NamedTuple):
         trees = {}
         for name in SUBTREES:
             if name not in entries:
-                empty = empty or empty_tree(repo.objects)
+                empty = empty or empty_tree_for_reading(repo.objects)
             trees[name] = entries.get(name) or empty
         return cls(run_id, record, trees)
 
