@@ -108,7 +108,10 @@ def cmd_serve(args: argparse.Namespace, _repo: Repository | None) -> int:
     try:
         with Repository.open(root) as repo:
             if not args.read_only:  # pushes may bring configs an older osmo must not resume
-                upgrade_store_format(repo, STORE_VERSION)
+                try:
+                    upgrade_store_format(repo, STORE_VERSION)
+                except OSError as e:  # a store this user cannot write: serving reads works
+                    err(f"osmo serve: warning: cannot raise the store's format version: {e}")
 
             def ready(url: str) -> None:
                 out(f"osmo serve: listening on {url} (store {repo.path})")
