@@ -277,7 +277,12 @@ def overhead(url: str, latency: float, calls: int, rounds: int) -> dict[str, tup
     cpu = dict.fromkeys(WAYS, 0.0)
     counter = iter(range(10**9))
     lock = threading.Lock()
-    https = [httpx.Client() for _ in range(CONCURRENCY)]
+    # Kept alive past the other ways' turns (httpx drops a connection idle for 5 s): an
+    # agent's pool in an eval is in use all the time, and with the default, each rollout's
+    # first call here (half of them at 1 s) reconnected for httpx and direct, never for
+    # client.chat (urllib3 keeps its connections).
+    warm = httpx.Limits(max_connections=None, keepalive_expiry=600)
+    https = [httpx.Client(limits=warm) for _ in range(CONCURRENCY)]
 
     def rollout(way: str, index: int) -> None:
         agent = AgentClient(caller, index, {}, None, endpoint=endpoint)
