@@ -108,6 +108,8 @@ class LocalHTTPServer:
                     closed = self._closed
                     if not closed:
                         self._waiting += 1
+                with contextlib.suppress(OSError):  # the answer first, then the end (FIN)
+                    conn.shutdown(socket.SHUT_WR)
                 conn.close()
             if closed:
                 return
