@@ -2,6 +2,7 @@
 """What the eval's recording endpoint costs, side by side (see bench/README.md).
 
 Run:  .venv/bin/python bench/bench_endpoint.py [--quick] [--rows N] [--latency S [S ...]]
+      [--per-call]  (section 1 alone: A/B runs of the per-call figure)
 
 The mock model server runs in a process of its own (its CPU is not this process's). Four
 ways of calling the model, in one run, the order rotating per round/rep:
@@ -277,7 +278,12 @@ def overhead(url: str, latency: float, calls: int, rounds: int) -> dict[str, tup
     cpu = dict.fromkeys(WAYS, 0.0)
     counter = iter(range(10**9))
     lock = threading.Lock()
-    https = [httpx.Client() for _ in range(CONCURRENCY)]
+    # Kept alive past the other ways' turns (httpx drops a connection idle for 5 s): an
+    # agent's pool in an eval is in use all the time, and with the default, each rollout's
+    # first call here (half of them at 1 s) reconnected for httpx and direct, never for
+    # client.chat (urllib3 keeps its connections).
+    warm = httpx.Limits(max_connections=None, keepalive_expiry=600)
+    https = [httpx.Client(limits=warm) for _ in range(CONCURRENCY)]
 
     def rollout(way: str, index: int) -> None:
         agent = AgentClient(caller, index, {}, None, endpoint=endpoint)
@@ -397,6 +403,8 @@ def at_latency(args: argparse.Namespace, latency: float, work: Path) -> dict[str
             f"    {verdict(over_direct <= 1.0)} endpoint (httpx) adds <= 1 ms per call over "
             f"the same httpx calling the model directly: {over_direct:+.2f} ms  ({load()})"
         )
+        if args.per_call:
+            return {"over_chat": over_chat, "over_direct": over_direct}
         print(f"[2] a {rows}-call eval, concurrency {CONCURRENCY}, {args.reps} rep(s) each way")
         runs = whole_eval(url, rows, args.reps, work / f"latency-{latency}")
     finally:
@@ -419,17 +427,8 @@ def at_latency(args: argparse.Namespace, latency: float, work: Path) -> dict[str
             "ratio_chat": ratio_chat, "ratio_direct": ratio_direct}  # fmt: skip
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes (a loaded machine)")
-    ap.add_argument("--rows", type=int, help="runs of the 20 ms eval (default 10000)")
-    ap.add_argument("--latency", type=float, nargs="+", default=[0.02, 0.2, 1.0],
-                    help="model latencies in seconds (default 0.02 0.2 1.0)")  # fmt: skip
-    ap.add_argument("--reps", type=int, help="whole-eval repetitions per way (default 3)")
-    args = ap.parse_args()
-    args.rows = args.rows or (2000 if args.quick else 10000)
-    args.reps = args.reps or (1 if args.quick else 3)
-    seq_calls = 300 if args.quick else 1000
+def floor_section(seq_calls: int) -> None:
+    """Section 0, printed."""
     print(f"[0] the floor: CPU of this process per call, one rollout, no model latency, "
           f"{seq_calls} calls each, in {CHUNKS} chunks; {load()}")  # fmt: skip
     floor = sequential(seq_calls)
@@ -441,6 +440,23 @@ def main() -> None:
         extra = floor[f"endpoint, {sdk}"] - floor[f"direct, {sdk}"]
         print(f"    the endpoint adds {extra * 1e6:4.0f} us of CPU per call to the {sdk} "
               f"agent's own (over calling the model directly)")  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (a loaded machine)")
+    ap.add_argument("--rows", type=int, help="runs of the 20 ms eval (default 10000)")
+    ap.add_argument("--latency", type=float, nargs="+", default=[0.02, 0.2, 1.0],
+                    help="model latencies in seconds (default 0.02 0.2 1.0)")  # fmt: skip
+    ap.add_argument("--reps", type=int, help="whole-eval repetitions per way (default 3)")
+    ap.add_argument("--per-call", action="store_true",
+                    help="section 1 only (for A/B runs of the per-call figure)")  # fmt: skip
+    args = ap.parse_args()
+    args.rows = args.rows or (2000 if args.quick else 10000)
+    args.reps = args.reps or (1 if args.quick else 3)
+    seq_calls = 300 if args.quick else 1000
+    if not args.per_call:
+        floor_section(seq_calls)
     summary = {}
     with tempfile.TemporaryDirectory(prefix="bench-endpoint-") as work:
         for latency in args.latency:
@@ -454,10 +470,13 @@ def main() -> None:
         cells = [
             f"{s['over_chat']:+8.2f} ms {verdict(s['over_chat'] <= 1)}",
             f"{s['over_direct']:+7.2f} ms {verdict(s['over_direct'] <= 1)}",
-            f"{s['rows']:9}",
-            f"{s['ratio_chat']:6.2f}x {verdict(s['ratio_chat'] <= 1.3)}",
-            f"{s['ratio_direct']:5.2f}x {verdict(s['ratio_direct'] <= 1.3)}",
         ]
+        if "rows" in s:
+            cells += [
+                f"{s['rows']:9}",
+                f"{s['ratio_chat']:6.2f}x {verdict(s['ratio_chat'] <= 1.3)}",
+                f"{s['ratio_direct']:5.2f}x {verdict(s['ratio_direct'] <= 1.3)}",
+            ]
         print(f"  {latency * 1000:5.0f} ms | " + " | ".join(cells))
     print(f"  ({load()})")
 
