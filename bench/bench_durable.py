@@ -253,11 +253,15 @@ def one_kill(tool: OsmoKill | InspectKill, where: Path, srv: MockServer, at: int
     runs = tool.resume(where)
     resume_s = time.perf_counter() - t0
     again = set(questions(srv, resumed_from))
+    lost = [e for e in answered if question(e.request) in again]
     return {
         "at": at,
         "asked_before_kill": len(before),
         "unanswered_at_kill": len(before) - len(answered),
-        "answered_not_kept": len({question(e.request) for e in answered} & again),
+        "answered_not_kept": len({question(e.request) for e in lost}),
+        # How long before the kill each of those answers was written: the window between
+        # an answer's arrival and its being kept.
+        "answered_not_kept_ages_ms": sorted(round((t_kill - e.answered) * 1e3, 1) for e in lost),
         "asked_again": len({question(e.request) for e in before} & again),
         "kept": kept,
         "asked_not_kept": len(before) - kept,
