@@ -366,6 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:
+        self._timing = None  # a chat request's, before this one on the connection
         mock = self.server.mock
         if urlsplit(self.path).path.rstrip("/") not in MODELS_PATHS:
             self._send_error(404, f"no route for GET {self.path}", "not_found")
