@@ -7,6 +7,7 @@ import logging
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -538,6 +539,17 @@ def test_gzip_chunked_and_cut_short_bodies(make_client: ClientFactory) -> None:
         srv.close()
 
 
+def post_raw(srv: MockServer, question: str) -> socket.socket:
+    """A chat request sent on a bare socket, not read back: the client can die at will."""
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": question}]})
+    sock = socket.create_connection(("127.0.0.1", srv.port))
+    sock.sendall(
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+        f"\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
+    )
+    return sock
+
+
 def test_mock_server_settles_only_once_a_dead_clients_request_is_counted() -> None:
     """A client that sends a request and dies at once (as a SIGKILLed eval does) leaves it
     on the wire: ``calls`` may not count it yet, and ``settled`` says so until it does."""
@@ -548,18 +560,48 @@ def test_mock_server_settles_only_once_a_dead_clients_request_is_counted() -> No
         return "ok"
 
     with MockServer(responder=responder) as srv:
-        host, port = srv.base_url.split("//")[1].split("/")[0].split(":")
-        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
-        sock = socket.create_connection((host, int(port)))
-        sock.sendall(
-            f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-            f"\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
-        )
-        sock.close()  # the client is gone; its request is not
+        post_raw(srv, "hi").close()  # the client is gone; its request is not
         assert not srv.settled()  # open (being answered) or waiting to be accepted
         gate.set()
         wait_until(srv.settled, what="the server to finish with the dead client")
         assert srv.calls == 1
+
+
+def test_mock_server_times_each_answer_once_written_also_to_a_client_that_died() -> None:
+    """The kill benchmark tells an answer paid for (written whole before the kill) from a
+    call still waiting for the model: per request, the server keeps when it arrived and when
+    its response was completely written, which is also when a dead client's is thrown away."""
+    gate = threading.Event()
+
+    def responder(request: dict) -> str:
+        if request["messages"][-1]["content"] == "held":
+            gate.wait(DEADLINE)
+        return "ok"
+
+    with MockServer(responder=responder) as srv:
+        start = time.monotonic()
+        with ChatClient(srv.base_url, api_key=None, max_retries=0) as client:
+            client.chat(ask("What is 1 + 1?"))
+        (first,) = wait_until(
+            lambda: [e for e in srv.exchanges if e.answered is not None], what="its write"
+        )
+        assert first.request == srv.requests[0]
+        assert start <= first.arrived <= first.answered <= time.monotonic()
+
+        sock = post_raw(srv, "held")
+        wait_until(lambda: len(srv.exchanges) == 2, what="the held request to arrive")
+        held = srv.exchanges[1]
+        assert held.request["messages"][-1]["content"] == "held"
+        assert held.arrived >= first.answered and held.answered is None  # not written yet
+        # Reset on close (no linger): the server's write then fails, the client is gone.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        died = time.monotonic()
+        gate.set()
+        wait_until(srv.settled, what="the server to finish with the dead client")
+        answered = srv.exchanges[1].answered
+        assert answered is not None and answered >= died
+        assert srv.requests == [e.request for e in srv.exchanges]
 
 
 class _ForwardProxy:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from osmo_store.errors import UsageError
@@ -260,6 +260,29 @@ def _error_body(status: int, message: str, kind: str, code: str | int | None = N
 # -- HTTP plumbing -------------------------------------------------------------------------------
 
 
+class Exchange(NamedTuple):
+    """One chat request as the server saw it: its JSON body, when it arrived and when its
+    response was completely written (``time.monotonic()`` seconds; ``answered`` is None
+    while the response is not written yet)."""
+
+    request: dict[str, Any]
+    arrived: float
+    answered: float | None
+
+
+class _Timing:
+    """The server's mutable record of an exchange: the handler stamps ``answered`` once its
+    last write returns (or fails: a client that died is answered all the same, at that
+    time)."""
+
+    __slots__ = ("answered", "arrived", "request")
+
+    def __init__(self, request: dict[str, Any]) -> None:
+        self.request = request
+        self.arrived = time.monotonic()
+        self.answered: float | None = None
+
+
 @dataclass(frozen=True)
 class _Fault:
     status: int
@@ -331,6 +354,7 @@ class _Handler(BaseHTTPRequestHandler):
     # adds ~40 ms to every response.
     disable_nagle_algorithm = True
     server: _HTTPServer
+    _timing: _Timing | None = None  # the recorded chat request being answered, if any
 
     def finish(self) -> None:
         try:
@@ -342,6 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:
+        self._timing = None  # a chat request's, before this one on the connection
         mock = self.server.mock
         if urlsplit(self.path).path.rstrip("/") not in MODELS_PATHS:
             self._send_error(404, f"no route for GET {self.path}", "not_found")
@@ -356,6 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
         # Read the body even when the route is wrong: leftovers would corrupt the next
         # request on this keep-alive connection.
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._timing = None  # the previous request's, on a keep-alive connection
         api = POST_ROUTES.get(urlsplit(self.path).path.rstrip("/"))
         if api is None:
             self._send_error(404, f"no route for POST {self.path}", "not_found")
@@ -376,7 +402,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(request, dict):
             self._send_error(400, "request body must be a JSON object", "invalid_request_error")
             return
-        mock._record(request)
+        self._timing = mock._record(request)
         if mock.latency > 0:
             mock._stopping.wait(mock.latency)
         if not self._authorized():
@@ -482,13 +508,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(
         self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None
     ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()  # the headers' write: it fails first if the client is gone
+            self.wfile.write(body)
+        finally:
+            if self._timing is not None:
+                self._timing.answered = time.monotonic()
 
 
 # -- the server ----------------------------------------------------------------------------------
@@ -532,7 +562,7 @@ class MockServer:
         self._timeouts: deque[float] = deque()
         self._calls = 0
         # The newest ``keep_requests`` request bodies (all by default: tests inspect them).
-        self._requests: deque[dict[str, Any]] = deque(maxlen=keep_requests)
+        self._requests: deque[_Timing] = deque(maxlen=keep_requests)
         self._in_flight = 0
         self._max_concurrency = 0
         self._stopping = threading.Event()
@@ -602,7 +632,15 @@ class MockServer:
         """A snapshot of the JSON bodies of the chat requests received, in arrival order
         (the newest ``keep_requests`` of them, if that was given)."""
         with self._lock:
-            return list(self._requests)
+            return [t.request for t in self._requests]
+
+    @property
+    def exchanges(self) -> list[Exchange]:
+        """A snapshot of the chat requests received, as ``requests`` (the same ones, in the
+        same order), each with when it arrived and when its response was completely
+        written: the kill benchmark's line between an answer paid for and a call in flight."""
+        with self._lock:
+            return [Exchange(t.request, t.arrived, t.answered) for t in self._requests]
 
     @property
     def max_concurrency(self) -> int:
@@ -632,9 +670,11 @@ class MockServer:
         with self._lock:
             self._in_flight -= 1
 
-    def _record(self, request: dict[str, Any]) -> None:
+    def _record(self, request: dict[str, Any]) -> _Timing:
+        timing = _Timing(request)
         with self._lock:
-            self._requests.append(request)
+            self._requests.append(timing)
+        return timing
 
     def _take_fault(self) -> _Fault | None:
         with self._lock:
