@@ -9,6 +9,7 @@ report: it is skipped here, not reported twice.
 
 from __future__ import annotations
 
+import functools
 import json
 
 from ..errors import CorruptObject, MalformedObject, ObjectNotFound
@@ -36,8 +37,12 @@ def check_rollouts(repo: Repository) -> list[str]:
             if "samples" not in trees:
                 continue
             reader = TreeReader(objects, max_bytes=1 << 20)
+            # Runs with equal results share a version 3 blob: read each once (bounded).
+            finished = functools.lru_cache(maxsize=4096)(lambda oid: _finished_v3(repo, oid))
             for e in iter_tree(objects, trees["samples"]):
-                problem = _problem(repo, reader, trees.get("rollouts"), e.name, e.oid)
+                if not finished(e.oid):
+                    continue
+                problem = _problem(repo, reader, trees.get("rollouts"), e.name)
                 if problem:
                     problems.append(f"{ref}: samples/{e.name}: {problem}")
         except _DAMAGE:
@@ -45,15 +50,17 @@ def check_rollouts(repo: Repository) -> list[str]:
     return problems
 
 
-def _problem(
-    repo: Repository, reader: TreeReader, rollouts: ObjectId | None, name: str, oid: ObjectId
-) -> str:
+def _finished_v3(repo: Repository, oid: ObjectId) -> bool:
+    """Whether the blob ``oid`` is a finished run's version 3 sample (its rollout is then the
+    ``rollouts`` entry of its name)."""
     try:
         body = json.loads(repo.objects.get_typed(oid, ObjectType.BLOB))
     except (*_DAMAGE, ValueError, UnicodeDecodeError):
-        return ""  # not a sample blob at all: the readers name it, fsck --full its damage
-    if not isinstance(body, dict) or body.get("schema") != SAMPLE_VERSION or "error" in body:
-        return ""
+        return False  # not a sample blob at all: the readers name it, fsck --full its damage
+    return isinstance(body, dict) and body.get("schema") == SAMPLE_VERSION and "error" not in body
+
+
+def _problem(repo: Repository, reader: TreeReader, rollouts: ObjectId | None, name: str) -> str:
     entry = reader.get(rollouts, name) if rollouts is not None else None
     if entry is None:
         return "a finished sample with no entry in the config's 'rollouts' manifest"
