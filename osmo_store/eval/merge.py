@@ -71,8 +71,8 @@ def merge_trees(
         if rollouts:
             out["rollouts"][key] = max(rollouts)
         if len(held) > 1 or len(rollouts) > 1:
-            rollout_id = readers[holders[0]].load(oid, key).get("rollout_id")
-            rollout_id = max(rollouts) if rollouts else rollout_id
+            rollout_id = (max(rollouts) if rollouts
+                          else readers[holders[0]].load(oid, key).get("rollout_id"))  # fmt: skip
             if rollout_id:
                 winning_rollouts.add(rollout_id)
     for name in ("cache", "rows"):
