@@ -99,9 +99,10 @@ class LocalHTTPServer:
                 # ACK would add ~40 ms to some.
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 _Connection(self.dispatch, conn).serve()
-            except Exception:  # one connection's failure, not the server's
-                # An agent that gave up mid-answer makes the write fail: expected.
-                log.debug("endpoint: error serving a connection", exc_info=True)
+            except OSError:  # an agent that gave up mid-answer makes the write fail
+                log.debug("endpoint: a connection failed", exc_info=True)
+            except Exception:  # a bug: one connection's failure, not the server's
+                log.warning("endpoint: error serving a connection", exc_info=True)
             finally:
                 with self._lock:
                     self._connections.discard(conn)
