@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import random
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from osmo_store import Repository
 from osmo_store.eval.evalcheck import check_rollouts
-from osmo_store.eval.journal import Journal, read_journal
+from osmo_store.eval.journal import GroupPace, Journal, read_journal
 from osmo_store.eval.state import PendingObject, SampleResult, blob
 from osmo_store.maintenance.fsck import fsck
 from osmo_store.testing.mockserver import MockServer
@@ -193,6 +194,42 @@ def test_committed_segments_are_deleted_and_the_rest_kept(tmp_path: Path) -> Non
     again.committed(0)  # the crashed session's segment (seq 0) is recorded; seq 1 is not
     again.close()
     assert [r.name for r in read_journal(directory)] == ["r8.0"]
+
+
+def test_a_group_waits_for_more_results_only_while_they_come_faster_than_the_wait() -> None:
+    pace = GroupPace()
+    assert not pace.worth_waiting()  # the pace is not known yet
+    now = 100.0
+    for _ in range(20):  # 32 rollouts of a model at 200 ms: a result every ~6 ms
+        now += 0.006
+        pace.arrived(now)
+        assert not pace.worth_waiting()
+    quick = 0
+    while not pace.worth_waiting():  # a result every 0.1 ms: a group gathers several
+        now += 0.0001
+        pace.arrived(now)
+        quick += 1
+    assert quick <= 12
+    now += 30.0  # a pause (the next dataset's rows being read, say) is not a pace
+    pace.arrived(now)
+    now += 0.0001
+    pace.arrived(now)
+    assert not pace.worth_waiting()
+    for _ in range(12):
+        now += 0.0001
+        pace.arrived(now)
+    assert pace.worth_waiting()
+
+
+def test_results_coming_slower_than_the_group_wait_are_written_without_it(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "j", writers=8, backlog=10_000, deliver=lambda seq, res: None)
+    for i in range(10):
+        time.sleep(0.01)  # slower than GROUP_WAIT_S: a group would gather nothing
+        journal.append(result(i))
+    journal.close()
+    assert journal.group_waits == 0
 
 
 @pytest.mark.parametrize("made", [b"", b"osmo-jou", b"\0" * 4096, b"osmo-jou" + b"\0" * 100])
