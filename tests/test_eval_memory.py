@@ -381,3 +381,62 @@ def test_the_eval_workers_share_one_malloc_arena(tmp_path: Path) -> None:
     if "Arena 0:" not in stats:
         pytest.skip("not glibc's malloc")
     assert stats.count("Arena ") == 1, stats
+
+
+# An eval through the Python API, then four threads of the caller's that each malloc and
+# hold it while the arenas are counted.
+_API_ARENAS_DRIVER = """
+import ctypes, sys, threading
+import osmo_store
+store, data, scoring, base_url = sys.argv[1:]
+osmo_store.evaluate(
+    data, f"{scoring}:exact_match", model="mem-model", base_url=base_url, store=store,
+    concurrency=16, progress=False,
+)
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+if getattr(libc, "malloc_stats", None) is None:
+    sys.exit(0)  # not glibc
+barrier = threading.Barrier(5)
+def hold():
+    block = libc.malloc(4096)  # where this thread's malloc puts it: its arena
+    barrier.wait()  # all four hold a block while malloc_stats counts the arenas
+    barrier.wait()
+    libc.free(ctypes.c_void_p(block))
+threads = [threading.Thread(target=hold) for _ in range(4)]
+for t in threads:
+    t.start()
+barrier.wait()
+print("--- malloc_stats", file=sys.stderr, flush=True)
+libc.malloc_stats()
+barrier.wait()
+for t in threads:
+    t.join()
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or sys.implementation.name != "cpython",
+    reason="counts glibc's malloc arenas",
+)
+def test_an_eval_through_the_api_leaves_the_callers_malloc_arenas_alone(
+    tmp_path: Path,
+) -> None:
+    """One arena is the ``osmo eval`` process's choice: glibc latches its arena limit the
+    first time a thread wants an arena, so ``mallopt(M_ARENA_MAX, 1)`` during an eval
+    bound every thread a notebook or script started afterwards to the main arena for the
+    rest of its life, and setting it back to 0 would not undo that. An eval run through
+    the Python API leaves the allocator as glibc set it."""
+    data = _dataset(tmp_path / "rows.jsonl", 100)
+    with MockServer(latency=0.005) as server:
+        proc = subprocess.run(
+            [sys.executable, "-c", _API_ARENAS_DRIVER, str(tmp_path / "store"), str(data),
+             str(SCORING), server.base_url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+            timeout=600,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = proc.stderr.partition("--- malloc_stats")[2]
+    if "Arena 0:" not in stats:
+        pytest.skip("not glibc's malloc")
+    assert stats.count("Arena ") > 1, stats

@@ -144,3 +144,46 @@ def test_merged_status_is_partial_only_for_finished_shards(tmp_path: Path) -> No
         ]:
             meta = _merged_meta(repo, side(a), side(b), empty, done, 0, parents, None)
             assert meta["status"] == want
+
+
+def _one_sample_side(
+    repo: Repository, key: str, content: bytes, rollout: str, v3: bool
+) -> tuple[dict[str, str], str]:
+    """A side holding one finished run: its sample blob ``content`` and its ``rollout``."""
+    sid = repo.objects.put(ObjectType.BLOB, content)
+    entries: dict[str, dict[str, str]] = {name: {} for name in SUBTREES}
+    entries["samples"][key] = sid
+    entries["cache"]["r" + key] = rollout
+    if v3:
+        entries["rollouts"][key] = rollout
+    return write_state(repo, entries), sid
+
+
+def test_newer_wins_at_the_second_both_versions_keep(tmp_path: Path) -> None:
+    """A version 2 sample keeps ``finished`` in milliseconds, a version 3 one in whole
+    seconds (truncated): compared as stored, a run that finished at 100.5 s (version 2)
+    beat one of the same run that finished later, at 100.9 s, written as 100 (version 3).
+    Compared in whole seconds they tie, and the larger blob id decides, in either order."""
+    key = "row0.0"
+    with Repository.open(tmp_path / "s") as repo:
+        rid_a, rid_b = (
+            repo.objects.put(ObjectType.BLOB, canonical_json(
+                {"key": "r" + key, "messages": [], "machine": machine}))
+            for machine in "ab"
+        )  # fmt: skip
+        v2 = canonical_json({"finished": 100.5, "rollout_id": rid_a, "schema": 2,
+                             "usage": {"total_tokens": 7}})  # fmt: skip
+        a, v2_id = _one_sample_side(repo, key, v2, rid_a, v3=False)
+        for tokens in range(1, 200):  # until the version 3 blob's id is the larger
+            v3 = sample_blob({"row": "row0", "run": 0, "status": "ok", "finished": 100.9,
+                              "usage": {"total_tokens": tokens}})  # fmt: skip
+            b, v3_id = _one_sample_side(repo, key, v3, rid_b, v3=True)
+            if v3_id > v2_id:
+                break
+        assert v3_id > v2_id
+        assert json.loads(v3)["finished"] == 100  # what version 3 keeps of 100.9
+        for sides in ((a, b), (b, a)):
+            m = merge_trees(repo, *sides)
+            assert m["samples"] == {key: v3_id}
+            assert m["rollouts"] == {key: rid_b}  # the winner's rollout, and its cache entry
+            assert m["cache"] == {"r" + key: rid_b}

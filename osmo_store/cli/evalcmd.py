@@ -336,11 +336,15 @@ def cmd_eval(args: argparse.Namespace, repo: None) -> int:
     if args.eval_command:
         return args.cache_func(args)
     from ..errors import StoppedWaiting
+    from ..eval import heap
     from ..eval.catalog import check_label
     from ..eval.launch import ClientSettings, launch, lock_timeout_from_env, recorder_from_env
     from ..eval.runner import EvalOptions
     from .progress import ProgressDisplay
 
+    # Here, not in the runner: this process is the eval's for the rest of its life, which
+    # a program calling the Python API is not (glibc cannot undo it). Before any thread.
+    heap.one_arena()
     lock_timeout = lock_timeout_from_env()
     recorder = recorder_from_env()
     prepared = build_config(args)

@@ -35,8 +35,13 @@ _LIBC = _glibc()
 def one_arena() -> None:
     """No more arenas: threads started from now on malloc in those that exist (the main
     one only, in a process that has run no threads before). The GIL serializes most of
-    their mallocs anyway, so they hardly ever wait for each other's lock. Process-wide,
-    and kept after the eval: an eval is what its process is busy with."""
+    their mallocs anyway, so they hardly ever wait for each other's lock.
+
+    Process-wide and for good: glibc fixes its arena limit the first time a thread wants
+    an arena (``arena_get2``'s ``narenas_limit``, computed once), so setting
+    ``M_ARENA_MAX`` back to 0 afterwards changes nothing. Hence only the ``osmo eval``
+    process calls it, being the eval's for the rest of its life; an eval run through the
+    Python API leaves its caller's allocator as it was."""
     if _LIBC is not None:
         _LIBC.mallopt(_M_ARENA_MAX, 1)
 

@@ -3,7 +3,10 @@
 The merged state is the union of both sides' results. Where both hold a result for the
 same run, a success beats a failure, then the later ``finished`` wins, then the larger
 blob id (a total order, so the choice never depends on which side is "ours"). This makes
-the merge of manifests commutative, associative and idempotent. The ``cache`` entry of a
+the merge of manifests commutative, associative and idempotent. ``finished`` is compared in
+whole seconds, the resolution every sample version keeps: a version 3 blob truncates it,
+and a version 1 or 2 blob's milliseconds would otherwise let a result up to a second older
+beat a version 3 one of the same second. The ``cache`` entry of a
 rollout follows the winning sample (it is that sample's rollout); other conflicting cache
 entries (the same model call made on both machines) keep the larger blob id.
 
@@ -34,9 +37,11 @@ def _entries(repo: Repository, tree: ObjectId) -> dict[str, ObjectId]:
     return {e.name: e.oid for e in iter_tree(repo.objects, tree)}
 
 
-def _rank(reader: SampleReader, name: str, oid: ObjectId, ok: bool) -> tuple[bool, float, str]:
+def _rank(reader: SampleReader, name: str, oid: ObjectId, ok: bool) -> tuple[bool, int, str]:
     body = reader.load(oid, name)
-    return (ok, float(body.get("finished") or 0.0), oid)
+    # Truncated as ``sample_blob`` writes a version 3 time (the reader has checked it is a
+    # finite number).
+    return (ok, int(body.get("finished") or 0), oid)
 
 
 def merge_trees(

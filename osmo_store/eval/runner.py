@@ -308,7 +308,6 @@ class _EvalRun:
 
     def run(self) -> EvalOutcome:
         abort = False
-        heap.one_arena()  # before the journal's, the committer's and the workers' threads
         self.recorder = _open_recorder(
             self.repo, self.config_id, self.state, self.parents, self.head,
             self.failed_names, self.options, self.todo,
