@@ -284,9 +284,14 @@ class HttpObjectStore(ObjectStore):
         url = self.connection.url
         response = self.connection.request("GET", wire.OBJECTS, stream=True)
         try:
-            for line in response.iter_lines(chunk_size=1 << 16):
+            for line in wire.iter_lines(response.raw.read, wire.MAX_ID_LINE):
                 if line:
-                    yield _server_oid(line.decode("ascii", "replace"), url)
+                    yield _server_oid(line.decode("ascii", "replace").rstrip("\r"), url)
+        except RecordTooLarge:
+            raise RemoteError(
+                f"the osmo server at {url} sent an object id line of more than "
+                f"{wire.MAX_ID_LINE} bytes"
+            ) from None
         except (requests.RequestException, Urllib3Error, OSError) as e:
             raise RemoteError(f"listing objects at {url} failed: {_reason(e)}") from None
         finally:

@@ -92,6 +92,9 @@ MISSING_BITMAP_TYPE = "application/vnd.osmo.missing-bitmap"
 BODY_TYPES = "body_types"
 #: ``GET /v1/objects``: one id per line
 ID_LIST_TYPE = "text/plain; charset=us-ascii"
+#: the longest line a client reads from an id list (an id is 64 hex characters; the rest is
+#: slack for a line end), so that a server's endless line cannot fill the client's memory
+MAX_ID_LINE = 128
 USER_AGENT = "osmo-store"
 #: what ``/v1/info`` says in ``server``: a client refuses anything else
 SERVER_NAME = "osmo"
@@ -168,6 +171,27 @@ def iter_records(
         if len(data) < length:
             raise RecordStreamError(f"stream ends inside object {oid}", oid)
         yield oid, data
+
+
+def iter_lines(read: Callable[[int], bytes], limit: int) -> Iterator[bytes]:
+    """The lines of a stream (``\\n``-ended; the last may lack its end), without their
+    ends, read in pieces; a line longer than ``limit`` raises RecordTooLarge as soon as it
+    is, before the rest of it is read."""
+    partial = b""
+    while True:
+        chunk = read(1 << 16)
+        if not chunk:
+            break
+        lines = (partial + chunk).split(b"\n")
+        partial = lines.pop()
+        for line in lines:
+            if len(line) > limit:
+                raise RecordTooLarge(f"a line of more than {limit} bytes")
+            yield line
+        if len(partial) > limit:
+            raise RecordTooLarge(f"a line of more than {limit} bytes")
+    if partial:
+        yield partial
 
 
 def zstd_records(items: Iterable[tuple[ObjectId, bytes]]) -> Iterator[bytes]:
