@@ -1,18 +1,35 @@
-"""What a hostile remote can make osmo allocate: an HTTP server's endless id line is
-refused in one line naming the server, long before the bytes it sends are read."""
+"""What a hostile remote can make osmo allocate: an HTTP server's endless id line, and a
+"zstd bomb" (a few KB of a valid frame declaring more than a remote object may hold) in a
+directory remote or an S3 bucket. Each is refused in one line naming where it came from,
+long before the bytes it declares are read, and the local store is left as it was."""
 
 from __future__ import annotations
 
 import json
 import threading
 import tracemalloc
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+import blake3
 import pytest
+import zstandard
 
+from osmo_store import ObjectType, Repository
+from osmo_store.backends.pack import PackWriter
+from osmo_store.cli.main import main
 from osmo_store.errors import RemoteError
+from osmo_store.hashing import ObjectId
 from osmo_store.http import protocol as wire
 from osmo_store.http.client import open_http_remote
+from osmo_store.maintenance.fsck import fsck
+from osmo_store.objects import MAX_REMOTE_OBJECT, frame_header
+
+from .s3server import aws_env_fixture, moto_server_fixture
+
+moto = moto_server_fixture()
+aws_env = aws_env_fixture()
 
 #: what the hostile server sends at most before it gives up: the client must fail long before
 _SERVER_CAP = 64 * 2**20
@@ -89,3 +106,92 @@ def test_an_endless_id_line_is_refused_after_a_few_bytes() -> None:
     assert server.sent < _SENT_BOUND, server.sent
     assert peak < 4 * 2**20, peak
     assert "line" in message, message
+
+
+# --- a zstd bomb in a directory remote or a bucket -------------------------------------------
+
+#: content of the bomb: its framed form is one byte over the bound
+_BOMB_CONTENT = MAX_REMOTE_OBJECT + 1 - len(frame_header(ObjectType.BLOB, 2**30))
+
+
+@cache
+def _bomb() -> tuple[ObjectId, bytes]:
+    """A valid blob of zeros whose framed form is one byte more than a remote object may
+    hold: (its id, its stored form, a few hundred KB). Made (and hashed) in pieces, so the
+    test never holds the gigabyte it stands for."""
+    header = frame_header(ObjectType.BLOB, _BOMB_CONTENT)
+    hasher = blake3.blake3(header)
+    stream = zstandard.ZstdCompressor(level=1).compressobj(size=len(header) + _BOMB_CONTENT)
+    parts = [stream.compress(header)]
+    piece = bytes(2**20)
+    left = _BOMB_CONTENT
+    while left:
+        chunk = piece[: min(left, len(piece))]
+        hasher.update(chunk)
+        parts.append(stream.compress(chunk))
+        left -= len(chunk)
+    parts.append(stream.flush())
+    stored = b"".join(parts)
+    assert zstandard.frame_content_size(stored) == MAX_REMOTE_OBJECT + 1
+    return ObjectId(hasher.hexdigest()), stored
+
+
+_BOMB_REF = "refs/evals/" + "b" * 64
+
+
+def _assert_refused_and_untouched(local: Path, where: str, capsys: pytest.CaptureFixture) -> str:
+    """``osmo pull`` from ``where`` fails in one line (returned), storing nothing, with
+    little memory."""
+    capsys.readouterr()
+    tracemalloc.start()
+    try:
+        code = main(["--store", str(local), "pull", where])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "Traceback" not in err
+    first = err.strip().splitlines()[0]
+    assert _bomb()[0] in first and str(MAX_REMOTE_OBJECT) in first, err
+    assert where in first, err  # the remote it came from, not this store, is to blame
+    assert peak < 64 * 2**20, peak
+    with Repository.open(local) as repo:
+        assert list(repo.objects.iter_ids()) == [] and repo.refs.list() == {}
+        report = fsck(repo)
+        assert report.ok, report.problems
+    return first
+
+
+@pytest.mark.parametrize("kept", ["loose", "packed"])
+def test_a_zstd_bomb_in_a_directory_remote_is_refused(tmp_path: Path, capsys, kept: str) -> None:
+    oid, stored = _bomb()
+    with Repository.open(tmp_path / "remote") as remote:
+        if kept == "loose":
+            path = remote.objects.loose_path(oid)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(stored)
+        else:
+            # A version 1 pack holds stored forms as they are (version 2 would recompress).
+            writer = PackWriter(remote.objects.pack_dir, version=1)
+            writer.add(oid, stored)
+            writer.finish()
+            remote.objects.reload_packs()
+        remote.refs.update(_BOMB_REF, oid, None)
+    assert main(["init", str(tmp_path / "local")]) == 0
+    first = _assert_refused_and_untouched(tmp_path / "local", str(tmp_path / "remote"), capsys)
+    assert ("pack-" in first) == (kept == "packed"), first
+
+
+def test_a_zstd_bomb_in_a_bucket_is_refused(moto, aws_env, tmp_path: Path, capsys) -> None:
+    oid, stored = _bomb()
+    bucket = moto.new_bucket()
+    client = moto.client()
+    client.put_object(Bucket=bucket, Key=f"evals/objects/{oid}", Body=stored)
+    client.put_object(Bucket=bucket, Key=f"evals/{_BOMB_REF}", Body=f"{oid}\n".encode())
+    local = tmp_path / "local"
+    assert main(["init", str(local)]) == 0
+    url = f"s3://{bucket}/evals"
+    add = ["--store", str(local), "remote", "add", "lake", url, "--endpoint-url", moto.url]
+    assert main(add) == 0
+    _assert_refused_and_untouched(local, "lake", capsys)

@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ObjectNotFound, OsmoError, StoreError, UsageError
 from ..hashing import ObjectId, is_oid, parse_oid
-from ..objects import ObjectType, decode_object
+from ..objects import MAX_REMOTE_OBJECT, ObjectType, decode_object
 from .base import ObjectStore, StagedWriter
 
 #: parallel requests per batch operation (and the client's connection pool size)
@@ -216,6 +216,8 @@ class S3ObjectStore(ObjectStore):
     Every acknowledged PUT is durable, so ``flush`` has nothing to do. A PUT of an object
     that exists replaces it with the same content (possibly compressed differently), which
     also moves its LastModified: the S3 analogue of freshening."""
+
+    max_object_size = MAX_REMOTE_OBJECT  # a bucket is always read from elsewhere
 
     def __init__(
         self,

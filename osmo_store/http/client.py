@@ -25,7 +25,13 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from ..backends.base import ObjectStore, StagedWriter
 from ..errors import RecordStreamError, RecordTooLarge, RemoteError, StoreError, UsageError
 from ..hashing import ObjectId, blake3_hex, is_oid, parse_oid
-from ..objects import ObjectType, compress_framed, decompress_framed, stored_content_size
+from ..objects import (
+    MAX_REMOTE_OBJECT,
+    ObjectType,
+    compress_framed,
+    decompress_framed,
+    stored_content_size,
+)
 from ..refs import ANY, ReflogEntry, RefStore, validate_ref_name
 from . import protocol as wire
 from .auth import BearerToken
@@ -242,6 +248,7 @@ class HttpObjectStore(ObjectStore):
     ``/v1/info`` when opened through :func:`open_http_remote`."""
 
     supports_delete = False
+    max_object_size = MAX_REMOTE_OBJECT
 
     def __init__(
         self,
@@ -353,9 +360,10 @@ class HttpObjectStore(ObjectStore):
                 yield oid, compress_framed(data) if framed else data
 
     def get_many_framed(self, oids: Iterable[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+        limit = self.max_object_size  # checked by ``_fetch`` already: a second guard
         for chunk in _chunks(oids, GET_CHUNK):
             for oid, data, framed in self._fetch(chunk):
-                yield oid, data if framed else decompress_framed(data, oid)
+                yield oid, data if framed else decompress_framed(data, oid, limit=limit)
 
     def _fetch(self, chunk: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes, bool]]:
         """(id, bytes, whether framed) for each id asked, in order. One answer is read to

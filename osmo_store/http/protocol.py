@@ -39,7 +39,7 @@ from ..errors import (
     StoreError,
 )
 from ..hashing import OID_RAW_LEN, ObjectId, blake3_hex, is_oid, oid_to_raw
-from ..objects import ZSTD_LEVEL, decompress_framed
+from ..objects import MAX_REMOTE_OBJECT, ZSTD_LEVEL, decompress_framed
 from .frames import FrameTracker
 
 # --- routes (every one under API_PREFIX) ---------------------------------------------------
@@ -110,10 +110,11 @@ MAX_BATCH_IDS = 50_000
 MAX_JSON_BODY = 8 * 2**20
 #: Largest framed size an uploaded object may declare. Verifying an object decompresses it
 #: whole, and a few bytes of zstd can declare gigabytes: this bounds what one request can
-#: make the server allocate.
-MAX_UPLOAD_OBJECT = 2**30
+#: make the server allocate. The bound on any object read from another store, the client's
+#: too (``objects.MAX_REMOTE_OBJECT``).
+MAX_UPLOAD_OBJECT = MAX_REMOTE_OBJECT
 #: Most bytes a compressed upload (``ZSTD_RECORDS_TYPE``) may decompress to.
-MAX_FRAMED_UPLOAD = 2**30
+MAX_FRAMED_UPLOAD = MAX_REMOTE_OBJECT
 #: The same bound the other way: most bytes of objects (framed) a client reads from one
 #: answer to ``get``, so the largest object it fetches. A hostile server's few bytes of zstd
 #: can declare gigabytes, and an object is checked against its id only once decompressed.
