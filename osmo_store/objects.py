@@ -165,6 +165,14 @@ def stored_from_framed(oid: ObjectId, framed: bytes) -> bytes:
     return _compressor().compress(framed)
 
 
+def max_stored_size(framed_size: int) -> int:
+    """The most bytes a stored form of ``framed_size`` framed bytes takes: zstd's bound on
+    what compressing that many bytes can take (``ZSTD_COMPRESSBOUND``). A reader can refuse
+    longer bytes unread."""
+    small = ((128 << 10) - framed_size) >> 11 if framed_size < 128 << 10 else 0
+    return framed_size + (framed_size >> 8) + small
+
+
 def stored_content_size(data: bytes) -> int:
     """Uncompressed (framed) size of stored bytes, read from the zstd frame header only."""
     return max(zstandard.frame_content_size(data), 0)

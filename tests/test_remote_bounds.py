@@ -18,13 +18,14 @@ import zstandard
 
 from osmo_store import ObjectType, Repository
 from osmo_store.backends.pack import PackWriter
+from osmo_store.backends.s3 import S3ObjectStore
 from osmo_store.cli.main import main
-from osmo_store.errors import RemoteError
+from osmo_store.errors import RemoteError, StoreError
 from osmo_store.hashing import ObjectId
 from osmo_store.http import protocol as wire
 from osmo_store.http.client import open_http_remote
 from osmo_store.maintenance.fsck import fsck
-from osmo_store.objects import MAX_REMOTE_OBJECT, frame_header
+from osmo_store.objects import MAX_REMOTE_OBJECT, encode_object, frame_header
 
 from .s3server import aws_env_fixture, moto_server_fixture
 
@@ -195,3 +196,25 @@ def test_a_zstd_bomb_in_a_bucket_is_refused(moto, aws_env, tmp_path: Path, capsy
     add = ["--store", str(local), "remote", "add", "lake", url, "--endpoint-url", moto.url]
     assert main(add) == 0
     _assert_refused_and_untouched(local, "lake", capsys)
+
+
+def test_an_s3_object_body_past_the_bound_is_not_read(moto, aws_env) -> None:
+    """A bucket (or an endpoint) can hold, or stream, any number of bytes under an object's
+    key: no more are read than the longest stored form of an object within the bound. (The
+    bound is lowered here so that the test's bucket holds megabytes, not gigabytes.)"""
+    bucket = moto.new_bucket()
+    store = S3ObjectStore(moto.client(), bucket, "p")
+    store.max_object_size = 2**20
+    oid, _ = encode_object(ObjectType.BLOB, b"asked for")
+    store.location.client.put_object(Bucket=bucket, Key=f"p/objects/{oid}", Body=bytes(8 * 2**20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(StoreError) as caught:
+            store.get(oid)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(caught.value)
+    assert f"p/objects/{oid}" in message and f"s3://{bucket}/p" in message, message
+    assert "\n" not in message
+    assert peak < 4 * 2**20, peak
