@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import tracemalloc
+from collections.abc import Callable
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,7 +24,7 @@ from osmo_store.cli.main import main
 from osmo_store.errors import RemoteError, StoreError
 from osmo_store.hashing import ObjectId
 from osmo_store.http import protocol as wire
-from osmo_store.http.client import open_http_remote
+from osmo_store.http.client import HttpObjectStore, HttpRefStore, open_http_remote
 from osmo_store.maintenance.fsck import fsck
 from osmo_store.objects import MAX_REMOTE_OBJECT, encode_object, frame_header
 
@@ -41,9 +42,19 @@ _SENT_BOUND = 8 * 2**20
 # --- an HTTP server's endless line ---------------------------------------------------------
 
 
+#: route: (status, content type, the answer's start before its endless part)
+_ENDLESS_ANSWERS = {
+    wire.OBJECTS: (200, wire.ID_LIST_TYPE, b""),
+    wire.REFS: (200, wire.JSON_TYPE, b'{"refs": {"refs/evals/x": "'),
+    wire.REFLOGS: (500, wire.JSON_TYPE, b'{"error": "internal", "message": "'),
+}
+
+
 class _EndlessLineServer:
-    """A real HTTP server on 127.0.0.1 that answers ``/v1/info`` as an osmo server does and
-    ``GET /v1/objects`` with one line that never ends (stopping at ``_SERVER_CAP``)."""
+    """A real HTTP server on 127.0.0.1 that answers ``/v1/info`` as an osmo server does, and
+    every other GET with an answer that never ends (stopping at ``_SERVER_CAP``): one id
+    line for ``/v1/objects``, a JSON string for ``/v1/refs``, an error's JSON message for
+    ``/v1/reflogs``."""
 
     def __init__(self) -> None:
         self.sent = 0
@@ -62,11 +73,14 @@ class _EndlessLineServer:
                     self.end_headers()
                     self.wfile.write(body)
                     return
-                self.send_response(200)
-                self.send_header("Content-Type", wire.ID_LIST_TYPE)
+                route = self.path.removeprefix(wire.API_PREFIX).partition("?")[0]
+                status, kind, head = _ENDLESS_ANSWERS[route]
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
                 self.end_headers()
                 piece = b"ab" * 2**15
                 try:
+                    self.wfile.write(head)
                     while owner.sent < _SERVER_CAP:
                         self.wfile.write(piece)
                         owner.sent += len(piece)
@@ -90,12 +104,34 @@ class _EndlessLineServer:
 
 
 def test_an_endless_id_line_is_refused_after_a_few_bytes() -> None:
+    message = _endless(lambda objects, refs: list(objects.iter_ids()))
+    assert "line" in message, message
+
+
+@pytest.mark.parametrize("route", ["refs", "error"])
+def test_an_endless_answer_is_refused_at_the_bound(
+    monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    """Any answer read whole (JSON, an error's body) is read to a bound, lowered here below
+    what the server sends. (``raising=False``: the code before the bound had no such name;
+    misspelt, the answer is read to the server's cap, and the test fails.)"""
+    monkeypatch.setattr(wire, "MAX_ANSWER", 2**20, raising=False)
+    if route == "refs":
+        message = _endless(lambda objects, refs: refs.list())
+    else:
+        message = _endless(lambda objects, refs: refs.reflog_names())
+    assert str(2**20) in message, message
+
+
+def _endless(read: Callable[[HttpObjectStore, HttpRefStore], object]) -> str:
+    """``read`` from an endless answer fails with a RemoteError of one line naming the
+    server (returned), having made it send a few MB at most, and held less."""
     server = _EndlessLineServer()
-    objects, _ = open_http_remote(server.url, None)
+    objects, refs = open_http_remote(server.url, None)
     tracemalloc.start()
     try:
         with pytest.raises(RemoteError) as caught:
-            list(objects.iter_ids())
+            read(objects, refs)
         peak = tracemalloc.get_traced_memory()[1]
         objects.close()  # the client's side of the connection goes: the server sees it
         assert server.done.wait(60), "the server never stopped sending"
@@ -106,7 +142,7 @@ def test_an_endless_id_line_is_refused_after_a_few_bytes() -> None:
     assert server.url in message and "\n" not in message, message
     assert server.sent < _SENT_BOUND, server.sent
     assert peak < 4 * 2**20, peak
-    assert "line" in message, message
+    return message
 
 
 # --- a zstd bomb in a directory remote or a bucket -------------------------------------------

@@ -138,7 +138,7 @@ class HttpConnection:
                 f"the osmo server at {self.url} answered in {encoding!r} encoding, "
                 "which was not asked for"
             )
-        if not stream:
+        if not stream or response.status_code != 200:
             self._read_whole(response)
         if response.status_code != 200:
             try:
@@ -149,12 +149,24 @@ class HttpConnection:
 
     def _read_whole(self, response: requests.Response) -> None:
         """Read the body now (as ``stream=False`` would), so the connection goes back to
-        the pool."""
+        the pool: at most ``MAX_ANSWER`` bytes, since it is held whole."""
+        limit = wire.MAX_ANSWER
+        parts: list[bytes] = []
+        size = 0
         try:
-            response.content  # noqa: B018 - read and kept by requests
+            for chunk in response.iter_content(1 << 16):
+                size += len(chunk)
+                if size > limit:
+                    response.close()
+                    raise RemoteError(
+                        f"the osmo server at {self.url} sent an answer of more than {limit} bytes"
+                    )
+                parts.append(chunk)
         except requests.RequestException as e:
             response.close()
             raise RemoteError(f"reading an answer from {self.url} failed: {_reason(e)}") from None
+        # What ``response.content`` would have read unbounded, kept where requests keeps it.
+        response._content = b"".join(parts)
 
     def get_json(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         return self._json(self.request("GET", path, params=params))

@@ -119,6 +119,10 @@ MAX_FRAMED_UPLOAD = MAX_REMOTE_OBJECT
 #: answer to ``get``, so the largest object it fetches. A hostile server's few bytes of zstd
 #: can declare gigabytes, and an object is checked against its id only once decompressed.
 MAX_FRAMED_DOWNLOAD = MAX_FRAMED_UPLOAD
+#: Most bytes a client reads of an answer it reads whole (JSON, an error's body, a bitmap):
+#: a server can send any number, and they are buffered. The largest, a listing of a
+#: million refs, is ~150 MB.
+MAX_ANSWER = 256 * 2**20
 #: run records visited at most when deciding whether an update is a fast-forward
 FF_WALK_LIMIT = 100_000
 MAX_WHO_CHARS = 256
