@@ -126,7 +126,7 @@ def check_remote_url(url: str, endpoint_url: str | None = None) -> str:
     if endpoint_url is not None and kind != "s3":
         raise UsageError("--endpoint-url is for s3:// remotes", hint="leave it out")
     if kind == "http":
-        from ..http.client import normalize_server_url  # here: `requests` is slow to import
+        from ..http.connection import normalize_server_url  # here: `requests` is slow to import
 
         return _with_hint(normalize_server_url, url, "give http(s)://HOST[:PORT][/PATH]")
     if kind == "s3":
