@@ -16,12 +16,14 @@ from pathlib import Path
 import blake3
 import pytest
 import zstandard
+from hypothesis import given
+from hypothesis import strategies as st
 
 from osmo_store import ObjectType, Repository
 from osmo_store.backends.pack import PackWriter
 from osmo_store.backends.s3 import S3ObjectStore
 from osmo_store.cli.main import main
-from osmo_store.errors import RemoteError, StoreError
+from osmo_store.errors import RecordTooLarge, RemoteError, StoreError
 from osmo_store.hashing import ObjectId
 from osmo_store.http import protocol as wire
 from osmo_store.http.client import HttpObjectStore, HttpRefStore, open_http_remote
@@ -254,3 +256,34 @@ def test_an_s3_object_body_past_the_bound_is_not_read(moto, aws_env) -> None:
     assert f"p/objects/{oid}" in message and f"s3://{bucket}/p" in message, message
     assert "\n" not in message
     assert peak < 4 * 2**20, peak
+
+
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=20),
+    cuts=st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=10),
+    end=st.booleans(),
+)
+def test_iter_lines_reads_lines_whatever_the_pieces(
+    lines: list[bytes], cuts: list[int], end: bool
+) -> None:
+    """The lines are the same however the stream comes in pieces (a line split over two
+    reads included); only a line past the bound fails."""
+    data = b"\n".join(lines) + (b"\n" if end and lines else b"")
+    sizes = iter(cuts * (len(data) + 1))
+    pos = 0
+
+    def read(n: int) -> bytes:
+        nonlocal pos
+        piece = data[pos : pos + min(n, next(sizes))]
+        pos += len(piece)
+        return piece
+
+    expected = data.split(b"\n")
+    if expected[-1] == b"":
+        expected.pop()
+    longest = max((len(line) for line in expected), default=0)
+    if longest <= 30:
+        assert list(wire.iter_lines(read, 30)) == expected
+    else:
+        with pytest.raises(RecordTooLarge):
+            list(wire.iter_lines(read, 30))
