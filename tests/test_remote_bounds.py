@@ -30,6 +30,8 @@ from osmo_store.http import protocol as wire
 from osmo_store.http.client import HttpObjectStore, HttpRefStore, open_http_remote
 from osmo_store.maintenance.fsck import fsck
 from osmo_store.objects import MAX_REMOTE_OBJECT, encode_object, frame_header
+from osmo_store.sync.remotes import open_remote
+from osmo_store.sync.transfer import push
 
 from .s3server import aws_env_fixture, moto_server_fixture
 
@@ -291,3 +293,24 @@ def test_iter_lines_reads_lines_whatever_the_pieces(
     else:
         with pytest.raises(RecordTooLarge):
             list(wire.iter_lines(read, 30))
+
+
+def test_a_push_refuses_an_object_no_reader_of_the_remote_could_fetch(tmp_path: Path) -> None:
+    """The other way: an object over the bound a remote's readers hold it to is not pushed
+    (it would be stored there for no one). The bound is lowered here to 1 MiB."""
+    with Repository.open(tmp_path / "local") as repo:
+        small = repo.objects.put(ObjectType.BLOB, b"fits")
+        big = repo.objects.put(ObjectType.BLOB, bytes(3 * 2**20))
+        repo.update_ref("refs/evals/" + "c" * 64, big)
+        repo.update_ref("refs/evals/" + "d" * 64, small)
+        remote = open_remote(repo, str(tmp_path / "remote"), create=True)
+        remote.objects.max_object_size = 2**20
+        try:
+            with pytest.raises(RemoteError) as caught:
+                push(repo, remote)
+            assert remote.refs.list() == {}
+            assert big not in set(remote.objects.iter_ids())
+        finally:
+            remote.close()
+    message = str(caught.value)
+    assert big in message and str(2**20) in message and "\n" not in message, message

@@ -176,6 +176,15 @@ def _send(
     without recompressing; the receiver verifies each, and packs it with its own
     dictionary)."""
     batch = list(items)
+    for oid, framed in batch:
+        # What a remote takes, any reader of it must be able to fetch back: each reads an
+        # object to the bound a store read from elsewhere has (``max_object_size``).
+        if len(framed) > dst.max_object_size:
+            raise RemoteError(
+                f"object {oid} is {len(framed)} bytes (framed), more than the "
+                f"{dst.max_object_size} an object read from a remote may be",
+                hint="it cannot be synced: leave the refs that reach it out of the push",
+            )
     dst.put_many_framed(batch)
     report.objects += len(batch)
     report.bytes += sum(len(d) for _, d in batch)
