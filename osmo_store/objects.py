@@ -23,6 +23,11 @@ ZSTD_LEVEL = 3
 # Sanity bound on a framed object's declared size, so a crafted frame header cannot make
 # a read allocate unbounded memory.
 MAX_OBJECT_SIZE = 1 << 34
+#: The largest object (framed bytes) read from another store: an ``osmo serve``, an S3
+#: bucket, a store directory used as a remote. A few bytes of zstd there can declare
+#: gigabytes, and an object is checked against its id only once it is decompressed; the
+#: HTTP protocol's bounds on uploads and answers are this one (``http/protocol.py``).
+MAX_REMOTE_OBJECT = 1 << 30
 
 
 class ObjectType(str, Enum):
@@ -107,12 +112,17 @@ def decompress_framed(
     oid: str,
     where: str | None = None,
     decompressor: zstandard.ZstdDecompressor | None = None,
+    limit: int = MAX_OBJECT_SIZE,
 ) -> bytes:
-    """The framed form in one stored frame; ``decompressor`` holds a pack's dictionary."""
+    """The framed form in one stored frame; ``decompressor`` holds a pack's dictionary.
+    A frame declaring more than ``limit`` bytes is refused before anything is allocated."""
     try:
         size = zstandard.frame_content_size(data)
-        if size < 0 or size > MAX_OBJECT_SIZE:
+        if size < 0:
             raise CorruptObject(oid, "zstd frame has no valid content size", where=where)
+        if size > limit:
+            reason = f"its zstd frame declares {size} bytes, over the bound of {limit}"
+            raise CorruptObject(oid, reason, where=where)
         # Exactly one frame (objects_spec.md section 2): bytes after it, even a second
         # frame, make the stored form another byte string than the one that was verified.
         d = decompressor or _decompressor()
@@ -121,9 +131,12 @@ def decompress_framed(
         raise CorruptObject(oid, f"cannot decompress ({e})", where=where) from None
 
 
-def decode_object(oid: ObjectId, data: bytes, where: str | None = None) -> tuple[ObjectType, bytes]:
-    """Decompress stored bytes and verify they hash to ``oid``. Raises CorruptObject."""
-    return verify_framed(oid, decompress_framed(data, oid, where), where)
+def decode_object(
+    oid: ObjectId, data: bytes, where: str | None = None, limit: int = MAX_OBJECT_SIZE
+) -> tuple[ObjectType, bytes]:
+    """Decompress stored bytes (declaring at most ``limit``) and verify they hash to
+    ``oid``. Raises CorruptObject."""
+    return verify_framed(oid, decompress_framed(data, oid, where, limit=limit), where)
 
 
 def verify_framed(
@@ -150,6 +163,14 @@ def stored_from_framed(oid: ObjectId, framed: bytes) -> bytes:
     except ValueError as e:
         raise CorruptObject(oid, f"bad header: {e}") from None
     return _compressor().compress(framed)
+
+
+def max_stored_size(framed_size: int) -> int:
+    """The most bytes a stored form of ``framed_size`` framed bytes takes: zstd's bound on
+    what compressing that many bytes can take (``ZSTD_COMPRESSBOUND``). A reader can refuse
+    longer bytes unread."""
+    small = ((128 << 10) - framed_size) >> 11 if framed_size < 128 << 10 else 0
+    return framed_size + (framed_size >> 8) + small
 
 
 def stored_content_size(data: bytes) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import AmbiguousId, InvalidObjectId, ObjectNotFound, StoreError
 from ..hashing import MIN_PREFIX_LEN, ObjectId, is_oid, is_oid_prefix, parse_oid
 from ..objects import (
+    MAX_OBJECT_SIZE,
     ObjectType,
     RunRecord,
     compress_framed,
@@ -41,6 +42,11 @@ class ObjectStore(ABC):
     #: with packs: the pack format version it writes, when not the current one (a store of
     #: format version 1 writes version 1 packs until `osmo repack` upgrades it)
     pack_version: int | None = None
+    #: the most bytes an object read from this store may declare (framed) before it is
+    #: decompressed: a store read from elsewhere (HTTP, S3, a store directory opened as a
+    #: remote) holds its reads to ``objects.MAX_REMOTE_OBJECT``, since a few bytes of zstd
+    #: there can declare gigabytes
+    max_object_size: int = MAX_OBJECT_SIZE
 
     # --- the six primitives --------------------------------------------------------
 
@@ -89,7 +95,7 @@ class ObjectStore(ABC):
     def get(self, oid: ObjectId) -> tuple[ObjectType, bytes]:
         """Read and verify an object. Raises ObjectNotFound or CorruptObject."""
         oid = parse_oid(oid)
-        return decode_object(oid, self._get_raw(oid))
+        return decode_object(oid, self._get_raw(oid), limit=self.max_object_size)
 
     def get_typed(self, oid: ObjectId, otype: ObjectType) -> bytes:
         got, content = self.get(oid)
@@ -161,7 +167,7 @@ class ObjectStore(ABC):
         Backends that hold framed forms (version 2 packs) override this to skip the
         recompression a stored form would cost."""
         for oid, data in self.get_many_raw(oids):
-            yield oid, decompress_framed(data, oid)
+            yield oid, decompress_framed(data, oid, limit=self.max_object_size)
 
     def put_many_framed(
         self, items: Iterable[tuple[ObjectId, bytes]], *, verified: bool = False

@@ -175,7 +175,8 @@ class LocalObjectStore(ObjectStore):
         if pack is None:
             return None
         try:
-            data = pack.read_framed(oid) if framed else pack.read(oid)
+            limit = self.max_object_size
+            data = pack.read_framed(oid, limit) if framed else pack.read(oid, limit)
         except (FileNotFoundError, ValueError):
             return None  # rewritten under us by gc or repack: the caller looks again
         return data, pack.pack_path.name
@@ -222,7 +223,7 @@ class LocalObjectStore(ObjectStore):
         try:
             data, where = self._get_raw_located(oid, framed=True)
             if where is None:
-                return decode_object(oid, data)
+                return decode_object(oid, data, limit=self.max_object_size)
             return verify_framed(oid, data, where)
         except CorruptObject as damaged:
             # A damaged copy (or a pack index that points at the wrong bytes) must not
@@ -236,7 +237,7 @@ class LocalObjectStore(ObjectStore):
             other = self._read_loose(oid)
             if other is None:
                 raise
-            return decode_object(oid, other, None)
+            return decode_object(oid, other, None, self.max_object_size)
 
     def _has(self, oid: ObjectId) -> bool:
         return (
@@ -475,7 +476,9 @@ class LocalObjectStore(ObjectStore):
         for oid in oids:
             oid = parse_oid(oid)
             data, where = self._get_raw_located(oid, framed=True)
-            yield oid, data if where is not None else decompress_framed(data, oid)
+            if where is None:
+                data = decompress_framed(data, oid, limit=self.max_object_size)
+            yield oid, data
 
     def put_many_framed(
         self, items: Iterable[tuple[ObjectId, bytes]], *, verified: bool = False
@@ -568,12 +571,15 @@ class LocalObjectStore(ObjectStore):
         A damaged object goes to ``on_damaged`` and stays where it was (its loose file, or
         its whole old pack, which fsck goes on reporting); the sound rest is folded."""
         kept: set[Path] = set()
+        # A store directory used as a remote is compacted by whoever pushes into it: its
+        # bytes are read as any others from there are (``max_object_size``).
+        limit = self.max_object_size
 
         def sound(oid: ObjectId, file: Path, read: Callable[[], bytes]) -> bytes | None:
             """The framed form, verified; None (reported) if damaged."""
             packed = file.name if file.suffix == ".pack" else None
             try:
-                framed = read() if packed else decompress_framed(read(), oid)
+                framed = read() if packed else decompress_framed(read(), oid, limit=limit)
                 verify_framed(oid, framed, packed)
             except CorruptObject as e:
                 on_damaged(e)
@@ -598,7 +604,7 @@ class LocalObjectStore(ObjectStore):
                 read_loose(), *map(read_pack, packs), key=lambda item: item[0]
             ):
                 if pack is not None:
-                    read = functools.partial(pack.read_framed_at, oid, off, ln)
+                    read = functools.partial(pack.read_framed_at, oid, off, ln, limit)
                     if (data := sound(oid, pack.pack_path, read)) is not None:
                         yield oid, data
                     continue

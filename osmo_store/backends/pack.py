@@ -24,7 +24,7 @@ import blake3
 
 from ..errors import CorruptObject, CorruptPack, ObjectNotFound, UnsupportedPackVersion
 from ..hashing import OID_RAW_LEN, ObjectId, oid_from_raw, oid_to_raw
-from ..objects import compress_framed, decompress_framed, stored_content_size
+from ..objects import MAX_OBJECT_SIZE, compress_framed, decompress_framed, stored_content_size
 from .fsutil import fsync_dir, publish_or_freshen, write_all
 from .packdict import DICT_SAMPLE_BYTES, MAX_DICT_SIZE, PackCodec, train_dictionary
 
@@ -462,27 +462,33 @@ class PackReader:
         _, offset, length = record
         return offset, length
 
-    def read(self, oid: ObjectId) -> bytes:
-        """The object's stored form (objects_spec.md section 2)."""
-        return self.read_at(oid, *self._locate(oid))
+    def read(self, oid: ObjectId, limit: int = MAX_OBJECT_SIZE) -> bytes:
+        """The object's stored form (objects_spec.md section 2). ``limit``: the most bytes
+        a frame may declare where this has to decompress it (``decompress_framed``)."""
+        return self.read_at(oid, *self._locate(oid), limit)
 
-    def read_framed(self, oid: ObjectId) -> bytes:
+    def read_framed(self, oid: ObjectId, limit: int = MAX_OBJECT_SIZE) -> bytes:
         """The object's framed form, decompressed but not yet verified against ``oid``."""
-        return self.read_framed_at(oid, *self._locate(oid))
+        return self.read_framed_at(oid, *self._locate(oid), limit)
 
-    def read_at(self, oid: ObjectId, offset: int, length: int) -> bytes:
+    def read_at(
+        self, oid: ObjectId, offset: int, length: int, limit: int = MAX_OBJECT_SIZE
+    ) -> bytes:
         """Stored form at a known place (from ``entries()``): no index search. A version 2
         frame compressed with the pack's dictionary is recompressed without it."""
         codec = self._load_codec(oid)
         frame = self._frame_at(oid, offset, length)
         if not codec.dictionary:
             return frame
-        return compress_framed(codec.decompress(oid, frame, self.pack_path.name))
+        return compress_framed(codec.decompress(oid, frame, self.pack_path.name, limit))
 
-    def read_framed_at(self, oid: ObjectId, offset: int, length: int) -> bytes:
+    def read_framed_at(
+        self, oid: ObjectId, offset: int, length: int, limit: int = MAX_OBJECT_SIZE
+    ) -> bytes:
         """``read_framed`` at a known place (from ``entries()``)."""
         codec = self._load_codec(oid)
-        return codec.decompress(oid, self._frame_at(oid, offset, length), self.pack_path.name)
+        frame = self._frame_at(oid, offset, length)
+        return codec.decompress(oid, frame, self.pack_path.name, limit)
 
     def frame_bytes_at(self, oid: ObjectId, offset: int, length: int) -> bytes:
         """``length`` bytes of the object's frame as the pack holds it, from its start (a

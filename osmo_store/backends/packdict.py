@@ -17,7 +17,7 @@ import threading
 import zstandard
 
 from ..errors import CorruptObject
-from ..objects import ZSTD_LEVEL, decompress_framed
+from ..objects import MAX_OBJECT_SIZE, ZSTD_LEVEL, decompress_framed
 
 # Framed bytes gathered before the dictionary is trained (the writer holds them until
 # then). Training on 1 MiB took ~0.05 s and lost ~1.5% against 4 MiB.
@@ -80,11 +80,11 @@ class PackCodec:
                 )
             return self._compressor.compress(framed)
 
-    def decompress(self, oid: str, data: bytes, where: str) -> bytes:
+    def decompress(self, oid: str, data: bytes, where: str, limit: int = MAX_OBJECT_SIZE) -> bytes:
         """The framed form (not yet verified against ``oid``); CorruptObject if the frame
-        (or the dictionary) is damaged."""
+        (or the dictionary) is damaged, or it declares more than ``limit`` bytes."""
         if not self.dictionary:
-            return decompress_framed(data, oid, where)  # the shared per-thread context
+            return decompress_framed(data, oid, where, limit=limit)  # the per-thread context
         with self._lock:
             if self._decompressor is None:
                 try:
@@ -93,4 +93,4 @@ class PackCodec:
                     raise CorruptObject(
                         oid, f"its pack's dictionary is damaged ({e})", where=where
                     ) from None
-            return decompress_framed(data, oid, where, self._decompressor)
+            return decompress_framed(data, oid, where, self._decompressor, limit)

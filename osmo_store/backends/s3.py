@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ObjectNotFound, OsmoError, StoreError, UsageError
 from ..hashing import ObjectId, is_oid, parse_oid
-from ..objects import ObjectType, decode_object
+from ..objects import MAX_REMOTE_OBJECT, ObjectType, decode_object, max_stored_size
 from .base import ObjectStore, StagedWriter
 
 #: parallel requests per batch operation (and the client's connection pool size)
@@ -56,6 +56,9 @@ DEFAULT_MAX_ATTEMPTS = 5
 MAX_KEY_BYTES = 1024
 #: user metadata on a ref object: the reflog entry (or swap) name of the write that made it
 SWAP_META = "osmo-swap"
+#: the most bytes read from the body of a ref or reflog entry (a ref is one id, an entry one
+#: line): an endpoint can declare, or stream, any length
+MAX_SMALL_BODY = 1 << 20
 
 _NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404"})
 # A conditional write that lost: the etag moved (412), a concurrent conditional write won
@@ -130,14 +133,23 @@ class S3Location:
     def url(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
-    def call(self, op: str, /, *, none_on: frozenset[str] = frozenset(), **kwargs: Any) -> Any:
+    def call(
+        self,
+        op: str,
+        /,
+        *,
+        none_on: frozenset[str] = frozenset(),
+        max_body: int = MAX_SMALL_BODY,
+        **kwargs: Any,
+    ) -> Any:
         """``client.<op>(Bucket=..., **kwargs)``; None if S3 answers with an error code in
-        ``none_on``. A GET's body is read here, so a broken stream is mapped as well."""
+        ``none_on``. A GET's body is read here (at most ``max_body`` bytes: a longer one is
+        a StoreError, read no further), so a broken stream is mapped as well."""
         errors = _botocore_errors()
         try:
             response = getattr(self.client, op)(Bucket=self.bucket, **kwargs)
             if "Body" in response:
-                response["Body"] = response["Body"].read()
+                response["Body"] = self._read_body(response, kwargs.get("Key", ""), max_body)
             return response
         except errors.ClientError as e:
             if _error_code(e) in none_on:
@@ -145,6 +157,15 @@ class S3Location:
             raise self.error(e, op) from None
         except errors.BotoCoreError as e:
             raise self.error(e, op) from None
+
+    def _read_body(self, response: Any, key: str, max_body: int) -> bytes:
+        body = response["Body"]
+        declared = response.get("ContentLength") or 0
+        data = b"" if declared > max_body else body.read(max_body + 1)
+        if declared > max_body or len(data) > max_body:
+            body.close()
+            raise StoreError(f"S3 object {key} in {self.url} is over {max_body} bytes")
+        return data
 
     def error(self, e: Exception, op: str) -> OsmoError:
         errors = _botocore_errors()
@@ -193,9 +214,10 @@ class S3Location:
                 return
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
-    def get(self, key: str) -> Any:
-        """The GetObject response (body read) or None if there is no such key."""
-        return self.call("get_object", Key=key, none_on=_NOT_FOUND)
+    def get(self, key: str, max_body: int = MAX_SMALL_BODY) -> Any:
+        """The GetObject response (body read, ``max_body`` bytes at most) or None if there
+        is no such key."""
+        return self.call("get_object", Key=key, none_on=_NOT_FOUND, max_body=max_body)
 
     def delete_keys(self, keys: Sequence[str]) -> None:
         for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
@@ -216,6 +238,8 @@ class S3ObjectStore(ObjectStore):
     Every acknowledged PUT is durable, so ``flush`` has nothing to do. A PUT of an object
     that exists replaces it with the same content (possibly compressed differently), which
     also moves its LastModified: the S3 analogue of freshening."""
+
+    max_object_size = MAX_REMOTE_OBJECT  # a bucket is always read from elsewhere
 
     def __init__(
         self,
@@ -241,7 +265,7 @@ class S3ObjectStore(ObjectStore):
     # --- primitives ------------------------------------------------------------------
 
     def _get_raw(self, oid: ObjectId) -> bytes:
-        response = self.location.get(self._key(oid))
+        response = self.location.get(self._key(oid), max_stored_size(self.max_object_size))
         if response is None:
             raise ObjectNotFound(oid)
         return response["Body"]

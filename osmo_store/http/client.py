@@ -4,10 +4,8 @@ Wire protocol: docs/protocol.md; its routes, limits, record framing and error co
 from ``protocol.py``. Objects travel as records; everything else is JSON. The server
 verifies every upload; every download is verified on this side (by ``get``, or by the
 caller of ``get_many_raw``), so a broken or hostile server can refuse work but never hand
-us wrong bytes under a right id.
-
-The token is sent as ``Authorization: Bearer ...`` by an auth object, never put in a URL,
-a repr or an exception message.
+us wrong bytes under a right id. The connection they share (its session, the token, the
+server's errors) is ``connection.py``'s.
 """
 
 from __future__ import annotations
@@ -15,20 +13,24 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 import zstandard
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ..backends.base import ObjectStore, StagedWriter
-from ..errors import RecordStreamError, RecordTooLarge, RemoteError, StoreError, UsageError
+from ..errors import RecordStreamError, RecordTooLarge, RemoteError, StoreError
 from ..hashing import ObjectId, blake3_hex, is_oid, parse_oid
-from ..objects import ObjectType, compress_framed, decompress_framed, stored_content_size
+from ..objects import (
+    MAX_REMOTE_OBJECT,
+    ObjectType,
+    compress_framed,
+    decompress_framed,
+    stored_content_size,
+)
 from ..refs import ANY, ReflogEntry, RefStore, validate_ref_name
 from . import protocol as wire
-from .auth import BearerToken
+from .connection import HttpConnection, network_reason
 from .protocol import (
     DEFAULT_MAX_BODY,
     encode_record,
@@ -43,169 +45,6 @@ MISSING_CHUNK = 10_000
 GET_CHUNK = 10_000
 PUT_CHUNK_OBJECTS = 20_000
 PUT_CHUNK_BYTES = 32 * 2**20
-CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 300.0
-
-
-# --- the connection --------------------------------------------------------------------
-
-
-def normalize_server_url(url: str) -> str:
-    """``http(s)://host[:port][/path]`` without a trailing slash. Credentials in the URL
-    are refused: they would end up in logs and error messages."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"invalid osmo server URL {url!r}: expected http(s)://host[:port]")
-    if parts.username is not None or parts.password is not None:
-        raise UsageError(
-            "the osmo server URL must not contain credentials",
-            hint="pass the token with $OSMO_TOKEN or --token-file instead",
-        )
-    if parts.query or parts.fragment:
-        raise UsageError(f"invalid osmo server URL {url!r}: no query or fragment allowed")
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
-
-
-class HttpConnection:
-    """One pooled, thread-safe session to an osmo server, shared by the object and ref
-    stores of one remote. Turns the server's JSON errors back into the library's own."""
-
-    def __init__(self, url: str, token: str | None = None, *, pool_size: int = 16) -> None:
-        self.url = normalize_server_url(url)
-        self._api = self.url + wire.API_PREFIX
-        self._has_token = bool(token)
-        self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        # No HTTP compression: object batches are zstd already, and an answer requests
-        # inflates for us is one whose size nothing bounds (see ``request``).
-        self._session.headers.update({"User-Agent": wire.USER_AGENT, "Accept-Encoding": "identity"})
-        if token:
-            self._session.auth = BearerToken(token)
-
-    def __repr__(self) -> str:
-        return f"HttpConnection({self.url!r}, token=<{'set' if self._has_token else 'unset'}>)"
-
-    def close(self) -> None:
-        self._session.close()
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, str] | None = None,
-        json: Any = None,
-        data: bytes | None = None,
-        content_type: str = wire.RECORDS_TYPE,
-        accept: str | None = None,
-        stream: bool = False,
-    ) -> requests.Response:
-        """Send one request; a non-200 answer raises the matching library error. ``data``
-        is sent as ``content_type``."""
-        headers = {wire.CONTENT_TYPE: content_type} if data is not None else {}
-        if accept is not None:
-            headers[wire.ACCEPT] = accept
-        try:
-            response = self._session.request(
-                method,
-                self._api + path,
-                params=params,
-                json=json,
-                data=data,
-                headers=headers,
-                stream=True,  # read below, once the encoding is known to be none
-                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-                allow_redirects=False,
-            )
-        except requests.RequestException as e:
-            raise RemoteError(
-                f"cannot reach the osmo server at {self.url}: {_reason(e)}",
-                hint="is `osmo serve` running there? check the URL",
-            ) from None
-        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            # requests would inflate it whole: a few KB of gzip can stand for gigabytes.
-            response.close()
-            raise RemoteError(
-                f"the osmo server at {self.url} answered in {encoding!r} encoding, "
-                "which was not asked for"
-            )
-        if not stream:
-            self._read_whole(response)
-        if response.status_code != 200:
-            try:
-                self._raise_for(response)
-            finally:
-                response.close()
-        return response
-
-    def _read_whole(self, response: requests.Response) -> None:
-        """Read the body now (as ``stream=False`` would), so the connection goes back to
-        the pool."""
-        try:
-            response.content  # noqa: B018 - read and kept by requests
-        except requests.RequestException as e:
-            response.close()
-            raise RemoteError(f"reading an answer from {self.url} failed: {_reason(e)}") from None
-
-    def get_json(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
-        return self._json(self.request("GET", path, params=params))
-
-    def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._json(self.request("POST", path, json=body))
-
-    def _json(self, response: requests.Response) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise RemoteError(f"the server at {self.url} did not answer with a JSON object")
-        return body
-
-    def info(self) -> dict[str, Any]:
-        """``GET /v1/info``, checked to come from an osmo server of our store format."""
-        info = self.get_json(wire.INFO)
-        if info.get("server") != wire.SERVER_NAME:
-            raise RemoteError(f"{self.url} is not an osmo server")
-        if info.get("store_format") != wire.OBJECT_FORMAT:
-            raise RemoteError(
-                f"the osmo server at {self.url} has store format {info.get('store_format')}; "
-                f"this osmo speaks {wire.OBJECT_FORMAT}",
-                hint="use the same osmo version on both sides",
-            )
-        return info
-
-    def _raise_for(self, response: requests.Response) -> None:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            body = {}
-        code = body.get("error") if isinstance(body.get("error"), str) else None
-        message = body.get("message")
-        if not isinstance(message, str):
-            message = " ".join(response.text[:200].split()) or response.reason or ""
-        raise wire.error_from_answer(
-            wire.ErrorAnswer(response.status_code, code, message, body, self.url, self._has_token)
-        )
-
-
-def _reason(exc: BaseException) -> str:
-    """The operating system's words for a network failure, else the exception's type."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, requests.Timeout):
-        return "timed out"
-    return type(exc).__name__
 
 
 def _server_oid(text: object, url: str) -> ObjectId:
@@ -242,6 +81,7 @@ class HttpObjectStore(ObjectStore):
     ``/v1/info`` when opened through :func:`open_http_remote`."""
 
     supports_delete = False
+    max_object_size = MAX_REMOTE_OBJECT
 
     def __init__(
         self,
@@ -284,11 +124,16 @@ class HttpObjectStore(ObjectStore):
         url = self.connection.url
         response = self.connection.request("GET", wire.OBJECTS, stream=True)
         try:
-            for line in response.iter_lines(chunk_size=1 << 16):
+            for line in wire.iter_lines(response.raw.read, wire.MAX_ID_LINE):
                 if line:
-                    yield _server_oid(line.decode("ascii", "replace"), url)
+                    yield _server_oid(line.decode("ascii", "replace").rstrip("\r"), url)
+        except RecordTooLarge:
+            raise RemoteError(
+                f"the osmo server at {url} sent an object id line of more than "
+                f"{wire.MAX_ID_LINE} bytes"
+            ) from None
         except (requests.RequestException, Urllib3Error, OSError) as e:
-            raise RemoteError(f"listing objects at {url} failed: {_reason(e)}") from None
+            raise RemoteError(f"listing objects at {url} failed: {network_reason(e)}") from None
         finally:
             response.close()
 
@@ -348,9 +193,10 @@ class HttpObjectStore(ObjectStore):
                 yield oid, compress_framed(data) if framed else data
 
     def get_many_framed(self, oids: Iterable[ObjectId]) -> Iterator[tuple[ObjectId, bytes]]:
+        limit = self.max_object_size  # checked by ``_fetch`` already: a second guard
         for chunk in _chunks(oids, GET_CHUNK):
             for oid, data, framed in self._fetch(chunk):
-                yield oid, data if framed else decompress_framed(data, oid)
+                yield oid, data if framed else decompress_framed(data, oid, limit=limit)
 
     def _fetch(self, chunk: list[ObjectId]) -> Iterator[tuple[ObjectId, bytes, bool]]:
         """(id, bytes, whether framed) for each id asked, in order. One answer is read to
@@ -411,7 +257,7 @@ class HttpObjectStore(ObjectStore):
         except RecordStreamError as e:
             raise RemoteError(f"download from {url} was cut short: {e}") from None
         except (requests.RequestException, Urllib3Error, OSError) as e:
-            raise RemoteError(f"download from {url} failed: {_reason(e)}") from None
+            raise RemoteError(f"download from {url} failed: {network_reason(e)}") from None
         finally:
             response.close()
 
@@ -512,7 +358,7 @@ class HttpObjectStore(ObjectStore):
             response = self.connection.request(
                 "POST", wire.OBJECTS_PUT, data=body, content_type=wire.ZSTD_OBJECTS_TYPE
             )
-            answer = self.connection._json(response)
+            answer = self.connection.read_json(response)
             if answer.get("digest") != wire.ids_digest(oid for oid, _ in batch):
                 # The server names each object by its hash: an object of ours that does
                 # not hash to its id (damaged here) was stored under another id, unused.
@@ -527,7 +373,7 @@ class HttpObjectStore(ObjectStore):
             body = b"".join(encode_record(oid, data) for oid, data in batch)
             kind = wire.RECORDS_TYPE
         response = self.connection.request("POST", wire.OBJECTS_PUT, data=body, content_type=kind)
-        stored = self.connection._json(response).get("stored")
+        stored = self.connection.read_json(response).get("stored")
         if stored != len(batch):
             # A server from before it checked that a compressed body ends with its frame's
             # end takes a body cut between two blocks for a smaller batch.

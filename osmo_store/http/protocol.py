@@ -39,7 +39,7 @@ from ..errors import (
     StoreError,
 )
 from ..hashing import OID_RAW_LEN, ObjectId, blake3_hex, is_oid, oid_to_raw
-from ..objects import ZSTD_LEVEL, decompress_framed
+from ..objects import MAX_REMOTE_OBJECT, ZSTD_LEVEL, decompress_framed
 from .frames import FrameTracker
 
 # --- routes (every one under API_PREFIX) ---------------------------------------------------
@@ -92,6 +92,9 @@ MISSING_BITMAP_TYPE = "application/vnd.osmo.missing-bitmap"
 BODY_TYPES = "body_types"
 #: ``GET /v1/objects``: one id per line
 ID_LIST_TYPE = "text/plain; charset=us-ascii"
+#: the longest line a client reads from an id list (an id is 64 hex characters; the rest is
+#: slack for a line end), so that a server's endless line cannot fill the client's memory
+MAX_ID_LINE = 128
 USER_AGENT = "osmo-store"
 #: what ``/v1/info`` says in ``server``: a client refuses anything else
 SERVER_NAME = "osmo"
@@ -107,14 +110,19 @@ MAX_BATCH_IDS = 50_000
 MAX_JSON_BODY = 8 * 2**20
 #: Largest framed size an uploaded object may declare. Verifying an object decompresses it
 #: whole, and a few bytes of zstd can declare gigabytes: this bounds what one request can
-#: make the server allocate.
-MAX_UPLOAD_OBJECT = 2**30
+#: make the server allocate. The bound on any object read from another store, the client's
+#: too (``objects.MAX_REMOTE_OBJECT``).
+MAX_UPLOAD_OBJECT = MAX_REMOTE_OBJECT
 #: Most bytes a compressed upload (``ZSTD_RECORDS_TYPE``) may decompress to.
-MAX_FRAMED_UPLOAD = 2**30
+MAX_FRAMED_UPLOAD = MAX_REMOTE_OBJECT
 #: The same bound the other way: most bytes of objects (framed) a client reads from one
 #: answer to ``get``, so the largest object it fetches. A hostile server's few bytes of zstd
 #: can declare gigabytes, and an object is checked against its id only once decompressed.
 MAX_FRAMED_DOWNLOAD = MAX_FRAMED_UPLOAD
+#: Most bytes a client reads of an answer it reads whole (JSON, an error's body, a bitmap):
+#: a server can send any number, and they are buffered. The largest, a listing of a
+#: million refs, is ~150 MB.
+MAX_ANSWER = 256 * 2**20
 #: run records visited at most when deciding whether an update is a fast-forward
 FF_WALK_LIMIT = 100_000
 MAX_WHO_CHARS = 256
@@ -168,6 +176,27 @@ def iter_records(
         if len(data) < length:
             raise RecordStreamError(f"stream ends inside object {oid}", oid)
         yield oid, data
+
+
+def iter_lines(read: Callable[[int], bytes], limit: int) -> Iterator[bytes]:
+    """The lines of a stream (``\\n``-ended; the last may lack its end), without their
+    ends, read in pieces; a line longer than ``limit`` raises RecordTooLarge as soon as it
+    is, before the rest of it is read."""
+    partial = b""
+    while True:
+        chunk = read(1 << 16)
+        if not chunk:
+            break
+        lines = (partial + chunk).split(b"\n")
+        partial = lines.pop()
+        for line in lines:
+            if len(line) > limit:
+                raise RecordTooLarge(f"a line of more than {limit} bytes")
+            yield line
+        if len(partial) > limit:
+            raise RecordTooLarge(f"a line of more than {limit} bytes")
+    if partial:
+        yield partial
 
 
 def zstd_records(items: Iterable[tuple[ObjectId, bytes]]) -> Iterator[bytes]:

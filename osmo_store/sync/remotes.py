@@ -15,6 +15,7 @@ from ..backends.fsutil import replace_durably
 from ..backends.locking import FileLock
 from ..errors import RemoteError, UsageError
 from ..hashing import ObjectId
+from ..objects import MAX_REMOTE_OBJECT
 from ..refs import RefStore
 from ..repo import Repository, is_store
 
@@ -125,7 +126,7 @@ def check_remote_url(url: str, endpoint_url: str | None = None) -> str:
     if endpoint_url is not None and kind != "s3":
         raise UsageError("--endpoint-url is for s3:// remotes", hint="leave it out")
     if kind == "http":
-        from ..http.client import normalize_server_url  # here: `requests` is slow to import
+        from ..http.connection import normalize_server_url  # here: `requests` is slow to import
 
         return _with_hint(normalize_server_url, url, "give http(s)://HOST[:PORT][/PATH]")
     if kind == "s3":
@@ -250,4 +251,7 @@ def open_remote(repo: Repository | None, spec: str, *, create: bool = False) -> 
     if not create and not is_store(path):
         raise RemoteError(f"no osmo store at {path}", hint=f"create it with: osmo init {path}")
     other = Repository.open(path)
+    # Another store, read as any remote is: it could hold a few bytes of zstd declaring
+    # gigabytes (a store on this machine reads up to MAX_OBJECT_SIZE).
+    other.objects.max_object_size = MAX_REMOTE_OBJECT
     return Remote(name, str(other.path), other.objects, other.refs, other)

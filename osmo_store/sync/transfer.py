@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backends.base import ObjectStore
-from ..errors import PushRejected, RefConflict, RemoteError, UsageError
+from ..errors import CorruptObject, PushRejected, RefConflict, RemoteError, UsageError
 from ..hashing import ObjectId, blake3_hex
 from ..objects import ObjectType, RunRecord, verify_framed
 from ..refs import default_who, validate_ref_name
@@ -143,6 +144,18 @@ def copy_closure(
     return report
 
 
+@contextmanager
+def _reading(remote: Remote) -> Iterator[None]:
+    """Copying from ``remote``: an object that fails its checks (a damaged one, or one
+    declaring more than a remote's objects may hold) is named with the remote it came from,
+    not taken for damage here (nothing of it is stored)."""
+    try:
+        yield
+    except CorruptObject as e:
+        where = f"{remote.label} ({e.where})" if e.where else remote.label
+        raise CorruptObject(e.oid, e.reason, where=where) from None
+
+
 def _batches(items: Iterable[tuple[ObjectId, bytes]]) -> Iterator[list[tuple[ObjectId, bytes]]]:
     batch: list[tuple[ObjectId, bytes]] = []
     size = 0
@@ -163,6 +176,15 @@ def _send(
     without recompressing; the receiver verifies each, and packs it with its own
     dictionary)."""
     batch = list(items)
+    for oid, framed in batch:
+        # What a remote takes, any reader of it must be able to fetch back: each reads an
+        # object to the bound a store read from elsewhere has (``max_object_size``).
+        if len(framed) > dst.max_object_size:
+            raise RemoteError(
+                f"object {oid} is {len(framed)} bytes (framed), more than the "
+                f"{dst.max_object_size} an object read from a remote may be",
+                hint="it cannot be synced: leave the refs that reach it out of the push",
+            )
     dst.put_many_framed(batch)
     report.objects += len(batch)
     report.bytes += sum(len(d) for _, d in batch)
@@ -285,7 +307,8 @@ def _push_one(repo, remote, name, new, old, force, merge, report, who, progress)
         return
     if not repo.objects.has(old):
         # To compare (and maybe merge) we need theirs here; counted apart from what we send.
-        got = copy_closure(remote.objects, repo.objects, [old])
+        with _reading(remote):
+            got = copy_closure(remote.objects, repo.objects, [old])
         report.fetched.objects += got.objects
         report.fetched.bytes += got.bytes
     merged = None
@@ -331,7 +354,9 @@ def fetch(
     names = expand_refs(refs, theirs, prefix) if refs else default_refs(theirs, prefix)
     wanted = {n: theirs[n] for n in names}
     report = SyncReport()
-    report.add(copy_closure(remote.objects, repo.objects, wanted.values(), progress=progress))
+    with _reading(remote):
+        got = copy_closure(remote.objects, repo.objects, wanted.values(), progress=progress)
+    report.add(got)
     for name, oid in wanted.items():
         track = tracking_ref(remote, name)
         if repo.refs.read(track) != oid:
