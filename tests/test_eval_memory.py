@@ -371,16 +371,22 @@ def test_the_eval_workers_share_one_malloc_arena(tmp_path: Path) -> None:
             "--base-url", server.base_url, "--eval-fn", f"{SCORING}:exact_match",
             "--concurrency", "16", "--json", "-q",
         ]  # fmt: skip
-        proc = subprocess.run(
-            [sys.executable, "-c", _ARENAS_DRIVER, *args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-            timeout=600,
-        )  # fmt: skip
+        stats = _malloc_stats(_ARENAS_DRIVER, args, tmp_path)
+    assert stats.count("Arena ") == 1, stats
+
+
+def _malloc_stats(driver: str, args: list[str], cwd: Path) -> str:
+    """What glibc's ``malloc_stats`` printed at the end of ``driver`` run with ``args`` in
+    a Python process of its own (the test is skipped if the malloc is not glibc's)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", driver, *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=cwd, timeout=600,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = proc.stderr.partition("--- malloc_stats")[2]
     if "Arena 0:" not in stats:
         pytest.skip("not glibc's malloc")
-    assert stats.count("Arena ") == 1, stats
+    return stats
 
 
 # An eval through the Python API, then four threads of the caller's that each malloc and
@@ -429,14 +435,6 @@ def test_an_eval_through_the_api_leaves_the_callers_malloc_arenas_alone(
     the Python API leaves the allocator as glibc set it."""
     data = _dataset(tmp_path / "rows.jsonl", 100)
     with MockServer(latency=0.005) as server:
-        proc = subprocess.run(
-            [sys.executable, "-c", _API_ARENAS_DRIVER, str(tmp_path / "store"), str(data),
-             str(SCORING), server.base_url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-            timeout=600,
-        )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    stats = proc.stderr.partition("--- malloc_stats")[2]
-    if "Arena 0:" not in stats:
-        pytest.skip("not glibc's malloc")
+        args = [str(tmp_path / "store"), str(data), str(SCORING), server.base_url]
+        stats = _malloc_stats(_API_ARENAS_DRIVER, args, tmp_path)
     assert stats.count("Arena ") > 1, stats
