@@ -110,6 +110,7 @@ def test_an_agent_command_runs_from_the_api_as_from_the_cli(
 
 def test_a_dataframe_is_the_same_dataset_as_its_rows(server, store_path, project) -> None:
     import pandas
+
     rows = default_rows()
     by_rows, _ = run(server, store_path, rows, "fns.py:exact")
     frame = pandas.DataFrame(rows)
@@ -124,6 +125,7 @@ def test_a_dataframe_is_the_same_dataset_as_its_rows(server, store_path, project
 
 def test_samples_and_a_dataframe_of_them(server, store_path, project) -> None:
     import pandas
+
     rows = default_rows()
     rows[1]["ground_truth"] = "wrong"
     result, _ = run(server, store_path, rows, "fns.py:exact", n=2)
@@ -158,8 +160,7 @@ def test_to_pandas_without_pandas_says_what_to_install(
 def test_configs_filters_as_eval_cache_ls(server, store_path, project) -> None:
     a, _ = run(server, store_path, "data.jsonl", "fns.py:exact", label="baseline")
     b, _ = run(server, store_path, default_rows(3), "fns.py:exact", model="other")
-    assert [c.config_id for c in osmo_store.configs(store=store_path)] == [b.config_id,
-                                                                           a.config_id]
+    assert [c.config_id for c in osmo_store.configs(store=store_path)] == [b.config_id, a.config_id]
     assert [c.config_id for c in osmo_store.configs(store=store_path, label="BASE")] == [
         a.config_id]  # fmt: skip
     assert [c.config_id for c in osmo_store.configs(store=store_path, model="oth")] == [
@@ -320,9 +321,7 @@ def test_bad_input_is_an_osmo_error_and_nothing_is_printed(
     assert capfd.readouterr() == ("", "")
 
 
-def test_the_librarys_warnings_go_to_its_logger_not_to_stderr(
-    server, store_path, project
-) -> None:
+def test_the_librarys_warnings_go_to_its_logger_not_to_stderr(server, store_path, project) -> None:
     """A warning (here: a file in the config's journal that is no journal segment) is the
     ``osmo_store`` logger's: with no handler of the caller's, Python's last resort printed
     it on stderr. A process of its own: under pytest the root logger has handlers."""

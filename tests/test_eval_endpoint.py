@@ -502,9 +502,7 @@ def test_ctrl_c_lets_agent_commands_in_flight_finish_their_runs(
         assert config.counts.get("failed", 0) == 0
 
 
-def test_an_agent_calling_the_endpoint_without_a_model_stops_the_eval(
-    osmo_eval, project
-) -> None:
+def test_an_agent_calling_the_endpoint_without_a_model_stops_the_eval(osmo_eval, project) -> None:
     (project / "agent.py").write_text(SDK_AGENT.replace("model=client.model", "model='x'"))
     run = osmo_eval("--agent", "agent.py:solve", model=None)
     assert run.code == 1

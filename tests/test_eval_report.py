@@ -35,7 +35,7 @@ ROWS = 30
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 # A label is the user's text too: it is shown in headings, table heads and plot legends.
 LABELS = {"broken": "<script>window.__pwned = 3</script>broken"}
-SCORING = '''
+SCORING = """
 def exact(solution_str, ground_truth, extra_info):
     return solution_str.strip() == str(ground_truth).strip()
 
@@ -46,7 +46,7 @@ def judged(solution_str, ground_truth, extra_info):
                 "off": abs(float(solution_str) - float(ground_truth))}
     except ValueError:
         raise ValueError(f"cannot judge {solution_str!r}") from None
-'''
+"""
 
 
 def osmo(project: Path, *argv: str) -> subprocess.CompletedProcess:

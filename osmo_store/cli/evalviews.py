@@ -132,9 +132,7 @@ def register(csub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
         "a paired test, per-row plots); and a table of samples whose conversation, scores, "
         "errors and usage open with a click.",
     )
-    p.add_argument(
-        "configs", metavar="CONFIG", nargs="+", help="config id, unique prefix or label"
-    )
+    p.add_argument("configs", metavar="CONFIG", nargs="+", help="config id, unique prefix or label")
     p.add_argument("-o", "--output", metavar="FILE", required=True, help="HTML file to write")
     p.add_argument(
         "--metric",
